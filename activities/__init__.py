@@ -1,0 +1,1 @@
+"""Temporal activities: all I/O of the node lifecycle, each a thin call into controlplane/."""

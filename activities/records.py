@@ -1,0 +1,147 @@
+"""Database activities: record intent, record transitions (with their outbox event), look up.
+
+Every write is keyed by node id and idempotent, so a retried activity never duplicates a row or
+an event.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from temporalio import activity
+
+from activities.errors import permanent
+from controlplane.config import Settings
+from controlplane.db.repository import InvalidTransition, NewNode, NodeRepository, NodeRow
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from workflows.models import (
+    LookupClusterInput,
+    LookupClusterResult,
+    NodePlan,
+    RecordIntentInput,
+    RecordIntentResult,
+    TransitionInput,
+    TransitionResult,
+)
+
+
+class RecordActivities:
+    def __init__(self, nodes: NodeRepository, settings: Settings) -> None:
+        self.nodes = nodes
+        self.settings = settings
+
+    def default_mode(self) -> LaunchMode:
+        return LaunchMode.API if self.settings.skypilot_use_api_server else LaunchMode.CLI
+
+    def _check_mode_available(self, mode: LaunchMode) -> None:
+        if mode is LaunchMode.API and not self.settings.skypilot_api_server_url:
+            raise permanent(
+                "API mode was asked for, but this worker has no SKYPILOT_API_SERVER_URL; "
+                "nothing was launched",
+                "ConfigurationError",
+            )
+
+    def _plan(self, row: NodeRow) -> NodePlan:
+        s = self.settings
+        return NodePlan(
+            node_id=row.node_id,
+            cluster_name=row.cluster_name,
+            launch_mode=LaunchMode(row.launch_mode),
+            launch_timeout_s=s.skypilot_launch_timeout.total_seconds(),
+            terminate_timeout_s=s.skypilot_terminate_timeout.total_seconds(),
+            health_interval_s=s.node_health_check_interval.total_seconds(),
+            cleanup_budget_s=s.node_cleanup_budget.total_seconds(),
+            heartbeat_timeout_s=s.node_heartbeat_timeout.total_seconds(),
+            max_retries=s.skypilot_max_retries,
+            retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
+        )
+
+    @activity.defn(name="record_intent")
+    async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
+        """Upsert the node's row as ``pending`` before anything exists in a cloud."""
+        spec = input.spec
+        mode = input.launch_mode or self.default_mode()
+        self._check_mode_available(mode)
+        row = await self.nodes.record_intent(
+            NewNode(
+                node_id=spec.node_id,
+                tenant=spec.tenant,
+                deployment=spec.deployment,
+                replica=spec.replica,
+                cluster_name=spec.cluster_name,
+                spec=spec.model_dump(mode="json"),
+                launch_mode=mode.value,
+                workflow_id=input.workflow_id,
+                status_deadline_at=None,
+            )
+        )
+        activity.logger.info(
+            "node %s (%s) recorded, mode %s, status %s",
+            row.node_id,
+            row.cluster_name,
+            row.launch_mode,
+            row.status,
+        )
+        return RecordIntentResult(
+            plan=self._plan(row),
+            status=NodeStatus(row.status),
+            owner_workflow_id=row.workflow_id or input.workflow_id,
+            created=row.workflow_id == input.workflow_id,
+            request_id=row.request_id,
+            endpoint=row.endpoint,
+        )
+
+    @activity.defn(name="record_transition")
+    async def record_transition(self, input: TransitionInput) -> TransitionResult:
+        """Change the status and append its event in one transaction."""
+        deadline = (
+            datetime.now(UTC) + timedelta(seconds=input.deadline_s)
+            if input.deadline_s is not None
+            else None
+        )
+        dedupe = f"{input.node_id}:{input.event_type.value}"
+        if input.dedupe_suffix:
+            dedupe += f":{input.dedupe_suffix}"
+        fields: dict[str, object] = {}
+        if input.request_id is not None:
+            fields["request_id"] = input.request_id
+        if input.endpoint is not None:
+            fields["endpoint"] = input.endpoint
+        if input.error is not None:
+            fields["error"] = input.error
+        if deadline is not None or input.to_status.final or input.to_status is NodeStatus.RUNNING:
+            fields["status_deadline_at"] = deadline
+        try:
+            result = await self.nodes.transition(
+                input.node_id,
+                to_status=input.to_status.value,
+                event_type=input.event_type.value,
+                allowed_from=frozenset(s.value for s in input.allowed_from),
+                dedupe_key=dedupe,
+                payload={"error": input.error} if input.error else None,
+                **fields,  # type: ignore[arg-type]
+            )
+        except InvalidTransition as exc:
+            raise permanent(str(exc), "InvalidTransition") from None
+        return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
+
+    @activity.defn(name="lookup_cluster")
+    async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:
+        row = await self.nodes.get_by_cluster(input.cluster_name)
+        mode = (
+            LaunchMode(row.launch_mode) if row is not None else input.launch_mode
+        ) or self.default_mode()
+        self._check_mode_available(mode)
+        s = self.settings
+        live = row is not None and not NodeStatus(row.status).final
+        return LookupClusterResult(
+            cluster_name=input.cluster_name,
+            node_id=row.node_id if row else None,
+            workflow_id=row.workflow_id if live and row else None,
+            status=NodeStatus(row.status) if row else None,
+            launch_mode=mode,
+            terminate_timeout_s=s.skypilot_terminate_timeout.total_seconds(),
+            cleanup_budget_s=s.node_cleanup_budget.total_seconds(),
+            heartbeat_timeout_s=s.node_heartbeat_timeout.total_seconds(),
+            retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
+        )

@@ -1,0 +1,130 @@
+"""The tables, as typed SQLAlchemy models: the single description migrations are checked against.
+
+``migrations/versions`` are written by hand; a test compares the migrated database with this
+metadata, so the two cannot drift apart silently.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    PrimaryKeyConstraint,
+    Table,
+    Text,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+
+# Deterministic constraint names, so a later migration can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# Statuses the reconciler watches for a passed deadline.
+DEADLINE_STATUSES = (NodeStatus.LAUNCHING, NodeStatus.TERMINATING)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(str(v)) for v in values)})"
+
+
+STATUS_CHECK = _in("status", tuple(NodeStatus))
+LAUNCH_MODE_CHECK = _in("launch_mode", tuple(LaunchMode))
+EVENT_TYPE_CHECK = _in("event_type", tuple(EventType))
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _now() -> Any:
+    return func.now()
+
+
+class Node(Base):
+    """One GPU node: recorded as ``pending`` before anything exists in a cloud."""
+
+    __tablename__ = "nodes"
+    __table_args__ = (
+        CheckConstraint(LAUNCH_MODE_CHECK, name="launch_mode"),
+        CheckConstraint(STATUS_CHECK, name="status"),
+        # Small and exact: only rows that can be stuck are in it.
+        Index(
+            "ix_nodes_deadline",
+            "status_deadline_at",
+            postgresql_where=text(_in("status", DEADLINE_STATUSES)),
+        ),
+    )
+
+    node_id: Mapped[str] = mapped_column(Text, primary_key=True)
+    tenant: Mapped[str] = mapped_column(Text, index=True)
+    deployment: Mapped[str] = mapped_column(Text)
+    replica: Mapped[int] = mapped_column(Integer)
+    cluster_name: Mapped[str] = mapped_column(Text, unique=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    launch_mode: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(Text, index=True, server_default=NodeStatus.PENDING.value)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    endpoint: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    workflow_id: Mapped[str] = mapped_column(Text)
+    status_deadline_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    ready_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    terminated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class NodeEvent(Base):
+    """The outbox: append-only (a trigger rejects UPDATE, DELETE and TRUNCATE)."""
+
+    __tablename__ = "node_events"
+    __table_args__ = (CheckConstraint(EVENT_TYPE_CHECK, name="event_type"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    node_id: Mapped[str] = mapped_column(Text, ForeignKey("nodes.node_id"), index=True)
+    event_type: Mapped[str] = mapped_column(Text)
+    from_status: Mapped[str] = mapped_column(Text)
+    to_status: Mapped[str] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    dedupe_key: Mapped[str] = mapped_column(Text, unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class TenantCredential(Base):
+    """A tenant's provider credentials, sealed by the vault (AES-256-GCM)."""
+
+    __tablename__ = "tenant_credentials"
+    __table_args__ = (PrimaryKeyConstraint("tenant", "provider"),)
+
+    tenant: Mapped[str] = mapped_column(Text)
+    provider: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(Text)
+    nonce: Mapped[bytes] = mapped_column(LargeBinary)
+    ciphertext: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+# The Core tables, for the repositories' INSERT ... ON CONFLICT and RETURNING statements.
+nodes = cast(Table, Node.__table__)
+node_events = cast(Table, NodeEvent.__table__)
+tenant_credentials = cast(Table, TenantCredential.__table__)

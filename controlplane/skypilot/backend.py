@@ -1,0 +1,135 @@
+"""One interface over SkyPilot's two front doors, so the lifecycle does not care which a node uses.
+
+A node's launch mode ("api" or "cli") is chosen when it is created and recorded with it; every
+later call for that node goes through the same mode, so flipping SKYPILOT_USE_API_SERVER never
+strands a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from controlplane.lifecycle import LaunchMode
+from controlplane.skypilot.cli import SkyCLI
+from controlplane.skypilot.client import SkyPilotClient
+from controlplane.skypilot.errors import RequestFailedError, SkyPilotError
+from controlplane.skypilot.models import ClusterStatus, RequestStatus, TerminateResult
+from controlplane.skypilot.task import SkyTask
+
+log = logging.getLogger(__name__)
+
+
+class SkyPilotBackend(Protocol):
+    mode: LaunchMode
+
+    async def launch(
+        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+    ) -> str | None:
+        """Start a launch; returns a request id when the mode has one (API), else None."""
+
+    async def wait_launched(
+        self, cluster_name: str, request_id: str | None, timeout: float
+    ) -> None:
+        """Return once the launch finished and the cluster is UP; raise its error otherwise."""
+
+    async def cluster_status(self, cluster_name: str) -> ClusterStatus: ...
+
+    async def endpoint(self, cluster_name: str, port: int) -> str | None: ...
+
+    async def cancel_launches(self, cluster_name: str) -> list[str]:
+        """Cancel every unfinished launch request for the cluster (explicit ids only)."""
+
+    async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult: ...
+
+
+class ApiBackend:
+    """The REST API: launch returns at once, the wait long-polls the request."""
+
+    mode = LaunchMode.API
+
+    def __init__(self, client: SkyPilotClient) -> None:
+        self.client = client
+
+    async def launch(
+        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+    ) -> str | None:
+        await self.client.validate(task)
+        return await self.client.launch(
+            cluster_name, task, idempotency_key=idempotency_key, workspace=workspace
+        )
+
+    async def wait_launched(
+        self, cluster_name: str, request_id: str | None, timeout: float
+    ) -> None:
+        if request_id is None:
+            raise ValueError("API mode needs the launch request id to wait for")
+        await self.client.wait_for_request(request_id, timeout=timeout)
+
+    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+        return await self.client.cluster_status(cluster_name)
+
+    async def endpoint(self, cluster_name: str, port: int) -> str | None:
+        return (await self.client.endpoints(cluster_name, port)).get(port)
+
+    async def cancel_launches(self, cluster_name: str) -> list[str]:
+        live = [
+            r.request_id
+            for r in await self.client.find_requests(cluster_name, name="sky.launch")
+            if not r.status.finished and r.status is not RequestStatus.UNKNOWN
+        ]
+        if not live:
+            return []
+        return await self.client.cancel(live)
+
+    async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
+        return await self.client.terminate(cluster_name, timeout=timeout)
+
+
+class CliBackend:
+    """The `sky` CLI: launch blocks until provisioned, so the wait only confirms the status."""
+
+    mode = LaunchMode.CLI
+
+    def __init__(self, cli: SkyCLI, *, poll_interval: float = 2.0) -> None:
+        self.cli = cli
+        self.poll_interval = poll_interval
+
+    async def launch(
+        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+    ) -> str | None:
+        # `sky launch` on an existing cluster reuses it, so a retried launch is harmless.
+        await self.cli.launch(cluster_name, task, workspace=workspace)
+        return None
+
+    async def wait_launched(
+        self, cluster_name: str, request_id: str | None, timeout: float
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            status = await self.cli.cluster_status(cluster_name)
+            if status is ClusterStatus.UP:
+                return
+            if status is ClusterStatus.TERMINATED:
+                raise RequestFailedError(
+                    f"cluster {cluster_name} vanished before it came up",
+                    operation="launch",
+                    error_type="ClusterDoesNotExist",
+                )
+            if time.monotonic() >= deadline:
+                raise SkyPilotError(f"cluster {cluster_name} still {status.value} at the deadline")
+            await asyncio.sleep(self.poll_interval)
+
+    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+        return await self.cli.cluster_status(cluster_name)
+
+    async def endpoint(self, cluster_name: str, port: int) -> str | None:
+        return await self.cli.endpoint(cluster_name, port)
+
+    async def cancel_launches(self, cluster_name: str) -> list[str]:
+        return []  # a CLI launch is a process; cancelling its activity kills it
+
+    async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
+        return await self.cli.down(cluster_name)

@@ -1,0 +1,184 @@
+"""What each simulated request does once a "worker" runs it: launch, down, stop, status, ...
+
+Each operation returns the request's (already encoded) return value or raises an exception
+named like SkyPilot's, with SkyPilot's message. Timings come from SimConfig; failures from the
+current Faults.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, TypeVar
+
+from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
+from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
+from controlplane.skypilot.sim.payloads import (
+    EndpointsBody,
+    LaunchBody,
+    RequestCancelBody,
+    StatusBody,
+    StatusRefreshMode,
+    StopOrDownBody,
+)
+from controlplane.skypilot.sim.records import Cluster, ClusterStatus, Request, cluster_record
+from controlplane.skypilot.sim.state import SimState
+from controlplane.skypilot.sim.taskspec import TaskSpec, check_cluster_name, parse_task
+
+T = TypeVar("T")
+
+
+def _body(request: Request, kind: type[T]) -> T:
+    if not isinstance(request.body, kind):
+        raise TypeError(f"{request.name} carries a {type(request.body).__name__}")
+    return request.body
+
+
+def launch_failure(type_name: str, spec: TaskSpec, cluster: str, request_id: str) -> SkyPilotError:
+    """The injected launch error, with the message SkyPilot gives for that type."""
+    messages = {
+        "ResourcesUnavailableError": (
+            f"Failed to acquire resources in all zones in {spec.region} for {spec.request_str}."
+        ),
+        "NoCloudAccessError": NO_CLOUD_ACCESS_MESSAGE,
+        "RequestInterruptedError": (
+            f"Request {request_id!r} was interrupted by an API server restart and will not be "
+            "resumed. Please re-submit the original request."
+        ),
+        "ResourcesMismatchError": (
+            f"Requested resources do not match the existing cluster {cluster!r}."
+        ),
+        "ClusterOwnerIdentityMismatchError": (
+            f"Cluster {cluster!r} is owned by a different cloud identity."
+        ),
+        "ProvisionPrechecksError": f"Provision prechecks failed for cluster {cluster!r}.",
+    }
+    message = messages.get(type_name, f"Simulated {type_name} while launching {cluster!r}.")
+    return sky_error(type_name, message)
+
+
+def _launch_result(cluster: Cluster, body: LaunchBody, spec: TaskSpec) -> dict[str, Any]:
+    cluster.jobs += 1
+    cluster.autostop, cluster.to_down = spec.autostop_minutes, spec.autostop_down
+    if body.idle_minutes_to_autostop is not None:
+        cluster.autostop, cluster.to_down = body.idle_minutes_to_autostop, body.down
+    elif body.down:
+        cluster.to_down = True
+    return {"job_id": cluster.jobs, "handle": EMPTY_PICKLED_VALUE}
+
+
+def _undo_launch(state: SimState, cluster: Cluster, previous: ClusterStatus | None) -> None:
+    """A cancelled or failed launch leaves no cluster behind that it brought into being."""
+    if not state.is_current(cluster) or cluster.status != ClusterStatus.INIT:
+        return
+    if previous is None:
+        state.remove_cluster(cluster)
+    else:
+        state.set_status(cluster, previous)
+
+
+async def launch(state: SimState, request: Request) -> dict[str, Any]:
+    """INIT for launch_delay_s, then UP; an UP cluster is reused; injected faults fail it."""
+    body = _body(request, LaunchBody)
+    spec = parse_task(body.task)
+    check_cluster_name(body.cluster_name)
+    if body.dryrun:
+        return {"job_id": None, "handle": EMPTY_PICKLED_VALUE}
+    failure = state.take_launch_failure()
+    async with state.cluster_lock(body.cluster_name):
+        cluster = state.clusters.get(body.cluster_name)
+        if cluster is not None and cluster.status == ClusterStatus.UP and failure is None:
+            return _launch_result(cluster, body, spec)
+        previous = None if cluster is None else cluster.status
+        if cluster is None:
+            cluster = state.new_cluster(body.cluster_name, spec, request)
+        elif cluster.status != ClusterStatus.UP:
+            cluster.spec = spec
+            cluster.launch_request_id = request.request_id
+            state.set_status(cluster, ClusterStatus.INIT)
+        request.on_cancel = lambda: _undo_launch(state, cluster, previous)
+        if failure is not None:
+            await asyncio.sleep(state.config.launch_delay_s / 2)
+            _undo_launch(state, cluster, previous)
+            raise launch_failure(failure, spec, body.cluster_name, request.request_id)
+        await asyncio.sleep(state.config.launch_delay_s)
+        if not state.is_current(cluster):
+            raise launch_failure(
+                "ResourcesUnavailableError", spec, body.cluster_name, request.request_id
+            )
+        request.on_cancel = None
+        state.mark_up(cluster)
+        return _launch_result(cluster, body, spec)
+
+
+def _does_not_exist(name: str) -> SkyPilotError:
+    return sky_error("ClusterDoesNotExist", f"Cluster {name!r} does not exist.")
+
+
+async def down(state: SimState, request: Request) -> None:
+    """Terminate: the cluster's other requests are killed first, then it is gone."""
+    body = _body(request, StopOrDownBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    if body.cluster_name not in state.clusters:
+        raise _does_not_exist(body.cluster_name)
+    state.cancel_cluster_requests(body.cluster_name, keep_name=request.name)
+    async with state.cluster_lock(body.cluster_name):
+        cluster = state.clusters.get(body.cluster_name)
+        if cluster is None:
+            return None  # the launch it cancelled took its INIT cluster with it
+        await asyncio.sleep(state.config.down_delay_s)
+        state.remove_cluster(cluster)
+    return None
+
+
+async def stop(state: SimState, request: Request) -> None:
+    body = _body(request, StopOrDownBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    if body.cluster_name not in state.clusters:
+        raise _does_not_exist(body.cluster_name)
+    state.cancel_cluster_requests(body.cluster_name, keep_name=request.name)
+    async with state.cluster_lock(body.cluster_name):
+        cluster = state.clusters.get(body.cluster_name)
+        if cluster is None:
+            raise _does_not_exist(body.cluster_name)
+        await asyncio.sleep(state.config.stop_delay_s)
+        if state.is_current(cluster):
+            state.set_status(cluster, ClusterStatus.STOPPED)
+    return None
+
+
+async def status(state: SimState, request: Request) -> list[dict[str, Any]]:
+    """Cluster records, newest launch first; terminated clusters are simply absent."""
+    body = _body(request, StatusBody)
+    refresh = body.refresh != StatusRefreshMode.NONE
+    await asyncio.sleep(state.config.status_delay_s * (3 if refresh else 1))
+    clusters = sorted(state.clusters.values(), key=lambda c: c.launched_at, reverse=True)
+    if body.cluster_names:
+        clusters = [c for c in clusters if c.name in body.cluster_names]
+    return [cluster_record(c, include_credentials=body.include_credentials) for c in clusters]
+
+
+async def endpoints(state: SimState, request: Request) -> dict[str, str]:
+    """Port → address of the simulated model server (backend_utils.get_endpoints)."""
+    body = _body(request, EndpointsBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    port: int | None = None
+    if body.port is not None:
+        try:
+            port = int(body.port)
+        except ValueError:
+            raise ValueError(f"Invalid endpoint {body.port!r}.") from None
+    cluster = state.clusters.get(body.cluster)
+    if cluster is None:
+        raise sky_error("ClusterNotUpError", f"Cluster {body.cluster!r} not found.")
+    if cluster.status != ClusterStatus.UP:
+        raise sky_error("ClusterNotUpError", f"Cluster {cluster.name!r} is not in UP status.")
+    address = f"{request.server_netloc}/sim/models/{cluster.name}"
+    ports = cluster.spec.ports
+    if port is not None:
+        return {str(port): address} if port in ports else {}
+    return {str(p): address for p in ports}
+
+
+async def api_cancel(state: SimState, request: Request) -> list[str]:
+    body = _body(request, RequestCancelBody)
+    return state.cancel_requests(body.request_ids, body.user_id)

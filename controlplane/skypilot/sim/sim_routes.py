@@ -1,0 +1,108 @@
+"""Endpoints that are not SkyPilot's: the simulator's controls and the clusters' model servers.
+
+``/sim/models/{cluster}/...`` stands in for the vLLM server a real cluster would run (what
+``/endpoints`` points at); the other ``/sim/*`` routes let tests, demos and benchmarks read
+counters, inject faults, reset, and preempt clusters. None of them need auth.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, HTTPException
+from fastapi import Request as HttpRequest
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from controlplane.skypilot.sim.records import Cluster, ClusterStatus, cluster_record
+from controlplane.skypilot.sim.routes import sim_state
+
+router = APIRouter(prefix="/sim")
+
+
+@router.get("/counters")
+async def counters(http: HttpRequest) -> dict[str, Any]:
+    return sim_state(http).counters()
+
+
+@router.get("/faults")
+async def get_faults(http: HttpRequest) -> dict[str, Any]:
+    return sim_state(http).faults.model_dump()
+
+
+@router.post("/faults")
+async def set_faults(http: HttpRequest, changes: Annotated[dict[str, Any], Body()]) -> JSONResponse:
+    """Partial update of the faults; answers the faults now in force."""
+    try:
+        faults = sim_state(http).update_faults(changes)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        return JSONResponse({"detail": errors}, status_code=422)
+    return JSONResponse(faults.model_dump())
+
+
+@router.post("/reset")
+async def reset(http: HttpRequest) -> dict[str, Any]:
+    state = sim_state(http)
+    state.reset()
+    return state.counters()
+
+
+@router.get("/clusters")
+async def clusters(http: HttpRequest) -> list[dict[str, Any]]:
+    return [cluster_record(c, include_credentials=False) for c in sim_state(http).clusters.values()]
+
+
+@router.post("/clusters/{name}/preempt")
+async def preempt(http: HttpRequest, name: str) -> dict[str, Any]:
+    if not sim_state(http).preempt(name):
+        raise HTTPException(status_code=404, detail=f"Cluster {name!r} not found")
+    return {"preempted": name}
+
+
+def _serving_cluster(http: HttpRequest, name: str) -> Cluster:
+    cluster = sim_state(http).clusters.get(name)
+    if cluster is None or cluster.status != ClusterStatus.UP:
+        raise HTTPException(status_code=404, detail=f"No model server on cluster {name!r}")
+    return cluster
+
+
+def _warm(http: HttpRequest, cluster: Cluster) -> bool:
+    warmup = sim_state(http).config.model_warmup_s
+    return cluster.up_since is not None and time.monotonic() - cluster.up_since >= warmup
+
+
+@router.get("/models/{name}/health")
+async def model_health(http: HttpRequest, name: str) -> JSONResponse:
+    """vLLM's /health: 503 while the model loads, 200 once it serves."""
+    cluster = _serving_cluster(http, name)
+    if not _warm(http, cluster):
+        return JSONResponse({"status": "loading"}, status_code=503)
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/models/{name}/v1/models")
+async def model_list(http: HttpRequest, name: str) -> JSONResponse:
+    """vLLM's OpenAI-compatible model list, once the model is loaded."""
+    cluster = _serving_cluster(http, name)
+    if not _warm(http, cluster):
+        return JSONResponse({"status": "loading"}, status_code=503)
+    model = cluster.spec.envs.get("MODEL_ID") or cluster.name
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": model,
+                    "object": "model",
+                    "created": cluster.status_updated_at,
+                    "owned_by": "vllm",
+                    "root": model,
+                    "parent": None,
+                    "max_model_len": 8192,
+                    "permission": [],
+                }
+            ],
+        }
+    )

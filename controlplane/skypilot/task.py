@@ -1,0 +1,124 @@
+"""Build the SkyPilot task for a vLLM node.
+
+The task's plain settings go into the YAML ``envs:``; secret values (the tenant's HF token, R2
+keys) travel separately and are only rendered into ``secrets:`` at the moment of submission
+(API mode) or written to a 0600 ``--secret-file`` (CLI mode). ``SkyTask.render()`` without
+secrets is what may be logged or stored.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import SecretStr
+
+from controlplane.spec import NodeSpec
+
+VLLM_PORT = 8000
+IDLE_AUTOSTOP_MINUTES = 30  # as the integration guide's IdleMinutesToStop
+
+SETUP = """\
+set -euo pipefail
+python -m pip install --upgrade pip
+python -m pip install "torch==${TORCH_VERSION}" "vllm==${VLLM_VERSION}"
+"""
+
+RUN = """\
+set -euo pipefail
+exec python -m vllm.entrypoints.openai.api_server \\
+  --host 0.0.0.0 --port "${VLLM_PORT}" \\
+  --model "${MODEL_ID}" \\
+  --served-model-name "${MODEL_ID}" \\
+  --tensor-parallel-size "${SKYPILOT_NUM_GPUS_PER_NODE}"
+"""
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    """The system-wide values every node's task carries (from Settings)."""
+
+    control_plane_url: str
+    vllm_version: str
+    torch_version: str
+    r2_endpoint: str | None = None
+    r2_bucket: str | None = None
+    r2_access_key_id: SecretStr | None = None
+    r2_secret_access_key: SecretStr | None = None
+
+
+@dataclass(frozen=True)
+class SkyTask:
+    """A task document plus its secrets, kept apart so secrets are rendered only on purpose."""
+
+    name: str
+    document: Mapping[str, Any]
+    secrets: Mapping[str, SecretStr] = field(default_factory=dict)
+
+    @property
+    def envs(self) -> Mapping[str, str]:
+        envs: Mapping[str, str] = self.document.get("envs", {})
+        return envs
+
+    def render(self, *, with_secrets: bool = False) -> str:
+        """The task YAML. Secret values appear only with ``with_secrets=True``."""
+        doc = dict(self.document)
+        if self.secrets:
+            doc["secrets"] = {
+                key: (value.get_secret_value() if with_secrets else None)
+                for key, value in sorted(self.secrets.items())
+            }
+        return yaml.safe_dump(doc, sort_keys=False, default_flow_style=False)
+
+    def secret_values(self) -> dict[str, str]:
+        return {key: value.get_secret_value() for key, value in self.secrets.items()}
+
+
+def build_task(
+    spec: NodeSpec,
+    settings: TaskSettings,
+    *,
+    node_secrets: Mapping[str, SecretStr] | None = None,
+) -> SkyTask:
+    """The vLLM task for one node: resources, autostop, envs, setup/run, and its secrets."""
+    envs: dict[str, str] = {
+        "CONTROL_PLANE_URL": settings.control_plane_url,
+        "VLLM_VERSION": settings.vllm_version,
+        "TORCH_VERSION": settings.torch_version,
+        "MODEL_ID": spec.model,
+        "NODE_ID": spec.node_id,
+        "TENANT_ID": spec.tenant,
+        "VLLM_PORT": str(VLLM_PORT),
+    }
+    if settings.r2_endpoint:
+        envs["R2_ENDPOINT"] = settings.r2_endpoint
+    if settings.r2_bucket:
+        envs["R2_BUCKET"] = settings.r2_bucket
+
+    secrets: dict[str, SecretStr] = {}
+    if settings.r2_access_key_id is not None:
+        secrets["R2_ACCESS_KEY_ID"] = settings.r2_access_key_id
+    if settings.r2_secret_access_key is not None:
+        secrets["R2_SECRET_ACCESS_KEY"] = settings.r2_secret_access_key
+    secrets.update(node_secrets or {})
+    clash = sorted(set(secrets) & set(envs))
+    if clash:
+        raise ValueError(f"secret names clash with task envs: {', '.join(clash)}")
+
+    document: dict[str, Any] = {
+        "name": spec.cluster_name,
+        "resources": {
+            "infra": spec.infra,
+            "accelerators": spec.accelerators,
+            "use_spot": spec.spot,
+            "ports": [VLLM_PORT],
+            "autostop": {"idle_minutes": IDLE_AUTOSTOP_MINUTES, "down": False},
+        },
+        "num_nodes": 1,
+        "envs": envs,
+        "setup": SETUP,
+        "run": RUN,
+    }
+    return SkyTask(name=spec.cluster_name, document=document, secrets=secrets)

@@ -1,0 +1,253 @@
+"""Command line over the starter API: JSON on stdout, errors on stderr, meaningful exit codes.
+
+    python -m starter launch --tenant acme --model NousResearch/Meta-Llama-3-8B-Instruct \\
+        --provider aws --region us-east-1 --gpu A100:1
+    python -m starter status --workflow-id node-cpn-...
+    python -m starter terminate --workflow-id node-cpn-...
+
+Exit codes: 0 done, 1 failed, 2 bad input or configuration (nothing was started),
+3 no such workflow, 4 still terminating when the bounded wait ran out, 5 Temporal unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+from datetime import timedelta
+from typing import Any, NoReturn
+
+from pydantic import ValidationError
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+
+from controlplane.config import ConfigError, load_settings
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.spec import NodeSpec
+from starter.api import ControlPlane, NotFound
+from starter.connection import connect
+from workflows.models import DeploymentSpec
+
+EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_NOT_FOUND, EXIT_STILL_TERMINATING, EXIT_UNREACHABLE = (
+    0,
+    1,
+    2,
+    3,
+    4,
+    5,
+)
+GPU_PATTERN = re.compile(r"^(?P<type>[A-Za-z0-9][A-Za-z0-9-]*)(?::(?P<count>\d+))?$")
+
+
+class InputError(Exception):
+    """Bad command-line input: the message names the option and says what was expected."""
+
+
+def parse_gpu(text: str) -> tuple[str, int]:
+    match = GPU_PATTERN.match(text.strip())
+    if match is None:
+        raise InputError(f"--gpu {text!r}: expected TYPE or TYPE:COUNT, e.g. A100:1 or H100:8")
+    count = int(match.group("count") or 1)
+    if count < 1:
+        raise InputError(f"--gpu {text!r}: the GPU count must be at least 1")
+    return match.group("type"), count
+
+
+def validation_message(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in item["loc"]) or "input"
+        parts.append(f"{field}: {item['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m starter", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def node_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--tenant", required=True)
+        p.add_argument("--model", required=True, help="e.g. NousResearch/Meta-Llama-3-8B-Instruct")
+        p.add_argument("--provider", required=True, help="aws, gcp, azure, kubernetes, ...")
+        p.add_argument("--region", required=True)
+        p.add_argument("--gpu", required=True, help="TYPE:COUNT, e.g. A100:1")
+        p.add_argument("--spot", action="store_true")
+        p.add_argument(
+            "--mode",
+            choices=[m.value for m in LaunchMode],
+            help="override SKYPILOT_USE_API_SERVER for this node",
+        )
+
+    launch = sub.add_parser("launch", help="launch one node")
+    node_options(launch)
+    launch.add_argument("--deployment", default="default")
+    launch.add_argument("--replica", type=int, default=0)
+    launch.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait until the node is running (or failed)"
+    )
+
+    deploy = sub.add_parser("deploy", help="launch a deployment of N replicas")
+    node_options(deploy)
+    deploy.add_argument("--name", default="default")
+    deploy.add_argument("--replicas", type=int, required=True)
+
+    status = sub.add_parser("status", help="a node's or a deployment's status")
+    status.add_argument("--workflow-id", required=True)
+
+    terminate = sub.add_parser("terminate", help="terminate a node (bounded wait)")
+    target = terminate.add_mutually_exclusive_group(required=True)
+    target.add_argument("--workflow-id")
+    target.add_argument(
+        "--cluster", help="any cluster by name, e.g. one this system did not launch"
+    )
+    terminate.add_argument(
+        "--wait",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --cluster: how long to wait (default 300)",
+    )
+
+    scale = sub.add_parser("scale", help="scale a deployment")
+    scale.add_argument("--workflow-id", required=True)
+    scale.add_argument("--replicas", type=int, required=True)
+
+    listing = sub.add_parser("list", help="list node workflows")
+    listing.add_argument("--running", action="store_true")
+    listing.add_argument("--limit", type=int, default=100)
+    return parser
+
+
+def node_spec(args: argparse.Namespace) -> NodeSpec:
+    gpu_type, gpu_count = parse_gpu(args.gpu)
+    return NodeSpec(
+        tenant=args.tenant,
+        model=args.model,
+        provider=args.provider,
+        region=args.region,
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        spot=args.spot,
+        deployment=args.deployment,
+        replica=args.replica,
+    )
+
+
+def deployment_spec(args: argparse.Namespace) -> DeploymentSpec:
+    gpu_type, gpu_count = parse_gpu(args.gpu)
+    return DeploymentSpec(
+        tenant=args.tenant,
+        model=args.model,
+        provider=args.provider,
+        region=args.region,
+        gpu_type=gpu_type,
+        gpu_count=gpu_count,
+        spot=args.spot,
+        name=args.name,
+    )
+
+
+def emit(payload: Any) -> None:
+    print(json.dumps(payload, indent=2, default=str), flush=True)
+
+
+async def run(args: argparse.Namespace) -> int:
+    # Validate everything the person typed before connecting to anything.
+    mode = LaunchMode(args.mode) if getattr(args, "mode", None) else None
+    spec = node_spec(args) if args.command == "launch" else None
+    deployment = deployment_spec(args) if args.command == "deploy" else None
+    settings = load_settings()
+    try:
+        client = await connect(settings)
+    except RuntimeError as exc:
+        raise ConnectionError(
+            f"cannot reach Temporal at TEMPORAL_ADDRESS={settings.temporal_address}: {exc}"
+        ) from None
+    cp = ControlPlane(client, settings.temporal_task_queue)
+    if spec is not None:
+        started = await cp.launch_node(spec, launch_mode=mode)
+        result: dict[str, Any] = started.as_dict()
+        if args.wait:
+            view = await cp.wait_for_node(
+                started.workflow_id,
+                until={NodeStatus.RUNNING},
+                timeout=timedelta(seconds=args.wait),
+            )
+            result["node"] = view.model_dump(mode="json")
+            emit(result)
+            return EXIT_OK if view.status is NodeStatus.RUNNING else EXIT_FAILED
+        emit(result)
+        return EXIT_OK
+    if deployment is not None:
+        workflow_id = await cp.launch_deployment(deployment, args.replicas, launch_mode=mode)
+        emit({"workflow_id": workflow_id, "replicas": args.replicas})
+        return EXIT_OK
+    if args.command == "status":
+        if args.workflow_id.startswith("deployment-"):
+            emit((await cp.deployment_status(args.workflow_id)).model_dump(mode="json"))
+        else:
+            emit((await cp.node_status(args.workflow_id)).model_dump(mode="json"))
+        return EXIT_OK
+    if args.command == "terminate":
+        if args.cluster:
+            outcome = await cp.terminate_cluster(args.cluster, wait=timedelta(seconds=args.wait))
+            if outcome is None:
+                emit({"cluster_name": args.cluster, "still_terminating": True})
+                return EXIT_STILL_TERMINATING
+            emit(outcome.model_dump(mode="json"))
+            return EXIT_OK
+        if args.workflow_id.startswith("deployment-"):
+            emit((await cp.terminate_deployment(args.workflow_id)).model_dump(mode="json"))
+            return EXIT_OK
+        response = await cp.terminate_node(args.workflow_id)
+        emit(response.model_dump(mode="json"))
+        return EXIT_STILL_TERMINATING if response.still_terminating else EXIT_OK
+    if args.command == "scale":
+        emit((await cp.scale_deployment(args.workflow_id, args.replicas)).model_dump(mode="json"))
+        return EXIT_OK
+    emit(await cp.list_nodes(running_only=args.running, limit=args.limit))
+    return EXIT_OK
+
+
+def fail(code: int, message: str, hint: str | None = None) -> int:
+    payload = {"error": message}
+    if hint:
+        payload["hint"] = hint
+    print(json.dumps(payload), file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except InputError as exc:
+        return fail(EXIT_INPUT, str(exc))
+    except ValidationError as exc:
+        return fail(EXIT_INPUT, validation_message(exc), "nothing was started")
+    except ConfigError as exc:
+        return fail(EXIT_INPUT, str(exc))
+    except NotFound as exc:
+        return fail(EXIT_NOT_FOUND, str(exc), "check the workflow id (python -m starter list)")
+    except ConnectionError as exc:
+        return fail(EXIT_UNREACHABLE, str(exc), "start the local stack with scripts/demo")
+    except TimeoutError:
+        return fail(EXIT_FAILED, "timed out waiting", "the workflow keeps going; query its status")
+    except WorkflowUpdateFailedError as exc:
+        return fail(EXIT_FAILED, f"update failed: {exc.cause}")
+    except RPCError as exc:
+        return fail(EXIT_FAILED, f"Temporal refused the call: {exc.message}")
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush, then skip interpreter finalisation (sdk-python #300 corrupts exit codes)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    exit_now(main())

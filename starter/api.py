@@ -1,0 +1,213 @@
+"""The typed API other services use: launch, terminate, query and list nodes and deployments.
+
+Inputs are validated here, before anything is started, so a bad spec never reaches Temporal.
+Workflow ids derive from the node's identity (``node-<cluster>``), so launching the same node
+twice attaches to the running workflow instead of launching again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from datetime import timedelta
+from typing import TypeVar
+
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.service import RPCError, RPCStatusCode
+
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.spec import NodeSpec
+from workflows.deployment import DeploymentWorkflow, node_workflow_id
+from workflows.models import (
+    DeploymentInput,
+    DeploymentSpec,
+    DeploymentView,
+    NodeView,
+    NodeWorkflowInput,
+    ScaleDeploymentRequest,
+    TerminateClusterInput,
+    TerminateClusterResult,
+    TerminateDeploymentRequest,
+    TerminateNodeRequest,
+    TerminateNodeResponse,
+)
+from workflows.node import NodeWorkflow
+from workflows.terminate import TerminateClusterWorkflow
+
+T = TypeVar("T")
+
+
+class NotFound(LookupError):
+    """No such workflow in this namespace."""
+
+
+def deployment_workflow_id(tenant: str, name: str) -> str:
+    return f"deployment-{tenant}-{name}"
+
+
+class NodeStarted:
+    """What ``launch_node`` did: started a new workflow, or attached to the live one."""
+
+    def __init__(self, workflow_id: str, spec: NodeSpec, attached: bool) -> None:
+        self.workflow_id = workflow_id
+        self.node_id = spec.node_id
+        self.cluster_name = spec.cluster_name
+        self.attached = attached
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "workflow_id": self.workflow_id,
+            "node_id": self.node_id,
+            "cluster_name": self.cluster_name,
+            "attached": self.attached,
+        }
+
+
+class ControlPlane:
+    """Thin, typed wrapper over a Temporal client for the node lifecycle workflows."""
+
+    def __init__(self, client: Client, task_queue: str) -> None:
+        self.client = client
+        self.task_queue = task_queue
+
+    # --- nodes -----------------------------------------------------------------------------------
+    async def launch_node(
+        self, spec: NodeSpec, *, launch_mode: LaunchMode | None = None
+    ) -> NodeStarted:
+        workflow_id = node_workflow_id(spec.cluster_name)
+        attached = await self._is_running(workflow_id)
+        await self.client.start_workflow(
+            NodeWorkflow.run,
+            NodeWorkflowInput(spec=spec, launch_mode=launch_mode),
+            id=workflow_id,
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+        return NodeStarted(workflow_id, spec, attached)
+
+    async def node_status(self, workflow_id: str) -> NodeView:
+        handle = self.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
+        return await self._guard(handle.query(NodeWorkflow.status), workflow_id)
+
+    async def wait_for_node(
+        self, workflow_id: str, *, until: set[NodeStatus], timeout: timedelta, poll: float = 0.5
+    ) -> NodeView:
+        """Poll the status query until the node reaches one of ``until`` or ends."""
+        async with asyncio.timeout(timeout.total_seconds()):
+            while True:
+                view = await self.node_status(workflow_id)
+                if view.status in until or view.status.final:
+                    return view
+                await asyncio.sleep(poll)
+
+    async def terminate_node(
+        self, workflow_id: str, reason: str = "requested"
+    ) -> TerminateNodeResponse:
+        """Terminate with the workflow's bounded wait (SKYPILOT_TERMINATE_TIMEOUT)."""
+        handle = self.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
+        return await self._guard(
+            handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest(reason=reason)),
+            workflow_id,
+        )
+
+    async def terminate_cluster(
+        self, cluster_name: str, *, wait: timedelta, launch_mode: LaunchMode | None = None
+    ) -> TerminateClusterResult | None:
+        """Down a cluster by name; None if it is still terminating when ``wait`` runs out."""
+        handle = await self.client.start_workflow(
+            TerminateClusterWorkflow.run,
+            TerminateClusterInput(cluster_name=cluster_name, launch_mode=launch_mode),
+            id=f"terminate-{cluster_name}",
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        )
+        try:
+            return await asyncio.wait_for(handle.result(), wait.total_seconds())
+        except TimeoutError:
+            return None
+
+    # --- deployments -----------------------------------------------------------------------------
+    async def launch_deployment(
+        self, spec: DeploymentSpec, replicas: int, *, launch_mode: LaunchMode | None = None
+    ) -> str:
+        workflow_id = deployment_workflow_id(spec.tenant, spec.name)
+        await self.client.start_workflow(
+            DeploymentWorkflow.run,
+            DeploymentInput(deployment=spec, replicas=replicas, launch_mode=launch_mode),
+            id=workflow_id,
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        return workflow_id
+
+    async def deployment_status(self, workflow_id: str) -> DeploymentView:
+        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
+        return await self._guard(handle.query(DeploymentWorkflow.status), workflow_id)
+
+    async def scale_deployment(self, workflow_id: str, replicas: int) -> DeploymentView:
+        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
+        return await self._guard(
+            handle.execute_update(
+                DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=replicas)
+            ),
+            workflow_id,
+        )
+
+    async def terminate_deployment(
+        self, workflow_id: str, reason: str = "requested"
+    ) -> DeploymentView:
+        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
+        return await self._guard(
+            handle.execute_update(
+                DeploymentWorkflow.terminate, TerminateDeploymentRequest(reason=reason)
+            ),
+            workflow_id,
+        )
+
+    # --- listing ---------------------------------------------------------------------------------
+    async def list_nodes(
+        self, *, running_only: bool = False, limit: int = 100
+    ) -> list[dict[str, object]]:
+        """Node workflows, newest first, with each live node's status from its query."""
+        query = "WorkflowType = 'NodeWorkflow'"
+        if running_only:
+            query += " AND ExecutionStatus = 'Running'"
+        out: list[dict[str, object]] = []
+        async for execution in self.client.list_workflows(query, limit=limit):
+            item: dict[str, object] = {
+                "workflow_id": execution.id,
+                "workflow_status": execution.status.name if execution.status else None,
+                "started_at": execution.start_time.isoformat(),
+            }
+            if execution.status == WorkflowExecutionStatus.RUNNING:
+                try:
+                    item["node"] = (await self.node_status(execution.id)).model_dump(mode="json")
+                except (NotFound, RPCError):
+                    item["node"] = None
+            out.append(item)
+        return out
+
+    # --- helpers ---------------------------------------------------------------------------------
+    async def _is_running(self, workflow_id: str) -> bool:
+        try:
+            description = await self.client.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        return description.status == WorkflowExecutionStatus.RUNNING
+
+    @staticmethod
+    async def _guard(call: Awaitable[T], workflow_id: str) -> T:
+        try:
+            return await call
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                raise NotFound(f"no workflow {workflow_id!r} in this namespace") from None
+            raise
+
+
+__all__ = ["ControlPlane", "NodeStarted", "NotFound", "deployment_workflow_id"]

@@ -1,0 +1,222 @@
+"""In-memory stand-ins for the activities, registered under the real names.
+
+They keep a node table and an event list like the database does (same transition rules, same
+idempotency), so workflow tests can assert on what would have been recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from workflows.models import (
+    ClusterHealthInput,
+    ClusterHealthResult,
+    CredentialRefInput,
+    CredentialRefResult,
+    DownClusterInput,
+    DownClusterResult,
+    LaunchInput,
+    LaunchResult,
+    LookupClusterInput,
+    LookupClusterResult,
+    NodePlan,
+    RecordIntentInput,
+    RecordIntentResult,
+    TransitionInput,
+    TransitionResult,
+    WaitReadyInput,
+    WaitReadyResult,
+)
+
+
+@dataclass
+class Row:
+    node_id: str
+    cluster_name: str
+    workflow_id: str
+    launch_mode: LaunchMode
+    status: NodeStatus = NodeStatus.PENDING
+    request_id: str | None = None
+    endpoint: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class Behaviour:
+    """What the fake SkyPilot does; tests flip these."""
+
+    launch_error: ApplicationError | None = None
+    wait_error: ApplicationError | None = None
+    wait_errors: list[ApplicationError] = field(default_factory=list)
+    wait_forever: bool = False
+    wait_still_running: bool = False
+    down_error: ApplicationError | None = None
+    down_blocks: asyncio.Event | None = None
+    cluster_status: str = "UP"
+    transition_error_for: NodeStatus | None = None
+
+
+class FakeActivities:
+    def __init__(
+        self,
+        *,
+        launch_timeout_s: float = 600,
+        terminate_timeout_s: float = 300,
+        health_interval_s: float = 60,
+        max_retries: int = 2,
+    ) -> None:
+        self.rows: dict[str, Row] = {}
+        self.events: list[tuple[str, str]] = []
+        self.event_keys: set[str] = set()
+        self.calls: dict[str, list[Any]] = defaultdict(list)
+        self.behaviour = Behaviour()
+        self.plan_args: dict[str, Any] = {
+            "launch_timeout_s": launch_timeout_s,
+            "terminate_timeout_s": terminate_timeout_s,
+            "health_interval_s": health_interval_s,
+            "cleanup_budget_s": 1800.0,
+            "heartbeat_timeout_s": 30.0,
+            "max_retries": max_retries,
+            "retry_backoff_s": 1.0,
+        }
+        self.launch_started = asyncio.Event()
+        self.launches = 0
+
+    def statuses(self) -> list[NodeStatus]:
+        return [row.status for row in self.rows.values()]
+
+    @activity.defn(name="record_intent")
+    async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
+        self.calls["record_intent"].append(input)
+        spec = input.spec
+        row = self.rows.setdefault(
+            spec.node_id,
+            Row(
+                node_id=spec.node_id,
+                cluster_name=spec.cluster_name,
+                workflow_id=input.workflow_id,
+                launch_mode=input.launch_mode or LaunchMode.API,
+            ),
+        )
+        plan = NodePlan(
+            node_id=row.node_id,
+            cluster_name=row.cluster_name,
+            launch_mode=row.launch_mode,
+            **self.plan_args,
+        )
+        return RecordIntentResult(
+            plan=plan,
+            status=row.status,
+            owner_workflow_id=row.workflow_id,
+            created=row.workflow_id == input.workflow_id,
+            request_id=row.request_id,
+            endpoint=row.endpoint,
+        )
+
+    @activity.defn(name="record_transition")
+    async def record_transition(self, input: TransitionInput) -> TransitionResult:
+        self.calls["record_transition"].append(input)
+        if self.behaviour.transition_error_for is input.to_status:
+            raise ApplicationError(
+                "database rejected the write", type="InvalidTransition", non_retryable=True
+            )
+        row = self.rows[input.node_id]
+        key = f"{input.node_id}:{input.event_type.value}:{input.dedupe_suffix}"
+        if row.status is input.to_status and key in self.event_keys:
+            return TransitionResult(applied=False, status=row.status)
+        if row.status not in input.allowed_from and row.status is not input.to_status:
+            raise ApplicationError(
+                f"{row.status} -> {input.to_status} not allowed",
+                type="InvalidTransition",
+                non_retryable=True,
+            )
+        row.status = input.to_status
+        row.request_id = input.request_id or row.request_id
+        row.endpoint = input.endpoint or row.endpoint
+        row.error = input.error or row.error
+        if key not in self.event_keys:
+            self.event_keys.add(key)
+            self.events.append((input.node_id, input.event_type.value))
+        return TransitionResult(applied=True, status=row.status)
+
+    @activity.defn(name="lookup_cluster")
+    async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:
+        row = next((r for r in self.rows.values() if r.cluster_name == input.cluster_name), None)
+        live = row is not None and not row.status.final
+        return LookupClusterResult(
+            cluster_name=input.cluster_name,
+            node_id=row.node_id if row else None,
+            workflow_id=row.workflow_id if row and live else None,
+            status=row.status if row else None,
+            launch_mode=input.launch_mode or LaunchMode.API,
+            terminate_timeout_s=300,
+            cleanup_budget_s=1800,
+            heartbeat_timeout_s=30,
+            retry_backoff_s=1,
+        )
+
+    @activity.defn(name="credential_reference")
+    async def credential_reference(self, input: CredentialRefInput) -> CredentialRefResult:
+        self.calls["credential_reference"].append(input)
+        return CredentialRefResult(ref=None)
+
+    @activity.defn(name="launch_cluster")
+    async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
+        self.calls["launch_cluster"].append(input)
+        self.launches += 1
+        self.launch_started.set()
+        if self.behaviour.launch_error is not None:
+            raise self.behaviour.launch_error
+        return LaunchResult(request_id=f"req-{self.launches}")
+
+    @activity.defn(name="wait_ready")
+    async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
+        self.calls["wait_ready"].append(input)
+        if self.behaviour.wait_errors:
+            raise self.behaviour.wait_errors.pop(0)
+        if self.behaviour.wait_error is not None:
+            raise self.behaviour.wait_error
+        if self.behaviour.wait_still_running:
+            # As the real activity does when a slice of its long-poll ends: retry later.
+            raise ApplicationError("launch still running", type="WaitTimeoutError")
+        if self.behaviour.wait_forever:
+            while True:
+                activity.heartbeat()
+                await asyncio.sleep(0.05)
+        return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
+
+    @activity.defn(name="cluster_health")
+    async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
+        self.calls["cluster_health"].append(input)
+        status = self.behaviour.cluster_status
+        return ClusterHealthResult(cluster_status=status, present=status != "TERMINATED")
+
+    @activity.defn(name="down_cluster")
+    async def down_cluster(self, input: DownClusterInput) -> DownClusterResult:
+        self.calls["down_cluster"].append(input)
+        if self.behaviour.down_blocks is not None:
+            while not self.behaviour.down_blocks.is_set():
+                activity.heartbeat()
+                await asyncio.sleep(0.05)
+        if self.behaviour.down_error is not None:
+            raise self.behaviour.down_error
+        return DownClusterResult(already_gone=False)
+
+    def all(self) -> list[Any]:
+        return [
+            self.record_intent,
+            self.record_transition,
+            self.lookup_cluster,
+            self.credential_reference,
+            self.launch_cluster,
+            self.wait_ready,
+            self.cluster_health,
+            self.down_cluster,
+        ]

@@ -1,0 +1,304 @@
+"""NodeWorkflow's paths on the time-skipping server: launch timeouts, compensation, bounded
+terminate, cancellation and duplicate starts."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from controlplane.lifecycle import NodeStatus
+from controlplane.spec import NodeSpec
+from tests.workflows.fakes import FakeActivities
+from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
+from workflows.node import NodeWorkflow
+
+SPEC = NodeSpec(
+    tenant="acme",
+    model="org/llama",
+    provider="aws",
+    region="us-east-1",
+    gpu_type="A100",
+    gpu_count=1,
+)
+
+
+@asynccontextmanager
+async def running_worker(
+    env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
+) -> AsyncIterator[Worker]:
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    ) as worker:
+        yield worker
+
+
+async def start(
+    env: WorkflowEnvironment, task_queue: str, spec: NodeSpec = SPEC
+) -> WorkflowHandle[NodeWorkflow, NodeView]:
+    return await env.client.start_workflow(
+        NodeWorkflow.run,
+        NodeWorkflowInput(spec=spec),
+        id=f"node-{spec.cluster_name}",
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+
+
+async def wait_status(handle: WorkflowHandle[NodeWorkflow, NodeView], status: NodeStatus) -> None:
+    for _ in range(400):
+        if (await handle.query(NodeWorkflow.status)).status is status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"node never reached {status}")
+
+
+def events(fakes: FakeActivities) -> list[str]:
+    return [event for _, event in fakes.events]
+
+
+async def test_happy_path_then_terminate(env: WorkflowEnvironment, task_queue: str) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        view = await handle.query(NodeWorkflow.status)
+        assert view.endpoint == f"127.0.0.1:8000/{SPEC.cluster_name}"
+        response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        assert response.status is NodeStatus.TERMINATED
+        assert not response.still_terminating
+        result = await handle.result()
+    assert result.status is NodeStatus.TERMINATED
+    assert events(fakes) == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+    assert fakes.launches == 1
+
+
+async def test_launch_timeout_compensates(env: WorkflowEnvironment, task_queue: str) -> None:
+    # Retries never exhaust before the 600 s deadline; only the deadline ends the wait. (A
+    # running activity would pause the test server's clock, so the fake retries instead.)
+    fakes = FakeActivities(launch_timeout_s=600, max_retries=1000)
+    fakes.behaviour.wait_still_running = True
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "cleaned up" in str(failure.value.cause)
+    assert "SKYPILOT_LAUNCH_TIMEOUT" in str(failure.value.cause)
+    downs = fakes.calls["down_cluster"]
+    assert len(downs) == 1
+    assert downs[0].cancel_launches, "compensation must cancel the SkyPilot request"
+    assert fakes.statuses() == [NodeStatus.FAILED]
+    assert events(fakes) == ["node.launched", "node.failed"]
+    assert fakes.rows[SPEC.node_id].error
+
+
+async def test_failure_after_launch_cleans_up(env: WorkflowEnvironment, task_queue: str) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.wait_error = ApplicationError(
+        "model never answered", type="ReadinessTimeout", non_retryable=True
+    )
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert len(fakes.calls["down_cluster"]) == 1
+    assert fakes.statuses() == [NodeStatus.FAILED]
+    assert "model never answered" in (fakes.rows[SPEC.node_id].error or "")
+
+
+async def test_failure_recording_running_cleans_up(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.transition_error_for = NodeStatus.RUNNING
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert len(fakes.calls["down_cluster"]) == 1
+    assert fakes.statuses() == [NodeStatus.FAILED]
+
+
+async def test_transient_launch_failure_relaunches(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities(max_retries=2)
+    fakes.behaviour.wait_errors = [
+        ApplicationError("no capacity", type="ResourcesUnavailableError", non_retryable=True)
+    ]
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+    assert fakes.launches == 2
+    assert events(fakes) == ["node.launched", "node.launched", "node.ready"]
+    assert fakes.rows[SPEC.node_id].request_id == "req-2"
+
+
+async def test_permanent_launch_failure_does_not_relaunch(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities(max_retries=2)
+    fakes.behaviour.launch_error = ApplicationError(
+        "Cloud access is not set up", type="NoCloudAccessError", non_retryable=True
+    )
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert fakes.launches == 1
+    assert "Cloud access is not set up" in str(failure.value.cause)
+    assert len(fakes.calls["down_cluster"]) == 1  # the launch may have landed: clean up anyway
+    assert fakes.statuses() == [NodeStatus.FAILED]
+
+
+async def test_cancellation_during_launch_downs_the_cluster(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.wait_forever = True
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.LAUNCHING)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert isinstance(failure.value.cause, CancelledError)
+    assert len(fakes.calls["down_cluster"]) == 1
+    assert fakes.calls["down_cluster"][0].cancel_launches
+    assert fakes.statuses() == [NodeStatus.FAILED]
+
+
+async def test_terminate_during_launch_cancels_and_terminates(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.wait_forever = True
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.LAUNCHING)
+        response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        result = await handle.result()
+    assert response.status is NodeStatus.TERMINATED
+    assert result.status is NodeStatus.TERMINATED
+    assert fakes.calls["down_cluster"][0].cancel_launches
+    assert events(fakes) == ["node.launched", "node.terminating", "node.terminated"]
+
+
+async def test_terminate_bound_answers_still_terminating_then_finishes(
+    local_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    # On the dev server: the time-skipping server does not fire timers inside update handlers.
+    env = local_env
+    fakes = FakeActivities(terminate_timeout_s=1.5)
+    fakes.behaviour.down_blocks = asyncio.Event()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        started = asyncio.get_running_loop().time()
+        response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        assert asyncio.get_running_loop().time() - started < 10
+        assert response.still_terminating
+        assert response.status is NodeStatus.TERMINATING
+        fakes.behaviour.down_blocks.set()  # SkyPilot finally confirms
+        result = await handle.result()
+    assert result.status is NodeStatus.TERMINATED
+    assert events(fakes)[-2:] == ["node.terminating", "node.terminated"]
+
+
+async def test_unconfirmed_down_is_cleanup_failed_never_terminated(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.down_error = ApplicationError(
+        "down refused", type="PermissionDeniedError", non_retryable=True
+    )
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        result = await handle.result()
+    assert result.status is NodeStatus.CLEANUP_FAILED
+    assert "node.terminated" not in events(fakes)
+    assert events(fakes)[-1] == "node.cleanup_failed"
+
+
+async def test_duplicate_start_attaches_and_launches_once(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        first = await start(env, task_queue)
+        second = await start(env, task_queue)
+        await wait_status(first, NodeStatus.RUNNING)
+        assert second.result_run_id == first.result_run_id
+        await first.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await first.result()
+    assert fakes.launches == 1
+    assert len(fakes.calls["record_intent"]) == 1
+
+
+async def test_second_workflow_for_same_node_launches_nothing(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        first = await start(env, task_queue)
+        await wait_status(first, NodeStatus.RUNNING)
+        other = await env.client.start_workflow(
+            NodeWorkflow.run,
+            NodeWorkflowInput(spec=SPEC),
+            id="someone-elses-id",
+            task_queue=task_queue,
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await other.result()
+    assert "already managed" in str(failure.value.cause)
+    assert fakes.launches == 1
+
+
+async def test_health_check_marks_vanished_cluster_lost(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities(health_interval_s=60)
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        fakes.behaviour.cluster_status = "TERMINATED"
+        result = await handle.result()  # time skips to the next health check
+    assert result.status is NodeStatus.LOST
+    assert "TERMINATED" in (result.error or "")
+    assert events(fakes)[-1] == "node.lost"
+    assert fakes.calls["down_cluster"] == []  # nothing left to down
+
+
+async def test_bad_input_fails_the_workflow_without_activity(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        bad = {
+            "spec": {
+                "tenant": "acme",
+                "model": "m",
+                "provider": "moon",
+                "region": "r",
+                "gpu_type": "A100",
+                "gpu_count": 0,
+            }
+        }
+        handle = await env.client.start_workflow(
+            "NodeWorkflow", bad, id="bad-input", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    message = str(failure.value.cause)
+    assert "provider" in message
+    assert "gpu_count" in message
+    assert fakes.calls == {}

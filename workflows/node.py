@@ -1,0 +1,542 @@
+"""NodeWorkflow: one GPU node's whole life, from recorded intent to confirmed teardown.
+
+1. record intent (the row exists before anything exists in a cloud), 2. fetch the credential
+reference, 3. launch, 4. wait for ready (SkyPilot done, cluster UP, model answering /health),
+bounded by the launch timeout, 5. record running. Then it stays alive as the node's entity: a
+status query, a terminate update with a bounded wait, a periodic health check that marks a
+vanished cluster lost, and continue-as-new when suggested.
+
+Once a launch may have started, any failure, timeout or cancellation cancels the SkyPilot
+request, downs the cluster and records ``failed`` with the reason. A cluster whose down cannot
+be confirmed is recorded ``cleanup_failed``: never ``terminated`` while it may be alive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    FailureError,
+    RetryState,
+    is_cancelled_exception,
+)
+from temporalio.exceptions import TimeoutError as TemporalTimeoutError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from workflows import activity_refs as acts
+    from workflows.models import (
+        ClusterHealthInput,
+        CredentialRef,
+        CredentialRefInput,
+        DownClusterInput,
+        EventType,
+        LaunchInput,
+        NodeState,
+        NodeStatus,
+        NodeView,
+        NodeWorkflowInput,
+        RecordIntentInput,
+        ReplicaStatusSignal,
+        TerminateNodeRequest,
+        TerminateNodeResponse,
+        TransitionInput,
+        WaitReadyInput,
+    )
+
+TRANSIENT_LAUNCH_ERRORS = frozenset({"ResourcesUnavailableError", "RequestInterruptedError"})
+DEADLINE_ERRORS = frozenset({"LaunchTimeout", "ReadinessTimeout"})
+LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
+DB_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=["InvalidTransition", "NodeAlreadyManaged", "ConfigurationError"],
+)
+DB_OPTIONS: dict[str, Any] = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "schedule_to_close_timeout": timedelta(minutes=15),
+    "retry_policy": DB_RETRY,
+}
+
+
+def describe(error: BaseException) -> str:
+    """A failure chain as one line a person can act on, skipping Temporal's generic wrappers."""
+    if is_cancelled_exception(error):
+        return "cancelled"
+    parts: list[str] = []
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, TemporalTimeoutError):
+            parts.append(f"timed out ({current.type.name if current.type else 'timeout'})")
+        elif isinstance(current, ActivityError):
+            pass  # "Activity task failed" says nothing
+        elif str(current) and str(current) not in parts:
+            parts.append(str(current))
+        current = current.__cause__
+    return ": ".join(parts)[:1000] or type(error).__name__
+
+
+def timed_out(error: BaseException) -> bool:
+    """True when the launch deadline, not a SkyPilot error, ended the wait."""
+    current: BaseException | None = error
+    while current is not None:
+        if isinstance(current, TemporalTimeoutError):
+            return True
+        if isinstance(current, ActivityError) and current.retry_state == RetryState.TIMEOUT:
+            return True
+        if isinstance(current, ApplicationError) and current.type in DEADLINE_ERRORS:
+            return True
+        current = current.__cause__
+    return False
+
+
+def failure_type(error: BaseException) -> str | None:
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and cause.type:
+            return cause.type
+        cause = cause.__cause__
+    return None
+
+
+@workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError])
+class NodeWorkflow:
+    @workflow.init
+    def __init__(self, input: NodeWorkflowInput) -> None:
+        self._spec = input.spec
+        self._state: NodeState | None = input.resume
+        self._terminate_requested = bool(input.resume and input.resume.terminate_reason)
+        self._launch_task: asyncio.Task[None] | None = None
+
+    # --- messages --------------------------------------------------------------------------------
+    @workflow.query(name="status")
+    def status(self) -> NodeView:
+        return self._view()
+
+    @workflow.signal(name="request_terminate")
+    def request_terminate(self, request: TerminateNodeRequest) -> None:
+        """Ask for teardown without waiting (for other workflows, which cannot send updates)."""
+        if self._terminate_requested:
+            return
+        self._terminate_requested = True
+        if self._state is not None:
+            self._state.terminate_reason = request.reason
+        if self._launch_task is not None and not self._launch_task.done():
+            self._launch_task.cancel()
+
+    @workflow.update  # named "terminate"; a bare decorator keeps the async return type
+    async def terminate(self, request: TerminateNodeRequest) -> TerminateNodeResponse:
+        """Ask for teardown and wait for it, but no longer than the terminate timeout."""
+        self.request_terminate(request)
+        await workflow.wait_condition(lambda: self._state is not None)
+        assert self._state is not None
+        try:
+            await workflow.wait_condition(
+                lambda: self._current_status().final,
+                timeout=timedelta(seconds=self._state.plan.terminate_timeout_s),
+            )
+        except TimeoutError:
+            return self._terminate_response(still_terminating=True)
+        return self._terminate_response(still_terminating=False)
+
+    # --- main ------------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: NodeWorkflowInput) -> NodeView:
+        if self._state is None:
+            await self._record_intent(input)
+        state = self._require_state()
+        if state.status is NodeStatus.PENDING and self._terminate_requested:
+            await self._transition(
+                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.PENDING]
+            )
+            return self._view()
+        if state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
+            self._launch_task = asyncio.create_task(self._launch_phase())
+            await self._launch_task
+        if state.status is NodeStatus.RUNNING:
+            try:
+                await self._serve()
+            except asyncio.CancelledError:
+                # Cancelling a running node's workflow means: tear the node down.
+                self._terminate_requested = True
+                state.terminate_reason = state.terminate_reason or "workflow cancelled"
+                await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
+                raise
+        if state.status in (NodeStatus.RUNNING, NodeStatus.TERMINATING):
+            await self._terminate_phase()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._view()
+
+    async def _record_intent(self, input: NodeWorkflowInput) -> None:
+        info = workflow.info()
+        intent = await acts.RECORD_INTENT.run(
+            RecordIntentInput(
+                spec=input.spec, workflow_id=info.workflow_id, launch_mode=input.launch_mode
+            ),
+            **DB_OPTIONS,
+        )
+        if intent.owner_workflow_id != info.workflow_id and not intent.status.final:
+            raise ApplicationError(
+                f"node {intent.plan.node_id} ({intent.plan.cluster_name}) is already managed by "
+                f"workflow {intent.owner_workflow_id}; nothing was launched",
+                type="NodeAlreadyManaged",
+                non_retryable=True,
+            )
+        if intent.status.final:
+            raise ApplicationError(
+                f"node {intent.plan.node_id} ({intent.plan.cluster_name}) already ended as "
+                f"{intent.status.value}; use another deployment name or replica to launch anew",
+                type="NodeAlreadyEnded",
+                non_retryable=True,
+            )
+        self._state = NodeState(
+            plan=intent.plan,
+            status=intent.status,
+            request_id=intent.request_id,
+            endpoint=intent.endpoint,
+        )
+
+    # --- launch ----------------------------------------------------------------------------------
+    async def _launch_phase(self) -> None:
+        state = self._require_state()
+        plan = state.plan
+        deadline = workflow.now() + timedelta(seconds=plan.launch_timeout_s)
+        launch_may_have_started = state.status is NodeStatus.LAUNCHING
+        try:
+            ref = (
+                await acts.CREDENTIAL_REFERENCE.run(
+                    CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
+                    **DB_OPTIONS,
+                )
+            ).ref
+            launch_may_have_started = True
+            await self._launch_until_ready(ref, deadline)
+            await self._transition(
+                NodeStatus.RUNNING, EventType.READY, [NodeStatus.LAUNCHING], endpoint=state.endpoint
+            )
+        except (asyncio.CancelledError, FailureError) as error:
+            await asyncio.shield(
+                asyncio.ensure_future(
+                    self._compensate(error, cluster_may_exist=launch_may_have_started)
+                )
+            )
+            if self._terminate_requested:
+                return
+            if is_cancelled_exception(error):
+                raise asyncio.CancelledError("node workflow cancelled during launch") from error
+            raise ApplicationError(
+                f"launch of {plan.cluster_name} failed and was cleaned up: {state.error}",
+                type="LaunchFailed",
+                non_retryable=True,
+            ) from error
+
+    async def _launch_until_ready(self, ref: CredentialRef | None, deadline: Any) -> None:
+        state = self._require_state()
+        plan = state.plan
+        attempt = 0
+        while True:
+            launched = await acts.LAUNCH_CLUSTER.run(
+                LaunchInput(
+                    spec=self._spec,
+                    cluster_name=plan.cluster_name,
+                    node_id=plan.node_id,
+                    launch_mode=plan.launch_mode,
+                    credential=ref,
+                ),
+                **self._skypilot_options(deadline, start_to_close=self._launch_start_to_close()),
+            )
+            state.request_id = launched.request_id
+            await self._transition(
+                NodeStatus.LAUNCHING,
+                EventType.LAUNCHED,
+                [NodeStatus.PENDING, NodeStatus.LAUNCHING],
+                request_id=launched.request_id,
+                deadline=deadline,
+                dedupe_suffix=str(attempt),
+            )
+            try:
+                ready = await acts.WAIT_READY.run(
+                    WaitReadyInput(
+                        cluster_name=plan.cluster_name,
+                        launch_mode=plan.launch_mode,
+                        request_id=launched.request_id,
+                        timeout_s=self._remaining(deadline),
+                    ),
+                    **self._skypilot_options(deadline),
+                )
+            except ActivityError as error:
+                retryable = failure_type(error) in TRANSIENT_LAUNCH_ERRORS
+                backoff = min(plan.retry_backoff_s * 2**attempt, plan.retry_backoff_s * 10)
+                if (
+                    not retryable
+                    or attempt >= plan.max_retries
+                    or (self._remaining(deadline) <= backoff)
+                ):
+                    raise
+                workflow.logger.warning(
+                    "launch of %s failed transiently (%s); relaunching",
+                    plan.cluster_name,
+                    describe(error),
+                )
+                attempt += 1
+                await workflow.sleep(timedelta(seconds=backoff))
+                continue
+            state.endpoint = ready.endpoint
+            return
+
+    async def _compensate(self, error: BaseException, *, cluster_may_exist: bool) -> None:
+        """Undo a launch: cancel its requests, down the cluster, record why. Idempotent."""
+        state = self._require_state()
+        reason = describe(error)
+        if timed_out(error):
+            reason = (
+                f"not ready within {state.plan.launch_timeout_s:.0f}s "
+                f"(SKYPILOT_LAUNCH_TIMEOUT): {reason}"
+            )
+        by_request = self._terminate_requested
+        if by_request:
+            await self._transition(
+                NodeStatus.TERMINATING,
+                EventType.TERMINATING,
+                [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
+            )
+        if cluster_may_exist and not await self._down(cancel_launches=True):
+            return
+        if by_request:
+            await self._transition(
+                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
+            )
+        else:
+            state.error = reason
+            await self._transition(
+                NodeStatus.FAILED,
+                EventType.FAILED,
+                [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
+                error=reason,
+            )
+
+    # --- running ---------------------------------------------------------------------------------
+    async def _serve(self) -> None:
+        state = self._require_state()
+        plan = state.plan
+        while True:
+            try:
+                await workflow.wait_condition(
+                    lambda: (
+                        self._terminate_requested or workflow.info().is_continue_as_new_suggested()
+                    ),
+                    timeout=timedelta(seconds=plan.health_interval_s),
+                )
+            except TimeoutError:
+                if await self._cluster_lost():
+                    return
+                continue
+            if self._terminate_requested:
+                return
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
+
+    async def _cluster_lost(self) -> bool:
+        """Check the cluster; if it vanished or stopped, record it lost and clean up."""
+        state = self._require_state()
+        plan = state.plan
+        try:
+            health = await acts.CLUSTER_HEALTH.run(
+                ClusterHealthInput(cluster_name=plan.cluster_name, launch_mode=plan.launch_mode),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=self._skypilot_retry(),
+            )
+        except ActivityError as error:
+            workflow.logger.warning(
+                "health check of %s failed: %s", plan.cluster_name, describe(error)
+            )
+            return False
+        if health.cluster_status not in LOST_CLUSTER_STATUSES:
+            return False
+        state.error = f"cluster is {health.cluster_status} while the node was running"
+        await self._transition(
+            NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING], error=state.error
+        )
+        if health.present:
+            await self._down(cancel_launches=False)
+        return True
+
+    # --- teardown --------------------------------------------------------------------------------
+    async def _terminate_phase(self) -> None:
+        state = self._require_state()
+        await self._transition(
+            NodeStatus.TERMINATING,
+            EventType.TERMINATING,
+            [NodeStatus.RUNNING, NodeStatus.TERMINATING],
+            deadline=workflow.now() + timedelta(seconds=state.plan.terminate_timeout_s),
+        )
+        if await self._down(cancel_launches=False):
+            await self._transition(
+                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
+            )
+
+    async def _down(self, *, cancel_launches: bool) -> bool:
+        """Down until SkyPilot confirms the cluster is gone; False (cleanup_failed) if it cannot."""
+        state = self._require_state()
+        plan = state.plan
+        try:
+            await acts.DOWN_CLUSTER.run(
+                DownClusterInput(
+                    cluster_name=plan.cluster_name,
+                    launch_mode=plan.launch_mode,
+                    timeout_s=plan.terminate_timeout_s,
+                    cancel_launches=cancel_launches,
+                ),
+                start_to_close_timeout=timedelta(seconds=plan.terminate_timeout_s + 60),
+                heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
+                schedule_to_close_timeout=timedelta(seconds=plan.cleanup_budget_s),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=plan.retry_backoff_s),
+                    maximum_interval=timedelta(seconds=plan.retry_backoff_s * 10),
+                ),
+            )
+        except FailureError as error:
+            state.error = f"teardown not confirmed: {describe(error)}"
+            await self._transition(
+                NodeStatus.CLEANUP_FAILED,
+                EventType.CLEANUP_FAILED,
+                [
+                    NodeStatus.PENDING,
+                    NodeStatus.LAUNCHING,
+                    NodeStatus.RUNNING,
+                    NodeStatus.TERMINATING,
+                    NodeStatus.LOST,
+                ],
+                error=state.error,
+            )
+            return False
+        return True
+
+    # --- helpers ---------------------------------------------------------------------------------
+    async def _transition(
+        self,
+        to_status: NodeStatus,
+        event: EventType,
+        allowed_from: list[NodeStatus],
+        *,
+        request_id: str | None = None,
+        endpoint: str | None = None,
+        error: str | None = None,
+        deadline: Any = None,
+        dedupe_suffix: str | None = None,
+    ) -> None:
+        state = self._require_state()
+        deadline_s = (deadline - workflow.now()).total_seconds() if deadline is not None else None
+        await acts.RECORD_TRANSITION.run(
+            TransitionInput(
+                node_id=state.plan.node_id,
+                to_status=to_status,
+                event_type=event,
+                allowed_from=allowed_from,
+                request_id=request_id,
+                endpoint=endpoint,
+                error=error,
+                deadline_s=deadline_s,
+                dedupe_suffix=dedupe_suffix,
+            ),
+            **DB_OPTIONS,
+        )
+        state.status = to_status
+        await self._tell_parent()
+
+    async def _tell_parent(self) -> None:
+        parent = workflow.info().parent
+        state = self._require_state()
+        if parent is None:
+            return
+        handle = workflow.get_external_workflow_handle(parent.workflow_id)
+        try:
+            await handle.signal(
+                "replica_status",
+                ReplicaStatusSignal(
+                    replica=self._spec.replica,
+                    status=state.status,
+                    endpoint=state.endpoint,
+                    error=state.error,
+                ),
+            )
+        except ApplicationError as error:  # the parent may have finished already
+            workflow.logger.info("could not tell parent %s: %s", parent.workflow_id, error)
+
+    def _skypilot_retry(self) -> RetryPolicy:
+        plan = self._require_state().plan
+        return RetryPolicy(
+            initial_interval=timedelta(seconds=plan.retry_backoff_s),
+            maximum_interval=timedelta(seconds=plan.retry_backoff_s * 10),
+            maximum_attempts=plan.max_retries + 1,
+        )
+
+    def _skypilot_options(
+        self, deadline: Any, *, start_to_close: float | None = None
+    ) -> dict[str, Any]:
+        plan = self._require_state().plan
+        remaining = self._remaining(deadline)
+        if remaining <= 0:
+            raise ApplicationError(
+                f"launch of {plan.cluster_name} did not become ready within "
+                f"{plan.launch_timeout_s:.0f}s (SKYPILOT_LAUNCH_TIMEOUT)",
+                type="LaunchTimeout",
+                non_retryable=True,
+            )
+        return {
+            "start_to_close_timeout": timedelta(
+                seconds=min(start_to_close or remaining, remaining)
+            ),
+            "schedule_to_close_timeout": timedelta(seconds=remaining),
+            "heartbeat_timeout": timedelta(seconds=plan.heartbeat_timeout_s),
+            "retry_policy": self._skypilot_retry(),
+            "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        }
+
+    def _launch_start_to_close(self) -> float:
+        plan = self._require_state().plan
+        # A CLI launch blocks until provisioned; an API launch only submits.
+        return plan.launch_timeout_s if plan.launch_mode.value == "cli" else 120.0
+
+    @staticmethod
+    def _remaining(deadline: Any) -> float:
+        return float((deadline - workflow.now()).total_seconds())
+
+    def _require_state(self) -> NodeState:
+        if self._state is None:
+            raise ApplicationError("node state used before intent was recorded", type="Bug")
+        return self._state
+
+    def _current_status(self) -> NodeStatus:
+        return self._state.status if self._state is not None else NodeStatus.PENDING
+
+    def _view(self) -> NodeView:
+        state = self._state
+        if state is None:
+            return NodeView(
+                node_id=self._spec.node_id,
+                cluster_name=self._spec.cluster_name,
+                status=NodeStatus.PENDING,
+            )
+        return NodeView(
+            node_id=state.plan.node_id,
+            cluster_name=state.plan.cluster_name,
+            status=state.status,
+            launch_mode=state.plan.launch_mode,
+            endpoint=state.endpoint,
+            request_id=state.request_id,
+            error=state.error,
+        )
+
+    def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:
+        view = self._view()
+        return TerminateNodeResponse(
+            node_id=view.node_id, status=view.status, still_terminating=still_terminating
+        )

@@ -1,0 +1,78 @@
+"""TerminateClusterWorkflow: down a cluster by name, including ones this system did not launch.
+
+The guide's TerminateNode. A cluster that belongs to a live node is handed to that node's
+workflow (which records the teardown); any other cluster is downed here until SkyPilot confirms
+it is gone (a cluster SkyPilot does not know counts as done). Callers that want a
+bounded wait (the starter's ``terminate_cluster``) wait on the result with a timeout; the
+workflow itself keeps confirming until its cleanup budget runs out.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
+    from workflows import activity_refs as acts
+    from workflows.models import (
+        DownClusterInput,
+        LookupClusterInput,
+        TerminateClusterInput,
+        TerminateClusterResult,
+        TerminateNodeRequest,
+    )
+    from workflows.node import DB_OPTIONS
+
+
+@workflow.defn(name="TerminateClusterWorkflow", failure_exception_types=[ValidationError])
+class TerminateClusterWorkflow:
+    @workflow.run
+    async def run(self, input: TerminateClusterInput) -> TerminateClusterResult:
+        found = await acts.LOOKUP_CLUSTER.run(
+            LookupClusterInput(cluster_name=input.cluster_name, launch_mode=input.launch_mode),
+            **DB_OPTIONS,
+        )
+        if found.node_id is not None and found.status is not None and found.status.final:
+            raise ApplicationError(
+                f"node {found.node_id} ({input.cluster_name}) already ended as "
+                f"{found.status.value}; nothing to terminate",
+                type="NodeAlreadyEnded",
+                non_retryable=True,
+            )
+        if found.workflow_id is not None:
+            # A live node owns this cluster: its workflow tears it down and records it.
+            await workflow.get_external_workflow_handle(found.workflow_id).signal(
+                "request_terminate", TerminateNodeRequest(reason="TerminateClusterWorkflow")
+            )
+            return TerminateClusterResult(
+                cluster_name=input.cluster_name,
+                node_id=found.node_id,
+                launch_mode=found.launch_mode,
+                delegated_to=found.workflow_id,
+            )
+        down = await acts.DOWN_CLUSTER.run(
+            DownClusterInput(
+                cluster_name=input.cluster_name,
+                launch_mode=found.launch_mode,
+                timeout_s=found.terminate_timeout_s,
+                cancel_launches=True,
+            ),
+            start_to_close_timeout=timedelta(seconds=found.terminate_timeout_s + 60),
+            heartbeat_timeout=timedelta(seconds=found.heartbeat_timeout_s),
+            schedule_to_close_timeout=timedelta(seconds=found.cleanup_budget_s),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=found.retry_backoff_s),
+                maximum_interval=timedelta(seconds=found.retry_backoff_s * 10),
+            ),
+        )
+        return TerminateClusterResult(
+            cluster_name=input.cluster_name,
+            launch_mode=found.launch_mode,
+            already_gone=down.already_gone,
+            cancelled_requests=down.cancelled_requests,
+        )
