@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,16 +22,20 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from activities.credentials import CredentialActivities
+from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
 from activities.skypilot import SkyPilotActivities
 from controlplane.config import ConfigError, Settings, load_settings
 from controlplane.db.engine import create_engine
+from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.repository import CredentialRepository, NodeRepository
 from controlplane.lifecycle import LaunchMode
 from controlplane.logs import configure_logging
+from controlplane.metrics import Metrics, MetricsServer
 from controlplane.skypilot.backend import ApiBackend, CliBackend, SkyPilotBackend
 from controlplane.skypilot.cli import SkyCLI
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
@@ -39,13 +44,20 @@ from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import TaskSettings
 from controlplane.vault import CredentialStore, Vault
 from starter.connection import connect
+from starter.schedules import ensure_reconcile_schedule
 from workflows.deployment import DeploymentWorkflow
 from workflows.node import NodeWorkflow
+from workflows.reconcile import ReconcileWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
 log = logging.getLogger("worker")
 
-WORKFLOWS: Sequence[type] = (NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow)
+WORKFLOWS: Sequence[type] = (
+    NodeWorkflow,
+    DeploymentWorkflow,
+    TerminateClusterWorkflow,
+    ReconcileWorkflow,
+)
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
@@ -54,6 +66,7 @@ class Activities:
     records: RecordActivities
     credentials: CredentialActivities
     skypilot: SkyPilotActivities
+    reconcile: ReconcileActivities
 
     def all(self) -> list[Any]:
         return [
@@ -65,6 +78,7 @@ class Activities:
             self.skypilot.wait_ready,
             self.skypilot.cluster_health,
             self.skypilot.down_cluster,
+            self.reconcile.reconcile_scan,
         ]
 
 
@@ -80,7 +94,7 @@ def task_settings(settings: Settings) -> TaskSettings:
     )
 
 
-def api_client(settings: Settings) -> SkyPilotClient:
+def api_client(settings: Settings, metrics: Metrics | None = None) -> SkyPilotClient:
     assert settings.skypilot_api_server_url is not None
     return SkyPilotClient(
         settings.skypilot_api_server_url,
@@ -91,6 +105,7 @@ def api_client(settings: Settings) -> SkyPilotClient:
             backoff_s=settings.skypilot_retry_backoff.total_seconds(),
         ),
         timeouts=Timeouts(read=settings.skypilot_status_timeout.total_seconds()),
+        observer=metrics,
     )
 
 
@@ -113,14 +128,17 @@ async def check_api_health(client: SkyPilotClient) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_activities(settings: Settings) -> AsyncIterator[Activities]:
+async def open_activities(
+    settings: Settings, metrics: Metrics | None = None
+) -> AsyncIterator[Activities]:
     """Build every dependency the activities need, and close them on the way out."""
+    metrics = metrics or Metrics()
     if not settings.database_url:
         raise ConfigError(["DATABASE_URL: required by the worker (postgresql://user@host/db)"])
     async with contextlib.AsyncExitStack() as stack:
         backends: dict[LaunchMode, SkyPilotBackend] = {}
         if settings.skypilot_api_server_url:
-            client = api_client(settings)
+            client = api_client(settings, metrics)
             stack.push_async_callback(client.aclose)
             backends[LaunchMode.API] = ApiBackend(client)
             log.info(
@@ -140,7 +158,8 @@ async def open_activities(settings: Settings) -> AsyncIterator[Activities]:
                 launch_timeout=settings.skypilot_launch_timeout.total_seconds(),
                 terminate_timeout=settings.skypilot_terminate_timeout.total_seconds(),
                 status_timeout=settings.skypilot_status_timeout.total_seconds(),
-            )
+            ),
+            observer=metrics,
         )
         engine = create_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
@@ -149,13 +168,32 @@ async def open_activities(settings: Settings) -> AsyncIterator[Activities]:
             vault = Vault(settings.encryption_key, settings.previous_encryption_keys)
             store = CredentialStore(vault, CredentialRepository(engine))
         probe_http = await stack.enter_async_context(httpx.AsyncClient())
+        nodes = NodeRepository(engine)
+        records = RecordActivities(nodes, settings, metrics)
+        refresher = asyncio.create_task(refresh_node_counts(metrics, nodes))
+        stack.callback(refresher.cancel)
         yield Activities(
-            records=RecordActivities(NodeRepository(engine), settings),
+            records=records,
             credentials=CredentialActivities(
                 CredentialRepository(engine), can_decrypt=store is not None
             ),
             skypilot=SkyPilotActivities(backends, store, task_settings(settings), probe_http),
+            reconcile=ReconcileActivities(
+                backends, nodes, settings, records.default_mode(), metrics
+            ),
         )
+
+
+async def refresh_node_counts(
+    metrics: Metrics, nodes: NodeRepository, interval: float = 15.0
+) -> None:
+    """Keep the nodes-by-state gauge current; a database hiccup only skips one refresh."""
+    while True:
+        try:
+            metrics.set_node_counts(await nodes.count_by_status())
+        except DATABASE_ERRORS as exc:
+            log.warning("could not refresh node counts: %s", summarize_database_error(exc))
+        await asyncio.sleep(interval)
 
 
 def create_worker(client: Client, settings: Settings, activities: Activities) -> Worker:
@@ -170,9 +208,35 @@ def create_worker(client: Client, settings: Settings, activities: Activities) ->
     )
 
 
+def telemetry_runtime() -> tuple[Runtime, str]:
+    """A Temporal runtime exporting its worker metrics on a private loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
+    )
+    return runtime, f"http://127.0.0.1:{port}/metrics"
+
+
 async def serve(settings: Settings) -> int:
+    runtime, temporal_metrics_url = telemetry_runtime()
+    metrics = Metrics()
     try:
-        client = await connect(settings)
+        metrics_server = MetricsServer(
+            metrics, settings.metrics_host, settings.metrics_port, temporal_metrics_url
+        ).start()
+    except OSError as exc:
+        log.error(
+            "cannot serve metrics on %s:%s (%s); set METRICS_PORT (0 picks a free port)",
+            settings.metrics_host,
+            settings.metrics_port,
+            exc.strerror or exc,
+        )
+        return 1
+    log.info("metrics on %s", metrics_server.url)
+    try:
+        client = await connect(settings, runtime=runtime)
     except RuntimeError as exc:
         log.error(
             "cannot connect to Temporal at TEMPORAL_ADDRESS=%s (namespace %s): %s",
@@ -181,12 +245,16 @@ async def serve(settings: Settings) -> int:
             exc,
         )
         return 1
-    async with open_activities(settings) as activities:
+    async with open_activities(settings, metrics) as activities:
         worker = create_worker(client, settings, activities)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        outcome = await ensure_reconcile_schedule(
+            client, settings.temporal_task_queue, settings.reconcile_interval
+        )
+        log.info("reconciler schedule %s (every %s)", outcome, settings.reconcile_interval)
         log.info(
             "worker polling task queue %s on %s (namespace %s)",
             settings.temporal_task_queue,
@@ -199,6 +267,7 @@ async def serve(settings: Settings) -> int:
                 "shutting down: finishing in-flight activities (up to %ss)",
                 int(GRACEFUL_SHUTDOWN.total_seconds()),
             )
+    metrics_server.stop()
     log.info("worker stopped")
     return 0
 

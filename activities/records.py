@@ -13,7 +13,9 @@ from temporalio import activity
 from activities.errors import permanent
 from controlplane.config import Settings
 from controlplane.db.repository import InvalidTransition, NewNode, NodeRepository, NodeRow
-from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.metrics import Metrics, compensation_reason
+from controlplane.rollout import choose_mode
 from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
@@ -26,12 +28,24 @@ from workflows.models import (
 
 
 class RecordActivities:
-    def __init__(self, nodes: NodeRepository, settings: Settings) -> None:
+    def __init__(
+        self, nodes: NodeRepository, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
         self.nodes = nodes
         self.settings = settings
+        self.metrics = metrics
+
+    def mode_for(self, tenant: str) -> LaunchMode:
+        """The rollout's choice for a new node of this tenant (controlplane/rollout.py)."""
+        return choose_mode(
+            tenant,
+            use_api_server=self.settings.skypilot_use_api_server,
+            rollout_percent=self.settings.skypilot_api_rollout_percent,
+        )
 
     def default_mode(self) -> LaunchMode:
-        return LaunchMode.API if self.settings.skypilot_use_api_server else LaunchMode.CLI
+        """For clusters with no node row: API when this worker can reach the API server."""
+        return LaunchMode.API if self.settings.skypilot_api_server_url else LaunchMode.CLI
 
     def _check_mode_available(self, mode: LaunchMode) -> None:
         if mode is LaunchMode.API and not self.settings.skypilot_api_server_url:
@@ -60,7 +74,7 @@ class RecordActivities:
     async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
         """Upsert the node's row as ``pending`` before anything exists in a cloud."""
         spec = input.spec
-        mode = input.launch_mode or self.default_mode()
+        mode = input.launch_mode or self.mode_for(spec.tenant)
         self._check_mode_available(mode)
         row = await self.nodes.record_intent(
             NewNode(
@@ -123,7 +137,28 @@ class RecordActivities:
             )
         except InvalidTransition as exc:
             raise permanent(str(exc), "InvalidTransition") from None
+        if result.applied and self.metrics is not None:
+            await self._observe(input, result.row)
         return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
+
+    async def _observe(self, input: TransitionInput, row: NodeRow) -> None:
+        """Lifecycle metrics, recorded once: only when the transition was really applied."""
+        assert self.metrics is not None
+        if input.to_status is NodeStatus.RUNNING and row.ready_at is not None:
+            seconds = (row.ready_at - row.created_at).total_seconds()
+            self.metrics.launch_to_ready.observe(seconds)
+        elif input.to_status is NodeStatus.TERMINATED and row.terminated_at is not None:
+            started = [
+                e.created_at
+                for e in await self.nodes.events(input.node_id)
+                if e.event_type == EventType.TERMINATING.value
+            ]
+            if started:
+                self.metrics.terminate_seconds.observe(
+                    (row.terminated_at - max(started)).total_seconds()
+                )
+        elif input.to_status is NodeStatus.FAILED:
+            self.metrics.compensations.labels(reason=compensation_reason(input.error)).inc()
 
     @activity.defn(name="lookup_cluster")
     async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:

@@ -36,6 +36,12 @@ KEY_HELP = (
 )
 
 
+CODEC_TOKEN_MIN_LENGTH = 16
+CODEC_TOKEN_HELP = (
+    'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+)
+
+
 class ConfigError(Exception):
     """A configuration mistake, worded for the person who set the variable."""
 
@@ -114,6 +120,14 @@ class Settings(BaseSettings):
     node_cleanup_budget: Duration = timedelta(minutes=30)
     node_heartbeat_timeout: Duration = timedelta(seconds=30)
 
+    # --- operations ---
+    skypilot_api_rollout_percent: int = Field(default=100, ge=0, le=100)
+    reconcile_interval: Duration = timedelta(minutes=5)
+    reconcile_cleanup: bool = False
+    reconcile_orphan_grace: Duration = timedelta(minutes=15)
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+
     # --- the rest of the system ---
     database_url: str | None = None
     temporal_address: str = "localhost:7233"
@@ -131,6 +145,14 @@ class Settings(BaseSettings):
     r2_access_key_id: SecretStr | None = None
     r2_secret_access_key: SecretStr | None = None
     log_level: LogLevel = LogLevel.INFO
+
+    # --- Temporal payload encryption and its codec server (starter/codec*.py) ---
+    temporal_payload_encryption_key: SecretStr | None = None  # unset = plain payloads
+    temporal_payload_previous_keys: SecretStr | None = None  # comma-separated, decrypt only
+    codec_server_token: SecretStr | None = None
+    codec_server_host: str = Field(default="127.0.0.1", min_length=1)
+    codec_server_port: int = Field(default=8081, ge=1, le=65535)
+    codec_server_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod
@@ -150,6 +172,8 @@ class Settings(BaseSettings):
         "node_health_check_interval",
         "node_cleanup_budget",
         "node_heartbeat_timeout",
+        "reconcile_interval",
+        "reconcile_orphan_grace",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -183,6 +207,62 @@ class Settings(BaseSettings):
             decode_key(part)
         return value
 
+    @field_validator("temporal_payload_encryption_key")
+    @classmethod
+    def _payload_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        decode_key(value.get_secret_value())
+        return value
+
+    @field_validator("temporal_payload_previous_keys")
+    @classmethod
+    def _payload_previous_keys_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        parts = value.get_secret_value().split(",")
+        for position, part in enumerate(parts, start=1):
+            if not part.strip():
+                continue
+            try:
+                decode_key(part)
+            except ValueError as exc:
+                raise ValueError(f"key #{position} of {len(parts)}: {exc}") from None
+        return value
+
+    @field_validator("codec_server_token")
+    @classmethod
+    def _codec_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        token = value.get_secret_value()
+        if len(token) < CODEC_TOKEN_MIN_LENGTH or not all(33 <= ord(c) <= 126 for c in token):
+            raise ValueError(
+                f"expected at least {CODEC_TOKEN_MIN_LENGTH} printable ASCII characters "
+                f"without spaces; {CODEC_TOKEN_HELP}"
+            )
+        return value
+
+    @field_validator("codec_server_cors_origins")
+    @classmethod
+    def _cors_origins_shape(cls, value: str) -> str:
+        origins = [part.strip() for part in value.split(",") if part.strip()]
+        for origin in origins:
+            parsed = urlparse(origin)
+            if (
+                parsed.scheme not in ("http", "https")
+                or not parsed.netloc
+                or parsed.path not in ("", "/")
+                or parsed.query
+                or parsed.fragment
+                or "*" in origin
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin; expected comma-separated scheme://host[:port] "
+                    "values such as http://localhost:8233 (no path, no wildcard)"
+                )
+        return ",".join(origin.rstrip("/") for origin in origins)
+
     @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
@@ -205,6 +285,14 @@ class Settings(BaseSettings):
                 )
         if (self.temporal_tls_cert is None) != (self.temporal_tls_key is None):
             problems.append("TEMPORAL_TLS_CERT and TEMPORAL_TLS_KEY must be set together")
+        if (
+            self.temporal_payload_previous_keys is not None
+            and self.temporal_payload_encryption_key is None
+        ):
+            problems.append(
+                "TEMPORAL_PAYLOAD_PREVIOUS_KEYS is set but TEMPORAL_PAYLOAD_ENCRYPTION_KEY is not; "
+                "previous keys only decrypt, so set the current key too (or unset both)"
+            )
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -223,6 +311,23 @@ class Settings(BaseSettings):
         raw = self.skypilot_credential_previous_keys.get_secret_value()
         return [decode_key(part) for part in raw.split(",") if part.strip()]
 
+    @property
+    def payload_encryption_key(self) -> bytes | None:
+        if self.temporal_payload_encryption_key is None:
+            return None
+        return decode_key(self.temporal_payload_encryption_key.get_secret_value())
+
+    @property
+    def payload_previous_keys(self) -> list[bytes]:
+        if self.temporal_payload_previous_keys is None:
+            return []
+        raw = self.temporal_payload_previous_keys.get_secret_value()
+        return [decode_key(part) for part in raw.split(",") if part.strip()]
+
+    @property
+    def codec_server_cors_origin_list(self) -> list[str]:
+        return [part for part in self.codec_server_cors_origins.split(",") if part]
+
     def secret_values(self) -> list[str]:
         """Every secret string configured, for the log redactor."""
         out: list[str] = []
@@ -233,6 +338,9 @@ class Settings(BaseSettings):
             self.temporal_api_key,
             self.r2_access_key_id,
             self.r2_secret_access_key,
+            self.temporal_payload_encryption_key,
+            self.temporal_payload_previous_keys,
+            self.codec_server_token,
         ):
             if field is not None and field.get_secret_value():
                 out.extend(p for p in field.get_secret_value().split(",") if p.strip())

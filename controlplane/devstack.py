@@ -209,6 +209,7 @@ class DevStack:
             "NODE_HEALTH_CHECK_INTERVAL": "5s",
             "NODE_HEARTBEAT_TIMEOUT": "10s",
             "PYTHONUNBUFFERED": "1",
+            "METRICS_PORT": "0",
             **(extra_env or {}),
         }
         self.worker_env = env

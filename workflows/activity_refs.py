@@ -24,6 +24,8 @@ from workflows.models import (
     LaunchResult,
     LookupClusterInput,
     LookupClusterResult,
+    ReconcileScanInput,
+    ReconcileScanResult,
     RecordIntentInput,
     RecordIntentResult,
     TransitionInput,
@@ -58,6 +60,7 @@ WAIT_READY = ActivityRef("wait_ready", WaitReadyInput, WaitReadyResult)
 CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealthResult)
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
+RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
 
 ALL = (
     RECORD_INTENT,
@@ -68,4 +71,5 @@ ALL = (
     CLUSTER_HEALTH,
     DOWN_CLUSTER,
     LOOKUP_CLUSTER,
+    RECONCILE_SCAN,
 )

@@ -11,9 +11,17 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.reconcile import Finding, Findings
 from controlplane.spec import DeploymentName, GpuType, ModelId, NodeSpec, Region, TenantId
 
-__all__ = ["EventType", "LaunchMode", "NodeSpec", "NodeStatus"]  # re-exported for workflows
+__all__ = [
+    "EventType",
+    "Finding",
+    "Findings",
+    "LaunchMode",
+    "NodeSpec",
+    "NodeStatus",
+]  # re-exported for workflows
 
 
 class _Model(BaseModel):
@@ -181,6 +189,25 @@ class LookupClusterResult(_Model):
     retry_backoff_s: float
 
 
+# --- ReconcileWorkflow --------------------------------------------------------------------------
+class ReconcileInput(_Model):
+    """``cleanup`` None follows the worker's RECONCILE_CLEANUP setting."""
+
+    cleanup: bool | None = None
+
+
+class ReconcileReport(_Model):
+    clusters_seen: int
+    nodes_seen: int
+    cleanup_enabled: bool
+    orphans: list[Finding]
+    lost: list[Finding]
+    stuck: list[Finding]
+    cleanup_failed: list[Finding]
+    cleaned: list[str] = Field(default_factory=list)
+    cleanup_errors: list[str] = Field(default_factory=list)
+
+
 # --- activities ---------------------------------------------------------------------------------
 class RecordIntentInput(_Model):
     spec: NodeSpec
@@ -272,6 +299,21 @@ class DownClusterInput(_Model):
     launch_mode: LaunchMode
     timeout_s: float
     cancel_launches: bool = False
+
+
+class ReconcileScanInput(_Model):
+    orphan_grace_s: float | None = None
+
+
+class ReconcileScanResult(_Model):
+    findings: Findings
+    clusters_seen: int
+    nodes_seen: int
+    cleanup_enabled: bool
+    default_mode: LaunchMode
+    terminate_timeout_s: float
+    heartbeat_timeout_s: float
+    retry_backoff_s: float
 
 
 class DownClusterResult(_Model):

@@ -467,7 +467,7 @@ class NodeWorkflow:
                     error=state.error,
                 ),
             )
-        except ApplicationError as error:  # the parent may have finished already
+        except FailureError as error:  # the parent may have finished already
             workflow.logger.info("could not tell parent %s: %s", parent.workflow_id, error)
 
     def _skypilot_retry(self) -> RetryPolicy:

@@ -261,6 +261,13 @@ class NodeRepository:
             result = await session.execute(statement)
             return [_node(m) for m in result.mappings()]
 
+    async def count_by_status(self) -> dict[str, int]:
+        """How many nodes are in each status (the nodes-by-state gauge)."""
+        statement = select(nodes.c.status, func.count()).group_by(nodes.c.status)
+        async with self._sessions() as session:
+            result = await session.execute(statement)
+            return {str(status): int(count) for status, count in result.all()}
+
     async def list(
         self,
         tenant: str | None = None,

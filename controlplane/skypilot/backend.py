@@ -10,14 +10,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from collections.abc import Awaitable
+from typing import Protocol, TypeVar
 
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.cli import SkyCLI
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.errors import RequestFailedError, SkyPilotError
-from controlplane.skypilot.models import ClusterStatus, RequestStatus, TerminateResult
+from controlplane.skypilot.models import (
+    ClusterRecord,
+    ClusterStatus,
+    RequestStatus,
+    TerminateResult,
+)
+from controlplane.skypilot.observer import CallObserver, NullObserver
 from controlplane.skypilot.task import SkyTask
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +52,9 @@ class SkyPilotBackend(Protocol):
         """Cancel every unfinished launch request for the cluster (explicit ids only)."""
 
     async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult: ...
+
+    async def list_clusters(self) -> list[ClusterRecord]:
+        """Every cluster SkyPilot knows, for every user (the reconciler's inventory)."""
 
 
 class ApiBackend:
@@ -87,14 +99,53 @@ class ApiBackend:
     async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
         return await self.client.terminate(cluster_name, timeout=timeout)
 
+    async def list_clusters(self) -> list[ClusterRecord]:
+        return await self.client.status(None)
+
+
+class ObservedCLI:
+    """The CLI runner with every call timed and classified, as the REST client does itself."""
+
+    def __init__(self, cli: SkyCLI, observer: CallObserver) -> None:
+        self._cli = cli
+        self._observer = observer
+
+    async def _observe(self, operation: str, call: Awaitable[T]) -> T:
+        started = time.perf_counter()
+        try:
+            result = await call
+        except SkyPilotError as exc:
+            self._observer.call_finished(operation, "error", time.perf_counter() - started)
+            self._observer.call_failed(operation, exc.error_type or type(exc).__name__)
+            raise
+        self._observer.call_finished(operation, "success", time.perf_counter() - started)
+        return result
+
+    async def launch(self, cluster_name: str, task: SkyTask, *, workspace: str | None) -> None:
+        await self._observe("launch", self._cli.launch(cluster_name, task, workspace=workspace))
+
+    async def down(self, cluster_name: str) -> TerminateResult:
+        return await self._observe("down", self._cli.down(cluster_name))
+
+    async def status(self, cluster_names: list[str] | None) -> list[ClusterRecord]:
+        return await self._observe("status", self._cli.status(cluster_names))
+
+    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+        return await self._observe("status", self._cli.cluster_status(cluster_name))
+
+    async def endpoint(self, cluster_name: str, port: int) -> str | None:
+        return await self._observe("endpoints", self._cli.endpoint(cluster_name, port))
+
 
 class CliBackend:
     """The `sky` CLI: launch blocks until provisioned, so the wait only confirms the status."""
 
     mode = LaunchMode.CLI
 
-    def __init__(self, cli: SkyCLI, *, poll_interval: float = 2.0) -> None:
-        self.cli = cli
+    def __init__(
+        self, cli: SkyCLI, *, observer: CallObserver | None = None, poll_interval: float = 2.0
+    ) -> None:
+        self.cli = ObservedCLI(cli, observer or NullObserver())
         self.poll_interval = poll_interval
 
     async def launch(
@@ -133,3 +184,6 @@ class CliBackend:
 
     async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
         return await self.cli.down(cluster_name)
+
+    async def list_clusters(self) -> list[ClusterRecord]:
+        return await self.cli.status(None)

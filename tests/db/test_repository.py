@@ -27,7 +27,7 @@ from controlplane.db.repository import (
 from controlplane.db.schema import Base, node_events, nodes
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
-from tests.db.conftest import Databases
+from tests.conftest import Databases
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROM_PENDING = frozenset({NodeStatus.PENDING})

@@ -1,4 +1,4 @@
-"""A fresh, migrated PostgreSQL database for the session, dropped at the end.
+"""Shared fixtures. A fresh, migrated PostgreSQL database for the session, dropped at the end.
 
 The server is the one at TEST_DATABASE_ADMIN_URL (default: postgres@127.0.0.1:5432/test; the
 ``root`` role is tried too). An unreachable server fails the session loudly: these tests guard

@@ -1,0 +1,136 @@
+"""Compare what SkyPilot runs with what the database says, and name every disagreement.
+
+Pure functions over two snapshots, so the rules are tested without a cloud:
+- orphan: a cluster with our name prefix, no live node row, older than a grace period;
+- lost: the row says running, but SkyPilot lists no such cluster;
+- stuck: a row in launching or terminating past its deadline;
+- cleanup_failed: a row whose teardown was never confirmed (its cluster may still cost money).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from controlplane.lifecycle import NodeStatus
+from controlplane.spec import CLUSTER_PREFIX
+
+
+class ClusterSeen(BaseModel):
+    name: str
+    status: str
+    launched_at: datetime | None = None
+
+
+class NodeSeen(BaseModel):
+    node_id: str
+    cluster_name: str
+    status: NodeStatus
+    launch_mode: str
+    workflow_id: str | None = None
+    status_deadline_at: datetime | None = None
+
+
+class Finding(BaseModel):
+    kind: str  # orphan | lost | stuck | cleanup_failed
+    cluster_name: str
+    node_id: str | None = None
+    launch_mode: str | None = None
+    detail: str
+
+
+class Findings(BaseModel):
+    orphans: list[Finding] = []
+    lost: list[Finding] = []
+    stuck: list[Finding] = []
+    cleanup_failed: list[Finding] = []
+
+    def all(self) -> list[Finding]:
+        return [*self.orphans, *self.lost, *self.stuck, *self.cleanup_failed]
+
+
+LIVE_STATUSES = frozenset(
+    {NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING, NodeStatus.TERMINATING}
+)
+
+
+def ours(cluster_name: str) -> bool:
+    return cluster_name.startswith(f"{CLUSTER_PREFIX}-")
+
+
+def compare(
+    clusters: Iterable[ClusterSeen],
+    nodes: Iterable[NodeSeen],
+    *,
+    now: datetime,
+    orphan_grace: timedelta,
+) -> Findings:
+    cluster_by_name = {c.name: c for c in clusters}
+    rows_by_cluster: dict[str, list[NodeSeen]] = {}
+    for node in nodes:
+        rows_by_cluster.setdefault(node.cluster_name, []).append(node)
+    findings = Findings()
+
+    for name, cluster in sorted(cluster_by_name.items()):
+        if not ours(name):
+            continue
+        rows = rows_by_cluster.get(name, [])
+        if any(r.status in LIVE_STATUSES or r.status is NodeStatus.CLEANUP_FAILED for r in rows):
+            continue
+        age = now - cluster.launched_at if cluster.launched_at else None
+        if age is not None and age < orphan_grace:
+            continue  # a launch may be recording its row right now
+        findings.orphans.append(
+            Finding(
+                kind="orphan",
+                cluster_name=name,
+                node_id=rows[0].node_id if rows else None,
+                launch_mode=rows[0].launch_mode if rows else None,
+                detail=(
+                    f"cluster {cluster.status} with "
+                    + (f"node row {rows[0].status.value}" if rows else "no node row")
+                ),
+            )
+        )
+
+    for name, rows in sorted(rows_by_cluster.items()):
+        for row in rows:
+            if row.status is NodeStatus.CLEANUP_FAILED:
+                present = name in cluster_by_name
+                findings.cleanup_failed.append(
+                    Finding(
+                        kind="cleanup_failed",
+                        cluster_name=name,
+                        node_id=row.node_id,
+                        launch_mode=row.launch_mode,
+                        detail="cluster still listed" if present else "cluster no longer listed",
+                    )
+                )
+            elif row.status is NodeStatus.RUNNING and name not in cluster_by_name:
+                findings.lost.append(
+                    Finding(
+                        kind="lost",
+                        cluster_name=name,
+                        node_id=row.node_id,
+                        launch_mode=row.launch_mode,
+                        detail="row says running; SkyPilot lists none",
+                    )
+                )
+            elif (
+                row.status in (NodeStatus.LAUNCHING, NodeStatus.TERMINATING)
+                and row.status_deadline_at is not None
+                and row.status_deadline_at < now
+            ):
+                late = now - row.status_deadline_at
+                findings.stuck.append(
+                    Finding(
+                        kind="stuck",
+                        cluster_name=name,
+                        node_id=row.node_id,
+                        launch_mode=row.launch_mode,
+                        detail=f"{row.status.value} {int(late.total_seconds())}s past its deadline",
+                    )
+                )
+    return findings

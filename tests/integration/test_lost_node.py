@@ -1,0 +1,71 @@
+"""A running node whose cluster vanishes (spot preemption) is recorded lost by its health check."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+
+from controlplane.db.engine import create_engine
+from controlplane.db.repository import NodeRepository
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.spec import NodeSpec
+from tests.integration.conftest import Stack
+from workflows.node import NodeWorkflow
+
+# NODE_HEALTH_CHECK_INTERVAL is 2 s in the stack: a few intervals, plus the check itself.
+LOST_WITHIN_S = 12.0
+
+
+@pytest.fixture
+async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
+    engine = create_engine(worker.settings.database_url or "")
+    try:
+        yield NodeRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_preempted_cluster_marks_running_node_lost(
+    worker: Stack, repo: NodeRepository
+) -> None:
+    assert worker.settings.node_health_check_interval == timedelta(seconds=2)
+    spec = NodeSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"it-{uuid.uuid4().hex[:8]}",
+    )
+    control = worker.control
+    started = await control.launch_node(spec, launch_mode=LaunchMode.API)
+    view = await control.wait_for_node(
+        started.workflow_id, until={NodeStatus.RUNNING}, timeout=timedelta(seconds=30)
+    )
+    assert view.status is NodeStatus.RUNNING
+
+    assert worker.simulator.preempt(spec.cluster_name)
+    preempted_at = time.monotonic()
+
+    handle = worker.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+    result = await asyncio.wait_for(handle.result(), timeout=LOST_WITHIN_S)
+    assert time.monotonic() - preempted_at < LOST_WITHIN_S
+    assert result.status is NodeStatus.LOST
+    assert result.error is not None
+    assert "TERMINATED" in result.error
+
+    row = await repo.get(spec.node_id)
+    assert row is not None
+    assert row.status == NodeStatus.LOST.value
+    assert row.error == result.error
+    events = await repo.events(spec.node_id)
+    assert [event.event_type for event in events] == ["node.launched", "node.ready", "node.lost"]
+    assert events[-1].payload.get("error") == result.error
+    assert spec.cluster_name not in worker.simulator.counters()["live_clusters"]
+    assert worker.simulator.counters()["launch_requests"][spec.cluster_name] == 1

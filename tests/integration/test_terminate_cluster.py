@@ -1,0 +1,109 @@
+"""TerminateClusterWorkflow through ControlPlane.terminate_cluster: foreign clusters and owned ones."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+
+from controlplane.db.engine import create_engine
+from controlplane.db.repository import NodeRepository
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.skypilot.client import SkyPilotClient
+from controlplane.skypilot.task import TaskSettings, build_task
+from controlplane.spec import NodeSpec
+from tests.integration.conftest import SIM_TOKEN, Stack
+from workflows.node import NodeWorkflow
+
+WAIT = timedelta(seconds=30)
+
+
+def new_spec() -> NodeSpec:
+    return NodeSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"it-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture
+async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
+    engine = create_engine(worker.settings.database_url or "")
+    try:
+        yield NodeRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+async def test_foreign_cluster_is_downed_and_unknown_one_is_already_gone(
+    worker: Stack, repo: NodeRepository
+) -> None:
+    sim = worker.simulator
+    name = f"ext-{uuid.uuid4().hex[:8]}"
+    # Launched straight on the API server, not by this system: no row, no workflow.
+    async with SkyPilotClient(sim.url, token=SecretStr(SIM_TOKEN)) as sky:
+        task = build_task(new_spec(), TaskSettings("http://localhost:8080", "0.11.0", "2.8.0"))
+        request_id = await sky.launch(name, task)
+        await sky.wait_for_request(request_id, timeout=30)
+    assert sim.cluster_status(name) == "UP"
+    assert await repo.get_by_cluster(name) is None
+
+    result = await worker.control.terminate_cluster(name, wait=WAIT)
+    assert result is not None, "still terminating after the wait"
+    assert result.cluster_name == name
+    assert result.already_gone is False
+    assert result.delegated_to is None
+    assert result.node_id is None
+    assert result.launch_mode is LaunchMode.API
+    assert sim.cluster_status(name) is None
+    assert name not in sim.counters()["live_clusters"]
+
+    # Terminating it again (a new run of the same workflow id) finds nothing to down.
+    again = await worker.control.terminate_cluster(name, wait=WAIT)
+    assert again is not None
+    assert again.already_gone is True
+
+    unknown = f"ext-{uuid.uuid4().hex[:8]}"
+    result = await worker.control.terminate_cluster(unknown, wait=WAIT)
+    assert result is not None
+    assert result.cluster_name == unknown
+    assert result.already_gone is True
+    assert result.delegated_to is None
+    assert unknown not in sim.counters()["launch_requests"]
+
+
+async def test_cluster_of_running_node_is_delegated_to_its_workflow(
+    worker: Stack, repo: NodeRepository
+) -> None:
+    control = worker.control
+    spec = new_spec()
+    started = await control.launch_node(spec, launch_mode=LaunchMode.API)
+    view = await control.wait_for_node(
+        started.workflow_id, until={NodeStatus.RUNNING}, timeout=timedelta(seconds=30)
+    )
+    assert view.status is NodeStatus.RUNNING
+
+    result = await control.terminate_cluster(spec.cluster_name, wait=WAIT)
+    assert result is not None
+    assert result.delegated_to == started.workflow_id
+    assert result.node_id == spec.node_id
+    assert result.launch_mode is LaunchMode.API
+    assert result.already_gone is False
+
+    handle = worker.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+    final = await handle.result()
+    assert final.status is NodeStatus.TERMINATED
+    assert spec.cluster_name not in worker.simulator.counters()["live_clusters"]
+    assert worker.simulator.counters()["launch_requests"][spec.cluster_name] == 1
+    row = await repo.get(spec.node_id)
+    assert row is not None
+    assert row.status == NodeStatus.TERMINATED.value
+    events = [event.event_type for event in await repo.events(spec.node_id)]
+    assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]

@@ -1,0 +1,242 @@
+"""The worker as a real process: killed mid-launch, stopped gracefully, started degraded or broken.
+
+These tests run ``worker.py`` (tests/support/worker_process.py) against the session's Temporal
+dev server and Postgres, and against a dedicated simulator whose launches take seconds, so a
+signal lands while a launch is in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.service import RPCError
+
+from controlplane.db.engine import create_engine
+from controlplane.db.repository import NodeRepository
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.skypilot.sim.config import SimConfig
+from controlplane.skypilot.sim.server import SimulatorServer
+from controlplane.spec import NodeSpec
+from starter.api import ControlPlane
+from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack
+from tests.support.ports import free_port
+from tests.support.worker_process import WorkerProcess, worker_env
+from workflows.models import NodeView
+from workflows.node import NodeWorkflow
+
+LAUNCH_DELAY_S = 4.0
+# GRACEFUL_SHUTDOWN in worker.py is 30 s; a few seconds on top for the process to exit.
+GRACEFUL_WINDOW_S = 35.0
+
+
+def new_spec() -> NodeSpec:
+    return NodeSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"it-{uuid.uuid4().hex[:8]}",
+    )
+
+
+@pytest.fixture(scope="module")
+def slow_simulator() -> Iterator[SimulatorServer]:
+    """A simulator whose launches stay INIT for seconds: long enough to kill a worker in them."""
+    server = SimulatorServer(
+        SimConfig(
+            port=0,
+            launch_delay_s=LAUNCH_DELAY_S,
+            model_warmup_s=0.3,
+            down_delay_s=0.2,
+            service_account_tokens=[SIM_TOKEN],
+        )
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
+    engine = create_engine(stack.settings.database_url or "")
+    try:
+        yield NodeRepository(engine)
+    finally:
+        await engine.dispose()
+
+
+async def wait_row(repo: NodeRepository, node_id: str, status: NodeStatus, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        row = await repo.get(node_id)
+        if row is not None and row.status == status.value:
+            return
+        if time.monotonic() > deadline:
+            found = row.status if row is not None else "no row"
+            raise AssertionError(f"node {node_id} not {status.value} after {timeout}s: {found}")
+        await asyncio.sleep(0.1)
+
+
+async def wait_view(
+    control: ControlPlane, workflow_id: str, status: NodeStatus, timeout: float
+) -> NodeView:
+    """The status query until ``status``; tolerates RPC errors while a worker is (re)starting."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            view = await asyncio.wait_for(control.node_status(workflow_id), timeout=10)
+        except (RPCError, TimeoutError) as exc:
+            last = exc
+        else:
+            if view.status is status:
+                return view
+            last = view
+            if view.status.final:
+                break
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"{workflow_id} not {status.value} within {timeout}s; last: {last!r}")
+
+
+async def assert_no_orphan(
+    stack: Stack,
+    repo: NodeRepository,
+    sim: SimulatorServer,
+    spec: NodeSpec,
+    workflow_id: str,
+) -> None:
+    """Terminate the running node, then: one launch request, no cluster, row and events clean."""
+    response = await stack.control.terminate_node(workflow_id)
+    assert response.status is NodeStatus.TERMINATED
+    assert not response.still_terminating
+    result = await stack.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id).result()
+    assert result.status is NodeStatus.TERMINATED
+
+    counters = sim.counters()
+    assert counters["launch_requests"].get(spec.cluster_name) == 1, counters["launch_requests"]
+    assert spec.cluster_name not in counters["live_clusters"]
+    row = await repo.get(spec.node_id)
+    assert row is not None
+    assert row.status == NodeStatus.TERMINATED.value
+    events = [event.event_type for event in await repo.events(spec.node_id)]
+    assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+
+
+async def test_worker_killed_mid_launch_and_restarted_launches_once(
+    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
+) -> None:
+    env = worker_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
+    spec = new_spec()
+    control = stack.control
+
+    async with WorkerProcess(env, tmp_path, "first") as first:
+        await first.wait_polling()
+        started = await control.launch_node(spec, launch_mode=LaunchMode.API)
+        await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
+        # The launch request was submitted and the cluster is still coming up: the worker is
+        # inside wait_ready (or finishing launch_cluster) when it dies.
+        assert slow_simulator.cluster_status(spec.cluster_name) == "INIT"
+        assert await first.kill() == -9
+    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
+
+    async with WorkerProcess(env, tmp_path, "second") as second:
+        await second.wait_polling()
+        # The dead worker's activity times out on its heartbeat (3 s) and is retried here.
+        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
+        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
+        assert view.endpoint
+        assert spec.cluster_name in view.endpoint
+        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
+        assert await second.terminate() == 0, second.output()
+
+
+async def test_sigterm_with_activity_in_flight_is_graceful(
+    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
+) -> None:
+    env = worker_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
+    spec = new_spec()
+    control = stack.control
+
+    async with WorkerProcess(env, tmp_path, "first") as first:
+        await first.wait_polling()
+        started = await control.launch_node(spec, launch_mode=LaunchMode.API)
+        await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
+        assert slow_simulator.cluster_status(spec.cluster_name) == "INIT"
+        began = time.monotonic()
+        code = await first.terminate(timeout=GRACEFUL_WINDOW_S)
+        elapsed = time.monotonic() - began
+        assert code == 0, first.output()
+        assert elapsed < GRACEFUL_WINDOW_S
+        log = first.stderr()
+        assert "shutting down" in log
+        assert "worker stopped" in log
+        assert "Traceback" not in log, log
+
+    async with WorkerProcess(env, tmp_path, "second") as second:
+        await second.wait_polling()
+        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
+        await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
+        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
+        assert await second.terminate() == 0, second.output()
+
+
+async def test_worker_starts_and_polls_while_api_server_is_down(
+    stack: Stack, tmp_path: Path
+) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = worker_env(stack.env, SKYPILOT_API_SERVER_URL=closed)
+
+    async with WorkerProcess(env, tmp_path) as worker:
+        await worker.wait_polling()
+        log = worker.stderr()
+        assert "health check failed" in log
+        assert log.index("health check failed") < log.index("worker polling")
+        assert worker.returncode is None
+
+        # Polling for real: the worker's identity (pid@host) is among the task queue's pollers.
+        request = DescribeTaskQueueRequest(
+            namespace=stack.client.namespace,
+            task_queue=TaskQueue(name=stack.settings.temporal_task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+        deadline = time.monotonic() + 15
+        identities: list[str] = []
+        while time.monotonic() < deadline:
+            described = await stack.client.workflow_service.describe_task_queue(request)
+            identities = [poller.identity for poller in described.pollers]
+            if any(identity.startswith(f"{worker.pid}@") for identity in identities):
+                break
+            await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"worker {worker.pid} not among the pollers: {identities}")
+
+        assert await worker.terminate() == 0, worker.output()
+
+
+async def test_configuration_mistake_exits_2_naming_the_variable(
+    stack: Stack, tmp_path: Path
+) -> None:
+    env = worker_env(stack.env, SKYPILOT_LAUNCH_TIMEOUT="ten")
+
+    async with WorkerProcess(env, tmp_path) as worker:
+        code = await worker.wait(timeout=30)
+        stderr = worker.stderr()
+        assert code == 2, worker.output()
+        assert "SKYPILOT_LAUNCH_TIMEOUT" in stderr
+        assert "Traceback" not in stderr
+        assert "worker polling" not in stderr
+        # The mistake is reported without echoing any secret of the environment.
+        assert SIM_TOKEN not in worker.output()
+        assert ENCRYPTION_KEY not in worker.output()

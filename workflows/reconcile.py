@@ -1,0 +1,119 @@
+"""ReconcileWorkflow: find (and, when configured, clean up) what the lifecycle left behind.
+
+Run on a Temporal Schedule (starter/schedules.py). It always reports; it downs orphans, retries
+cleanup_failed teardowns and records vanished running nodes as lost only when cleanup is on.
+Stuck rows are reported, never touched: their own workflows (or a person) own them.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from workflows import activity_refs as acts
+    from workflows.models import (
+        DownClusterInput,
+        EventType,
+        Finding,
+        LaunchMode,
+        NodeStatus,
+        ReconcileInput,
+        ReconcileReport,
+        ReconcileScanInput,
+        ReconcileScanResult,
+        TransitionInput,
+    )
+    from workflows.node import DB_OPTIONS, describe
+
+
+@workflow.defn(name="ReconcileWorkflow")
+class ReconcileWorkflow:
+    @workflow.run
+    async def run(self, input: ReconcileInput) -> ReconcileReport:
+        scan = await acts.RECONCILE_SCAN.run(
+            ReconcileScanInput(),
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(maximum_attempts=3),
+        )
+        findings = scan.findings
+        cleanup = scan.cleanup_enabled if input.cleanup is None else input.cleanup
+        report = ReconcileReport(
+            clusters_seen=scan.clusters_seen,
+            nodes_seen=scan.nodes_seen,
+            cleanup_enabled=cleanup,
+            orphans=findings.orphans,
+            lost=findings.lost,
+            stuck=findings.stuck,
+            cleanup_failed=findings.cleanup_failed,
+        )
+        if findings.all():
+            workflow.logger.warning(
+                "reconcile: %d orphans, %d lost, %d stuck, %d cleanup_failed",
+                len(findings.orphans),
+                len(findings.lost),
+                len(findings.stuck),
+                len(findings.cleanup_failed),
+            )
+        if not cleanup:
+            return report
+        for finding in [*findings.orphans, *findings.cleanup_failed]:
+            try:
+                await self._down(finding, scan)
+                if finding.kind == "cleanup_failed" and finding.node_id:
+                    await self._record(
+                        finding.node_id,
+                        NodeStatus.TERMINATED,
+                        EventType.TERMINATED,
+                        [NodeStatus.CLEANUP_FAILED],
+                    )
+                report.cleaned.append(finding.cluster_name)
+            except ActivityError as error:
+                report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
+        for finding in findings.lost:
+            if finding.node_id:
+                try:
+                    await self._record(
+                        finding.node_id, NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING]
+                    )
+                    report.cleaned.append(finding.cluster_name)
+                except ActivityError as error:
+                    report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
+        return report
+
+    @staticmethod
+    async def _down(finding: Finding, scan: ReconcileScanResult) -> None:
+        mode = LaunchMode(finding.launch_mode) if finding.launch_mode else scan.default_mode
+        await acts.DOWN_CLUSTER.run(
+            DownClusterInput(
+                cluster_name=finding.cluster_name,
+                launch_mode=mode,
+                timeout_s=scan.terminate_timeout_s,
+                cancel_launches=True,
+            ),
+            start_to_close_timeout=timedelta(seconds=scan.terminate_timeout_s + 60),
+            heartbeat_timeout=timedelta(seconds=scan.heartbeat_timeout_s),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=scan.retry_backoff_s),
+                maximum_interval=timedelta(seconds=scan.retry_backoff_s * 10),
+                maximum_attempts=3,
+            ),
+        )
+
+    @staticmethod
+    async def _record(
+        node_id: str, to_status: NodeStatus, event: EventType, allowed_from: list[NodeStatus]
+    ) -> None:
+        await acts.RECORD_TRANSITION.run(
+            TransitionInput(
+                node_id=node_id,
+                to_status=to_status,
+                event_type=event,
+                allowed_from=allowed_from,
+                error=f"reconciler: {to_status.value}",
+            ),
+            **DB_OPTIONS,
+        )
