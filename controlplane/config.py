@@ -37,9 +37,7 @@ KEY_HELP = (
 
 
 CODEC_TOKEN_MIN_LENGTH = 16
-CODEC_TOKEN_HELP = (
-    'generate one with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
-)
+CODEC_TOKEN_HELP = 'generate one: python -c "import secrets; print(secrets.token_urlsafe(32))"'
 
 
 class ConfigError(Exception):

@@ -5,6 +5,9 @@
     python -m starter status --workflow-id node-cpn-...
     python -m starter terminate --workflow-id node-cpn-...
 
+    python -m starter reconcile --no-cleanup      # report orphans, lost, stuck, cleanup_failed
+    python -m starter health                      # Temporal, Postgres, SkyPilot API, `sky`
+
 Exit codes: 0 done, 1 failed, 2 bad input or configuration (nothing was started),
 3 no such workflow, 4 still terminating when the bounded wait ran out, 5 Temporal unreachable.
 """
@@ -17,6 +20,7 @@ import json
 import os
 import re
 import sys
+import uuid
 from datetime import timedelta
 from typing import Any, NoReturn
 
@@ -29,7 +33,10 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, NotFound
 from starter.connection import connect
-from workflows.models import DeploymentSpec
+from starter.health import check as check_health
+from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
+from workflows.models import DeploymentSpec, ReconcileInput
+from workflows.reconcile import ReconcileWorkflow
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_NOT_FOUND, EXIT_STILL_TERMINATING, EXIT_UNREACHABLE = (
     0,
@@ -118,6 +125,21 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list node workflows")
     listing.add_argument("--running", action="store_true")
     listing.add_argument("--limit", type=int, default=100)
+
+    reconcile = sub.add_parser("reconcile", help="run the reconciler once, or schedule it")
+    reconcile.add_argument(
+        "--schedule",
+        action="store_true",
+        help="create or update the Temporal Schedule (RECONCILE_INTERVAL)",
+    )
+    reconcile.add_argument(
+        "--cleanup",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="clean up what it finds (default: RECONCILE_CLEANUP)",
+    )
+
+    sub.add_parser("health", help="check Temporal, Postgres, the SkyPilot API server and `sky`")
     return parser
 
 
@@ -160,6 +182,10 @@ async def run(args: argparse.Namespace) -> int:
     spec = node_spec(args) if args.command == "launch" else None
     deployment = deployment_spec(args) if args.command == "deploy" else None
     settings = load_settings()
+    if args.command == "health":
+        health = await check_health(settings)
+        emit(health)
+        return EXIT_OK if health["ok"] else EXIT_FAILED
     try:
         client = await connect(settings)
     except RuntimeError as exc:
@@ -207,6 +233,27 @@ async def run(args: argparse.Namespace) -> int:
         return EXIT_STILL_TERMINATING if response.still_terminating else EXIT_OK
     if args.command == "scale":
         emit((await cp.scale_deployment(args.workflow_id, args.replicas)).model_dump(mode="json"))
+        return EXIT_OK
+    if args.command == "reconcile":
+        if args.schedule:
+            created = await ensure_reconcile_schedule(
+                client, settings.temporal_task_queue, settings.reconcile_interval
+            )
+            emit(
+                {
+                    "schedule_id": RECONCILE_SCHEDULE_ID,
+                    "outcome": created,
+                    "every_seconds": settings.reconcile_interval.total_seconds(),
+                }
+            )
+            return EXIT_OK
+        report = await client.execute_workflow(
+            ReconcileWorkflow.run,
+            ReconcileInput(cleanup=args.cleanup),
+            id=f"reconcile-manual-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.temporal_task_queue,
+        )
+        emit(report.model_dump(mode="json"))
         return EXIT_OK
     emit(await cp.list_nodes(running_only=args.running, limit=args.limit))
     return EXIT_OK

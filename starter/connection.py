@@ -1,17 +1,18 @@
 """Connect to Temporal the same way everywhere: pydantic payloads, TLS or an API key when set.
 
 The worker, the starter API, its command line and the tests all connect through here, so a
-payload written by one is always readable by the others.
+payload written by one is always readable by the others, encrypted or not
+(TEMPORAL_PAYLOAD_ENCRYPTION_KEY, see starter/codec.py).
 """
 
 from __future__ import annotations
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import Runtime
 from temporalio.service import TLSConfig
 
 from controlplane.config import Settings
+from starter.codec import data_converter
 
 
 def tls_config(settings: Settings) -> TLSConfig | bool:
@@ -36,6 +37,6 @@ async def connect(settings: Settings, *, runtime: Runtime | None = None) -> Clie
         namespace=settings.temporal_namespace,
         api_key=api_key,
         tls=tls_config(settings),
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(settings),
         runtime=runtime,
     )

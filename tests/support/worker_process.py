@@ -32,6 +32,8 @@ def worker_env(stack_env: Mapping[str, str], **overrides: str) -> dict[str, str]
     """The environment of a worker process: the basics, the stack's variables, then overrides."""
     env = {key: os.environ[key] for key in INHERITED if key in os.environ}
     env["PYTHONUNBUFFERED"] = "1"
+    # A free port for the worker's metrics endpoint, so workers never clash on the default one.
+    env["METRICS_PORT"] = "0"
     env.update(stack_env)
     env.update(overrides)
     return env
