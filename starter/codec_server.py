@@ -342,8 +342,8 @@ def serve(config: CodecServerConfig, log_level: str) -> int:
         signal.signal(sig, _stop_requested)
     try:
         server.run()
-    except SystemExit as exc:  # uvicorn exits 1 when it cannot bind
-        return exc.code if isinstance(exc.code, int) else EXIT_STARTUP
+    except SystemExit:  # uvicorn's way of saying it could not start (e.g. port taken)
+        return EXIT_STARTUP
     if not server.started:
         return EXIT_STARTUP
     log.info("codec server stopped")

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Collection
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,8 @@ class Untouched:
 
 
 @pytest.fixture
-async def untouched(worker: Stack) -> AsyncIterator[Untouched]:
-    yield await Untouched(worker).snapshot()
+async def untouched(worker: Stack) -> Untouched:
+    return await Untouched(worker).snapshot()
 
 
 # --- the starter API -----------------------------------------------------------------------------
@@ -254,7 +254,9 @@ async def closed_status(stack: Stack, workflow_id: str, timeout: float = 10.0) -
     """The execution's status once it is no longer running (or RUNNING after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:
-        done = await temporal(stack, "workflow", "describe", "--workflow-id", workflow_id, "-o", "json")
+        done = await temporal(
+            stack, "workflow", "describe", "--workflow-id", workflow_id, "-o", "json"
+        )
         assert done.returncode == 0, done.stderr
         status = str(json.loads(done.stdout)["workflowExecutionInfo"]["status"])
         if status != "WORKFLOW_EXECUTION_STATUS_RUNNING" or time.monotonic() >= deadline:
@@ -280,8 +282,11 @@ async def assert_fails_at_once_naming(stack: Stack, workflow_id: str, names: lis
         status = await closed_status(stack, workflow_id)
         events = await history(stack, workflow_id)
         kinds = [event["eventType"] for event in events]
-        retried = [e["workflowTaskFailedEventAttributes"]["failure"]["message"]
-                   for e in events if e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_FAILED"]
+        retried = [
+            e["workflowTaskFailedEventAttributes"]["failure"]["message"]
+            for e in events
+            if e["eventType"] == "EVENT_TYPE_WORKFLOW_TASK_FAILED"
+        ]
         assert status == "WORKFLOW_EXECUTION_STATUS_FAILED", (
             f"the workflow is {status}, its first task failing over and over: {retried}"
         )
@@ -338,7 +343,9 @@ async def test_temporal_cli_refuses_non_json_input(untouched: Untouched) -> None
     )
     assert done.returncode != 0
     assert "not valid JSON" in done.stderr
-    described = await temporal(untouched.stack, "workflow", "describe", "--workflow-id", workflow_id)
+    described = await temporal(
+        untouched.stack, "workflow", "describe", "--workflow-id", workflow_id
+    )
     assert described.returncode != 0
     assert "not found" in described.stderr
     await untouched.check()

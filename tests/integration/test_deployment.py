@@ -136,3 +136,32 @@ async def test_deployment_launch_scale_and_terminate(
         assert row.status == NodeStatus.TERMINATED.value
         events = [event.event_type for event in await repo.events(node_id)]
         assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+
+
+async def test_zz_explore_terminate_while_launching(worker: Stack, repo: NodeRepository) -> None:
+    control = worker.control
+    spec = DeploymentSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        name=f"it-{uuid.uuid4().hex[:8]}",
+    )
+    workflow_id = await control.launch_deployment(spec, 2, launch_mode=LaunchMode.API)
+    await wait_deployment(control, workflow_id,
+        lambda v: all(s is NodeStatus.LAUNCHING for s in statuses(v).values()) and len(v.replicas) == 2,
+        "launching")
+    scaled = await control.scale_deployment(workflow_id, 1)
+    await asyncio.sleep(3)
+    view = await control.deployment_status(workflow_id)
+    print("AFTER SCALE", view)
+    for r in range(2):
+        row = await repo.get(spec.node(r).node_id)
+        print(r, row.status if row else None, row.error if row else None,
+              [e.event_type for e in await repo.events(spec.node(r).node_id)])
+    final = await control.terminate_deployment(workflow_id)
+    print("FINAL", final)
+    print(worker.simulator.counters()["live_clusters"])
+    assert False

@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from controlplane.db.engine import create_engine
-from controlplane.db.repository import NodeRepository
+from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.task import TaskSettings, build_task
@@ -19,6 +19,14 @@ from tests.integration.conftest import SIM_TOKEN, Stack
 from workflows.node import NodeWorkflow
 
 WAIT = timedelta(seconds=30)
+
+
+async def launch_directly(url: str, cluster_name: str) -> None:
+    """Launch a cluster straight on the API server, bypassing this system entirely."""
+    async with SkyPilotClient(url, token=SecretStr(SIM_TOKEN)) as sky:
+        task = build_task(new_spec(), TaskSettings("http://localhost:8080", "0.11.0", "2.8.0"))
+        request_id = await sky.launch(cluster_name, task)
+        await sky.wait_for_request(request_id, timeout=30)
 
 
 def new_spec() -> NodeSpec:
@@ -48,10 +56,7 @@ async def test_foreign_cluster_is_downed_and_unknown_one_is_already_gone(
     sim = worker.simulator
     name = f"ext-{uuid.uuid4().hex[:8]}"
     # Launched straight on the API server, not by this system: no row, no workflow.
-    async with SkyPilotClient(sim.url, token=SecretStr(SIM_TOKEN)) as sky:
-        task = build_task(new_spec(), TaskSettings("http://localhost:8080", "0.11.0", "2.8.0"))
-        request_id = await sky.launch(name, task)
-        await sky.wait_for_request(request_id, timeout=30)
+    await launch_directly(sim.url, name)
     assert sim.cluster_status(name) == "UP"
     assert await repo.get_by_cluster(name) is None
 
@@ -107,3 +112,40 @@ async def test_cluster_of_running_node_is_delegated_to_its_workflow(
     assert row.status == NodeStatus.TERMINATED.value
     events = [event.event_type for event in await repo.events(spec.node_id)]
     assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "product bug: TerminateClusterWorkflow (workflows/terminate.py) raises NodeAlreadyEnded "
+        "for any cluster whose node row is final, including cleanup_failed, whose cluster may "
+        "still be alive; it should down and confirm it like any cluster not owned by a live node"
+    ),
+)
+async def test_cluster_left_by_cleanup_failed_node_is_downed(
+    worker: Stack, repo: NodeRepository
+) -> None:
+    sim = worker.simulator
+    spec = new_spec()
+    # The state a teardown that was never confirmed leaves: the row says cleanup_failed (no
+    # live workflow owns it) and the cluster is still up, costing money.
+    await repo.record_intent(
+        NewNode.from_spec(
+            spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.cluster_name}"
+        )
+    )
+    await repo.transition(
+        spec.node_id,
+        to_status=NodeStatus.CLEANUP_FAILED.value,
+        event_type="node.cleanup_failed",
+        allowed_from=frozenset({NodeStatus.PENDING.value}),
+        error="teardown not confirmed: API server unreachable",
+    )
+    await launch_directly(sim.url, spec.cluster_name)
+    assert sim.cluster_status(spec.cluster_name) == "UP"
+
+    result = await worker.control.terminate_cluster(spec.cluster_name, wait=WAIT)
+    assert result is not None
+    assert result.already_gone is False
+    assert result.delegated_to is None
+    assert sim.cluster_status(spec.cluster_name) is None

@@ -13,11 +13,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _pytest.capture import CaptureResult
 from pydantic import ValidationError
 
 import starter.__main__ as cli
@@ -51,7 +51,7 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> str:
     """The process environment without the stack's settings, Temporal on a closed port."""
     for name in list(os.environ):
         if name.startswith(("SKYPILOT_", "TEMPORAL_", "R2_", "NODE_")) or name in (
@@ -61,7 +61,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
             monkeypatch.delenv(name, raising=False)
     address = f"127.0.0.1:{closed_port()}"
     monkeypatch.setenv("TEMPORAL_ADDRESS", address)
-    yield address
+    return address
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def no_connect(monkeypatch: pytest.MonkeyPatch) -> list[object]:
     return calls
 
 
-def stderr_error(captured: pytest.CaptureResult[str]) -> dict[str, Any]:
+def stderr_error(captured: CaptureResult[str]) -> dict[str, Any]:
     """The one JSON line `fail()` writes to stderr; stdout stays empty on errors."""
     assert captured.out == ""
     lines = [line for line in captured.err.splitlines() if line.strip()]
@@ -107,7 +107,18 @@ def test_parse_gpu_accepts_type_and_count(text: str, expected: tuple[str, int]) 
 
 @pytest.mark.parametrize(
     "text",
-    ["A100:x", "A100:", ":1", "", "A100:1:2", "A 100:1", "A100:1.5", "A100:-1", "-A100:1", "A100;1"],
+    [
+        "A100:x",
+        "A100:",
+        ":1",
+        "",
+        "A100:1:2",
+        "A 100:1",
+        "A100:1.5",
+        "A100:-1",
+        "-A100:1",
+        "A100;1",
+    ],
 )
 def test_parse_gpu_rejects_malformed_strings_naming_the_option(text: str) -> None:
     with pytest.raises(cli.InputError) as raised:
@@ -417,9 +428,7 @@ def test_terminate_exit_code_follows_the_bounded_wait(
 
 def test_exit_code_2_survives_the_real_process_exit(tmp_path: Path) -> None:
     """`python -m starter` leaves through os._exit: the code must still be 2, stderr JSON."""
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "TEMPORAL_"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "TEMPORAL_"))}
     env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{closed_port()}"
     done = subprocess.run(
         [sys.executable, "-m", "starter", *launch_args(gpu="A100:x")],

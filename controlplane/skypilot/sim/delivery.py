@@ -30,7 +30,14 @@ log = logging.getLogger(__name__)
 
 DROPPABLE = frozenset({("POST", "/launch"), ("POST", "/down"), ("POST", "/stop")})
 # /sim/* control calls are not counted: they are not SkyPilot traffic. Model probes are.
-_CONTROL_PREFIXES = ("/sim/counters", "/sim/faults", "/sim/reset", "/sim/clusters")
+_CONTROL_PREFIXES = (
+    "/sim/counters",
+    "/sim/faults",
+    "/sim/reset",
+    "/sim/clusters",
+    "/sim/timeline",
+    "/sim/timings",
+)
 _HANG_LIMIT_S = 120.0
 _ABORT_LIMIT_S = 5.0
 

@@ -185,12 +185,20 @@ class SimulatorServer:
     def counters(self) -> dict[str, Any]:
         return self._call(self.state.counters)
 
+    def timeline(self) -> dict[str, dict[str, float]]:
+        """Wall-clock moments of each cluster's life (see ``SimState.cluster_timeline``)."""
+        return self._call(self.state.cluster_timeline)
+
     def faults(self) -> Faults:
         return self._call(lambda: self.state.faults.model_copy())
 
     def set_faults(self, **changes: Any) -> Faults:
         """Partial update of the faults, e.g. ``set_faults(fail_next_launches=2)``."""
         return self._call(lambda: self.state.update_faults(changes).model_copy())
+
+    def set_timings(self, **changes: float) -> dict[str, float]:
+        """Partial update of the timings, e.g. ``set_timings(launch_delay_s=10)``."""
+        return self._call(lambda: self.state.update_timings(changes))
 
     def reset(self) -> None:
         self._call(self.state.reset)

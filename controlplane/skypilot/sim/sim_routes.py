@@ -26,6 +26,13 @@ async def counters(http: HttpRequest) -> dict[str, Any]:
     return sim_state(http).counters()
 
 
+@router.get("/timeline")
+async def timeline(http: HttpRequest) -> dict[str, dict[str, float]]:
+    """Wall-clock moments of every cluster ever created: created_at, up_at, model_ready_at
+    (when its model's /health turns 200), gone_at. For benchmarks; kept until /sim/reset."""
+    return sim_state(http).cluster_timeline()
+
+
 @router.get("/faults")
 async def get_faults(http: HttpRequest) -> dict[str, Any]:
     return sim_state(http).faults.model_dump()
@@ -40,6 +47,26 @@ async def set_faults(http: HttpRequest, changes: Annotated[dict[str, Any], Body(
         errors = exc.errors(include_url=False, include_context=False)
         return JSONResponse({"detail": errors}, status_code=422)
     return JSONResponse(faults.model_dump())
+
+
+@router.get("/timings")
+async def get_timings(http: HttpRequest) -> dict[str, float]:
+    return sim_state(http).timings()
+
+
+@router.post("/timings")
+async def set_timings(
+    http: HttpRequest, changes: Annotated[dict[str, Any], Body()]
+) -> JSONResponse:
+    """Partial update of the timings (launch_delay_s, model_warmup_s, ...); answers them all."""
+    try:
+        timings = sim_state(http).update_timings(changes)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False)
+        return JSONResponse({"detail": errors}, status_code=422)
+    except ValueError as exc:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+    return JSONResponse(timings)
 
 
 @router.post("/reset")

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import random
+import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,15 @@ from controlplane.skypilot.sim.taskspec import TaskSpec
 log = logging.getLogger(__name__)
 
 Operation = Callable[["SimState", Request], Awaitable[Any]]
+
+# The SimConfig timings ``POST /sim/timings`` may change while the server runs.
+TIMING_FIELDS = (
+    "launch_delay_s",
+    "down_delay_s",
+    "stop_delay_s",
+    "model_warmup_s",
+    "status_delay_s",
+)
 
 # Errors a simulated operation raises on purpose; anything else is a simulator bug.
 EXPECTED_ERRORS = (SkyPilotError, yaml.YAMLError, ValueError, AttributeError, KeyError)
@@ -58,6 +68,9 @@ class SimState:
         self.dropped_responses = 0
         self.unavailable_responses = 0
         self._failure_cycle = 0
+        # Wall-clock (time.time()) moments of each cluster's life, kept after it is gone, so a
+        # benchmark can compare them with the control plane's timestamps (GET /sim/timeline).
+        self.timeline: dict[str, dict[str, float]] = {}
         self._add_daemons()
 
     # --- identity ------------------------------------------------------------------------------
@@ -88,6 +101,23 @@ class SimState:
         if "seed" in changes:
             self._rng = random.Random(self.faults.seed)
         return self.faults
+
+    def update_timings(self, changes: dict[str, Any]) -> dict[str, float]:
+        """Change some timings of the running server (benchmarks vary the launch duration).
+
+        Raises ValueError for an unknown name and pydantic.ValidationError for a bad value; the
+        change lasts until the next one (``reset`` does not undo it).
+        """
+        unknown = sorted(set(changes) - set(TIMING_FIELDS))
+        if unknown:
+            raise ValueError(f"not a timing: {', '.join(unknown)}; expected {TIMING_FIELDS}")
+        checked = SimConfig.model_validate({**self.config.model_dump(), **changes})
+        for name in changes:
+            setattr(self.config, name, getattr(checked, name))
+        return self.timings()
+
+    def timings(self) -> dict[str, float]:
+        return {name: float(getattr(self.config, name)) for name in TIMING_FIELDS}
 
     def take_unavailable(self) -> bool:
         """Whether this call belongs to a 503 burst (and use it up)."""
@@ -252,6 +282,7 @@ class SimState:
             launch_request_id=request.request_id,
         )
         self.clusters[name] = cluster
+        self._note(name, "created_at")
         return cluster
 
     def is_current(self, cluster: Cluster) -> bool:
@@ -260,6 +291,9 @@ class SimState:
 
     def mark_up(self, cluster: Cluster) -> None:
         cluster.set_status(ClusterStatus.UP)
+        up_at = self._note(cluster.name, "up_at")
+        # The model's /health answers 200 from this moment on (sim_routes._warm).
+        self.timeline[cluster.name]["model_ready_at"] = up_at + self.config.model_warmup_s
         delay = self.faults.preempt_after_s
         if delay is not None:
             loop = asyncio.get_running_loop()
@@ -272,6 +306,7 @@ class SimState:
     def remove_cluster(self, cluster: Cluster) -> None:
         if self.is_current(cluster):
             del self.clusters[cluster.name]
+            self._note(cluster.name, "gone_at")
         self._cancel_timer(cluster)
 
     def preempt(self, name: str) -> bool:
@@ -286,6 +321,16 @@ class SimState:
     def _preempt_if_current(self, cluster: Cluster) -> None:
         if self.is_current(cluster) and cluster.status == ClusterStatus.UP:
             self.preempt(cluster.name)
+
+    def _note(self, name: str, moment: str) -> float:
+        """Record the wall-clock time of a moment in the cluster's life (the latest one wins)."""
+        now = time.time()
+        self.timeline.setdefault(name, {})[moment] = now
+        return now
+
+    def cluster_timeline(self) -> dict[str, dict[str, float]]:
+        """Per cluster name: created_at, up_at, model_ready_at, gone_at (those that happened)."""
+        return {name: dict(moments) for name, moments in sorted(self.timeline.items())}
 
     @staticmethod
     def _cancel_timer(cluster: Cluster) -> None:

@@ -1,0 +1,172 @@
+"""The README's Temporal CLI commands, run verbatim with bash against the dev server.
+
+The commands are read from README.md between ``<!-- temporal-cli-start -->`` and
+``<!-- temporal-cli-end -->`` (a fenced bash block). Until that block is pasted into the README,
+the same block is read from tests/integration/README_TEMPORAL_CLI.md. Only the environment
+changes: TEMPORAL_ADDRESS and TEMPORAL_TASK_QUEUE, which the commands themselves reference,
+point them at the test's dev server and the worker's task queue; `temporal` is found on PATH.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from controlplane.db.engine import create_engine
+from controlplane.db.repository import NodeRepository
+from controlplane.lifecycle import NodeStatus
+from controlplane.spec import NodeSpec
+from tests.integration.conftest import Stack
+from tests.support.temporal_env import dev_server_path
+from workflows.models import NodeWorkflowInput
+from workflows.node import NodeWorkflow
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+FALLBACK = Path(__file__).with_name("README_TEMPORAL_CLI.md")
+START, END = "<!-- temporal-cli-start -->", "<!-- temporal-cli-end -->"
+FENCE = re.compile(r"```(?:bash|sh|shell)?[ \t]*\n(?P<body>.*?)^```", re.S | re.M)
+
+
+@dataclass
+class Block:
+    source: Path
+    text: str
+
+    def commands(self) -> list[str]:
+        """One entry per `temporal ...` command (continuation and quoted lines included)."""
+        commands: list[list[str]] = []
+        for line in self.text.splitlines():
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            if line.startswith("temporal ") or not commands:
+                commands.append([])
+            commands[-1].append(line)
+        return ["\n".join(lines) for lines in commands]
+
+    def command(self, *words: str) -> str:
+        found = [c for c in self.commands() if all(w in c.split("\n", 1)[0] for w in words)]
+        assert len(found) == 1, f"expected one `temporal {' '.join(words)}` in {self.source}"
+        return found[0]
+
+
+def block_between_markers(path: Path) -> str | None:
+    """The fenced block between the markers; None when the markers are absent or empty."""
+    if not path.is_file():
+        return None
+    text = path.read_text()
+    if START not in text or END not in text:
+        return None
+    between = text.split(START, 1)[1].split(END, 1)[0]
+    match = FENCE.search(between)
+    return match.group("body") if match else None
+
+
+def readme_block() -> Block:
+    for path in (README, FALLBACK):
+        body = block_between_markers(path)
+        if body is not None:
+            return Block(path, body)
+    readme = README.read_text()
+    if START not in readme or END not in readme:
+        pytest.skip(f"README.md has no {START} ... {END} markers for the Temporal CLI example")
+    pytest.fail(
+        f"no fenced bash block between {START} and {END} in README.md, and no {FALLBACK.name}"
+    )
+
+
+def bash_env(stack: Stack) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_")}
+    env["PATH"] = f"{Path(dev_server_path()).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["TEMPORAL_ADDRESS"] = stack.env["TEMPORAL_ADDRESS"]
+    env["TEMPORAL_TASK_QUEUE"] = stack.settings.temporal_task_queue
+    return env
+
+
+async def bash(command: str, env: dict[str, str]) -> str:
+    done = await asyncio.to_thread(
+        subprocess.run,
+        ["bash", "-euo", "pipefail", "-c", command],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+def node_status(output: str) -> str | None:
+    """The node's status in the CLI's answer: JSON (query) or Go's map[...] (update result)."""
+    found = re.findall(r'(?<![a-z_])"?status"?\s*:\s*"?([a-z_]+)', output)
+    return found[-1] if found else None
+
+
+def started_spec(start: str) -> tuple[str, NodeSpec]:
+    """The workflow id and the spec that the README's start command sends."""
+    workflow_id = re.search(r"--workflow-id[ =]+(\S+)", start)
+    document = re.search(r"--input\s+'(.*?)'", start, re.S)
+    assert workflow_id, start
+    assert document, start
+    return workflow_id.group(1), NodeWorkflowInput.model_validate_json(document.group(1)).spec
+
+
+def test_the_block_uses_the_environment_for_address_and_task_queue() -> None:
+    block = readme_block()
+    for command in block.commands():
+        assert command.startswith("temporal "), command
+        assert '--address "${TEMPORAL_ADDRESS:-localhost:7233}"' in command, command
+    start = block.command("workflow", "start")
+    assert '--task-queue "${TEMPORAL_TASK_QUEUE:-gpu-nodes}"' in start
+    assert "--type NodeWorkflow" in start
+    workflow_id, spec = started_spec(start)
+    # The README's rule: the id is node-<cluster name>, so a second start attaches.
+    assert workflow_id == f"node-{spec.cluster_name}"
+
+
+async def test_the_readme_commands_launch_and_terminate_a_node(worker: Stack) -> None:
+    block = readme_block()
+    env = bash_env(worker)
+    start = block.command("workflow", "start")
+    query = block.command("workflow", "query")
+    terminate = block.command("workflow", "update", "execute")
+    workflow_id, spec = started_spec(start)
+    before = worker.simulator.counters()["launch_requests"].get(spec.cluster_name, 0)
+
+    await bash(start, env)
+    handle = worker.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
+    first_run = (await handle.describe()).run_id
+    deadline = time.monotonic() + 60
+    status = None
+    while status != NodeStatus.RUNNING.value:
+        assert time.monotonic() < deadline, f"the node never reached running (last: {status})"
+        await asyncio.sleep(0.5)
+        status = node_status(await bash(query, env))
+        assert status not in {s.value for s in NodeStatus if s.final}, status
+
+    await bash(start, env)  # a second start attaches to the live workflow
+    assert (await handle.describe()).run_id == first_run
+    assert worker.simulator.counters()["launch_requests"][spec.cluster_name] == before + 1
+
+    answer = await bash(terminate, env)
+    assert node_status(answer) == NodeStatus.TERMINATED.value, answer
+    assert re.search(r'still_terminating"?\s*:\s*false', answer), answer
+    assert (await handle.result()).status is NodeStatus.TERMINATED
+    assert spec.cluster_name not in worker.simulator.counters()["live_clusters"]
+    engine = create_engine(worker.settings.database_url or "")
+    try:
+        row = await NodeRepository(engine).get(spec.node_id)
+    finally:
+        await engine.dispose()
+    assert row is not None
+    assert row.status == NodeStatus.TERMINATED.value
+    assert row.workflow_id == workflow_id

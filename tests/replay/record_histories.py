@@ -1,0 +1,334 @@
+"""Record the histories the replay tests replay: each workflow's main paths, on the real pieces.
+
+    python -m tests.replay.record_histories            # all of them, into tests/replay/histories
+    python -m tests.replay.record_histories node_lost  # only some
+
+Starts what the integration tests start (tests/integration/conftest.py): the Temporal dev server,
+the SkyPilot simulator, a fresh migrated Postgres database (on TEST_DATABASE_ADMIN_URL, default
+postgres@127.0.0.1:5432, dropped again at the end) and the worker in-process, exactly as
+worker.py builds it. Each path is driven through the starter API and saved as
+``handle.fetch_history().to_json()``. Re-record after a deliberate, versioned workflow change;
+never to make a failing replay pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import logging
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import SecretStr
+from sqlalchemy import pool, text
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from controlplane.config import Settings, load_settings
+from controlplane.lifecycle import NodeStatus
+from controlplane.skypilot.client import SkyPilotClient
+from controlplane.skypilot.sim.config import DEFAULT_LAUNCH_FAILURE_TYPES, SimConfig
+from controlplane.skypilot.sim.server import SimulatorServer
+from controlplane.skypilot.task import TaskSettings, build_task
+from controlplane.spec import NodeSpec
+from starter.api import ControlPlane
+from tests.conftest import Databases, _admin_candidates
+from tests.support.temporal_env import dev_server_path
+from worker import create_worker, open_activities
+from workflows.models import DeploymentSpec
+
+log = logging.getLogger("record_histories")
+
+HISTORIES = Path(__file__).resolve().parent / "histories"
+TOKEN = "sky_replay-recorder-service-account-token"
+ENCRYPTION_KEY = base64.b64encode(b"replay-recorder-key-32-bytes-xx!").decode()
+MODEL = "NousResearch/Meta-Llama-3-8B-Instruct"
+WAIT = timedelta(seconds=60)
+
+
+@dataclass
+class Recorder:
+    client: Client
+    simulator: SimulatorServer
+    main: ControlPlane  # health checks far apart: no health-check noise in the histories
+    watched: ControlPlane  # health checks every second: for the lost node
+    out: Path
+
+    async def save(self, name: str, handle: WorkflowHandle[object, object]) -> None:
+        history = await handle.fetch_history()
+        path = self.out / f"{name}.json"
+        path.write_text(history.to_json() + "\n")
+        log.info("%s: %d events, %d bytes", path.name, len(history.events), path.stat().st_size)
+
+    def handle(self, workflow_id: str) -> WorkflowHandle[object, object]:
+        return self.client.get_workflow_handle(workflow_id)
+
+
+def node_spec(name: str, replica: int = 0) -> NodeSpec:
+    return NodeSpec(
+        tenant="replay",
+        model=MODEL,
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"{name}-{uuid.uuid4().hex[:6]}",
+        replica=replica,
+    )
+
+
+async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen within {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+# --- the paths ---------------------------------------------------------------------------------
+async def node_happy_path(r: Recorder) -> None:
+    started = await r.main.launch_node(node_spec("happy"))
+    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.status is NodeStatus.RUNNING, view
+    answer = await r.main.terminate_node(started.workflow_id)
+    assert answer.status is NodeStatus.TERMINATED, answer
+    await r.handle(started.workflow_id).result()
+    await r.save("node_happy_path", r.handle(started.workflow_id))
+
+
+async def node_launch_failure(r: Recorder) -> None:
+    r.simulator.set_faults(fail_next_launches=1, launch_failure_types=["CloudUserIdentityError"])
+    try:
+        started = await r.main.launch_node(node_spec("failure"))
+        try:
+            await r.handle(started.workflow_id).result()
+        except WorkflowFailureError:
+            pass
+        else:
+            raise AssertionError("the launch was meant to fail")
+    finally:
+        r.simulator.set_faults(
+            fail_next_launches=0, launch_failure_types=list(DEFAULT_LAUNCH_FAILURE_TYPES)
+        )
+    view = await r.main.node_status(started.workflow_id)
+    assert view.status is NodeStatus.FAILED, view
+    await r.save("node_launch_failure", r.handle(started.workflow_id))
+
+
+async def node_relaunch_after_transient_failure(r: Recorder) -> None:
+    r.simulator.set_faults(fail_next_launches=1, launch_failure_types=["ResourcesUnavailableError"])
+    try:
+        started = await r.main.launch_node(node_spec("relaunch"))
+        view = await r.main.wait_for_node(
+            started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
+        )
+    finally:
+        r.simulator.set_faults(fail_next_launches=0)
+    assert view.status is NodeStatus.RUNNING, view
+    await r.main.terminate_node(started.workflow_id)
+    await r.handle(started.workflow_id).result()
+    await r.save("node_relaunch_after_transient_failure", r.handle(started.workflow_id))
+
+
+async def node_cancelled_during_launch(r: Recorder) -> None:
+    started = await r.main.launch_node(node_spec("cancel"))
+
+    async def launching() -> bool:
+        status = (await r.main.node_status(started.workflow_id)).status
+        assert status in (NodeStatus.PENDING, NodeStatus.LAUNCHING), status
+        return status is NodeStatus.LAUNCHING
+
+    await until(launching, "launching")
+    handle = r.handle(started.workflow_id)
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        pass
+    else:
+        raise AssertionError("the workflow was meant to end cancelled")
+    view = await r.main.node_status(started.workflow_id)
+    assert view.status is NodeStatus.FAILED, view
+    await r.save("node_cancelled_during_launch", handle)
+
+
+async def node_lost(r: Recorder) -> None:
+    spec = node_spec("lost")
+    started = await r.watched.launch_node(spec)
+    await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert r.simulator.preempt(spec.cluster_name)
+    view = await r.watched.wait_for_node(started.workflow_id, until=set(), timeout=WAIT)
+    assert view.status is NodeStatus.LOST, view
+    await r.handle(started.workflow_id).result()
+    await r.save("node_lost", r.handle(started.workflow_id))
+
+
+async def deployment_scale_and_terminate(r: Recorder) -> None:
+    spec = DeploymentSpec(
+        tenant="replay",
+        model=MODEL,
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        name=f"blue-{uuid.uuid4().hex[:6]}",
+    )
+    workflow_id = await r.main.launch_deployment(spec, replicas=2)
+
+    async def replicas_running(count: int) -> bool:
+        view = await r.main.deployment_status(workflow_id)
+        running = [x for x in view.replicas if x.status is NodeStatus.RUNNING]
+        return len(running) == count and len(view.replicas) == 2
+
+    await until(lambda: replicas_running(2), "two replicas running")
+    await r.main.scale_deployment(workflow_id, 1)
+    await until(lambda: replicas_running(1), "one replica left")
+    view = await r.main.terminate_deployment(workflow_id)
+    assert all(x.status.final for x in view.replicas), view
+    await r.handle(workflow_id).result()
+    await r.save("deployment_scale_and_terminate", r.handle(workflow_id))
+    # The replica the scale-down removed: a NodeWorkflow cancelled while running, as a child.
+    await r.save("node_cancelled_while_running", r.handle(view.replicas[1].workflow_id))
+
+
+async def terminate_unmanaged_cluster(r: Recorder) -> None:
+    cluster = f"unmanaged-{uuid.uuid4().hex[:6]}"
+    task = build_task(
+        node_spec("unmanaged"),
+        TaskSettings(control_plane_url="http://localhost:8080", vllm_version="0", torch_version="0"),
+    )
+    async with SkyPilotClient(r.simulator.url, token=SecretStr(TOKEN)) as sky:
+        await sky.launch(cluster, task)
+
+    async def up() -> bool:
+        return r.simulator.cluster_status(cluster) == "UP"
+
+    await until(up, f"{cluster} up")
+    result = await r.main.terminate_cluster(cluster, wait=WAIT)
+    assert result is not None, "still terminating"
+    assert result.node_id is None, result
+    assert r.simulator.cluster_status(cluster) is None
+    await r.save("terminate_unmanaged_cluster", r.handle(f"terminate-{cluster}"))
+
+
+PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
+    f.__name__: f
+    for f in (
+        node_happy_path,
+        node_launch_failure,
+        node_relaunch_after_transient_failure,
+        node_cancelled_during_launch,
+        node_lost,
+        deployment_scale_and_terminate,
+        terminate_unmanaged_cluster,
+    )
+}
+
+
+# --- the stack ---------------------------------------------------------------------------------
+@contextlib.asynccontextmanager
+async def database() -> AsyncIterator[str]:
+    problems = []
+    for candidate in _admin_candidates():
+        admin = create_async_engine(
+            candidate, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
+        )
+        try:
+            async with admin.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            problems.append(f"{type(exc).__name__}: {exc}")
+            await admin.dispose()
+            continue
+        databases = Databases(admin, candidate)
+        try:
+            yield await databases.create(migrated=True)
+        finally:
+            await databases.drop_all()
+            await admin.dispose()
+        return
+    raise RuntimeError("PostgreSQL is not reachable: " + "; ".join(problems))
+
+
+def settings_for(
+    env: WorkflowEnvironment, simulator: SimulatorServer, url: str, queue: str, health: str
+) -> Settings:
+    return load_settings(
+        {
+            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+            "TEMPORAL_TASK_QUEUE": queue,
+            "DATABASE_URL": url,
+            "SKYPILOT_API_SERVER_URL": simulator.url,
+            "SKYPILOT_SERVICE_ACCOUNT_TOKEN": TOKEN,
+            "SKYPILOT_USE_API_SERVER": "true",
+            "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": ENCRYPTION_KEY,
+            "SKYPILOT_RETRY_BACKOFF": "200ms",
+            "SKYPILOT_LAUNCH_TIMEOUT": "60s",
+            "SKYPILOT_TERMINATE_TIMEOUT": "30s",
+            "NODE_HEALTH_CHECK_INTERVAL": health,
+            "NODE_HEARTBEAT_TIMEOUT": "3s",
+        }
+    )
+
+
+async def record(names: list[str], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    config = SimConfig(
+        port=0,
+        launch_delay_s=1.0,
+        model_warmup_s=0.3,
+        down_delay_s=0.2,
+        service_account_tokens=[TOKEN],
+    )
+    async with contextlib.AsyncExitStack() as stack:
+        url = await stack.enter_async_context(database())
+        env = await WorkflowEnvironment.start_local(
+            dev_server_existing_path=dev_server_path(),
+            data_converter=pydantic_data_converter,
+            ui=False,
+        )
+        stack.push_async_callback(env.shutdown)
+        simulator = await stack.enter_async_context(SimulatorServer(config))
+        main = settings_for(env, simulator, url, "replay-main", "1h")
+        watched = settings_for(env, simulator, url, "replay-watched", "1s")
+        for settings in (main, watched):
+            activities = await stack.enter_async_context(open_activities(settings))
+            await stack.enter_async_context(create_worker(env.client, settings, activities))
+        recorder = Recorder(
+            client=env.client,
+            simulator=simulator,
+            main=ControlPlane(env.client, main.temporal_task_queue),
+            watched=ControlPlane(env.client, watched.temporal_task_queue),
+            out=out,
+        )
+        for name in names:
+            log.info("recording %s", name)
+            await PATHS[name](recorder)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.replay.record_histories")
+    parser.add_argument("paths", nargs="*", metavar="PATH", help=f"default: all of {list(PATHS)}")
+    parser.add_argument("--out", type=Path, default=HISTORIES)
+    args = parser.parse_args(argv)
+    unknown = sorted(set(args.paths) - set(PATHS))
+    if unknown:
+        parser.error(f"unknown paths {unknown}; choose from {list(PATHS)}")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    asyncio.run(record(args.paths or list(PATHS), args.out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
