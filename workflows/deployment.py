@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ReplicaView,
         ScaleDeploymentRequest,
         TerminateDeploymentRequest,
+        TerminateNodeRequest,
     )
     from workflows.node import NodeWorkflow
 
@@ -120,7 +121,11 @@ class DeploymentWorkflow:
             await self._start(next_replica)
             next_replica += 1
         for replica in live[self._desired :] if len(live) > self._desired else []:
-            self._children[replica].cancel()  # a cancelled NodeWorkflow tears down its node
+            # A signal, not a cancel: the terminate request survives an activity that completes
+            # before a cancel could reach it, and the replica ends `terminated`, not `failed`.
+            await self._children[replica].signal(
+                NodeWorkflow.request_terminate, TerminateNodeRequest(reason="scaled down")
+            )
 
     async def _start(self, replica: int) -> None:
         spec = self._input.deployment.node(replica)

@@ -114,6 +114,7 @@ class NodeWorkflow:
         self._state: NodeState | None = input.resume
         self._terminate_requested = bool(input.resume and input.resume.terminate_reason)
         self._launch_task: asyncio.Task[None] | None = None
+        self._cancelled = False
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -159,7 +160,17 @@ class NodeWorkflow:
             return self._view()
         if state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
             self._launch_task = asyncio.create_task(self._launch_phase())
-            await self._launch_task
+            try:
+                await asyncio.shield(self._launch_task)
+            except asyncio.CancelledError:
+                # An activity that completes before its cancel reaches it swallows a cancel
+                # passed down to it; a terminate request survives that (the node is torn down
+                # whether the launch stops early or finishes first). Compensation still records
+                # the cancelled launch as failed.
+                self._cancelled = True
+                self.request_terminate(TerminateNodeRequest(reason="workflow cancelled"))
+                await asyncio.shield(asyncio.ensure_future(self._finish_cancelled_launch()))
+                raise
         if state.status is NodeStatus.RUNNING:
             try:
                 await self._serve()
@@ -237,6 +248,12 @@ class NodeWorkflow:
                 non_retryable=True,
             ) from error
 
+    async def _finish_cancelled_launch(self) -> None:
+        assert self._launch_task is not None
+        await self._launch_task
+        if self._require_state().status is NodeStatus.RUNNING:
+            await self._terminate_phase()
+
     async def _launch_until_ready(self, ref: CredentialRef | None, deadline: Any) -> None:
         state = self._require_state()
         plan = state.plan
@@ -294,13 +311,13 @@ class NodeWorkflow:
     async def _compensate(self, error: BaseException, *, cluster_may_exist: bool) -> None:
         """Undo a launch: cancel its requests, down the cluster, record why. Idempotent."""
         state = self._require_state()
-        reason = describe(error)
+        reason = "cancelled" if self._cancelled else describe(error)
         if timed_out(error):
             reason = (
                 f"not ready within {state.plan.launch_timeout_s:.0f}s "
                 f"(SKYPILOT_LAUNCH_TIMEOUT): {reason}"
             )
-        by_request = self._terminate_requested
+        by_request = self._terminate_requested and not self._cancelled
         if by_request:
             await self._transition(
                 NodeStatus.TERMINATING,

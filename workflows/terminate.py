@@ -13,7 +13,6 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -21,10 +20,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_refs as acts
     from workflows.models import (
         DownClusterInput,
+        EventType,
         LookupClusterInput,
+        NodeStatus,
         TerminateClusterInput,
         TerminateClusterResult,
         TerminateNodeRequest,
+        TransitionInput,
     )
     from workflows.node import DB_OPTIONS
 
@@ -37,13 +39,6 @@ class TerminateClusterWorkflow:
             LookupClusterInput(cluster_name=input.cluster_name, launch_mode=input.launch_mode),
             **DB_OPTIONS,
         )
-        if found.node_id is not None and found.status is not None and found.status.final:
-            raise ApplicationError(
-                f"node {found.node_id} ({input.cluster_name}) already ended as "
-                f"{found.status.value}; nothing to terminate",
-                type="NodeAlreadyEnded",
-                non_retryable=True,
-            )
         if found.workflow_id is not None:
             # A live node owns this cluster: its workflow tears it down and records it.
             await workflow.get_external_workflow_handle(found.workflow_id).signal(
@@ -70,8 +65,20 @@ class TerminateClusterWorkflow:
                 maximum_interval=timedelta(seconds=found.retry_backoff_s * 10),
             ),
         )
+        if found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
+            # The teardown its node never confirmed is confirmed now.
+            await acts.RECORD_TRANSITION.run(
+                TransitionInput(
+                    node_id=found.node_id,
+                    to_status=NodeStatus.TERMINATED,
+                    event_type=EventType.TERMINATED,
+                    allowed_from=[NodeStatus.CLEANUP_FAILED],
+                ),
+                **DB_OPTIONS,
+            )
         return TerminateClusterResult(
             cluster_name=input.cluster_name,
+            node_id=found.node_id,
             launch_mode=found.launch_mode,
             already_gone=down.already_gone,
             cancelled_requests=down.cancelled_requests,

@@ -6,14 +6,20 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 
 import pytest
+from temporalio.service import RPCError
 
+from controlplane.config import load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.skypilot.sim.config import SimConfig
+from controlplane.skypilot.sim.server import SimulatorServer
 from starter.api import ControlPlane
-from tests.integration.conftest import Stack
+from tests.integration.conftest import SIM_TOKEN, Stack
+from worker import create_worker, open_activities
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import DeploymentSpec, DeploymentView
 
@@ -25,6 +31,18 @@ async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
         yield NodeRepository(engine)
     finally:
         await engine.dispose()
+
+
+def new_deployment() -> DeploymentSpec:
+    return DeploymentSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        name=f"it-{uuid.uuid4().hex[:8]}",
+    )
 
 
 def statuses(view: DeploymentView) -> dict[int, NodeStatus]:
@@ -48,20 +66,10 @@ async def wait_deployment(
     return view
 
 
-async def test_deployment_launch_scale_and_terminate(
-    worker: Stack, repo: NodeRepository
-) -> None:
+async def test_deployment_launch_scale_and_terminate(worker: Stack, repo: NodeRepository) -> None:
     control = worker.control
     sim = worker.simulator
-    spec = DeploymentSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"it-{uuid.uuid4().hex[:8]}",
-    )
+    spec = new_deployment()
     workflow_id = await control.launch_deployment(spec, 2, launch_mode=LaunchMode.API)
 
     # --- 2 replicas running -------------------------------------------------------------------
@@ -73,11 +81,11 @@ async def test_deployment_launch_scale_and_terminate(
     )
     assert view.desired_replicas == 2
     assert not view.terminating
-    for replica in view.replicas:
-        assert replica.cluster_name == spec.node(replica.replica).cluster_name
-        assert replica.workflow_id == f"node-{replica.cluster_name}"
-        assert replica.endpoint
-        assert replica.cluster_name in replica.endpoint
+    for item in view.replicas:
+        assert item.cluster_name == spec.node(item.replica).cluster_name
+        assert item.workflow_id == f"node-{item.cluster_name}"
+        assert item.endpoint
+        assert item.cluster_name in item.endpoint
 
     # --- scale to 3 ---------------------------------------------------------------------------
     scaled = await control.scale_deployment(workflow_id, 3)
@@ -89,7 +97,7 @@ async def test_deployment_launch_scale_and_terminate(
         lambda v: statuses(v) == dict.fromkeys(range(3), NodeStatus.RUNNING),
         "3 replicas running",
     )
-    clusters = {replica.replica: replica.cluster_name for replica in view.replicas}
+    clusters = {item.replica: item.cluster_name for item in view.replicas}
     assert len(set(clusters.values())) == 3
     live = sim.counters()["live_clusters"]
     assert all(name in live for name in clusters.values()), (clusters, live)
@@ -100,8 +108,10 @@ async def test_deployment_launch_scale_and_terminate(
     view = await wait_deployment(
         control,
         workflow_id,
-        lambda v: statuses(v)
-        == {0: NodeStatus.RUNNING, 1: NodeStatus.TERMINATED, 2: NodeStatus.TERMINATED},
+        lambda v: (
+            statuses(v)
+            == {0: NodeStatus.RUNNING, 1: NodeStatus.TERMINATED, 2: NodeStatus.TERMINATED}
+        ),
         "scaled down to replica 0",
     )
     live = sim.counters()["live_clusters"]
@@ -120,7 +130,7 @@ async def test_deployment_launch_scale_and_terminate(
     final = await control.terminate_deployment(workflow_id)
     assert final.terminating
     assert final.desired_replicas == 0
-    assert all(replica.status.final for replica in final.replicas), statuses(final)
+    assert all(item.status.final for item in final.replicas), statuses(final)
     handle = worker.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
     result = await asyncio.wait_for(handle.result(), timeout=30)
     assert statuses(result) == dict.fromkeys(range(3), NodeStatus.TERMINATED)
@@ -138,30 +148,53 @@ async def test_deployment_launch_scale_and_terminate(
         assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
 
 
-async def test_zz_explore_terminate_while_launching(worker: Stack, repo: NodeRepository) -> None:
-    control = worker.control
-    spec = DeploymentSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"it-{uuid.uuid4().hex[:8]}",
-    )
-    workflow_id = await control.launch_deployment(spec, 2, launch_mode=LaunchMode.API)
-    await wait_deployment(control, workflow_id,
-        lambda v: all(s is NodeStatus.LAUNCHING for s in statuses(v).values()) and len(v.replicas) == 2,
-        "launching")
-    scaled = await control.scale_deployment(workflow_id, 1)
-    await asyncio.sleep(3)
-    view = await control.deployment_status(workflow_id)
-    print("AFTER SCALE", view)
-    for r in range(2):
-        row = await repo.get(spec.node(r).node_id)
-        print(r, row.status if row else None, row.error if row else None,
-              [e.event_type for e in await repo.events(spec.node(r).node_id)])
-    final = await control.terminate_deployment(workflow_id)
-    print("FINAL", final)
-    print(worker.simulator.counters()["live_clusters"])
-    assert False
+async def test_scale_down_while_launching_tears_the_dropped_replica_down(stack: Stack) -> None:
+    # Launches take 3 s; the heartbeat timeout is the product default (30 s, so heartbeats are
+    # flushed every 24 s): a cancel requested mid-wait reaches the activity only after it ended.
+    async with SimulatorServer(
+        SimConfig(
+            port=0,
+            launch_delay_s=3.0,
+            model_warmup_s=0.3,
+            down_delay_s=0.2,
+            service_account_tokens=[SIM_TOKEN],
+        )
+    ) as sim:
+        settings = load_settings(
+            {**stack.env, "SKYPILOT_API_SERVER_URL": sim.url, "NODE_HEARTBEAT_TIMEOUT": "30s"}
+        )
+        control = stack.control
+        spec = new_deployment()
+        dropped = spec.node(1)
+        workflow_id = ""
+        async with (
+            open_activities(settings) as activities,
+            create_worker(stack.client, settings, activities),
+        ):
+            try:
+                workflow_id = await control.launch_deployment(spec, 2, launch_mode=LaunchMode.API)
+                await wait_deployment(
+                    control,
+                    workflow_id,
+                    lambda v: statuses(v) == dict.fromkeys(range(2), NodeStatus.LAUNCHING),
+                    "2 replicas launching",
+                )
+                await asyncio.sleep(0.5)  # both replicas are inside wait_ready now
+                assert sim.cluster_status(dropped.cluster_name) == "INIT"
+                await control.scale_deployment(workflow_id, 1)
+
+                view = await wait_deployment(
+                    control,
+                    workflow_id,
+                    lambda v: statuses(v)[1].final,
+                    "replica 1 final after the scale-down",
+                    timeout=15,
+                )
+                assert statuses(view)[0] is NodeStatus.RUNNING
+                assert sim.cluster_status(dropped.cluster_name) is None
+            finally:
+                if workflow_id:  # leave nothing running in the session's Temporal server
+                    replicas = [f"node-{spec.node(r).cluster_name}" for r in range(2)]
+                    for wid in (workflow_id, *replicas):
+                        with suppress(RPCError):
+                            await stack.client.get_workflow_handle(wid).terminate("test over")

@@ -157,6 +157,7 @@ async def failed_launch(observed: Observed, repo: NodeRepository) -> None:
     """One launch SkyPilot fails with a permanent error: compensated and recorded failed."""
     sim = observed.stack.simulator
     spec = new_spec("fails")
+    saved = sim.faults()
     sim.set_faults(fail_next_launches=1, launch_failure_types=[INJECTED_ERROR])
     try:
         started = await observed.control.launch_node(spec, launch_mode=LaunchMode.API)
@@ -164,7 +165,10 @@ async def failed_launch(observed: Observed, repo: NodeRepository) -> None:
         with pytest.raises(WorkflowFailureError):
             await asyncio.wait_for(handle.result(), WAIT.total_seconds())
     finally:
-        sim.set_faults(fail_next_launches=0, launch_failure_types=["ResourcesUnavailableError"])
+        sim.set_faults(
+            fail_next_launches=saved.fail_next_launches,
+            launch_failure_types=saved.launch_failure_types,
+        )
     row = await repo.get(spec.node_id)
     assert row is not None
     assert row.status == NodeStatus.FAILED.value
@@ -183,6 +187,7 @@ async def reconcile_with_orphan_and_a_503(observed: Observed) -> None:
         await sky.wait_for_request(await sky.launch(orphan, task), timeout=30)
         try:
             unavailable = sim.counters()["unavailable_responses"]
+            saved = sim.faults()
             sim.set_faults(unavailable_burst=1, retry_after_s=0)
             try:
                 report = await observed.client.execute_workflow(
@@ -193,7 +198,9 @@ async def reconcile_with_orphan_and_a_503(observed: Observed) -> None:
                     execution_timeout=WAIT,
                 )
             finally:
-                sim.set_faults(unavailable_burst=0, retry_after_s=1)
+                sim.set_faults(
+                    unavailable_burst=saved.unavailable_burst, retry_after_s=saved.retry_after_s
+                )
             assert sim.counters()["unavailable_responses"] == unavailable + 1
             assert orphan in {f.cluster_name for f in report.orphans}
         finally:

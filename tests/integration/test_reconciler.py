@@ -20,9 +20,9 @@ import pytest
 from pydantic import SecretStr
 from temporalio.client import (
     ScheduleActionStartWorkflow,
-    WorkflowUpdateFailedError,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
+    WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 

@@ -10,21 +10,27 @@ point them at the test's dev server and the worker's task queue; `temporal` is f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import CancelledError
 
+from controlplane.config import load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
 from tests.support.temporal_env import dev_server_path
+from worker import create_worker, open_activities
 from workflows.models import NodeWorkflowInput
 from workflows.node import NodeWorkflow
 
@@ -170,3 +176,61 @@ async def test_the_readme_commands_launch_and_terminate_a_node(worker: Stack) ->
     assert row is not None
     assert row.status == NodeStatus.TERMINATED.value
     assert row.workflow_id == workflow_id
+
+
+async def test_temporal_cli_cancel_during_launch_tears_the_node_down(stack: Stack) -> None:
+    """`temporal workflow cancel` on a launching node: the node must not stay up.
+
+    The worker runs with the default NODE_HEARTBEAT_TIMEOUT (30s): heartbeats, and so cancels,
+    reach an activity at most every ~24s, so a launch that is ready sooner completes before its
+    activity sees the cancel. The simulator answers slowly to keep the cancel inside the launch.
+    """
+    settings = load_settings({**stack.env, "NODE_HEARTBEAT_TIMEOUT": "30s"})
+    env = bash_env(stack)
+    spec = NodeSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"cancel-{uuid.uuid4().hex[:8]}",
+    )
+    control = stack.control
+    async with (
+        open_activities(settings) as activities,
+        create_worker(stack.client, settings, activities),
+    ):
+        stack.simulator.set_faults(slow_response_s=0.3)
+        try:
+            started = await control.launch_node(spec)
+            deadline = time.monotonic() + 30
+            while (await control.node_status(started.workflow_id)).status is not (
+                NodeStatus.LAUNCHING
+            ):
+                assert time.monotonic() < deadline, "the node never started launching"
+                await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)  # the readiness wait is running now
+            address = '--address "${TEMPORAL_ADDRESS:-localhost:7233}"'
+            await bash(
+                f"temporal workflow cancel {address} --workflow-id {started.workflow_id}", env
+            )
+            handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+            try:
+                await asyncio.wait_for(handle.result(), 30)
+            except WorkflowFailureError as failure:
+                assert isinstance(failure.cause, CancelledError), failure.cause
+            except TimeoutError:
+                pass  # judged below
+            view = await control.node_status(started.workflow_id)
+            description = await handle.describe()
+        finally:
+            stack.simulator.set_faults(slow_response_s=0.0)
+            with contextlib.suppress(Exception):
+                await control.terminate_node(started.workflow_id)
+    assert view.status in (NodeStatus.FAILED, NodeStatus.TERMINATED), (
+        f"cancelled during launch, the node is {view.status.value} and its workflow "
+        f"{description.status.name if description.status else '?'}"
+    )
+    assert description.status is WorkflowExecutionStatus.CANCELED
+    assert spec.cluster_name not in stack.simulator.counters()["live_clusters"]

@@ -1,4 +1,4 @@
-"""TerminateClusterWorkflow through ControlPlane.terminate_cluster: foreign clusters and owned ones."""
+"""ControlPlane.terminate_cluster (TerminateClusterWorkflow): foreign clusters and owned ones."""
 
 from __future__ import annotations
 
@@ -114,14 +114,6 @@ async def test_cluster_of_running_node_is_delegated_to_its_workflow(
     assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "product bug: TerminateClusterWorkflow (workflows/terminate.py) raises NodeAlreadyEnded "
-        "for any cluster whose node row is final, including cleanup_failed, whose cluster may "
-        "still be alive; it should down and confirm it like any cluster not owned by a live node"
-    ),
-)
 async def test_cluster_left_by_cleanup_failed_node_is_downed(
     worker: Stack, repo: NodeRepository
 ) -> None:
@@ -130,9 +122,7 @@ async def test_cluster_left_by_cleanup_failed_node_is_downed(
     # The state a teardown that was never confirmed leaves: the row says cleanup_failed (no
     # live workflow owns it) and the cluster is still up, costing money.
     await repo.record_intent(
-        NewNode.from_spec(
-            spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.cluster_name}"
-        )
+        NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.cluster_name}")
     )
     await repo.transition(
         spec.node_id,
@@ -144,8 +134,13 @@ async def test_cluster_left_by_cleanup_failed_node_is_downed(
     await launch_directly(sim.url, spec.cluster_name)
     assert sim.cluster_status(spec.cluster_name) == "UP"
 
-    result = await worker.control.terminate_cluster(spec.cluster_name, wait=WAIT)
-    assert result is not None
-    assert result.already_gone is False
-    assert result.delegated_to is None
-    assert sim.cluster_status(spec.cluster_name) is None
+    try:
+        result = await worker.control.terminate_cluster(spec.cluster_name, wait=WAIT)
+        assert result is not None
+        assert result.already_gone is False
+        assert result.delegated_to is None
+        assert sim.cluster_status(spec.cluster_name) is None
+    finally:
+        # Whatever the outcome, leave no cluster behind in the session's simulator.
+        async with SkyPilotClient(sim.url, token=SecretStr(SIM_TOKEN)) as sky:
+            await sky.terminate(spec.cluster_name, timeout=30)

@@ -62,6 +62,7 @@ class Recorder:
     simulator: SimulatorServer
     main: ControlPlane  # health checks far apart: no health-check noise in the histories
     watched: ControlPlane  # health checks every second: for the lost node
+    slow: ControlPlane  # a slow simulator and quick heartbeats: a cancel reaches the launch
     out: Path
 
     async def save(self, name: str, handle: WorkflowHandle[object, object]) -> None:
@@ -141,14 +142,15 @@ async def node_relaunch_after_transient_failure(r: Recorder) -> None:
 
 
 async def node_cancelled_during_launch(r: Recorder) -> None:
-    started = await r.main.launch_node(node_spec("cancel"))
+    started = await r.slow.launch_node(node_spec("cancel"))
 
     async def launching() -> bool:
-        status = (await r.main.node_status(started.workflow_id)).status
+        status = (await r.slow.node_status(started.workflow_id)).status
         assert status in (NodeStatus.PENDING, NodeStatus.LAUNCHING), status
         return status is NodeStatus.LAUNCHING
 
     await until(launching, "launching")
+    await asyncio.sleep(0.5)  # wait_ready is running and heartbeating: it will see the cancel
     handle = r.handle(started.workflow_id)
     await handle.cancel()
     try:
@@ -157,8 +159,9 @@ async def node_cancelled_during_launch(r: Recorder) -> None:
         pass
     else:
         raise AssertionError("the workflow was meant to end cancelled")
-    view = await r.main.node_status(started.workflow_id)
+    view = await r.slow.node_status(started.workflow_id)
     assert view.status is NodeStatus.FAILED, view
+    assert view.error == "cancelled", view
     await r.save("node_cancelled_during_launch", handle)
 
 
@@ -205,7 +208,9 @@ async def terminate_unmanaged_cluster(r: Recorder) -> None:
     cluster = f"unmanaged-{uuid.uuid4().hex[:6]}"
     task = build_task(
         node_spec("unmanaged"),
-        TaskSettings(control_plane_url="http://localhost:8080", vllm_version="0", torch_version="0"),
+        TaskSettings(
+            control_plane_url="http://localhost:8080", vllm_version="0", torch_version="1"
+        ),
     )
     async with SkyPilotClient(r.simulator.url, token=SecretStr(TOKEN)) as sky:
         await sky.launch(cluster, task)
@@ -261,7 +266,13 @@ async def database() -> AsyncIterator[str]:
 
 
 def settings_for(
-    env: WorkflowEnvironment, simulator: SimulatorServer, url: str, queue: str, health: str
+    env: WorkflowEnvironment,
+    simulator: SimulatorServer,
+    url: str,
+    queue: str,
+    *,
+    health: str = "1h",
+    heartbeat: str = "3s",
 ) -> Settings:
     return load_settings(
         {
@@ -276,20 +287,22 @@ def settings_for(
             "SKYPILOT_LAUNCH_TIMEOUT": "60s",
             "SKYPILOT_TERMINATE_TIMEOUT": "30s",
             "NODE_HEALTH_CHECK_INTERVAL": health,
-            "NODE_HEARTBEAT_TIMEOUT": "3s",
+            "NODE_HEARTBEAT_TIMEOUT": heartbeat,
         }
     )
 
 
-async def record(names: list[str], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    config = SimConfig(
+def sim_config(launch_delay_s: float) -> SimConfig:
+    return SimConfig(
         port=0,
-        launch_delay_s=1.0,
+        launch_delay_s=launch_delay_s,
         model_warmup_s=0.3,
         down_delay_s=0.2,
         service_account_tokens=[TOKEN],
     )
+
+
+async def record(names: list[str], out: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(database())
         env = await WorkflowEnvironment.start_local(
@@ -298,10 +311,12 @@ async def record(names: list[str], out: Path) -> None:
             ui=False,
         )
         stack.push_async_callback(env.shutdown)
-        simulator = await stack.enter_async_context(SimulatorServer(config))
-        main = settings_for(env, simulator, url, "replay-main", "1h")
-        watched = settings_for(env, simulator, url, "replay-watched", "1s")
-        for settings in (main, watched):
+        simulator = await stack.enter_async_context(SimulatorServer(sim_config(1.0)))
+        slow_simulator = await stack.enter_async_context(SimulatorServer(sim_config(4.0)))
+        main = settings_for(env, simulator, url, "replay-main")
+        watched = settings_for(env, simulator, url, "replay-watched", health="1s")
+        slow = settings_for(env, slow_simulator, url, "replay-slow", heartbeat="1s")
+        for settings in (main, watched, slow):
             activities = await stack.enter_async_context(open_activities(settings))
             await stack.enter_async_context(create_worker(env.client, settings, activities))
         recorder = Recorder(
@@ -309,11 +324,12 @@ async def record(names: list[str], out: Path) -> None:
             simulator=simulator,
             main=ControlPlane(env.client, main.temporal_task_queue),
             watched=ControlPlane(env.client, watched.temporal_task_queue),
+            slow=ControlPlane(env.client, slow.temporal_task_queue),
             out=out,
         )
         for name in names:
             log.info("recording %s", name)
-            await PATHS[name](recorder)
+            await asyncio.wait_for(PATHS[name](recorder), 180)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -326,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown paths {unknown}; choose from {list(PATHS)}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    args.out.mkdir(parents=True, exist_ok=True)
     asyncio.run(record(args.paths or list(PATHS), args.out))
     return 0
 

@@ -9,6 +9,7 @@ is still running, so a failing test never leaks one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -149,10 +150,8 @@ class WorkerProcess:
     # --- signals ---------------------------------------------------------------------------------
     def _signal_group(self, sig: signal.Signals) -> None:
         """Signal the worker's own process group (its session); nothing else is touched."""
-        try:
+        with contextlib.suppress(ProcessLookupError):  # already gone
             os.killpg(self.pid, sig)
-        except ProcessLookupError:
-            pass  # already gone (and reaped)
 
     async def terminate(self, *, timeout: float = 45.0) -> int:
         """SIGTERM the worker and return its exit code (TimeoutError if it does not end)."""

@@ -34,7 +34,10 @@ _STOP_TIMEOUT_S = 10.0
 
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP. Without
+    # it, a response written in two parts (headers, body) waits for the client's delayed ACK:
+    # every call took ~44 ms longer than on a real API server (uvicorn binding host and port).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

@@ -1,0 +1,584 @@
+"""Chaos run: N node lifecycles while everything around the worker misbehaves, then invariants.
+
+    .venv/bin/python scripts/chaos.py              # 200 lifecycles, 4 worker kills (~5 min)
+    .venv/bin/python scripts/chaos.py --small      # 10 lifecycles, 1 kill (well under a minute)
+
+Stack: the Temporal dev server (in memory), an EMBEDDED PostgreSQL (pgserver, Unix socket only,
+its data under the run's directory) so it can be restarted without touching the system
+PostgreSQL, the SkyPilot simulator and ``python worker.py``; all on 127.0.0.1, all stopped at the
+end. Every node is launched, and once running terminated (or it fails). Meanwhile:
+
+  * the worker is SIGKILLed --kills times (spread over the run) and started again;
+  * the simulator answers 503 bursts (with Retry-After) --bursts times, loses responses to
+    accepted POSTs (--drop-rate) and fails launches (--failure-rate), cycling through a
+    transient type (ResourcesUnavailableError: the workflow relaunches, recording one more
+    ``node.launched``) and a permanent one (ProvisionPrechecksError: the node fails);
+  * PostgreSQL is stopped and started again --pg-restarts times.
+
+Then it checks, prints and writes (--json) the invariants; any broken one exits 1:
+  every node terminated, or failed with a reason; launch requests per cluster (simulator) equal
+  the node's ``node.launched`` events; no live cluster without a row, none of an ended node; no
+  row without a final state; no event recorded twice (node, type, attempt); every node's events
+  a valid path ending at its row's status; every planned fault fired; no node stuck.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from bench_support import (
+    FINAL,
+    REPO,
+    RUNNING_OR_FINAL,
+    Simulator,
+    Stack,
+    StatusWatcher,
+    bounded,
+    connect_temporal,
+    event_rows,
+    exit_now,
+    kill_hard,
+    machine_info,
+    node_rows,
+    node_spec,
+    open_engine,
+    run_dir,
+    start_embedded,
+    start_simulator,
+    start_temporal,
+    start_worker,
+    table,
+    wait_for_quiet,
+    worker_env,
+    write_json,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import TemporalError
+
+from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
+from controlplane.devstack import Process
+from controlplane.lifecycle import EventType, NodeStatus
+from controlplane.spec import NodeSpec
+from starter.api import ControlPlane
+
+TASK_QUEUE = "chaos-nodes"
+TRANSIENT, PERMANENT = "ResourcesUnavailableError", "ProvisionPrechecksError"
+
+
+# --- options --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Plan:
+    lifecycles: int = 200
+    concurrency: int = 20
+    kills: int = 4
+    pg_restarts: int = 1
+    bursts: int = 4
+    burst_size: int = 15
+    retry_after_s: int = 1
+    drop_rate: float = 0.03
+    failure_rate: float = 0.08
+    drop_first: int = 0
+    fail_first: int = 0
+    launch_delay_s: float = 1.0
+    model_warmup_s: float = 0.5
+    node_timeout_s: float = 600.0
+    seed: int = 7
+
+
+SMALL = Plan(
+    lifecycles=10,
+    concurrency=5,
+    kills=1,
+    bursts=1,
+    burst_size=10,
+    drop_rate=0.0,
+    failure_rate=0.0,
+    drop_first=2,
+    fail_first=2,
+    launch_delay_s=0.5,
+    model_warmup_s=0.2,
+    node_timeout_s=240.0,
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    plan: Plan
+    json_path: Path
+    quiet_load: float
+    quiet_timeout_s: float
+
+
+def parse_args(argv: Sequence[str]) -> Options:
+    p = argparse.ArgumentParser(prog="scripts/chaos.py", description=__doc__.split("\n")[0])
+    p.add_argument("--small", action="store_true", help="10 lifecycles, 1 kill: seconds")
+    p.add_argument("--json", type=Path, default=REPO / ".cache" / "chaos.json")
+    p.add_argument("-n", "--lifecycles", type=int, help="nodes to run (default 200)")
+    p.add_argument("--concurrency", type=int, help="nodes in flight (default 20)")
+    p.add_argument("--kills", type=int, help="worker SIGKILLs (default 4)")
+    p.add_argument("--pg-restarts", type=int, help="PostgreSQL restarts (default 1)")
+    p.add_argument("--bursts", type=int, help="503 bursts (default 4)")
+    p.add_argument("--burst-size", type=int, help="503 answers per burst (default 15)")
+    p.add_argument("--drop-rate", type=float, help="share of POST responses lost (0.03)")
+    p.add_argument("--failure-rate", type=float, help="share of launches failing (0.08)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet-load", type=float, default=0.0, help="wait for loadavg below this")
+    p.add_argument("--quiet-timeout", type=float, default=1200.0, dest="quiet_timeout_s")
+    args = p.parse_args(argv)
+    plan = SMALL if args.small else Plan()
+    given = {
+        name: getattr(args, name)
+        for name in Plan.__dataclass_fields__
+        if getattr(args, name, None) is not None
+    }
+    return Options(replace(plan, **given), args.json, args.quiet_load, args.quiet_timeout_s)
+
+
+# --- the stack ------------------------------------------------------------------------------------
+@dataclass
+class Chaos:
+    plan: Plan
+    home: Path
+    stack: Stack
+    client: Client
+    engine: AsyncEngine
+    sim: Simulator
+    postgres: EmbeddedPostgres
+    env: dict[str, str]
+    worker: Process
+    watcher: StatusWatcher
+    run: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:6]}")
+    started: int = 0
+    done: int = 0
+    incarnation: int = 1
+    actions: list[dict[str, Any]] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+    progress: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    @property
+    def control(self) -> ControlPlane:
+        return ControlPlane(self.client, TASK_QUEUE)
+
+    def spec(self, index: int) -> NodeSpec:
+        return node_spec(self.run, index, tenant="chaos")
+
+
+async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
+    temporal, address = start_temporal(home)
+    stack.add(temporal)
+    postgres = await asyncio.to_thread(start_embedded, home / "pgdata")
+    sim = start_simulator(
+        home,
+        launch_delay_s=plan.launch_delay_s,
+        model_warmup_s=plan.model_warmup_s,
+        down_delay_s=0.2,
+        status_delay_s=0.05,
+    )
+    stack.add(sim.process)
+    stack.cleanups.append(sim.http.aclose)
+    env = worker_env(
+        temporal_address=address,
+        database_url=postgres.url,
+        simulator_url=sim.url,
+        task_queue=TASK_QUEUE,
+        overrides={
+            "NODE_HEARTBEAT_TIMEOUT": "3s",
+            "NODE_HEALTH_CHECK_INTERVAL": "10s",
+            "SKYPILOT_RETRY_BACKOFF": "500ms",
+            "SKYPILOT_LAUNCH_TIMEOUT": "3m",
+            "SKYPILOT_MAX_RETRIES": "3",
+        },
+    )
+    worker = stack.add(start_worker(home, env, "worker-1"))
+    client = await connect_temporal(address)
+    engine = open_engine(postgres.url)
+    stack.cleanups.append(engine.dispose)
+    watcher = await StatusWatcher(engine, interval_s=0.1).__aenter__()
+    stack.cleanups.append(watcher.__aexit__)
+    chaos = Chaos(plan, home, stack, client, engine, sim, postgres, env, worker, watcher)
+    stack.cleanups.insert(0, lambda: stop_postgres(chaos))  # the very last clean-up
+    return chaos
+
+
+async def stop_postgres(chaos: Chaos) -> None:
+    await asyncio.to_thread(chaos.postgres.stop)
+    shutil.rmtree(chaos.home / "pgdata", ignore_errors=True)
+
+
+# --- driving one node -----------------------------------------------------------------------------
+async def retrying(call: Callable[[], Awaitable[Any]], attempts: int, what: str) -> Any:
+    """``call()`` until it succeeds, at most ``attempts`` times, 1 s apart."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return await call()
+        except (TemporalError, TimeoutError) as exc:
+            if attempt == attempts:
+                raise
+            print(f"  retrying {what} ({type(exc).__name__}: {exc})", flush=True)
+            await asyncio.sleep(1.0)
+    return None
+
+
+async def terminate(chaos: Chaos, workflow_id: str) -> None:
+    """The terminate update, retried: a killed worker can lose an update in flight."""
+
+    async def call() -> None:
+        await asyncio.wait_for(chaos.control.terminate_node(workflow_id), 120)
+
+    await retrying(call, 5, f"terminate {workflow_id}")
+
+
+async def workflow_outcome(chaos: Chaos, workflow_id: str) -> str:
+    handle = chaos.client.get_workflow_handle(workflow_id)
+    try:
+        await asyncio.wait_for(handle.result(), chaos.plan.node_timeout_s)
+    except WorkflowFailureError as exc:
+        return f"workflow failed: {exc.cause}"
+    return "workflow completed"
+
+
+async def drive(chaos: Chaos, index: int) -> None:
+    """Launch; once running, terminate; wait for the end. Never raises: records the outcome."""
+    spec = chaos.spec(index)
+    workflow_id = f"node-{spec.cluster_name}"
+    timeout = chaos.plan.node_timeout_s
+    try:
+        await retrying(lambda: chaos.control.launch_node(spec), 5, f"launch {spec.cluster_name}")
+        chaos.started += 1
+        status = await chaos.watcher.wait(spec.node_id, RUNNING_OR_FINAL, timeout)
+        if status == NodeStatus.RUNNING.value:
+            await terminate(chaos, workflow_id)
+            status = await chaos.watcher.wait(spec.node_id, FINAL, timeout)
+        chaos.outcomes[spec.node_id] = f"{status}; {await workflow_outcome(chaos, workflow_id)}"
+    except (TemporalError, TimeoutError) as exc:
+        chaos.outcomes[spec.node_id] = f"stuck: {type(exc).__name__}: {exc}"
+    finally:
+        async with chaos.progress:
+            chaos.done += 1
+            chaos.progress.notify_all()
+
+
+# --- the faults -----------------------------------------------------------------------------------
+async def kill_worker(chaos: Chaos) -> str:
+    code = await asyncio.to_thread(kill_hard, chaos.worker)
+    chaos.stack.processes.remove(chaos.worker)
+    await asyncio.sleep(1.0)
+    chaos.incarnation += 1
+    name = f"worker-{chaos.incarnation}"
+    chaos.worker = chaos.stack.add(
+        await asyncio.to_thread(start_worker, chaos.home, chaos.env, name)
+    )
+    return f"worker SIGKILLed (exit {code}); {name} polling"
+
+
+async def restart_postgres(chaos: Chaos) -> str:
+    await asyncio.to_thread(chaos.postgres.stop)
+    await asyncio.sleep(2.0)
+    chaos.postgres = await asyncio.to_thread(start_embedded_postgres, chaos.home / "pgdata")
+    return "PostgreSQL stopped for 2 s and started again"
+
+
+async def burst_503(chaos: Chaos) -> str:
+    size, after = chaos.plan.burst_size, chaos.plan.retry_after_s
+    await chaos.sim.set_faults(unavailable_burst=size, retry_after_s=after)
+    return f"next {size} SkyPilot calls answer 503 (Retry-After: {after})"
+
+
+FAULTS: dict[str, Callable[[Chaos], Awaitable[str]]] = {
+    "kill": kill_worker,
+    "pg_restart": restart_postgres,
+    "burst_503": burst_503,
+}
+
+
+def schedule(plan: Plan) -> list[tuple[float, str]]:
+    """(share of nodes finished, fault) pairs, spread over 10-85 % of the run."""
+
+    def spread(count: int, offset: float) -> list[float]:
+        return [0.1 + 0.75 * (i + offset) / count for i in range(count)]
+
+    timed = [(at, "kill") for at in spread(plan.kills, 0.5)]
+    timed += [(at, "pg_restart") for at in spread(plan.pg_restarts, 0.4)]
+    timed += [(at, "burst_503") for at in spread(plan.bursts, 0.0)]
+    return sorted(timed)
+
+
+async def finished(chaos: Chaos, count: float) -> None:
+    """Until at least ``count`` nodes have finished."""
+    async with chaos.progress:
+        await chaos.progress.wait_for(lambda: chaos.done >= count)
+
+
+async def monkey(chaos: Chaos) -> None:
+    """Fire each planned fault once the share of finished nodes reaches its mark."""
+    begin = time.monotonic()
+    total = chaos.plan.lifecycles
+    for at, fault in schedule(chaos.plan):
+        await finished(chaos, min(at * total, total))
+        if chaos.done >= total:
+            chaos.actions.append({"fault": fault, "fired": False, "at_done": chaos.done})
+            continue
+        note = await FAULTS[fault](chaos)
+        elapsed = round(time.monotonic() - begin, 1)
+        chaos.actions.append({"fault": fault, "fired": True, "at_done": chaos.done, "t_s": elapsed})
+        print(f"[{elapsed:7.1f}s] {chaos.done:4d}/{total} done: {note}", flush=True)
+
+
+async def standing_faults(chaos: Chaos) -> dict[str, Any]:
+    plan = chaos.plan
+    return await chaos.sim.set_faults(
+        seed=plan.seed,
+        drop_response_rate=plan.drop_rate,
+        drop_next_responses=plan.drop_first,
+        launch_failure_rate=plan.failure_rate,
+        fail_next_launches=plan.fail_first,
+        launch_failure_types=[TRANSIENT, PERMANENT],
+    )
+
+
+# --- invariants -----------------------------------------------------------------------------------
+@dataclass
+class Check:
+    name: str
+    bad: int
+    of: int
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.bad == 0
+
+
+EVENT = {e.value for e in EventType}
+_PRE_RUN = ("pending", "launching", "running")
+TRANSITIONS = frozenset(
+    {
+        ("node.launched", "pending", "launching"),
+        ("node.launched", "launching", "launching"),
+        ("node.ready", "launching", "running"),
+        ("node.terminated", "terminating", "terminated"),
+        ("node.lost", "running", "lost"),
+        *(("node.terminating", s, "terminating") for s in _PRE_RUN),
+        *(("node.failed", s, "failed") for s in _PRE_RUN),
+        *(("node.cleanup_failed", s, "cleanup_failed") for s in (*_PRE_RUN, "terminating", "lost")),
+    }
+)
+
+
+def attempt_of(event: dict[str, Any]) -> str:
+    parts = str(event["dedupe_key"]).split(":")
+    return parts[2] if len(parts) > 2 else "0"
+
+
+def path_problem(events: list[dict[str, Any]], row_status: str) -> str | None:
+    """Why the node's events are not a valid path from pending to its row's status, or None."""
+    state, next_attempt = "pending", 0
+    for e in events:
+        step = (e["event_type"], e["from_status"], e["to_status"])
+        if e["from_status"] != state:
+            return f"{e['event_type']} from {e['from_status']} while the node was {state}"
+        if step not in TRANSITIONS:
+            return f"{e['event_type']} {e['from_status']} -> {e['to_status']} is not a transition"
+        if e["event_type"] == EventType.LAUNCHED.value:
+            if attempt_of(e) != str(next_attempt):
+                return f"launch attempt {attempt_of(e)} where {next_attempt} was next"
+            next_attempt += 1
+        state = e["to_status"]
+    return None if state == row_status else f"events end at {state}, the row says {row_status}"
+
+
+def check_all(
+    chaos: Chaos, rows: list[dict[str, Any]], events: list[dict[str, Any]], counters: dict[str, Any]
+) -> list[Check]:
+    specs = [chaos.spec(i) for i in range(chaos.plan.lifecycles)]
+    by_id = {row["node_id"]: row for row in rows}
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        per_node.setdefault(e["node_id"], []).append(e)
+    return [
+        check_outcomes(specs, by_id),
+        check_launches(specs, per_node, counters["launch_requests"]),
+        check_live(counters["live_clusters"], rows, final=False),
+        check_live(counters["live_clusters"], rows, final=True),
+        check_rows_final(rows),
+        check_duplicates(events),
+        check_paths(rows, per_node),
+        check_faults(chaos),
+        check_stuck(chaos),
+    ]
+
+
+def check_outcomes(specs: list[NodeSpec], by_id: dict[str, dict[str, Any]]) -> Check:
+    bad = []
+    for spec in specs:
+        row = by_id.get(spec.node_id)
+        status = row["status"] if row else "no row"
+        if status == "terminated" or (status == "failed" and (row or {}).get("error")):
+            continue
+        bad.append(f"{spec.cluster_name}: {status}")
+    return Check("every node terminated, or failed with a reason", len(bad), len(specs), bad[:5])
+
+
+def check_launches(
+    specs: list[NodeSpec], per_node: dict[str, list[dict[str, Any]]], requests: dict[str, int]
+) -> Check:
+    bad = []
+    for spec in specs:
+        launched = [e for e in per_node.get(spec.node_id, []) if e["event_type"] == "node.launched"]
+        sent = requests.get(spec.cluster_name, 0)
+        if sent != len(launched):
+            bad.append(f"{spec.cluster_name}: {sent} launch requests, {len(launched)} launched")
+    name = "launch requests per cluster == node.launched events (no duplicate launch)"
+    return Check(name, len(bad), len(specs), bad[:5])
+
+
+def check_live(live: list[str], rows: list[dict[str, Any]], *, final: bool) -> Check:
+    status = {row["cluster_name"]: row["status"] for row in rows}
+    if final:
+        bad = [f"{c}: row {status[c]}" for c in live if c in status and status[c] in FINAL]
+        return Check("no live cluster of an ended node", len(bad), len(live), bad[:5])
+    bad = [c for c in live if c not in status]
+    return Check("no live cluster without a row", len(bad), len(live), bad[:5])
+
+
+def check_rows_final(rows: list[dict[str, Any]]) -> Check:
+    bad = [f"{r['cluster_name']}: {r['status']}" for r in rows if r["status"] not in FINAL]
+    return Check("no row without a final state", len(bad), len(rows), bad[:5])
+
+
+def check_duplicates(events: list[dict[str, Any]]) -> Check:
+    keys = Counter((e["node_id"], e["event_type"], attempt_of(e)) for e in events)
+    bad = [f"{n[:8]} {t} attempt {a}: {c}x" for (n, t, a), c in keys.items() if c > 1]
+    name = "every event recorded once (node, type, attempt)"
+    return Check(name, len(bad), len(events), bad[:5])
+
+
+def check_paths(rows: list[dict[str, Any]], per_node: dict[str, list[dict[str, Any]]]) -> Check:
+    bad = []
+    for row in rows:
+        problem = path_problem(per_node.get(row["node_id"], []), row["status"])
+        if problem:
+            bad.append(f"{row['cluster_name']}: {problem}")
+    return Check("every node's events are a valid path", len(bad), len(rows), bad[:5])
+
+
+def check_faults(chaos: Chaos) -> Check:
+    missed = [f"{a['fault']} (at {a['at_done']} done)" for a in chaos.actions if not a["fired"]]
+    return Check("every planned fault fired", len(missed), len(chaos.actions), missed)
+
+
+def check_stuck(chaos: Chaos) -> Check:
+    bad = [f"{n[:8]}: {o}" for n, o in chaos.outcomes.items() if o.startswith("stuck")]
+    return Check("no node stuck (driver waits bounded)", len(bad), len(chaos.outcomes), bad[:5])
+
+
+def statistics(
+    chaos: Chaos, rows: list[dict[str, Any]], events: list[dict[str, Any]], counters: dict[str, Any]
+) -> dict[str, Any]:
+    relaunches = sum(
+        1 for e in events if e["event_type"] == "node.launched" and attempt_of(e) != "0"
+    )
+    failures = Counter(
+        next((t for t in (TRANSIENT, PERMANENT) if t in (r["error"] or "")), "other")
+        for r in rows
+        if r["status"] == "failed"
+    )
+    fired = Counter(a["fault"] for a in chaos.actions if a["fired"])
+    return {
+        "statuses": dict(Counter(r["status"] for r in rows)),
+        "relaunches": relaunches,
+        "failed_by_cause": dict(failures),
+        "faults_fired": dict(fired),
+        "worker_incarnations": chaos.incarnation,
+        "dropped_responses": counters["dropped_responses"],
+        "unavailable_503": counters["unavailable_responses"],
+        "launch_requests": sum(counters["launch_requests"].values()),
+        "failed_launch_requests": counters["requests_by_status"].get("FAILED", 0),
+        "driver_db_errors": chaos.watcher.errors,
+        "example_failure_reasons": [r["error"] for r in rows if r["status"] == "failed"][:3],
+    }
+
+
+# --- main -----------------------------------------------------------------------------------------
+async def run(options: Options, home: Path) -> dict[str, Any]:
+    stack = Stack(home)
+    begin = time.monotonic()
+    try:
+        chaos = await open_chaos(options.plan, home, stack)
+        faults = await standing_faults(chaos)
+        indices = list(range(options.plan.lifecycles))
+        random.Random(options.plan.seed).shuffle(indices)
+        fault_task = asyncio.create_task(monkey(chaos))
+        await bounded(options.plan.concurrency, indices, lambda i: drive(chaos, i))
+        await fault_task
+        await chaos.sim.set_faults(unavailable_burst=0, drop_response_rate=0.0)
+        rows = [r for r in await node_rows(chaos.engine) if r["tenant"] == "chaos"]
+        events = await event_rows(chaos.engine)
+        counters = await chaos.sim.counters()
+        checks = check_all(chaos, rows, events, counters)
+        return {
+            "duration_s": round(time.monotonic() - begin, 1),
+            "standing_faults": faults,
+            "actions": chaos.actions,
+            "checks": [{**asdict(c), "ok": c.ok} for c in checks],
+            "stats": statistics(chaos, rows, events, counters),
+        }
+    finally:
+        await stack.close()
+
+
+def print_report(report: dict[str, Any]) -> None:
+    print("\nFaults")
+    print(
+        table(
+            [[a["fault"], a["fired"], a["at_done"], a.get("t_s", "-")] for a in report["actions"]],
+            ["fault", "fired", "at done", "t s"],
+        )
+    )
+    print("\nStatistics")
+    print(table([[k, v] for k, v in report["stats"].items()], ["", "value"]))
+    print("\nInvariants")
+    rows = [[c["name"], c["bad"], c["of"], "OK" if c["ok"] else "BROKEN"] for c in report["checks"]]
+    print(table(rows, ["invariant", "bad", "of", "result"]))
+    for check in report["checks"]:
+        for example in check["examples"] if not check["ok"] else []:
+            print(f"  {check['name']}: {example}")
+    print(f"\nJSON: {report['json']}  logs: {report['logs']}")
+
+
+def main(argv: Sequence[str]) -> int:
+    options = parse_args(argv)
+    quiet = wait_for_quiet(options.quiet_load, options.quiet_timeout_s)
+    home = run_dir("chaos")
+    result = asyncio.run(run(options, home))
+    report = {
+        "machine": machine_info(),
+        "quiet": quiet,
+        "command": " ".join([".venv/bin/python", "scripts/chaos.py", *argv]),
+        "plan": asdict(options.plan),
+        "database": "embedded PostgreSQL (pgserver) under the run's directory, removed at the end",
+        "logs": str(home),
+        "json": str(options.json_path),
+        **result,
+    }
+    report["ok"] = all(c["ok"] for c in report["checks"])
+    write_json(options.json_path, report)
+    print_report(report)
+    print("ALL INVARIANTS HOLD" if report["ok"] else "INVARIANTS BROKEN")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    exit_now(main(sys.argv[1:]))
