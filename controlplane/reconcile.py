@@ -38,6 +38,7 @@ class Finding(BaseModel):
     cluster_name: str
     node_id: str | None = None
     launch_mode: str | None = None
+    workflow_id: str | None = None
     detail: str
 
 
@@ -115,6 +116,7 @@ def compare(
                         cluster_name=name,
                         node_id=row.node_id,
                         launch_mode=row.launch_mode,
+                        workflow_id=row.workflow_id,
                         detail="row says running; SkyPilot lists none",
                     )
                 )

@@ -59,6 +59,7 @@ from bench_support import (
     database_size_mib,
     exit_now,
     fresh_server_database,
+    machine_cpu,
     machine_info,
     node_spec,
     open_engine,
@@ -120,13 +121,13 @@ class Sizes:
 SMALL = Sizes(
     concurrency=4,
     warmup_s=1.0,
-    window_s=4.0,
-    launch_delays=(0.0, 2.0),
+    window_s=3.0,
+    launch_delays=(0.0, 1.0),
     calls_lifecycles=4,
-    burst=20,
+    burst=10,
     burst_launch_delay_s=1.0,
-    parked=40,
-    parked_inflight=20,
+    parked=20,
+    parked_inflight=10,
     parked_hold_s=1.0,
     node_timeout_s=120.0,
 )
@@ -285,6 +286,13 @@ async def launch_until_running(bench: Bench, index: int) -> str:
     return spec.node_id
 
 
+def cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    """CPU-seconds used so far by each process, and by the whole machine (all cores)."""
+    found = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    found["machine"], found["machine_total"] = machine_cpu()
+    return found
+
+
 # --- closed loop ----------------------------------------------------------------------------------
 @dataclass
 class LoopResult:
@@ -336,13 +344,16 @@ async def closed_loop(
 
     async def cpu_probe() -> None:
         await asyncio.sleep(max(window_start - time.monotonic(), 0))
-        cpu["start"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu["start"] = cpu_snapshot(pids)
         await asyncio.sleep(max(window_end - time.monotonic(), 0))
-        cpu["end"] = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        cpu["end"] = cpu_snapshot(pids)
 
     await asyncio.gather(cpu_probe(), *(slot() for _ in range(concurrency)))
     counted = [s for s in samples if window_start <= s.end <= window_end]
-    used = {name: round(cpu["end"][name] - cpu["start"][name], 1) for name in pids}
+    used = {name: round(cpu["end"][name] - cpu["start"][name], 1) for name in cpu["end"]}
+    total = used.pop("machine_total")
+    used["rest of machine"] = round(used["machine"] - sum(used[name] for name in pids), 1)
+    used["machine busy %"] = round(100 * used["machine"] / total, 1) if total else 0.0
     return LoopResult(counted, errors, window_s, used)
 
 

@@ -505,7 +505,7 @@ def statistics(
         "dropped_responses": counters["dropped_responses"],
         "unavailable_503": counters["unavailable_responses"],
         "launch_requests": sum(counters["launch_requests"].values()),
-        "failed_launch_requests": counters["requests_by_status"].get("FAILED", 0),
+        "failed_requests_all_kinds": counters["requests_by_status"].get("FAILED", 0),
         "driver_db_errors": chaos.watcher.errors,
         "example_failure_reasons": [r["error"] for r in rows if r["status"] == "failed"][:3],
     }

@@ -105,12 +105,35 @@ class ControlPlane:
     async def terminate_node(
         self, workflow_id: str, reason: str = "requested"
     ) -> TerminateNodeResponse:
-        """Terminate with the workflow's bounded wait (SKYPILOT_TERMINATE_TIMEOUT)."""
+        """Terminate with the workflow's bounded wait (SKYPILOT_TERMINATE_TIMEOUT).
+
+        A node whose workflow already ended (terminated, failed, lost) answers with its final
+        status instead of an error: there is nothing left to tear down.
+        """
         handle = self.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
-        return await self._guard(
-            handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest(reason=reason)),
-            workflow_id,
-        )
+        try:
+            return await self._guard(
+                handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest(reason=reason)),
+                workflow_id,
+            )
+        except NotFound:
+            ended = await self._ended_node(workflow_id)
+            if ended is None:
+                raise
+            return TerminateNodeResponse(
+                node_id=ended.node_id, status=ended.status, still_terminating=False
+            )
+
+    async def _ended_node(self, workflow_id: str) -> NodeView | None:
+        """The result of a node workflow that completed, or None if there is no such run."""
+        handle = self.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
+        try:
+            description = await handle.describe()
+        except RPCError:
+            return None
+        if description.status != WorkflowExecutionStatus.COMPLETED:
+            return None
+        return await handle.result()
 
     async def terminate_cluster(
         self, cluster_name: str, *, wait: timedelta, launch_mode: LaunchMode | None = None

@@ -48,8 +48,15 @@ async def ensure_reconcile_schedule(client: Client, task_queue: str, interval: t
     except ScheduleAlreadyRunningError:
         handle = client.get_schedule_handle(RECONCILE_SCHEDULE_ID)
 
-        def update(_: ScheduleUpdateInput) -> ScheduleUpdate:
-            return ScheduleUpdate(schedule=schedule)
+        def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
+            # Replace only what this function owns: an operator's pause (and its note) stays.
+            existing = current.description.schedule
+            existing.action, existing.spec, existing.policy = (
+                schedule.action,
+                schedule.spec,
+                schedule.policy,
+            )
+            return ScheduleUpdate(schedule=existing)
 
         await handle.update(update)
         return "updated"

@@ -115,6 +115,7 @@ class NodeWorkflow:
         self._terminate_requested = bool(input.resume and input.resume.terminate_reason)
         self._launch_task: asyncio.Task[None] | None = None
         self._cancelled = False
+        self._health_check_requested = False
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -131,6 +132,11 @@ class NodeWorkflow:
             self._state.terminate_reason = request.reason
         if self._launch_task is not None and not self._launch_task.done():
             self._launch_task.cancel()
+
+    @workflow.signal(name="check_health")
+    def check_health(self) -> None:
+        """Check the cluster now rather than at the next interval (the reconciler asks this)."""
+        self._health_check_requested = True
 
     @workflow.update  # named "terminate"; a bare decorator keeps the async return type
     async def terminate(self, request: TerminateNodeRequest) -> TerminateNodeResponse:
@@ -347,16 +353,21 @@ class NodeWorkflow:
             try:
                 await workflow.wait_condition(
                     lambda: (
-                        self._terminate_requested or workflow.info().is_continue_as_new_suggested()
+                        self._terminate_requested
+                        or self._health_check_requested
+                        or workflow.info().is_continue_as_new_suggested()
                     ),
                     timeout=timedelta(seconds=plan.health_interval_s),
                 )
             except TimeoutError:
+                self._health_check_requested = True
+            if self._terminate_requested:
+                return
+            if self._health_check_requested:
+                self._health_check_requested = False
                 if await self._cluster_lost():
                     return
                 continue
-            if self._terminate_requested:
-                return
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
 

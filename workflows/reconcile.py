@@ -11,7 +11,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import activity_refs as acts
@@ -74,15 +74,34 @@ class ReconcileWorkflow:
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
         for finding in findings.lost:
-            if finding.node_id:
-                try:
-                    await self._record(
-                        finding.node_id, NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING]
-                    )
+            if finding.node_id is None:
+                continue
+            try:
+                if await self._ask_workflow_to_check(finding):
                     report.cleaned.append(finding.cluster_name)
-                except ActivityError as error:
-                    report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
+                    continue
+                await self._record(
+                    finding.node_id, NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING]
+                )
+                report.cleaned.append(finding.cluster_name)
+            except ActivityError as error:
+                report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
         return report
+
+    @staticmethod
+    async def _ask_workflow_to_check(finding: Finding) -> bool:
+        """A node whose workflow still runs records its own loss: ask it to look now.
+
+        Writing the row behind a running workflow's back would leave the two disagreeing.
+        False when there is no such workflow any more (then the reconciler records it).
+        """
+        if not finding.workflow_id:
+            return False
+        try:
+            await workflow.get_external_workflow_handle(finding.workflow_id).signal("check_health")
+        except FailureError:
+            return False
+        return True
 
     @staticmethod
     async def _down(finding: Finding, scan: ReconcileScanResult) -> None:

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from temporalio.client import WorkflowFailureError
 
 from controlplane.db.engine import create_engine
+from controlplane.db.models import NodeRow
 from controlplane.db.repository import NodeRepository
 from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
@@ -83,7 +84,7 @@ class Untouched:
         self.node_ids = {row.node_id for row in await self.rows()}
         return self
 
-    async def rows(self) -> list[Any]:
+    async def rows(self) -> list[NodeRow]:
         engine = create_engine(self.stack.settings.database_url or "")
         try:
             return await NodeRepository(engine).list(limit=100_000)
@@ -250,7 +251,7 @@ async def cli_start(stack: Stack, workflow_id: str, *input_args: str) -> None:
     assert done.returncode == 0, done.stderr
 
 
-async def closed_status(stack: Stack, workflow_id: str, timeout: float = 10.0) -> str:
+async def closed_status(stack: Stack, workflow_id: str, timeout: float = 6.0) -> str:
     """The execution's status once it is no longer running (or RUNNING after ``timeout``)."""
     deadline = time.monotonic() + timeout
     while True:

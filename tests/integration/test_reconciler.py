@@ -22,7 +22,6 @@ from temporalio.client import (
     ScheduleActionStartWorkflow,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
-    WorkflowUpdateFailedError,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -354,15 +353,6 @@ async def test_schedule_is_created_then_updated(stack: Stack) -> None:
     assert gone.value.status is RPCStatusCode.NOT_FOUND
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "product bug: ensure_reconcile_schedule replaces the whole schedule on update, "
-        "including its state, so every worker start unpauses a schedule an operator paused "
-        "(starter/schedules.py, update())"
-    ),
-)
 async def test_ensure_schedule_keeps_an_operators_pause(stack: Stack) -> None:
     client = stack.client
     queue = stack.settings.temporal_task_queue
@@ -383,16 +373,6 @@ async def test_ensure_schedule_keeps_an_operators_pause(stack: Stack) -> None:
 
 
 @pytest.mark.filterwarnings("ignore::temporalio.workflow.UnfinishedUpdateHandlersWarning")
-@pytest.mark.xfail(
-    strict=True,
-    raises=WorkflowUpdateFailedError,
-    reason=(
-        "product bug: ReconcileWorkflow records a running node lost behind its live "
-        "NodeWorkflow's back (workflows/reconcile.py, lost findings); the workflow still "
-        "believes it is running, and a terminate then fails the update and the workflow with "
-        "InvalidTransition (lost -> terminating, workflows/node.py _terminate_phase)"
-    ),
-)
 async def test_reconciler_marking_a_live_node_lost_leaves_its_workflow_consistent(
     stack: Stack, repo: NodeRepository
 ) -> None:
@@ -412,6 +392,11 @@ async def test_reconciler_marking_a_live_node_lost_leaves_its_workflow_consisten
         report = await reconcile(stack, queue, cleanup=True)
         assert spec.cluster_name in {f.cluster_name for f in report.lost}
         assert spec.cluster_name in report.cleaned
+        # The reconciler asks the live workflow to check now; the workflow records the loss.
+        view = await control.wait_for_node(
+            started.workflow_id, until={NodeStatus.LOST}, timeout=timedelta(seconds=15)
+        )
+        assert view.status is NodeStatus.LOST
         row = await repo.get(spec.node_id)
         assert row is not None
         assert row.status == NodeStatus.LOST.value

@@ -3,12 +3,15 @@
 Known, distinctive values stand in for every secret the system handles: the SkyPilot
 service-account token, the credential encryption key, a tenant's stored HF_TOKEN and the R2
 keys. A node goes through its whole life (launch → running → terminate) and a second launch
-fails on the simulator's injected fault, in API and in CLI mode; a third test has the API server
-reject the worker's token. Then every workflow of the task queue is exported with the Temporal
-CLI exactly as an operator would, and the exports, every log record (root logger at DEBUG, the
-worker's included), everything written to stdout/stderr (the SDK core logs there), the errors
-raised to the caller and the rows in Postgres are searched for each secret in plain text and in
-base64 at every alignment (payloads in an export are base64).
+fails on the simulator's injected fault: in API mode driven through the starter API, in CLI mode
+(the `sky` CLI) driven through `python -m starter`; a third test has the API server reject the
+worker's token. Then every workflow of the task queue is exported with the Temporal CLI exactly
+as an operator would (`temporal workflow list`, then `show` and `describe` for each run), and the
+exports, every log record (root logger at DEBUG, the worker's included), everything written to
+stdout/stderr (the SDK core logs there), the starter's output, the errors raised to the caller
+and the rows in Postgres are searched for each secret in plain text and in base64 at every
+alignment (payloads in an export are base64). The simulator's record of each launch shows the
+credential did arrive, as the task's ``secrets:``.
 """
 
 from __future__ import annotations
@@ -19,12 +22,15 @@ import binascii
 import contextlib
 import json
 import logging
+import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -53,6 +59,7 @@ WRONG_TOKEN = "sky_SECRET-rejected-service-account-token-4a1f"
 MODEL = "NousResearch/Meta-Llama-3-8B-Instruct"
 LAUNCH_FAILURE = "CloudUserIdentityError"  # not transient: the workflow does not relaunch
 TEMPORAL = dev_server_path()  # the `temporal` binary is the CLI too
+REPO = Path(__file__).resolve().parents[2]
 
 
 # --- the secrets and every form they could take --------------------------------------------------
@@ -268,6 +275,69 @@ async def failing_launch(ss: SecretStack, mode: LaunchMode) -> tuple[NodeSpec, l
     return spec, [*error_chain(failure.value), view.model_dump_json()]
 
 
+def starter_env(settings_env: dict[str, str]) -> dict[str, str]:
+    inherited = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SKYPILOT_", "TEMPORAL_", "R2_", "NODE_")) and k != "DATABASE_URL"
+    }
+    return {**inherited, **settings_env}
+
+
+async def starter(ss: SecretStack, *args: str) -> tuple[int, dict[str, Any], str]:
+    """`python -m starter ...` with the secret-carrying environment: code, JSON out, all text."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "starter", *args],
+        cwd=REPO,
+        env=starter_env(secret_env(ss.stack)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    payload: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
+    return done.returncode, payload, done.stdout + "\n" + done.stderr
+
+
+def launch_args(spec: NodeSpec, mode: LaunchMode) -> list[str]:
+    return [
+        "launch",
+        *("--tenant", spec.tenant, "--model", spec.model, "--provider", spec.provider),
+        *("--region", spec.region, "--gpu", spec.accelerators, "--deployment", spec.deployment),
+        *("--mode", mode.value, "--wait", "90"),
+    ]
+
+
+async def cli_lifecycle(ss: SecretStack, mode: LaunchMode) -> tuple[NodeSpec, list[str]]:
+    """The same life through `python -m starter`, as a person at a shell drives it."""
+    spec = ss.spec()
+    code, launched, launch_text = await starter(ss, *launch_args(spec, mode))
+    assert code == 0, launch_text
+    assert launched["node"]["status"] == NodeStatus.RUNNING.value, launch_text
+    code, answer, terminate_text = await starter(
+        ss, "terminate", "--workflow-id", launched["workflow_id"]
+    )
+    assert code == 0, terminate_text
+    assert answer["status"] == NodeStatus.TERMINATED.value, terminate_text
+    return spec, [launch_text, terminate_text]
+
+
+async def cli_failing_launch(ss: SecretStack, mode: LaunchMode) -> tuple[NodeSpec, list[str]]:
+    spec = ss.spec()
+    ss.simulator.set_faults(fail_next_launches=20, launch_failure_types=[LAUNCH_FAILURE])
+    try:
+        code, launched, text = await starter(ss, *launch_args(spec, mode))
+    finally:
+        ss.simulator.set_faults(
+            fail_next_launches=0, launch_failure_types=list(DEFAULT_LAUNCH_FAILURE_TYPES)
+        )
+    assert code == 1, text  # failed
+    assert launched["node"]["status"] == NodeStatus.FAILED.value, text
+    assert LAUNCH_FAILURE in launched["node"]["error"], text
+    return spec, [text]
+
+
 # --- exporting histories as an operator would ----------------------------------------------------
 async def temporal(stack: Stack, *args: str) -> str:
     done = await asyncio.to_thread(
@@ -432,8 +502,13 @@ async def test_secrets_stay_out_of_histories_logs_and_errors(
 ) -> None:
     ss = secret_stack
     async with running_worker(ss.stack, ss.settings):
-        good = await full_lifecycle(ss, mode)
-        bad, errors = await failing_launch(ss, mode)
+        if mode is LaunchMode.API:  # through the starter API
+            good = await full_lifecycle(ss, mode)
+            bad, errors = await failing_launch(ss, mode)
+        else:  # through `python -m starter`, its output searched too
+            good, errors = await cli_lifecycle(ss, mode)
+            bad, failed = await cli_failing_launch(ss, mode)
+            errors += failed
 
     assert_credential_delivered(ss.simulator, good.cluster_name)
     assert_credential_delivered(ss.simulator, bad.cluster_name)

@@ -216,21 +216,22 @@ async def test_temporal_cli_cancel_during_launch_tears_the_node_down(stack: Stac
                 f"temporal workflow cancel {address} --workflow-id {started.workflow_id}", env
             )
             handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+            outcome: BaseException | None = None
             try:
                 await asyncio.wait_for(handle.result(), 30)
-            except WorkflowFailureError as failure:
-                assert isinstance(failure.cause, CancelledError), failure.cause
-            except TimeoutError:
-                pass  # judged below
+            except (WorkflowFailureError, TimeoutError) as error:
+                outcome = error  # judged below
             view = await control.node_status(started.workflow_id)
             description = await handle.describe()
         finally:
             stack.simulator.set_faults(slow_response_s=0.0)
-            with contextlib.suppress(Exception):
-                await control.terminate_node(started.workflow_id)
+            with contextlib.suppress(Exception):  # never leave a node up behind a failure
+                await control.terminate_node(f"node-{spec.cluster_name}")
     assert view.status in (NodeStatus.FAILED, NodeStatus.TERMINATED), (
         f"cancelled during launch, the node is {view.status.value} and its workflow "
         f"{description.status.name if description.status else '?'}"
     )
     assert description.status is WorkflowExecutionStatus.CANCELED
+    assert isinstance(outcome, WorkflowFailureError)
+    assert isinstance(outcome.cause, CancelledError), outcome.cause
     assert spec.cluster_name not in stack.simulator.counters()["live_clusters"]

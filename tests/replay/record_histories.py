@@ -7,8 +7,8 @@ Starts what the integration tests start (tests/integration/conftest.py): the Tem
 the SkyPilot simulator, a fresh migrated Postgres database (on TEST_DATABASE_ADMIN_URL, default
 postgres@127.0.0.1:5432, dropped again at the end) and the worker in-process, exactly as
 worker.py builds it. Each path is driven through the starter API and saved as
-``handle.fetch_history().to_json()``. Re-record after a deliberate, versioned workflow change;
-never to make a failing replay pass.
+``handle.fetch_history().to_json()``, one event per line. Re-record after a deliberate,
+versioned workflow change; never to make a failing replay pass.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 import sys
 import time
@@ -68,11 +69,19 @@ class Recorder:
     async def save(self, name: str, handle: WorkflowHandle[object, object]) -> None:
         history = await handle.fetch_history()
         path = self.out / f"{name}.json"
-        path.write_text(history.to_json() + "\n")
+        path.write_text(compact(history.to_json()))
         log.info("%s: %d events, %d bytes", path.name, len(history.events), path.stat().st_size)
 
     def handle(self, workflow_id: str) -> WorkflowHandle[object, object]:
         return self.client.get_workflow_handle(workflow_id)
+
+
+def compact(history_json: str) -> str:
+    """to_json()'s document with one event per line: a third smaller, and still diffable."""
+    document = json.loads(history_json)
+    assert list(document) == ["events"], list(document)
+    events = ",\n".join(json.dumps(event, separators=(",", ":")) for event in document["events"])
+    return '{"events": [\n' + events + "\n]}\n"
 
 
 def node_spec(name: str, replica: int = 0) -> NodeSpec:

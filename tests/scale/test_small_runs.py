@@ -1,0 +1,206 @@
+"""The benchmark's and the chaos run's ``--small`` versions, for CI: correctness, never speed.
+
+Each script runs as a subprocess (its own dev server, simulator, database and ``worker.py``)
+and writes its JSON report; the tests assert the run completed, that every invariant and every
+target was actually evaluated, and that the correctness parts hold. Timing targets are printed
+by the benchmark (PASS/MISS) and are deliberately not asserted here. The invariant checks
+themselves are also exercised on hand-made broken data, so a check that can never fail would
+be caught.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "scripts"))
+# scripts/ is not a package: import the chaos script's module by name (its checks are tested below).
+chaos: Any = importlib.import_module("chaos")
+
+TIMEOUT_S = 600
+
+
+def run_small(script: str, tmp_path: Path) -> tuple[subprocess.CompletedProcess[str], Any]:
+    report = tmp_path / f"{script}.json"
+    argv = [
+        sys.executable,
+        str(REPO / "scripts" / f"{script}.py"),
+        "--small",
+        "--json",
+        str(report),
+    ]
+    admin = os.environ.get("TEST_DATABASE_ADMIN_URL")
+    if admin and script == "benchmark":
+        argv += ["--admin-url", admin]
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+    )
+    assert report.exists(), f"no report\n{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done, json.loads(report.read_text())
+
+
+@pytest.fixture(scope="module")
+def benchmark_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
+    done, report = run_small("benchmark", tmp_path_factory.mktemp("benchmark"))
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout, report
+
+
+@pytest.fixture(scope="module")
+def chaos_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Any]:
+    done, report = run_small("chaos", tmp_path_factory.mktemp("chaos"))
+    assert done.returncode == 0, f"{done.stdout[-4000:]}\n{done.stderr[-4000:]}"
+    return done.stdout, report
+
+
+# --- the benchmark --------------------------------------------------------------------------------
+def test_benchmark_small_runs_every_phase_correctly(benchmark_run: tuple[str, Any]) -> None:
+    _, report = benchmark_run
+    phases = report["phases"]
+    assert report["broken"] == []
+    assert phases["lifecycle_history"]["activities"] >= 5
+    for name in ("throughput", "baseline"):
+        assert phases[name]["errors"] == 0
+        assert phases[name]["completed_in_window"] > 0
+    assert phases["baseline"]["activities"] == phases["lifecycle_history"]["activities"]
+    burst = phases["burst"]
+    assert burst["reached_running"] == burst["terminated"] == burst["nodes"]
+    assert burst["live_clusters_after"] == 0
+    assert burst["worker_peak_rss_vmhwm_mib"] > 0
+    parked = phases["parked"]
+    assert parked["parked_running"] == parked["nodes"]
+    assert parked["after_hold"]["database_mib"] > 0
+    assert parked["after_hold"]["dev_server_rss_mib"] > 0
+
+
+def test_benchmark_small_measures_calls_and_ready_detection_per_launch_delay(
+    benchmark_run: tuple[str, Any],
+) -> None:
+    _, report = benchmark_run
+    runs = report["phases"]["calls"]["by_launch_delay"]
+    assert len(runs) >= 2
+    assert len({run["launch_delay_s"] for run in runs}) == len(runs)
+    for run in runs:
+        assert run["errors"] == 0
+        assert run["per_endpoint"]["POST /launch"] == 1.0  # one launch request per node
+        assert run["skypilot_calls_per_lifecycle"] == sum(run["per_endpoint"].values())
+        assert run["ready_detection"]["n"] == run["lifecycles"]
+        assert run["ready_detection"]["p50_ms"] > 0  # ready_at comes after /health turned 200
+
+
+def test_benchmark_small_evaluates_and_prints_every_target(benchmark_run: tuple[str, Any]) -> None:
+    stdout, report = benchmark_run
+    delays = len(report["phases"]["calls"]["by_launch_delay"])
+    targets = report["targets"]
+    assert len(targets) == 2 + 2 * delays
+    for target in targets:
+        assert isinstance(target["passed"], bool)
+        assert math.isfinite(target["value"])
+        verdict = "PASS" if target["passed"] else "MISS"
+        assert any(target["name"] in line and verdict in line for line in stdout.splitlines())
+
+
+# --- the chaos run --------------------------------------------------------------------------------
+def test_chaos_small_holds_every_invariant(chaos_run: tuple[str, Any]) -> None:
+    stdout, report = chaos_run
+    assert report["ok"] is True
+    assert len(report["checks"]) == 9
+    assert all(check["ok"] and check["bad"] == 0 for check in report["checks"])
+    assert "ALL INVARIANTS HOLD" in stdout
+    assert sum(report["stats"]["statuses"].values()) == report["plan"]["lifecycles"]
+
+
+def test_chaos_small_really_injected_its_faults(chaos_run: tuple[str, Any]) -> None:
+    _, report = chaos_run
+    stats, plan = report["stats"], report["plan"]
+    assert stats["faults_fired"] == {
+        "kill": plan["kills"],
+        "pg_restart": plan["pg_restarts"],
+        "burst_503": plan["bursts"],
+    }
+    assert stats["worker_incarnations"] == plan["kills"] + 1
+    assert stats["dropped_responses"] >= 1
+    assert stats["unavailable_503"] >= 1
+    assert stats["failed_requests_all_kinds"] >= 1  # fail_first: a transient, a permanent
+    assert stats["relaunches"] >= 1
+    assert stats["statuses"].get("failed", 0) >= 1
+
+
+# --- the invariant checks catch what they are meant to -------------------------------------------
+def event(node: str, kind: str, before: str, after: str, attempt: str | None = None) -> Any:
+    key = f"{node}:{kind}" + (f":{attempt}" if attempt is not None else "")
+    return {
+        "node_id": node,
+        "event_type": kind,
+        "from_status": before,
+        "to_status": after,
+        "dedupe_key": key,
+    }
+
+
+GOOD_PATH = [
+    event("n", "node.launched", "pending", "launching", "0"),
+    event("n", "node.launched", "launching", "launching", "1"),
+    event("n", "node.ready", "launching", "running"),
+    event("n", "node.terminating", "running", "terminating"),
+    event("n", "node.terminated", "terminating", "terminated"),
+]
+
+
+def test_path_check_accepts_a_lifecycle_with_a_relaunch() -> None:
+    assert chaos.path_problem(GOOD_PATH, "terminated") is None
+    failed = [GOOD_PATH[0], event("n", "node.failed", "launching", "failed")]
+    assert chaos.path_problem(failed, "failed") is None
+
+
+@pytest.mark.parametrize(
+    ("events", "row_status", "problem"),
+    [
+        (GOOD_PATH[2:], "terminated", "while the node was pending"),
+        (
+            [GOOD_PATH[0], event("n", "node.launched", "launching", "launching", "0")],
+            "launching",
+            "attempt 0 where 1 was next",
+        ),
+        (GOOD_PATH[:3], "terminated", "events end at running"),
+        ([GOOD_PATH[0], event("n", "node.ready", "launching", "failed")], "failed", "not a"),
+    ],
+    ids=["skips-launch", "same-attempt-twice", "row-disagrees", "bad-transition"],
+)
+def test_path_check_names_what_is_wrong(events: list[Any], row_status: str, problem: str) -> None:
+    found = chaos.path_problem(events, row_status)
+    assert found is not None
+    assert problem in found
+
+
+def test_duplicate_check_counts_the_same_event_twice() -> None:
+    assert chaos.check_duplicates(GOOD_PATH).ok
+    doubled = chaos.check_duplicates([*GOOD_PATH, GOOD_PATH[1]])
+    assert doubled.bad == 1
+    assert "attempt 1: 2x" in doubled.examples[0]
+
+
+def test_launch_check_flags_a_duplicate_launch_request() -> None:
+    spec = chaos.node_spec("t", 0, tenant="chaos")
+    events = {spec.node_id: [event(spec.node_id, "node.launched", "pending", "launching", "0")]}
+    assert chaos.check_launches([spec], events, {spec.cluster_name: 1}).ok
+    assert chaos.check_launches([spec], events, {spec.cluster_name: 2}).bad == 1
+
+
+def test_live_cluster_checks_flag_orphans_and_leaks() -> None:
+    rows = [
+        {"cluster_name": "a", "status": "terminated"},
+        {"cluster_name": "b", "status": "running"},
+    ]
+    assert chaos.check_live(["x", "b"], rows, final=False).examples == ["x"]
+    assert chaos.check_live(["a", "b"], rows, final=True).bad == 1
+    assert chaos.check_rows_final(rows).bad == 1
