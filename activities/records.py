@@ -12,6 +12,7 @@ from temporalio import activity
 
 from activities.errors import permanent
 from controlplane.config import Settings
+from controlplane.db.models import EventRow
 from controlplane.db.repository import InvalidTransition, NewNode, NodeRepository, NodeRow
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, compensation_reason
@@ -138,16 +139,21 @@ class RecordActivities:
         except InvalidTransition as exc:
             raise permanent(str(exc), "InvalidTransition") from None
         if result.applied and self.metrics is not None:
-            await self._observe(input, result.row)
+            await self._observe(input, result.row, result.event)
         return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
 
-    async def _observe(self, input: TransitionInput, row: NodeRow) -> None:
+    async def _observe(self, input: TransitionInput, row: NodeRow, event: EventRow | None) -> None:
         """Lifecycle metrics, recorded once: only when the transition was really applied."""
         assert self.metrics is not None
         if input.to_status is NodeStatus.RUNNING and row.ready_at is not None:
             seconds = (row.ready_at - row.created_at).total_seconds()
             self.metrics.launch_to_ready.observe(seconds)
-        elif input.to_status is NodeStatus.TERMINATED and row.terminated_at is not None:
+        elif (
+            input.to_status is NodeStatus.TERMINATED
+            and row.terminated_at is not None
+            and event is not None
+            and event.from_status == NodeStatus.TERMINATING.value  # not a late reconciler fix
+        ):
             started = [
                 e.created_at
                 for e in await self.nodes.events(input.node_id)

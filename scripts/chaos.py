@@ -548,7 +548,11 @@ def print_report(report: dict[str, Any]) -> None:
         )
     )
     print("\nStatistics")
-    print(table([[k, v] for k, v in report["stats"].items()], ["", "value"]))
+    stats = dict(report["stats"])
+    reasons = stats.pop("example_failure_reasons")
+    print(table([[k, v] for k, v in stats.items()], ["", "value"]))
+    for reason in reasons:
+        print(f"  a failure reason: {reason[:160]}")
     print("\nInvariants")
     rows = [[c["name"], c["bad"], c["of"], "OK" if c["ok"] else "BROKEN"] for c in report["checks"]]
     print(table(rows, ["invariant", "bad", "of", "result"]))

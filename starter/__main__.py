@@ -35,7 +35,12 @@ from starter.api import ControlPlane, NotFound
 from starter.connection import connect
 from starter.health import check as check_health
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
-from workflows.models import DeploymentSpec, ReconcileInput
+from workflows.models import (
+    DeploymentSpec,
+    ReconcileInput,
+    ScaleDeploymentRequest,
+    TerminateClusterInput,
+)
 from workflows.reconcile import ReconcileWorkflow
 
 EXIT_OK, EXIT_FAILED, EXIT_INPUT, EXIT_NOT_FOUND, EXIT_STILL_TERMINATING, EXIT_UNREACHABLE = (
@@ -71,8 +76,15 @@ def validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class JsonErrorParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is an InputError (JSON on stderr, exit 2) like any other."""
+
+    def error(self, message: str) -> NoReturn:
+        raise InputError(f"{self.prog}: {message} (see --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m starter", description=__doc__.split("\n")[0])
+    parser = JsonErrorParser(prog="python -m starter", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def node_options(p: argparse.ArgumentParser) -> None:
@@ -181,6 +193,10 @@ async def run(args: argparse.Namespace) -> int:
     mode = LaunchMode(args.mode) if getattr(args, "mode", None) else None
     spec = node_spec(args) if args.command == "launch" else None
     deployment = deployment_spec(args) if args.command == "deploy" else None
+    if args.command in ("deploy", "scale"):
+        ScaleDeploymentRequest(replicas=args.replicas)  # the same bounds the workflow enforces
+    if args.command == "terminate" and args.cluster:
+        TerminateClusterInput(cluster_name=args.cluster)
     settings = load_settings()
     if args.command == "health":
         health = await check_health(settings)
@@ -268,8 +284,8 @@ def fail(code: int, message: str, hint: str | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return asyncio.run(run(args))
     except InputError as exc:
         return fail(EXIT_INPUT, str(exc))

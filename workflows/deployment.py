@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from workflows.inputs import require_input
     from workflows.models import (
         DeploymentInput,
         DeploymentView,
@@ -40,7 +41,8 @@ def node_workflow_id(cluster_name: str) -> str:
 @workflow.defn(name="DeploymentWorkflow", failure_exception_types=[ValidationError])
 class DeploymentWorkflow:
     @workflow.init
-    def __init__(self, input: DeploymentInput) -> None:
+    def __init__(self, input: DeploymentInput | None = None) -> None:
+        input = require_input(input, DeploymentInput, "DeploymentWorkflow")
         self._input = input
         self._desired = input.replicas
         self._terminating = False
@@ -99,7 +101,7 @@ class DeploymentWorkflow:
         return self.status()
 
     @workflow.run
-    async def run(self, input: DeploymentInput) -> DeploymentView:
+    async def run(self, input: DeploymentInput | None = None) -> DeploymentView:
         async with self._lock:
             await self._reconcile()
         await workflow.wait_condition(lambda: self._terminating and self._all_final())

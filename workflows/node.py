@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from workflows import activity_refs as acts
+    from workflows.inputs import require_input
     from workflows.models import (
         ClusterHealthInput,
         CredentialRef,
@@ -109,7 +110,8 @@ def failure_type(error: BaseException) -> str | None:
 @workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError])
 class NodeWorkflow:
     @workflow.init
-    def __init__(self, input: NodeWorkflowInput) -> None:
+    def __init__(self, input: NodeWorkflowInput | None = None) -> None:
+        input = require_input(input, NodeWorkflowInput, "NodeWorkflow")
         self._spec = input.spec
         self._state: NodeState | None = input.resume
         self._terminate_requested = bool(input.resume and input.resume.terminate_reason)
@@ -155,7 +157,8 @@ class NodeWorkflow:
 
     # --- main ------------------------------------------------------------------------------------
     @workflow.run
-    async def run(self, input: NodeWorkflowInput) -> NodeView:
+    async def run(self, input: NodeWorkflowInput | None = None) -> NodeView:
+        input = require_input(input, NodeWorkflowInput, "NodeWorkflow")
         if self._state is None:
             await self._record_intent(input)
         state = self._require_state()

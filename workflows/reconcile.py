@@ -33,7 +33,8 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="ReconcileWorkflow")
 class ReconcileWorkflow:
     @workflow.run
-    async def run(self, input: ReconcileInput) -> ReconcileReport:
+    async def run(self, input: ReconcileInput | None = None) -> ReconcileReport:
+        input = input if isinstance(input, ReconcileInput) else ReconcileInput()
         scan = await acts.RECONCILE_SCAN.run(
             ReconcileScanInput(),
             start_to_close_timeout=timedelta(minutes=5),

@@ -18,6 +18,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from workflows import activity_refs as acts
+    from workflows.inputs import require_input
     from workflows.models import (
         DownClusterInput,
         EventType,
@@ -34,7 +35,8 @@ with workflow.unsafe.imports_passed_through():
 @workflow.defn(name="TerminateClusterWorkflow", failure_exception_types=[ValidationError])
 class TerminateClusterWorkflow:
     @workflow.run
-    async def run(self, input: TerminateClusterInput) -> TerminateClusterResult:
+    async def run(self, input: TerminateClusterInput | None = None) -> TerminateClusterResult:
+        input = require_input(input, TerminateClusterInput, "TerminateClusterWorkflow")
         found = await acts.LOOKUP_CLUSTER.run(
             LookupClusterInput(cluster_name=input.cluster_name, launch_mode=input.launch_mode),
             **DB_OPTIONS,

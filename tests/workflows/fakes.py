@@ -82,7 +82,7 @@ class FakeActivities:
             "terminate_timeout_s": terminate_timeout_s,
             "health_interval_s": health_interval_s,
             "cleanup_budget_s": 1800.0,
-            "heartbeat_timeout_s": 30.0,
+            "heartbeat_timeout_s": 2.0,
             "max_retries": max_retries,
             "retry_backoff_s": 1.0,
         }

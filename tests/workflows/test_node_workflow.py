@@ -17,8 +17,10 @@ from temporalio.worker import Worker
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.workflows.fakes import FakeActivities
+from workflows.deployment import DeploymentWorkflow
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
+from workflows.terminate import TerminateClusterWorkflow
 
 SPEC = NodeSpec(
     tenant="acme",
@@ -301,4 +303,26 @@ async def test_bad_input_fails_the_workflow_without_activity(
     message = str(failure.value.cause)
     assert "provider" in message
     assert "gpu_count" in message
+    assert fakes.calls == {}
+
+
+@pytest.mark.parametrize(
+    "workflow_type", ["NodeWorkflow", "DeploymentWorkflow", "TerminateClusterWorkflow"]
+)
+async def test_missing_input_fails_the_workflow_instead_of_retrying_the_task(
+    env: WorkflowEnvironment, task_queue: str, workflow_type: str
+) -> None:
+    fakes = FakeActivities()
+    async with Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow],
+        activities=fakes.all(),
+    ):
+        handle = await env.client.start_workflow(
+            workflow_type, id=f"no-input-{workflow_type}", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    assert "needs its input as JSON" in str(failure.value.cause)
     assert fakes.calls == {}
