@@ -106,6 +106,7 @@ class Sizes:
     concurrency: int = 10
     warmup_s: float = 10.0
     window_s: float = 60.0
+    serial_window_s: float = 20.0
     launch_delays: tuple[float, ...] = (0.0, 10.0)
     model_warmup_s: float = 1.0
     calls_lifecycles: int = 20
@@ -122,6 +123,7 @@ SMALL = Sizes(
     concurrency=4,
     warmup_s=1.0,
     window_s=3.0,
+    serial_window_s=2.0,
     launch_delays=(0.0, 1.0),
     calls_lifecycles=4,
     burst=10,
@@ -152,6 +154,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--concurrency", "-c", type=int, help="lifecycles in flight (default 10)")
     p.add_argument("--warmup", type=float, dest="warmup_s", help="seconds (default 10)")
     p.add_argument("--lifecycles-window", "--window", type=float, dest="window_s")
+    p.add_argument("--serial-window", type=float, dest="serial_window_s", help="C=1 (20)")
     p.add_argument("--launch-delays", help="simulated launch seconds, e.g. 0,10")
     p.add_argument("--model-warmup", type=float, dest="model_warmup_s", help="default 1.0")
     p.add_argument("--calls-lifecycles", type=int, help="lifecycles per launch delay")
@@ -413,19 +416,25 @@ async def anatomy(client: Client, workflow_ids: Sequence[str], limit: int = 20) 
 async def phase_throughput(bench: Bench) -> dict[str, Any]:
     sizes = bench.options.sizes
     await bench.sim.set_timings(**ZERO_LATENCY)
-    result = await closed_loop(
-        sizes.concurrency,
-        sizes.warmup_s,
-        sizes.window_s,
-        lambda _: lifecycle(bench, next(bench.indices)),
-        bench.pids(),
+    return await measure(
+        sizes, lambda _: lifecycle(bench, next(bench.indices)), bench.pids(), bench.client
     )
-    parts = await anatomy(bench.client, [s.workflow_id for s in result.samples])
+
+
+async def measure(
+    sizes: Sizes, one: Callable[[int], Awaitable[Sample]], pids: dict[str, int], client: Client
+) -> dict[str, Any]:
+    """The closed loop at C (the targets), then at C=1 (no contention: the serial path)."""
+    result = await closed_loop(sizes.concurrency, sizes.warmup_s, sizes.window_s, one, pids)
+    parts = await anatomy(client, [s.workflow_id for s in result.samples])
+    serial = await closed_loop(1, min(sizes.warmup_s, 2.0), sizes.serial_window_s, one, pids)
+    serial_parts = await anatomy(client, [s.workflow_id for s in serial.samples])
     return {
         "concurrency": sizes.concurrency,
         "warmup_s": sizes.warmup_s,
         **result.as_dict(),
         "history_anatomy_ms": parts,
+        "serial": {"concurrency": 1, **serial.as_dict(), "history_anatomy_ms": serial_parts},
     }
 
 
@@ -453,16 +462,10 @@ async def phase_baseline(options: Options, home: Path, activities: int) -> dict[
             return Sample(start, time.monotonic(), workflow_id)
 
         pids = {"dev_server": temporal.proc.pid, "worker": worker.proc.pid, "driver": os.getpid()}
-        result = await closed_loop(sizes.concurrency, sizes.warmup_s, sizes.window_s, one, pids)
-        parts = await anatomy(client, [s.workflow_id for s in result.samples])
+        measured = await measure(sizes, one, pids, client)
     finally:
         await stack.close()
-    return {
-        "concurrency": sizes.concurrency,
-        "activities": activities,
-        **result.as_dict(),
-        "history_anatomy_ms": parts,
-    }
+    return {"activities": activities, **measured}
 
 
 def calls_delta(before: dict[str, int], after: dict[str, int]) -> Counter[str]:
@@ -712,25 +715,34 @@ def broken(phases: dict[str, Any]) -> list[str]:
 
 
 def print_throughput(phases: dict[str, Any]) -> None:
-    rows = []
-    for name in ("throughput", "baseline"):
-        if name in phases:
-            r = phases[name]
-            e2e = r["end_to_end"]
-            cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_seconds_in_window"].items())
-            counts = [r["concurrency"], r["completed_in_window"], r["per_second"]]
-            rows.append([name, *counts, e2e["p50_ms"], e2e["p99_ms"], r["errors"], cpu])
+    rows: list[list[object]] = []
+    runs: list[tuple[str, Any]] = [
+        (name, phases[name]) for name in ("throughput", "baseline") if name in phases
+    ]
+    runs += [(f"{name} C=1", r["serial"]) for name, r in list(runs)]
+    for name, r in runs:
+        e2e = r["end_to_end"]
+        cpu = ", ".join(f"{k} {v}" for k, v in r["cpu_seconds_in_window"].items())
+        counts = [r["concurrency"], r["completed_in_window"], r["per_second"]]
+        rows.append([name, *counts, e2e["p50_ms"], e2e["p99_ms"], r["errors"], cpu])
     print("\nThroughput and latency (closed loop; CPU-seconds used in the window)")
     header = ["run", "C", "done", "per s", "p50 ms", "p99 ms", "errors", "CPU-s"]
     print(table(rows, header))
 
 
 def print_anatomy(phases: dict[str, Any]) -> None:
-    ours = phases["throughput"]["history_anatomy_ms"]
-    base = phases["baseline"]["history_anatomy_ms"]
-    rows = [[name, ours.get(name, "-"), base.get(name, "-")] for name in sorted({*ours, *base})]
+    columns = [
+        phases["throughput"]["history_anatomy_ms"],
+        phases["baseline"]["history_anatomy_ms"],
+        phases["throughput"]["serial"]["history_anatomy_ms"],
+        phases["baseline"]["serial"]["history_anatomy_ms"],
+    ]
+    names = sorted({name for column in columns for name in column})
+    rows = [[name, *(column.get(name, "-") for column in columns)] for name in names]
+    c = phases["throughput"]["concurrency"]
     print("\nWhere a workflow's time goes (median ms per workflow, from its history)")
-    print(table(rows, ["part", "lifecycle", "baseline"]))
+    header = ["part", f"lifecycle C={c}", f"baseline C={c}", "lifecycle C=1", "baseline C=1"]
+    print(table(rows, header))
 
 
 def print_calls(run: dict[str, Any]) -> None:

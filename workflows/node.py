@@ -251,8 +251,13 @@ class NodeWorkflow:
                 return
             if is_cancelled_exception(error):
                 raise asyncio.CancelledError("node workflow cancelled during launch") from error
+            outcome = (
+                "its cleanup was NOT confirmed (cleanup_failed)"
+                if state.status is NodeStatus.CLEANUP_FAILED
+                else "was cleaned up"
+            )
             raise ApplicationError(
-                f"launch of {plan.cluster_name} failed and was cleaned up: {state.error}",
+                f"launch of {plan.cluster_name} failed and {outcome}: {state.error}",
                 type="LaunchFailed",
                 non_retryable=True,
             ) from error
@@ -333,7 +338,9 @@ class NodeWorkflow:
                 EventType.TERMINATING,
                 [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
             )
-        if cluster_may_exist and not await self._down(cancel_launches=True):
+        if cluster_may_exist and not await self._down(
+            cancel_launches=True, reason=None if by_request else reason
+        ):
             return
         if by_request:
             await self._transition(
@@ -413,8 +420,12 @@ class NodeWorkflow:
                 NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
             )
 
-    async def _down(self, *, cancel_launches: bool) -> bool:
-        """Down until SkyPilot confirms the cluster is gone; False (cleanup_failed) if it cannot."""
+    async def _down(self, *, cancel_launches: bool, reason: str | None = None) -> bool:
+        """Down until SkyPilot confirms the cluster is gone; False (cleanup_failed) if it cannot.
+
+        ``reason`` is why the teardown happens (a failed launch): kept in the recorded error so
+        a cleanup failure never hides the failure that caused it.
+        """
         state = self._require_state()
         plan = state.plan
         try:
@@ -434,7 +445,8 @@ class NodeWorkflow:
                 ),
             )
         except FailureError as error:
-            state.error = f"teardown not confirmed: {describe(error)}"
+            cause = f"{reason}; " if reason else ""
+            state.error = f"{cause}teardown not confirmed: {describe(error)}"
             await self._transition(
                 NodeStatus.CLEANUP_FAILED,
                 EventType.CLEANUP_FAILED,

@@ -50,6 +50,7 @@ from starter.api import ControlPlane
 from tests.integration.conftest import Stack
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
+from workflows.models import NodeView
 from workflows.node import NodeWorkflow
 
 HF_TOKEN = "hf_SECRET-tenant-token-6f1c2b9a4d7e8035c1aa"
@@ -527,13 +528,18 @@ async def test_secrets_stay_out_of_histories_logs_and_errors(
     assert_clean(ss.secrets, "the logs", output)
 
 
-async def test_a_rejected_token_stays_out_of_errors(
-    stack: Stack,
-    all_logs: EverythingHandler,
-    caplog: pytest.LogCaptureFixture,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    """The API server refuses the worker's token: the 401 path must not echo it either."""
+@dataclass
+class RejectedLaunch:
+    ss: SecretStack
+    spec: NodeSpec
+    workflow_id: str
+    view: NodeView
+    failure: WorkflowFailureError | None
+    errors: list[str]
+
+
+async def launch_with_a_rejected_token(stack: Stack) -> RejectedLaunch:
+    """The API server refuses the worker's token: the launch fails and so does its cleanup."""
     tenant = f"sec{uuid.uuid4().hex[:10]}"
     env = secret_env(
         stack,
@@ -546,26 +552,52 @@ async def test_a_rejected_token_stays_out_of_errors(
     ss = SecretStack(stack, settings, tenant, stack_secrets(env))
     assert any(s.value == WRONG_TOKEN for s in ss.secrets)
     spec = ss.spec()
+    failure: WorkflowFailureError | None = None
     async with running_worker(stack, settings):
         started = await ss.control.launch_node(spec, launch_mode=LaunchMode.API)
         handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
         try:
             result = await asyncio.wait_for(handle.result(), 90)
             errors = [result.model_dump_json()]
-        except WorkflowFailureError as failure:
-            errors = error_chain(failure)
+        except WorkflowFailureError as error:
+            failure = error
+            errors = error_chain(error)
         view = await ss.control.node_status(started.workflow_id)
-    assert view.status in (NodeStatus.FAILED, NodeStatus.CLEANUP_FAILED), view
     assert stack.simulator.counters()["launch_requests"].get(spec.cluster_name) is None
     errors.append(view.model_dump_json())
+    return RejectedLaunch(ss, spec, started.workflow_id, view, failure, errors)
 
-    exports = await export_task_queue(stack, {started.workflow_id})
-    check_exports(exports, ss.secrets, [spec.cluster_name])
-    assert_clean(ss.secrets, "the errors raised to the caller", "\n".join(errors))
-    assert_clean(ss.secrets, "the database rows", await database_text(settings, tenant))
+
+async def test_a_rejected_token_stays_out_of_errors(
+    stack: Stack,
+    all_logs: EverythingHandler,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """The 401 path (launch refused, teardown refused) must not echo the token either."""
+    rejected = await launch_with_a_rejected_token(stack)
+    ss = rejected.ss
+    assert rejected.view.status in (NodeStatus.FAILED, NodeStatus.CLEANUP_FAILED), rejected.view
+
+    exports = await export_task_queue(stack, {rejected.workflow_id})
+    check_exports(exports, ss.secrets, [rejected.spec.cluster_name])
+    assert_clean(ss.secrets, "the errors raised to the caller", "\n".join(rejected.errors))
+    assert_clean(ss.secrets, "the database rows", await database_text(ss.settings, ss.tenant))
     output = all_output(all_logs, caplog, capfd)
     assert all_logs.records > 0
     assert_clean(ss.secrets, "the logs", output)
+
+
+async def test_a_launch_whose_cleanup_also_fails_reports_both_causes(stack: Stack) -> None:
+    rejected = await launch_with_a_rejected_token(stack)
+    view = rejected.view
+    assert view.status is NodeStatus.CLEANUP_FAILED, view
+    assert "teardown not confirmed" in (view.error or ""), view
+    assert rejected.failure is not None
+    message = str(rejected.failure.cause)
+    assert "was cleaned up" not in message, message  # it was not
+    # Why the launch failed (the API server refused the validate call) is kept, not replaced.
+    assert "operation=validate" in (view.error or ""), view
 
 
 def test_the_leak_search_sees_every_encoding() -> None:

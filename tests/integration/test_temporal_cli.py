@@ -1,10 +1,10 @@
 """The README's Temporal CLI commands, run verbatim with bash against the dev server.
 
 The commands are read from README.md between ``<!-- temporal-cli-start -->`` and
-``<!-- temporal-cli-end -->`` (a fenced bash block). Until that block is pasted into the README,
-the same block is read from tests/integration/README_TEMPORAL_CLI.md. Only the environment
+``<!-- temporal-cli-end -->`` (a fenced bash block). Only the environment
 changes: TEMPORAL_ADDRESS and TEMPORAL_TASK_QUEUE, which the commands themselves reference,
 point them at the test's dev server and the worker's task queue; `temporal` is found on PATH.
+A last test has an operator `temporal workflow cancel` a node while it launches.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ from workflows.node import NodeWorkflow
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
-FALLBACK = Path(__file__).with_name("README_TEMPORAL_CLI.md")
 START, END = "<!-- temporal-cli-start -->", "<!-- temporal-cli-end -->"
 FENCE = re.compile(r"```(?:bash|sh|shell)?[ \t]*\n(?P<body>.*?)^```", re.S | re.M)
 
@@ -76,16 +75,10 @@ def block_between_markers(path: Path) -> str | None:
 
 
 def readme_block() -> Block:
-    for path in (README, FALLBACK):
-        body = block_between_markers(path)
-        if body is not None:
-            return Block(path, body)
-    readme = README.read_text()
-    if START not in readme or END not in readme:
-        pytest.skip(f"README.md has no {START} ... {END} markers for the Temporal CLI example")
-    pytest.fail(
-        f"no fenced bash block between {START} and {END} in README.md, and no {FALLBACK.name}"
-    )
+    body = block_between_markers(README)
+    if body is None:
+        pytest.fail(f"no fenced bash block between {START} and {END} in README.md")
+    return Block(README, body)
 
 
 def bash_env(stack: Stack) -> dict[str, str]:

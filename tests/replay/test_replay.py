@@ -9,6 +9,7 @@ workflow with one extra timer, which must be reported as nondeterministic.
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -21,20 +22,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer, WorkflowReplayResult
 from temporalio.workflow import NondeterminismError
 
-with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
-
-    from workflows.deployment import DeploymentWorkflow
-    from workflows.models import (
-        DeploymentInput,
-        DeploymentView,
-        NodeView,
-        NodeWorkflowInput,
-        TerminateClusterInput,
-        TerminateClusterResult,
-    )
-    from workflows.node import NodeWorkflow
-    from workflows.terminate import TerminateClusterWorkflow
+from workflows.deployment import DeploymentWorkflow
+from workflows.node import NodeWorkflow
+from workflows.terminate import TerminateClusterWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
 WORKFLOWS: list[type] = [NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow]
@@ -102,48 +92,37 @@ async def test_history_replays_against_todays_workflows(path: Path) -> None:
 
 
 # --- proof that the check bites: each workflow with one extra timer before its first activity ---
-# (Not sandboxed: the sandbox would re-import this test module, which reads files at import.)
-async def extra_timer() -> None:
-    await workflow.sleep(timedelta(seconds=1))
+def with_extra_timer(base: type) -> type:
+    """A copy of ``base`` under the same workflow name whose run first sleeps one second.
+
+    The run method keeps ``base.run``'s exact signature (functools.wraps), so the variant follows
+    the real workflow's input type whatever it becomes. Not sandboxed: the sandbox would
+    re-import this test module, which reads files at import.
+    """
+    definition = workflow._Definition.must_from_class(base)
+
+    @functools.wraps(base.run)  # type: ignore[attr-defined]
+    async def run(self: Any, *args: Any) -> Any:
+        await workflow.sleep(timedelta(seconds=1))
+        return await base.run(self, *args)  # type: ignore[attr-defined]
+
+    name = f"{base.__name__}WithExtraTimer"
+    run.__qualname__ = f"{name}.run"  # defined on the variant, as the SDK requires
+    run.__module__ = __name__
+    variant = type(name, (base,), {"run": workflow.run(run), "__module__": __name__})
+    return workflow.defn(
+        name=definition.name,
+        failure_exception_types=list(definition.failure_exception_types),
+        sandboxed=False,
+    )(variant)
 
 
-@workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError], sandboxed=False)
-class NodeWorkflowWithExtraTimer(NodeWorkflow):
-    @workflow.run
-    async def run(self, input: NodeWorkflowInput) -> NodeView:
-        await extra_timer()
-        return await super().run(input)
-
-
-@workflow.defn(
-    name="DeploymentWorkflow", failure_exception_types=[ValidationError], sandboxed=False
-)
-class DeploymentWorkflowWithExtraTimer(DeploymentWorkflow):
-    @workflow.run
-    async def run(self, input: DeploymentInput) -> DeploymentView:
-        await extra_timer()
-        return await super().run(input)
-
-
-@workflow.defn(
-    name="TerminateClusterWorkflow", failure_exception_types=[ValidationError], sandboxed=False
-)
-class TerminateClusterWorkflowWithExtraTimer(TerminateClusterWorkflow):
-    @workflow.run
-    async def run(self, input: TerminateClusterInput) -> TerminateClusterResult:
-        await extra_timer()
-        return await super().run(input)
-
-
-CHANGED: list[type] = [
-    NodeWorkflowWithExtraTimer,
-    DeploymentWorkflowWithExtraTimer,
-    TerminateClusterWorkflowWithExtraTimer,
-]
+CHANGED: list[type] = [with_extra_timer(cls) for cls in WORKFLOWS]
 
 
 @pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
 async def test_a_changed_workflow_is_reported_as_nondeterministic(path: Path) -> None:
     _, history = load(path)
-    with pytest.raises(NondeterminismError):
+    # The extra timer's command meets the history's first activity (or child) instead.
+    with pytest.raises(NondeterminismError, match=r"TMPRL1100.*Timer"):
         await replay(history, CHANGED)
