@@ -67,6 +67,29 @@ DB_OPTIONS: dict[str, Any] = {
 }
 
 
+def down_options(
+    *,
+    terminate_timeout_s: float,
+    heartbeat_timeout_s: float,
+    retry_backoff_s: float,
+    budget_s: float | None = None,
+    maximum_attempts: int = 0,
+) -> dict[str, Any]:
+    """Options of every down_cluster call: retried with capped backoff within a budget."""
+    options: dict[str, Any] = {
+        "start_to_close_timeout": timedelta(seconds=terminate_timeout_s + 60),
+        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout_s),
+        "retry_policy": RetryPolicy(
+            initial_interval=timedelta(seconds=retry_backoff_s),
+            maximum_interval=timedelta(seconds=retry_backoff_s * 10),
+            maximum_attempts=maximum_attempts,
+        ),
+    }
+    if budget_s is not None:
+        options["schedule_to_close_timeout"] = timedelta(seconds=budget_s)
+    return options
+
+
 def describe(error: BaseException) -> str:
     """A failure chain as one line a person can act on, skipping Temporal's generic wrappers."""
     if is_cancelled_exception(error):
@@ -436,12 +459,11 @@ class NodeWorkflow:
                     timeout_s=plan.terminate_timeout_s,
                     cancel_launches=cancel_launches,
                 ),
-                start_to_close_timeout=timedelta(seconds=plan.terminate_timeout_s + 60),
-                heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
-                schedule_to_close_timeout=timedelta(seconds=plan.cleanup_budget_s),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=plan.retry_backoff_s),
-                    maximum_interval=timedelta(seconds=plan.retry_backoff_s * 10),
+                **down_options(
+                    terminate_timeout_s=plan.terminate_timeout_s,
+                    heartbeat_timeout_s=plan.heartbeat_timeout_s,
+                    retry_backoff_s=plan.retry_backoff_s,
+                    budget_s=plan.cleanup_budget_s,
                 ),
             )
         except FailureError as error:

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ReconcileScanResult,
         TransitionInput,
     )
-    from workflows.node import DB_OPTIONS, describe
+    from workflows.node import DB_OPTIONS, describe, down_options
 
 
 @workflow.defn(name="ReconcileWorkflow")
@@ -114,11 +114,10 @@ class ReconcileWorkflow:
                 timeout_s=scan.terminate_timeout_s,
                 cancel_launches=True,
             ),
-            start_to_close_timeout=timedelta(seconds=scan.terminate_timeout_s + 60),
-            heartbeat_timeout=timedelta(seconds=scan.heartbeat_timeout_s),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=scan.retry_backoff_s),
-                maximum_interval=timedelta(seconds=scan.retry_backoff_s * 10),
+            **down_options(
+                terminate_timeout_s=scan.terminate_timeout_s,
+                heartbeat_timeout_s=scan.heartbeat_timeout_s,
+                retry_backoff_s=scan.retry_backoff_s,
                 maximum_attempts=3,
             ),
         )

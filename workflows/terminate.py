@@ -9,10 +9,7 @@ workflow itself keeps confirming until its cleanup budget runs out.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -29,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateNodeRequest,
         TransitionInput,
     )
-    from workflows.node import DB_OPTIONS
+    from workflows.node import DB_OPTIONS, down_options
 
 
 @workflow.defn(name="TerminateClusterWorkflow", failure_exception_types=[ValidationError])
@@ -59,12 +56,11 @@ class TerminateClusterWorkflow:
                 timeout_s=found.terminate_timeout_s,
                 cancel_launches=True,
             ),
-            start_to_close_timeout=timedelta(seconds=found.terminate_timeout_s + 60),
-            heartbeat_timeout=timedelta(seconds=found.heartbeat_timeout_s),
-            schedule_to_close_timeout=timedelta(seconds=found.cleanup_budget_s),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=found.retry_backoff_s),
-                maximum_interval=timedelta(seconds=found.retry_backoff_s * 10),
+            **down_options(
+                terminate_timeout_s=found.terminate_timeout_s,
+                heartbeat_timeout_s=found.heartbeat_timeout_s,
+                retry_backoff_s=found.retry_backoff_s,
+                budget_s=found.cleanup_budget_s,
             ),
         )
         if found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
