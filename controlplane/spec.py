@@ -12,7 +12,7 @@ import re
 import uuid
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 # Clouds SkyPilot 0.14 can launch GPU nodes on, by their `infra:` prefix.
 PROVIDERS = (
@@ -62,6 +62,15 @@ DeploymentName = Annotated[
 ]
 
 
+def _known_provider(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() in PROVIDERS:
+        return value.strip().lower()
+    raise ValueError(f"unknown provider {value!r}; expected one of: {', '.join(PROVIDERS)}")
+
+
+Provider = Annotated[str, BeforeValidator(_known_provider)]
+
+
 def slug(text: str, limit: int) -> str:
     """Lower-case letters, digits and single hyphens, at most ``limit`` characters."""
     cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -75,20 +84,13 @@ class NodeSpec(BaseModel):
 
     tenant: TenantId
     model: ModelId
-    provider: str
+    provider: Provider
     region: Region
     gpu_type: GpuType
     gpu_count: int = Field(ge=1, le=16)
     spot: bool = False
     deployment: DeploymentName = "default"
     replica: int = Field(default=0, ge=0, le=999)
-
-    @field_validator("provider", mode="before")
-    @classmethod
-    def _known_provider(cls, value: object) -> object:
-        if isinstance(value, str) and value.strip().lower() in PROVIDERS:
-            return value.strip().lower()
-        raise ValueError(f"unknown provider {value!r}; expected one of: {', '.join(PROVIDERS)}")
 
     @property
     def identity(self) -> str:

@@ -12,7 +12,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.reconcile import Finding, Findings
-from controlplane.spec import DeploymentName, GpuType, ModelId, NodeSpec, Region, TenantId
+from controlplane.spec import (
+    DeploymentName,
+    GpuType,
+    ModelId,
+    NodeSpec,
+    Provider,
+    Region,
+    TenantId,
+)
 
 __all__ = [
     "EventType",
@@ -91,7 +99,7 @@ class TerminateNodeResponse(_Model):
 class DeploymentSpec(_Model):
     tenant: TenantId
     model: ModelId
-    provider: str
+    provider: Provider
     region: Region
     gpu_type: GpuType
     gpu_count: int = Field(ge=1, le=16)
