@@ -230,6 +230,7 @@ async def open_bench(options: Options, home: Path, stack: Stack) -> Bench:
     stack.cleanups.append(engine.dispose)  # clean-ups run in reverse: disposed, then dropped
     sim = start_simulator(home, **ZERO_LATENCY)
     stack.add(sim.process)
+    stack.cleanups.append(sim.http.aclose)
     env = worker_env(
         temporal_address=address,
         database_url=database.url,
@@ -598,6 +599,7 @@ async def phase_burst(bench: Bench) -> dict[str, Any]:
         "reached_running": counts.get("running", 0),
         "statuses_at_drain": counts,
         "time_to_drain_s": drain_s,
+        "launches_per_s": round(len(specs) / drain_s, 2) if drain_s > 0 else float("nan"),
         "worker_rss_before_mib": rss_before,
         "worker_rss_max_sampled_mib": max(peak, default=0.0),
         "worker_peak_rss_vmhwm_mib": hwm,
@@ -619,6 +621,14 @@ async def memory_sample(bench: Bench, parked: int) -> dict[str, float]:
         "dev_server_rss_mib": rss_mib(bench.temporal.proc.pid),
         "database_mib": await database_size_mib(bench.engine),
     }
+
+
+def growth_per_1000(samples: list[dict[str, float]]) -> dict[str, float]:
+    """How much each measure grew per 1,000 parked nodes, first sample to last."""
+    first, last = samples[0], samples[-1]
+    nodes = max(last["parked"] - first["parked"], 1)
+    keys = ("worker_rss_mib", "dev_server_rss_mib", "database_mib")
+    return {key: round((last[key] - first[key]) * 1000 / nodes, 2) for key in keys}
 
 
 async def phase_parked(bench: Bench) -> dict[str, Any]:
@@ -655,6 +665,7 @@ async def phase_parked(bench: Bench) -> dict[str, Any]:
         "hold_s": sizes.parked_hold_s,
         "samples": samples,
         "after_hold": held,
+        "growth_per_1000_parked_mib": growth_per_1000(samples),
         "errors": len(errors),
         "first_errors": errors[:5],
         "teardown": "dev server stopped and database dropped (workflows not terminated)",
@@ -771,6 +782,8 @@ def print_parked(parked: dict[str, Any]) -> None:
     keys = ["parked", "worker_rss_mib", "worker_vmhwm_mib", "dev_server_rss_mib", "database_mib"]
     rows = [[s[k] for k in keys] for s in [*parked["samples"], parked["after_hold"]]]
     print(table(rows, ["parked", "worker RSS MiB", "worker VmHWM MiB", "dev server MiB", "db MiB"]))
+    growth = ", ".join(f"{k} {v}" for k, v in parked["growth_per_1000_parked_mib"].items())
+    print(f"growth per 1,000 parked nodes (MiB): {growth}")
 
 
 def print_report(report: dict[str, Any]) -> None:

@@ -155,7 +155,7 @@ class Chaos:
     client: Client
     engine: AsyncEngine
     sim: Simulator
-    postgres: EmbeddedPostgres
+    postgres: EmbeddedServer
     env: dict[str, str]
     worker: Process
     watcher: StatusWatcher
@@ -178,7 +178,8 @@ class Chaos:
 async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
     temporal, address = start_temporal(home)
     stack.add(temporal)
-    postgres = await asyncio.to_thread(start_embedded, home / "pgdata")
+    postgres = EmbeddedServer(await asyncio.to_thread(start_embedded, home / "pgdata"))
+    stack.cleanups.append(postgres.remove)  # clean-ups run in reverse: this one last
     sim = start_simulator(
         home,
         launch_delay_s=plan.launch_delay_s,
@@ -190,7 +191,7 @@ async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
     stack.cleanups.append(sim.http.aclose)
     env = worker_env(
         temporal_address=address,
-        database_url=postgres.url,
+        database_url=postgres.server.url,
         simulator_url=sim.url,
         task_queue=TASK_QUEUE,
         overrides={
@@ -203,18 +204,28 @@ async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
     )
     worker = stack.add(start_worker(home, env, "worker-1"))
     client = await connect_temporal(address)
-    engine = open_engine(postgres.url)
+    engine = open_engine(postgres.server.url)
     stack.cleanups.append(engine.dispose)
     watcher = await StatusWatcher(engine, interval_s=0.1).__aenter__()
     stack.cleanups.append(watcher.__aexit__)
-    chaos = Chaos(plan, home, stack, client, engine, sim, postgres, env, worker, watcher)
-    stack.cleanups.insert(0, lambda: stop_postgres(chaos))  # the very last clean-up
-    return chaos
+    return Chaos(plan, home, stack, client, engine, sim, postgres, env, worker, watcher)
 
 
-async def stop_postgres(chaos: Chaos) -> None:
-    await asyncio.to_thread(chaos.postgres.stop)
-    shutil.rmtree(chaos.home / "pgdata", ignore_errors=True)
+@dataclass
+class EmbeddedServer:
+    """The embedded PostgreSQL of the run, across its restarts."""
+
+    server: EmbeddedPostgres
+
+    async def restart(self, down_s: float) -> None:
+        await asyncio.to_thread(self.server.stop)
+        await asyncio.sleep(down_s)
+        self.server = await asyncio.to_thread(start_embedded_postgres, self.server.data_dir)
+
+    async def remove(self) -> None:
+        """Stop it and delete its data (the run's logs stay)."""
+        await asyncio.to_thread(self.server.stop)
+        shutil.rmtree(self.server.data_dir, ignore_errors=True)
 
 
 # --- driving one node -----------------------------------------------------------------------------
@@ -284,9 +295,7 @@ async def kill_worker(chaos: Chaos) -> str:
 
 
 async def restart_postgres(chaos: Chaos) -> str:
-    await asyncio.to_thread(chaos.postgres.stop)
-    await asyncio.sleep(2.0)
-    chaos.postgres = await asyncio.to_thread(start_embedded_postgres, chaos.home / "pgdata")
+    await chaos.postgres.restart(2.0)
     return "PostgreSQL stopped for 2 s and started again"
 
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from unittest import mock
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import func, select
@@ -156,7 +156,26 @@ def test_deployment_spec_blames_only_the_fields_that_were_changed(
         assert blamed <= set(changes), (blamed, changes)
         return
     assert deployment is not None
-    assert CLUSTER_NAME_RE.match(deployment.node(0).cluster_name)
+
+
+SHARED_FIELDS = ["tenant", "model", "provider", "region", "gpu_type", "gpu_count", "spot"]
+
+
+@example(changes={"provider": "moon"})
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(SHARED_FIELDS), json_values | st.just(MISSING), min_size=1, max_size=3
+    )
+)
+def test_a_deployment_spec_accepts_exactly_what_its_node_specs_accept(
+    changes: dict[str, Any],
+) -> None:
+    fields = with_changes(GOOD, changes)
+    deployment, refused = attempt(lambda: DeploymentSpec.model_validate(fields), ValidationError)
+    node, node_refused = attempt(lambda: NodeSpec.model_validate(fields), ValidationError)
+    assert (refused is None) == (node_refused is None), (changes, refused, node_refused)
+    if deployment is not None and node is not None:
+        assert deployment.node(0).identity.split("|")[2:] == node.identity.split("|")[2:]
 
 
 @given(text=any_text | near_miss | st.from_regex(r"\A[A-Za-z0-9-]{0,40}(:-?[0-9]{0,4})?\Z"))
@@ -227,19 +246,17 @@ def test_starter_main_exits_2_naming_a_bad_option_without_connecting(bad: dict[s
     assert any(name in payload["error"] for name in names), (bad, payload)
 
 
-BUG_REPLICAS = (
-    "starter/__main__.py run(): --replicas of `deploy` and `scale` is validated only inside "
-    "ControlPlane.launch_deployment/scale_deployment, after connect(): with Temporal down the "
-    "answer is exit 5 'cannot reach Temporal', not exit 2 naming replicas"
+@settings(max_examples=20, deadline=None)
+@given(
+    command=st.sampled_from(["deploy", "scale"]),
+    replicas=st.integers(max_value=-1) | st.integers(min_value=101),
 )
-
-
-@pytest.mark.xfail(strict=True, reason=BUG_REPLICAS)
-@settings(max_examples=10, deadline=None)
-@given(replicas=st.integers(max_value=-1) | st.integers(min_value=101))
-def test_starter_main_refuses_bad_replicas_without_connecting(replicas: int) -> None:
-    argv = ["deploy", "--tenant=acme", f"--model={GOOD['model']}", "--provider=aws"]
-    argv += ["--region=us-east-1", "--gpu=A100:1", f"--replicas={replicas}"]
+def test_starter_main_refuses_bad_replicas_without_connecting(command: str, replicas: int) -> None:
+    if command == "deploy":
+        argv = ["deploy", "--tenant=acme", f"--model={GOOD['model']}", "--provider=aws"]
+        argv += ["--region=us-east-1", "--gpu=A100:1", f"--replicas={replicas}"]
+    else:
+        argv = ["scale", "--workflow-id=deployment-acme-blue", f"--replicas={replicas}"]
     code, _, err, connect = run_main(argv)
     assert not connect.called
     assert code == 2
@@ -356,6 +373,8 @@ def bad_cli_documents() -> st.SearchStrategy[tuple[Any, set[str]]]:
     return not_an_object | bad_field | bad_count | unknown
 
 
+# The SDK drops the coroutine of a workflow whose input failed to decode; it warns on collection.
+@pytest.mark.filterwarnings("ignore:coroutine .*run_workflow.* was never awaited:RuntimeWarning")
 @settings(
     max_examples=10,
     deadline=None,
@@ -381,7 +400,8 @@ async def test_temporal_cli_bad_input_fails_at_once_launching_and_recording_noth
     assert EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED not in kinds
     assert EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED not in kinds
     failure = history.events[-1].workflow_execution_failed_event_attributes.failure
-    assert "validation error" in failure.message, failure.message
+    # pydantic's "N validation errors for NodeWorkflowInput ..." (or the workflow's own
+    # InvalidInput answer for a null input), naming the field or the input type.
     assert any(name in failure.message for name in names), (names, failure.message)
     assert worker.simulator.counters()["launch_requests"] == launches_before
     assert await row_count(engine) == rows_before

@@ -39,6 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--user-hash", default=defaults.server_user_hash)
     p.add_argument("--long-workers", type=int, default=None, help="LONG-queue worker slots")
     p.add_argument(
+        "--tcp-nodelay",
+        action="store_true",
+        help="no ~40 ms Nagle stall per call, like a real API server (benchmarks)",
+    )
+    p.add_argument(
         "--faults-json",
         default=None,
         metavar="JSON",
@@ -62,6 +67,7 @@ def _config(args: argparse.Namespace) -> SimConfig:
         require_auth=args.require_auth,
         server_user_hash=args.user_hash,
         long_workers=args.long_workers,
+        tcp_nodelay=args.tcp_nodelay,
         faults=faults,
     )
 

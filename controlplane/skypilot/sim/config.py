@@ -55,4 +55,8 @@ class SimConfig(BaseModel):
     # LONG-queue workers (launches, refreshing status). None = unlimited; the real server has a
     # few, so launches beyond them stay PENDING.
     long_workers: int | None = Field(default=None, ge=1)
+    # Answer without the ~40 ms Nagle/delayed-ACK stall per call (TCP_NODELAY on accepted
+    # connections, as a real uvicorn-served API server has). Off by default: existing tests were
+    # written against the slower timing. Benchmarks turn it on (--tcp-nodelay).
+    tcp_nodelay: bool = False
     faults: Faults = Field(default_factory=Faults)

@@ -32,12 +32,14 @@ _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 10.0
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, *, tcp_nodelay: bool = False) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP, not 0: asyncio sets TCP_NODELAY only on sockets that say they are TCP. Without
-    # it, a response written in two parts (headers, body) waits for the client's delayed ACK:
-    # every call took ~44 ms longer than on a real API server (uvicorn binding host and port).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    # asyncio sets TCP_NODELAY only on sockets created with proto IPPROTO_TCP. With proto 0 (the
+    # default here), a response written in two parts (headers, body) waits for the client's
+    # delayed ACK, so every call takes ~40 ms longer than on a real API server (see
+    # SimConfig.tcp_nodelay).
+    proto = socket.IPPROTO_TCP if tcp_nodelay else 0
+    sock = socket.socket(family, socket.SOCK_STREAM, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
@@ -91,7 +93,7 @@ class SimulatorServer:
     def start(self) -> Self:
         if self._thread is not None:
             raise RuntimeError("simulator already started")
-        self._sock = _bind(self.config.host, self.config.port)
+        self._sock = _bind(self.config.host, self.config.port, tcp_nodelay=self.config.tcp_nodelay)
         self._port = int(self._sock.getsockname()[1])
         uv_config = uvicorn.Config(
             self.app,
