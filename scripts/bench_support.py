@@ -82,10 +82,10 @@ def write_json(path: Path, payload: dict[str, Any]) -> None:
     path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def run_dir(kind: str) -> Path:
-    """A fresh directory for one run's logs and data: .cache/<kind>/<timestamp>-<id>."""
+def run_dir(kind: str, base: Path | None = None) -> Path:
+    """A fresh directory for one run's logs: <base or .cache/<kind>>/<timestamp>-<id>."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    path = REPO / ".cache" / kind / f"{stamp}-{uuid.uuid4().hex[:6]}"
+    path = (base or REPO / ".cache" / kind) / f"{stamp}-{uuid.uuid4().hex[:6]}"
     path.mkdir(parents=True)
     return path
 

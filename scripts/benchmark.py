@@ -140,6 +140,7 @@ class Options:
     sizes: Sizes
     phases: tuple[str, ...]
     json_path: Path
+    logs: Path | None
     admin_url: str | None
     quiet_load: float
     quiet_timeout_s: float
@@ -164,6 +165,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--parked-inflight", type=int, help="launches in flight while parking")
     p.add_argument("--parked-hold", type=float, dest="parked_hold_s")
     p.add_argument("--admin-url", help="PostgreSQL to create the run's database on")
+    p.add_argument("--logs", type=Path, help="where run logs go (default .cache/benchmark)")
     p.add_argument("--quiet-load", type=float, default=0.0, help="wait for loadavg below this")
     p.add_argument("--quiet-timeout", type=float, default=1200.0, dest="quiet_timeout_s")
     args = p.parse_args(argv)
@@ -183,6 +185,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         sizes=replace(sizes, **given),
         phases=phases,
         json_path=args.json,
+        logs=args.logs,
         admin_url=args.admin_url,
         quiet_load=args.quiet_load,
         quiet_timeout_s=args.quiet_timeout_s,
@@ -837,7 +840,7 @@ async def run(options: Options, home: Path) -> dict[str, Any]:
 def main(argv: Sequence[str]) -> int:
     options = parse_args(argv)
     quiet = wait_for_quiet(options.quiet_load, options.quiet_timeout_s)
-    home = run_dir("benchmark")
+    home = run_dir("benchmark", options.logs)
     started = time.monotonic()
     phases = asyncio.run(run(options, home))
     found = targets(phases)

@@ -1,12 +1,13 @@
 """Chaos run: N node lifecycles while everything around the worker misbehaves, then invariants.
 
-    .venv/bin/python scripts/chaos.py              # 200 lifecycles, 4 worker kills (~5 min)
+    .venv/bin/python scripts/chaos.py              # 200 lifecycles, 4 worker kills (~2 min)
     .venv/bin/python scripts/chaos.py --small      # 10 lifecycles, 1 kill (well under a minute)
 
 Stack: the Temporal dev server (in memory), an EMBEDDED PostgreSQL (pgserver, Unix socket only,
-its data under the run's directory) so it can be restarted without touching the system
-PostgreSQL, the SkyPilot simulator and ``python worker.py``; all on 127.0.0.1, all stopped at the
-end. Every node is launched, and once running terminated (or it fails). Meanwhile:
+its data in .cache/chaos/pgdata-<id>, removed at the end) so it can be restarted without
+touching the system PostgreSQL, the SkyPilot simulator and ``python worker.py``; all on
+127.0.0.1, all stopped at the end. Every node is launched, and once running terminated (or it
+fails). Meanwhile:
 
   * the worker is SIGKILLed --kills times (spread over the run) and started again;
   * the simulator answers 503 bursts (with Retry-After) --bursts times, loses responses to
@@ -117,6 +118,7 @@ SMALL = Plan(
 class Options:
     plan: Plan
     json_path: Path
+    logs: Path | None
     quiet_load: float
     quiet_timeout_s: float
 
@@ -134,6 +136,7 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--drop-rate", type=float, help="share of POST responses lost (0.03)")
     p.add_argument("--failure-rate", type=float, help="share of launches failing (0.08)")
     p.add_argument("--seed", type=int)
+    p.add_argument("--logs", type=Path, help="where run logs go (default .cache/chaos)")
     p.add_argument("--quiet-load", type=float, default=0.0, help="wait for loadavg below this")
     p.add_argument("--quiet-timeout", type=float, default=1200.0, dest="quiet_timeout_s")
     args = p.parse_args(argv)
@@ -143,7 +146,9 @@ def parse_args(argv: Sequence[str]) -> Options:
         for name in Plan.__dataclass_fields__
         if getattr(args, name, None) is not None
     }
-    return Options(replace(plan, **given), args.json, args.quiet_load, args.quiet_timeout_s)
+    return Options(
+        replace(plan, **given), args.json, args.logs, args.quiet_load, args.quiet_timeout_s
+    )
 
 
 # --- the stack ------------------------------------------------------------------------------------
@@ -178,7 +183,10 @@ class Chaos:
 async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
     temporal, address = start_temporal(home)
     stack.add(temporal)
-    postgres = EmbeddedServer(await asyncio.to_thread(start_embedded, home / "pgdata"))
+    # The data stays in the checkout whatever --logs says: as root, pgserver opens the parents
+    # of its data directory to its own system user (controlplane/db/embedded.py).
+    data_dir = REPO / ".cache" / "chaos" / f"pgdata-{uuid.uuid4().hex[:8]}"
+    postgres = EmbeddedServer(await asyncio.to_thread(start_embedded, data_dir))
     stack.cleanups.append(postgres.remove)  # clean-ups run in reverse: this one last
     sim = start_simulator(
         home,
@@ -574,14 +582,14 @@ def print_report(report: dict[str, Any]) -> None:
 def main(argv: Sequence[str]) -> int:
     options = parse_args(argv)
     quiet = wait_for_quiet(options.quiet_load, options.quiet_timeout_s)
-    home = run_dir("chaos")
+    home = run_dir("chaos", options.logs)
     result = asyncio.run(run(options, home))
     report = {
         "machine": machine_info(),
         "quiet": quiet,
         "command": " ".join([".venv/bin/python", "scripts/chaos.py", *argv]),
         "plan": asdict(options.plan),
-        "database": "embedded PostgreSQL (pgserver) under the run's directory, removed at the end",
+        "database": "embedded PostgreSQL (pgserver), data in .cache/chaos/pgdata-*, then removed",
         "logs": str(home),
         "json": str(options.json_path),
         **result,

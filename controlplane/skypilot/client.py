@@ -156,6 +156,9 @@ class SkyPilotClient:
             timeout=httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect),
             transport=self._transport,
             follow_redirects=False,
+            # Servers (uvicorn, so SkyPilot's too) drop idle connections at 5 s; reusing one just
+            # then fails mid-request. Expire ours first.
+            limits=httpx.Limits(keepalive_expiry=2.0),
         )
 
     def _reconnect(self) -> None:
