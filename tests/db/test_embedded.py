@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,10 +19,27 @@ from controlplane.db.engine import create_engine
 from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode
 
+REPO = Path(__file__).resolve().parents[2]
 
-async def test_start_migrate_write_stop(tmp_path: Path) -> None:
+
+@pytest.fixture
+def pgdata() -> Iterator[Path]:
+    """A data directory in the checkout, as the dev stack uses (.dev-stack/pgdata).
+
+    Not under pytest's tmp_path: pytest keeps its base directory 0700 (and resets it whenever a
+    session starts), while as root PostgreSQL runs as the `pgserver` user, who must reach it.
+    """
+    path = REPO / ".cache" / f"test-pgdata-{uuid.uuid4().hex[:8]}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+async def test_start_migrate_write_stop(pgdata: Path) -> None:
     started = time.monotonic()
-    server = await asyncio.to_thread(start_embedded_postgres, tmp_path / "pgdata")
+    server = await asyncio.to_thread(start_embedded_postgres, pgdata)
     try:
         assert server.url.startswith("postgresql+asyncpg://")
         if os.geteuid() == 0:
@@ -52,7 +72,7 @@ async def test_start_migrate_write_stop(tmp_path: Path) -> None:
         migrate.status(server.url)
     assert time.monotonic() - started < 20
 
-    restarted = await asyncio.to_thread(start_embedded_postgres, tmp_path / "pgdata")
+    restarted = await asyncio.to_thread(start_embedded_postgres, pgdata)
     try:
         engine = create_engine(restarted.url)
         try:
