@@ -23,6 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from controlplane.config import Settings, load_settings
 from controlplane.skypilot.sim.config import SimConfig
 from controlplane.skypilot.sim.server import SimulatorServer
+from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from tests.conftest import Databases
 from tests.support.temporal_env import dev_server_path
@@ -80,6 +81,18 @@ def sky_shim(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorServe
     )
     path.chmod(0o755)
     return path
+
+
+def new_spec() -> NodeSpec:
+    return NodeSpec(
+        tenant="acme",
+        model="NousResearch/Meta-Llama-3-8B-Instruct",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"it-{uuid.uuid4().hex[:8]}",
+    )
 
 
 @dataclass

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -10,21 +9,8 @@ import pytest
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.spec import NodeSpec
-from tests.integration.conftest import Stack
+from tests.integration.conftest import Stack, new_spec
 from workflows.node import NodeWorkflow
-
-
-def new_spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"it-{uuid.uuid4().hex[:8]}",
-    )
 
 
 @pytest.mark.parametrize("mode", [LaunchMode.API, LaunchMode.CLI])

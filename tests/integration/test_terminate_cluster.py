@@ -14,8 +14,7 @@ from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.task import TaskSettings, build_task
-from controlplane.spec import NodeSpec
-from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.integration.conftest import SIM_TOKEN, Stack, new_spec
 from workflows.node import NodeWorkflow
 
 WAIT = timedelta(seconds=30)
@@ -27,18 +26,6 @@ async def launch_directly(url: str, cluster_name: str) -> None:
         task = build_task(new_spec(), TaskSettings("http://localhost:8080", "0.11.0", "2.8.0"))
         request_id = await sky.launch(cluster_name, task)
         await sky.wait_for_request(request_id, timeout=30)
-
-
-def new_spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"it-{uuid.uuid4().hex[:8]}",
-    )
 
 
 @pytest.fixture

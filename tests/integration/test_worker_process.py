@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from controlplane.skypilot.sim.config import SimConfig
 from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
-from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack
+from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack, new_spec
 from tests.support.ports import free_port
 from tests.support.worker_process import WorkerProcess, worker_env
 from workflows.models import NodeView
@@ -35,18 +34,6 @@ from workflows.node import NodeWorkflow
 LAUNCH_DELAY_S = 4.0
 # GRACEFUL_SHUTDOWN in worker.py is 30 s; a few seconds on top for the process to exit.
 GRACEFUL_WINDOW_S = 35.0
-
-
-def new_spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"it-{uuid.uuid4().hex[:8]}",
-    )
 
 
 @pytest.fixture(scope="module")
