@@ -107,6 +107,31 @@ class NodeEvent(Base):
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     dedupe_key: Mapped[str] = mapped_column(Text, unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    # The writing transaction's id: the feed's sequencer knows from it which events can no
+    # longer appear below what it has seen (controlplane/events/feed.py).
+    txid: Mapped[int] = mapped_column(
+        BigInteger, index=True, server_default=text("(pg_current_xact_id()::text)::bigint")
+    )
+
+
+class NodeEventFeed(Base):
+    """The feed: each event's place in commit order (``seq``), assigned once it is visible."""
+
+    __tablename__ = "node_event_feed"
+
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    event_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("node_events.id"), unique=True)
+    sequenced_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
+class EventFeedState(Base):
+    """Named positions: the sequencer's transaction-id horizon, each relay's last seq sent."""
+
+    __tablename__ = "event_feed_state"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    position: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
 class TenantCredential(Base):
@@ -128,3 +153,5 @@ class TenantCredential(Base):
 nodes = cast(Table, Node.__table__)
 node_events = cast(Table, NodeEvent.__table__)
 tenant_credentials = cast(Table, TenantCredential.__table__)
+node_event_feed = cast(Table, NodeEventFeed.__table__)
+event_feed_state = cast(Table, EventFeedState.__table__)

@@ -384,7 +384,8 @@ async def test_migrated_database_is_at_head_and_matches_schema(
         rows = await connection.execute(
             text(
                 "SELECT conrelid::regclass::text, conname FROM pg_constraint "
-                "WHERE conrelid::regclass::text IN ('nodes', 'node_events', 'tenant_credentials')"
+                "WHERE conrelid::regclass::text IN ('nodes', 'node_events', 'tenant_credentials', "
+                "'node_event_feed', 'event_feed_state')"
             )
         )
         actual = {(table, name) for table, name in rows}
@@ -396,7 +397,11 @@ async def test_migrated_database_is_at_head_and_matches_schema(
         )
         trigger_names = {name for (name,) in triggers}
     assert actual == expected
-    assert trigger_names == {"node_events_no_update_or_delete", "node_events_no_truncate"}
+    assert trigger_names == {
+        "node_events_no_update_or_delete",
+        "node_events_no_truncate",
+        "node_events_notify",
+    }
 
 
 def _db_command(url: str, command: str) -> subprocess.CompletedProcess[str]:
