@@ -33,6 +33,7 @@ from controlplane.config import ConfigError, Settings, load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.repository import CredentialRepository, NodeRepository
+from controlplane.events.service import relay_in_background
 from controlplane.lifecycle import LaunchMode
 from controlplane.logs import configure_logging
 from controlplane.metrics import Metrics, MetricsServer
@@ -172,6 +173,7 @@ async def open_activities(
         records = RecordActivities(nodes, settings, metrics)
         refresher = asyncio.create_task(refresh_node_counts(metrics, nodes))
         stack.callback(refresher.cancel)
+        await stack.enter_async_context(relay_in_background(settings, engine, metrics))
         yield Activities(
             records=records,
             credentials=CredentialActivities(

@@ -152,6 +152,12 @@ class Settings(BaseSettings):
     codec_server_port: int = Field(default=8081, ge=1, le=65535)
     codec_server_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 
+    # --- events out: the JetStream relay (controlplane/events/) ---
+    events_nats_url: SecretStr | None = None  # unset = nothing is published; may hold a password
+    events_relay_batch_size: int = Field(default=100, ge=1, le=10_000)
+    events_relay_poll_interval: Duration = timedelta(seconds=5)
+    events_nats_duplicate_window: Duration = timedelta(hours=1)
+
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -172,6 +178,8 @@ class Settings(BaseSettings):
         "node_heartbeat_timeout",
         "reconcile_interval",
         "reconcile_orphan_grace",
+        "events_relay_poll_interval",
+        "events_nats_duplicate_window",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -261,6 +269,19 @@ class Settings(BaseSettings):
                 )
         return ",".join(origin.rstrip("/") for origin in origins)
 
+    @field_validator("events_nats_url")
+    @classmethod
+    def _nats_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value().strip() == "":
+            return None
+        parsed = urlparse(value.get_secret_value().strip())
+        if parsed.scheme not in ("nats", "tls", "ws", "wss") or not parsed.hostname:
+            raise ValueError(
+                "not a NATS server URL; expected e.g. nats://127.0.0.1:4222 "
+                "(schemes nats, tls, ws, wss)"
+            )
+        return SecretStr(value.get_secret_value().strip())
+
     @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
@@ -339,6 +360,7 @@ class Settings(BaseSettings):
             self.temporal_payload_encryption_key,
             self.temporal_payload_previous_keys,
             self.codec_server_token,
+            self.events_nats_url,
         ):
             if field is not None and field.get_secret_value():
                 out.extend(p for p in field.get_secret_value().split(",") if p.strip())

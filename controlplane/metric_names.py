@@ -33,6 +33,10 @@ COMPENSATIONS: Final = "controlplane_compensations_total"
 ORPHANS_FOUND: Final = "controlplane_orphans_found_total"
 CLEANUP_FAILED_NODES: Final = "controlplane_cleanup_failed_nodes"  # gauge
 
+# --- events out: the JetStream relay (only while EVENTS_NATS_URL is set) -------------------
+EVENT_RELAY_LAG_EVENTS: Final = "controlplane_event_relay_lag_events"  # gauge
+EVENT_RELAY_LAG_SECONDS: Final = "controlplane_event_relay_lag_seconds"  # gauge: oldest unsent
+
 # --- Temporal SDK worker metrics (prefix temporal_, durations in milliseconds) ------------
 TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: Final = (
     "temporal_workflow_task_schedule_to_start_latency"
@@ -56,6 +60,8 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     COMPENSATIONS: ("reason",),
     ORPHANS_FOUND: (),
     CLEANUP_FAILED_NODES: (),
+    EVENT_RELAY_LAG_EVENTS: (),
+    EVENT_RELAY_LAG_SECONDS: (),
     TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_WORKER_TASK_SLOTS_AVAILABLE: (*_TEMPORAL, "worker_type"),

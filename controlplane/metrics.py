@@ -84,6 +84,16 @@ class Metrics:
             "Clusters found with our prefix and no live node",
             registry=r,
         )
+        self.relay_lag_events = Gauge(
+            "controlplane_event_relay_lag_events",
+            "Feed events the JetStream relay has not published yet",
+            registry=r,
+        )
+        self.relay_lag_seconds = Gauge(
+            "controlplane_event_relay_lag_seconds",
+            "Age of the oldest feed event the JetStream relay has not published (0 if none)",
+            registry=r,
+        )
         for state in NodeStatus:
             self.nodes.labels(state=state.value).set(0)
 
@@ -103,6 +113,10 @@ class Metrics:
         for state in NodeStatus:
             self.nodes.labels(state=state.value).set(counts.get(state.value, 0))
         self.cleanup_failed.set(counts.get(NodeStatus.CLEANUP_FAILED.value, 0))
+
+    def set_relay_lag(self, events: int, seconds: float) -> None:
+        self.relay_lag_events.set(events)
+        self.relay_lag_seconds.set(seconds)
 
     def exposition(self, temporal_metrics_url: str | None = None) -> bytes:
         """This process's series, then the Temporal runtime's (if it serves any)."""

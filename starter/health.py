@@ -9,7 +9,9 @@ from typing import Any
 from controlplane.config import Settings
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.migrate import status as migration_status
+from controlplane.db.engine import create_engine
 from controlplane.db.url import redact_database_url
+from controlplane.events.relay import relay_lag
 from controlplane.skypilot.client import Identity, SkyPilotClient
 from controlplane.skypilot.errors import SkyPilotError
 from controlplane.skypilot.retry import RetryPolicy
@@ -74,12 +76,35 @@ def sky_cli_health(settings: Settings) -> dict[str, Any]:
     }
 
 
+async def events_relay_health(settings: Settings) -> dict[str, Any]:
+    """The JetStream relay's lag, from the database (the relay may run in any worker)."""
+    if settings.events_nats_url is None:
+        return {"ok": True, "enabled": False}
+    if not settings.database_url:
+        return {"ok": False, "enabled": True, "error": "DATABASE_URL is not set"}
+    engine = create_engine(settings.database_url, pool_size=1, max_overflow=0)
+    try:
+        async with engine.connect() as connection:
+            lag = await relay_lag(connection)
+    except DATABASE_ERRORS as exc:
+        return {"ok": False, "enabled": True, "error": summarize_database_error(exc)}
+    finally:
+        await engine.dispose()
+    return {
+        "ok": True,
+        "enabled": True,
+        "lag_events": lag.events,
+        "lag_seconds": round(lag.seconds, 3),
+    }
+
+
 async def check(settings: Settings) -> dict[str, Any]:
     report: dict[str, Any] = {
         "temporal": await temporal_health(settings),
         "database": await asyncio.to_thread(database_health, settings),
         "skypilot_api": await skypilot_api_health(settings),
         "sky_cli": sky_cli_health(settings),
+        "events_relay": await events_relay_health(settings),
         "mode_for_new_nodes": "api" if settings.skypilot_use_api_server else "cli",
     }
     report["ok"] = all(part["ok"] for part in report.values() if isinstance(part, dict))
