@@ -7,9 +7,9 @@ import shutil
 from typing import Any
 
 from controlplane.config import Settings
+from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.migrate import status as migration_status
-from controlplane.db.engine import create_engine
 from controlplane.db.url import redact_database_url
 from controlplane.events.relay import relay_lag
 from controlplane.skypilot.client import Identity, SkyPilotClient

@@ -10,7 +10,7 @@ A node counts from its first ``launching`` until its teardown is *confirmed*:
   confirmed teardown (``terminated``/``failed``) does;
 * a node still counting at ``--to`` counts until ``--to``.
 
-Intervals are clipped to [``start``, ``end``]. GPU-seconds are seconds × the node's GPU count.
+Intervals are clipped to [``start``, ``end``]. GPU-seconds are seconds times the node's GPU count.
 """
 
 from __future__ import annotations
@@ -71,10 +71,9 @@ def billed_intervals(transitions: Iterable[Transition]) -> list[Interval]:
         if status is NodeStatus.LAUNCHING and open_at is None:
             open_at, closed_by_lost = step.at, False
         elif status is NodeStatus.CLEANUP_FAILED and open_at is None:
-            if closed_by_lost:  # the "lost" cluster could not be downed: it kept billing
-                open_at = closed.pop().start
-            else:
-                open_at = step.at  # nothing ran before, but a cluster may exist from now on
+            # After "lost": its cluster could not be downed, it kept billing. Otherwise nothing
+            # ran before, but a cluster may exist from now on.
+            open_at = closed.pop().start if closed_by_lost else step.at
             closed_by_lost = False
         elif (status in CONFIRMED_DOWN or status is NodeStatus.LOST) and open_at is not None:
             closed.append(Interval(open_at, step.at))
