@@ -2,5 +2,6 @@
 
 from starter.api import ControlPlane, NodeStarted, NotFound
 from starter.connection import connect
+from starter.feed import EventStream
 
-__all__ = ["ControlPlane", "NodeStarted", "NotFound", "connect"]
+__all__ = ["ControlPlane", "EventStream", "NodeStarted", "NotFound", "connect"]

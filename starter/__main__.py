@@ -7,6 +7,8 @@
 
     python -m starter reconcile --no-cleanup      # report orphans, lost, stuck, cleanup_failed
     python -m starter health                      # Temporal, Postgres, SkyPilot API, `sky`
+    python -m starter events --since 0 --follow   # node events in commit order (JSON lines)
+    python -m starter usage --tenant acme --by model   # GPU-seconds and node-hours
 
 Exit codes: 0 done, 1 failed, 2 bad input or configuration (nothing was started),
 3 no such workflow, 4 still terminating when the bounded wait ran out, 5 Temporal unreachable.
@@ -31,6 +33,7 @@ from temporalio.service import RPCError
 from controlplane.config import ConfigError, load_settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
+from starter import events_cli
 from starter.api import ControlPlane, NotFound
 from starter.connection import connect
 from starter.health import check as check_health
@@ -152,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     sub.add_parser("health", help="check Temporal, Postgres, the SkyPilot API server and `sky`")
+    events_cli.add_commands(sub)
     return parser
 
 
@@ -202,6 +206,8 @@ async def run(args: argparse.Namespace) -> int:
         health = await check_health(settings)
         emit(health)
         return EXIT_OK if health["ok"] else EXIT_FAILED
+    if args.command in events_cli.COMMANDS:
+        return await events_cli.run(args, settings)
     try:
         client = await connect(settings)
     except RuntimeError as exc:
@@ -303,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(EXIT_FAILED, f"update failed: {exc.cause}")
     except RPCError as exc:
         return fail(EXIT_FAILED, f"Temporal refused the call: {exc.message}")
+    except KeyboardInterrupt:  # `events --follow` ends with Ctrl-C
+        return EXIT_OK
 
 
 def exit_now(code: int) -> NoReturn:
