@@ -11,7 +11,7 @@ repeats (docs/events.md).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from types import TracebackType
 
 from controlplane.db.engine import create_engine
@@ -46,7 +46,7 @@ class EventStream:
         follow: bool = False,
         limit: int | None = None,
         poll_interval_s: float = 5.0,
-    ) -> AsyncIterator[FeedEvent]:
+    ) -> AsyncGenerator[FeedEvent, None]:
         """Events after ``since`` (``follow``: then wait for new ones); ``cursor`` tracks them."""
         if since < 0:
             raise ValueError(f"since must be a cursor (0 or more), not {since}")

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
@@ -195,7 +195,7 @@ class EventFeed:
         follow: bool = False,
         limit: int | None = None,
         poll_interval_s: float = 5.0,
-    ) -> AsyncIterator[FeedEvent]:
+    ) -> AsyncGenerator[FeedEvent, None]:
         """Every event after ``since``; with ``follow``, then wait for more, for ever.
 
         Waiting wakes on NOTIFY (a trigger fires at each commit of events) or, if LISTEN is not

@@ -12,9 +12,11 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from typing import Any
 
 import nats
 import pytest
+from nats.aio.client import Client as NatsClient
 from nats.js.client import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -55,12 +57,12 @@ class Stream:
         self.name = name
         self.prefix = prefix
 
-    def publisher(self, connection: nats.NATS) -> JetStreamPublisher:
+    def publisher(self, connection: NatsClient) -> JetStreamPublisher:
         return JetStreamPublisher(
             connection, self.jetstream, stream=self.name, subject_prefix=self.prefix
         )
 
-    async def messages(self) -> list[tuple[str, str, dict[str, object]]]:
+    async def messages(self) -> list[tuple[str, str, dict[str, Any]]]:
         """(subject, Nats-Msg-Id, body) of every stored message, in stream order."""
         info = await self.jetstream.stream_info(self.name)
         out = []
@@ -69,12 +71,14 @@ class Stream:
                 break
             message = await self.jetstream.get_msg(self.name, seq)
             headers = message.headers or {}
-            out.append((message.subject, headers["Nats-Msg-Id"], json.loads(message.data or b"")))
+            out.append(
+                (str(message.subject), headers["Nats-Msg-Id"], json.loads(message.data or b""))
+            )
         return out
 
 
 @pytest.fixture
-async def nats_connection() -> AsyncIterator[nats.NATS]:
+async def nats_connection() -> AsyncIterator[NatsClient]:
     try:
         connection = await nats.connect(NATS_URL, connect_timeout=5, max_reconnect_attempts=0)
     except (OSError, nats.errors.NoServersError) as exc:
@@ -90,7 +94,7 @@ async def nats_connection() -> AsyncIterator[nats.NATS]:
 
 
 @pytest.fixture
-async def stream(nats_connection: nats.NATS) -> AsyncIterator[Stream]:
+async def stream(nats_connection: NatsClient) -> AsyncIterator[Stream]:
     tag = uuid.uuid4().hex[:10]
     jetstream = nats_connection.jetstream()
     made = Stream(jetstream, f"TEST_EVENTS_{tag}", f"test{tag}.nodes")
@@ -139,7 +143,7 @@ async def drain(relay: EventRelay, engine: AsyncEngine) -> None:
 
 
 async def test_killed_between_publish_and_position_write_loses_and_duplicates_nothing(
-    engine: AsyncEngine, nodes: NodeRepository, nats_connection: nats.NATS, stream: Stream
+    engine: AsyncEngine, nodes: NodeRepository, nats_connection: NatsClient, stream: Stream
 ) -> None:
     tenant = f"t{uuid.uuid4().hex[:8]}"
     name = f"relay:test-{uuid.uuid4().hex[:8]}"
@@ -173,7 +177,7 @@ async def test_killed_between_publish_and_position_write_loses_and_duplicates_no
 
 
 async def test_lag_counts_what_is_not_yet_published(
-    engine: AsyncEngine, nodes: NodeRepository, nats_connection: nats.NATS, stream: Stream
+    engine: AsyncEngine, nodes: NodeRepository, nats_connection: NatsClient, stream: Stream
 ) -> None:
     name = f"relay:test-{uuid.uuid4().hex[:8]}"
     relay = EventRelay(engine, stream.publisher(nats_connection), batch_size=500, name=name)
@@ -191,7 +195,7 @@ async def test_lag_counts_what_is_not_yet_published(
 
 
 async def test_only_one_relay_holds_the_lease(
-    engine: AsyncEngine, nodes: NodeRepository, nats_connection: nats.NATS, stream: Stream
+    engine: AsyncEngine, nodes: NodeRepository, nats_connection: NatsClient, stream: Stream
 ) -> None:
     name = f"relay:test-{uuid.uuid4().hex[:8]}"
     tenant = f"t{uuid.uuid4().hex[:8]}"

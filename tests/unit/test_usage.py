@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -22,7 +23,7 @@ def at(minutes: float) -> datetime:
 
 
 def node(
-    steps: list[tuple[float, str]],
+    steps: Sequence[tuple[float, str]],
     *,
     tenant: str = "acme",
     gpu_count: int = 1,
