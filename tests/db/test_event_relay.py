@@ -21,11 +21,13 @@ from nats.js.client import JetStreamContext
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane.config import load_settings
 from controlplane.db.repository import NodeRepository
 from controlplane.events.feed import FeedEvent
 from controlplane.events.nats_publisher import JetStreamPublisher, ensure_stream
 from controlplane.events.relay import RELAY_LOCK, EventRelay, relay_lag, relay_position
 from controlplane.lifecycle import EventType, NodeStatus
+from starter.health import events_relay_health
 from tests.db.test_repository import launched
 
 NATS_URL = os.environ.get("TEST_NATS_URL", "nats://127.0.0.1:4222")
@@ -223,3 +225,17 @@ async def test_only_one_relay_holds_the_lease(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_health_reports_the_relay_lag_when_it_is_on(
+    database_url: str, engine: AsyncEngine, nodes: NodeRepository
+) -> None:
+    await lifecycle(nodes, f"t{uuid.uuid4().hex[:8]}")
+    settings = load_settings({"EVENTS_NATS_URL": NATS_URL, "DATABASE_URL": database_url})
+    report = await events_relay_health(settings)
+    async with engine.connect() as connection:
+        expected = await relay_lag(connection)  # nothing relays under the default name here
+    assert report["ok"] is True
+    assert report["enabled"] is True
+    assert report["lag_events"] == expected.events >= 4
+    assert report["lag_seconds"] > 0
