@@ -20,7 +20,8 @@ Then it checks, prints and writes (--json) the invariants; any broken one exits 
   every node terminated, or failed with a reason; launch requests per cluster (simulator) equal
   the node's ``node.launched`` events; no live cluster without a row, none of an ended node; no
   row without a final state; no event recorded twice (node, type, attempt); every node's events
-  a valid path ending at its row's status; every planned fault fired; no node stuck.
+  a valid path ending at its row's status; every planned fault fired; no node stuck; the
+  JetStream stream holds every event exactly once (every worker runs the relay).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ from bench_support import (
     worker_env,
     write_json,
 )
+from chaos_relay import relay_check, relay_env, reset_stream
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TemporalError
@@ -210,6 +212,8 @@ async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
             "SKYPILOT_MAX_RETRIES": "3",
         },
     )
+    env.update(relay_env())  # every worker relays events to JetStream (scripts/chaos_relay.py)
+    await reset_stream()
     worker = stack.add(start_worker(home, env, "worker-1"))
     client = await connect_temporal(address)
     engine = open_engine(postgres.server.url)
@@ -545,6 +549,7 @@ async def run(options: Options, home: Path) -> dict[str, Any]:
         events = await event_rows(chaos.engine)
         counters = await chaos.sim.counters()
         checks = check_all(chaos, rows, events, counters)
+        checks.append(Check(**await relay_check(events)))
         return {
             "duration_s": round(time.monotonic() - begin, 1),
             "standing_faults": faults,

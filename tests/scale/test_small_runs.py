@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "scripts"))
 # scripts/ is not a package: import the chaos script's module by name (its checks are tested below).
 chaos: Any = importlib.import_module("chaos")
+chaos_relay: Any = importlib.import_module("chaos_relay")
 
 TIMEOUT_S = 600
 
@@ -113,7 +114,9 @@ def test_benchmark_small_evaluates_and_prints_every_target(benchmark_run: tuple[
 def test_chaos_small_holds_every_invariant(chaos_run: tuple[str, Any]) -> None:
     stdout, report = chaos_run
     assert report["ok"] is True
-    assert len(report["checks"]) == 9
+    assert len(report["checks"]) == 10
+    assert report["checks"][-1]["name"] == chaos_relay.CHECK_NAME
+    assert report["checks"][-1]["of"] > 0  # the relay's check saw the run's events
     assert all(check["ok"] and check["bad"] == 0 for check in report["checks"])
     assert "ALL INVARIANTS HOLD" in stdout
     assert sum(report["stats"]["statuses"].values()) == report["plan"]["lifecycles"]
@@ -204,3 +207,11 @@ def test_live_cluster_checks_flag_orphans_and_leaks() -> None:
     assert chaos.check_live(["x", "b"], rows, final=False).examples == ["x"]
     assert chaos.check_live(["a", "b"], rows, final=True).bad == 1
     assert chaos.check_rows_final(rows).bad == 1
+
+
+def test_relay_check_catches_a_missing_and_a_duplicated_event() -> None:
+    assert chaos_relay.stream_problems([1, 2, 3], [3, 1, 2]) == []
+    assert chaos_relay.stream_problems([1, 2, 3], [1, 3, 3]) == [
+        "event 2: not in the stream",
+        "event 3: stored 2 times",
+    ]
