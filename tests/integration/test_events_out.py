@@ -34,7 +34,10 @@ LIFECYCLE = ["node.launched", "node.ready", "node.terminating", "node.terminated
 
 @pytest.fixture
 async def fresh_stream() -> AsyncIterator[Stream]:
-    connection = await nats.connect(NATS_URL, connect_timeout=5, max_reconnect_attempts=0)
+    try:
+        connection = await nats.connect(NATS_URL, connect_timeout=5, max_reconnect_attempts=0)
+    except (OSError, nats.errors.NoServersError) as exc:
+        pytest.fail(f"no NATS server at {NATS_URL} ({exc}); start `nats-server -js`", pytrace=False)
     jetstream = connection.jetstream()
     with contextlib.suppress(NotFoundError):
         await jetstream.delete_stream(STREAM)
