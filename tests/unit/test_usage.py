@@ -14,6 +14,7 @@ from controlplane.events.usage import (
     billed_intervals,
     summarise,
 )
+from starter.events_cli import usage_table
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -126,3 +127,20 @@ def test_intervals_of_a_relaunch_are_one() -> None:
     [interval] = billed_intervals([Transition(at(m), s) for m, s in steps])
     assert interval.start == at(0)
     assert interval.end is None
+
+
+def test_the_terminal_table_has_a_column_per_field_and_a_line_per_row() -> None:
+    summary = summarise([node(LIFECYCLE)], start=None, end=at(99))
+    rows = [r.as_dict(GroupBy.GPU_TYPE) for r in summary]
+    header, line = usage_table(rows).splitlines()
+    assert header.split() == [
+        "tenant",
+        "gpu_type",
+        "nodes",
+        "gpu_seconds",
+        "node_hours",
+        "counting_at_end",
+        "cleanup_failed",
+    ]
+    assert line.split()[:4] == ["acme", "A100", "1", "4200.0"]
+    assert usage_table([]) == "no GPU usage in this window"
