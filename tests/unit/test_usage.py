@@ -130,7 +130,7 @@ def test_intervals_of_a_relaunch_are_one() -> None:
 
 
 def test_the_terminal_table_has_a_column_per_field_and_a_line_per_row() -> None:
-    summary = summarise([node(LIFECYCLE)], start=None, end=at(99))
+    summary = summarise([node(LIFECYCLE)], start=None, end=at(99), by=GroupBy.GPU_TYPE)
     rows = [r.as_dict(GroupBy.GPU_TYPE) for r in summary]
     header, line = usage_table(rows).splitlines()
     assert header.split() == [
