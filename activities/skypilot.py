@@ -15,7 +15,12 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import permanent, skypilot_application_error, translate_errors
+from activities.errors import (
+    permanent,
+    skypilot_application_error,
+    teardown_application_error,
+    translate_errors,
+)
 from activities.heartbeat import heartbeating
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.backend import SkyPilotBackend
@@ -56,14 +61,16 @@ class SkyPilotActivities:
         self.probe_http = probe_http
         self.probe_interval_s = probe_interval_s
 
-    def _backend(self, mode: LaunchMode) -> SkyPilotBackend:
+    def _backend(self, mode: LaunchMode, *, retryable: bool = False) -> SkyPilotBackend:
+        """The backend of ``mode``; a retryable miss lets a worker that has it take the retry."""
         backend = self.backends.get(mode)
         if backend is None:
-            raise permanent(
+            raise ApplicationError(
                 f"this worker has no SkyPilot {mode.value.upper()} access configured; for API "
                 "mode set SKYPILOT_API_SERVER_URL and SKYPILOT_SERVICE_ACCOUNT_TOKEN, for CLI mode "
                 "SKYPILOT_CLI_PATH",
-                "ConfigurationError",
+                type="ConfigurationError",
+                non_retryable=not retryable,
             )
         return backend
 
@@ -146,16 +153,25 @@ class SkyPilotActivities:
         )
 
     @activity.defn(name="down_cluster")
-    @translate_errors
     async def down_cluster(self, input: DownClusterInput) -> DownClusterResult:
-        """Down and confirm: done only when SkyPilot no longer lists the cluster."""
-        backend = self._backend(input.launch_mode)
-        async with heartbeating():
-            cancelled = (
-                await backend.cancel_launches(input.cluster_name) if (input.cancel_launches) else []
-            )
-            result = await backend.terminate(input.cluster_name, input.timeout_s)
-            status = await backend.cluster_status(input.cluster_name)
+        """Down and confirm: done only when SkyPilot no longer lists the cluster.
+
+        Every failure is retried within the cleanup budget, except the few no retry can fix
+        (SkyPilotError.permanent_for_teardown): a GPU may be running, and a 401 until a rotated
+        token arrives, a lost request or a failed `sky` run can all pass.
+        """
+        backend = self._backend(input.launch_mode, retryable=True)
+        try:
+            async with heartbeating():
+                cancelled = (
+                    await backend.cancel_launches(input.cluster_name)
+                    if input.cancel_launches
+                    else []
+                )
+                result = await backend.terminate(input.cluster_name, input.timeout_s)
+                status = await backend.cluster_status(input.cluster_name)
+        except SkyPilotError as exc:
+            raise teardown_application_error(exc) from None
         if status is not ClusterStatus.TERMINATED:
             raise ApplicationError(
                 f"cluster {input.cluster_name} is still {status.value} after down; retrying",

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # --- SkyPilot access beyond the guide ---
     skypilot_credential_previous_keys: SecretStr | None = None  # comma-separated, decrypt only
     skypilot_cli_path: str = "sky"
+    # How long the server may take to commit a POST whose response was lost: until then the
+    # POST is not sent again (docs/reliability-client.md).
+    skypilot_submit_commit_horizon: Duration = timedelta(seconds=30)
     skypilot_user_id: str = Field(default="c0a7b1e5", pattern=r"^[0-9a-z-]{1,64}$")
     skypilot_user_name: str = Field(default="controlplane", min_length=1, max_length=64)
 
@@ -167,6 +170,7 @@ class Settings(BaseSettings):
         "skypilot_terminate_timeout",
         "skypilot_status_timeout",
         "skypilot_retry_backoff",
+        "skypilot_submit_commit_horizon",
         "node_health_check_interval",
         "node_cleanup_budget",
         "node_heartbeat_timeout",
