@@ -114,7 +114,7 @@ async def node_worker(
             else fakes.launch_cluster,
             "down_cluster": sky.down_cluster if "down_cluster" in real else fakes.down_cluster,
         }
-        activities = [
+        activities: list[Callable[..., Any]] = [
             fakes.record_intent,
             fakes.record_transition,
             fakes.lookup_cluster,
