@@ -15,6 +15,7 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.attempts import records_retries
 from activities.errors import (
     permanent,
     skypilot_application_error,
@@ -75,6 +76,7 @@ class SkyPilotActivities:
         return backend
 
     @activity.defn(name="launch_cluster")
+    @records_retries
     @translate_errors
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         backend = self._backend(input.launch_mode)
@@ -106,6 +108,7 @@ class SkyPilotActivities:
         return LaunchResult(request_id=request_id)
 
     @activity.defn(name="wait_ready")
+    @records_retries
     async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
         """SkyPilot finished, the cluster is UP, and the model answers /health."""
         backend = self._backend(input.launch_mode)
@@ -145,6 +148,7 @@ class SkyPilotActivities:
         return WaitReadyResult(endpoint=endpoint)
 
     @activity.defn(name="cluster_health")
+    @records_retries
     @translate_errors
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
         status = await self._backend(input.launch_mode).cluster_status(input.cluster_name)
@@ -153,6 +157,7 @@ class SkyPilotActivities:
         )
 
     @activity.defn(name="down_cluster")
+    @records_retries
     async def down_cluster(self, input: DownClusterInput) -> DownClusterResult:
         """Down and confirm: done only when SkyPilot no longer lists the cluster.
 

@@ -23,7 +23,7 @@ from controlplane.skypilot.models import (
     RequestStatus,
     TerminateResult,
 )
-from controlplane.skypilot.observer import CallObserver, NullObserver
+from controlplane.skypilot.observer import CallObserver, NullObserver, first_call_of_a_retry
 from controlplane.skypilot.task import SkyTask
 
 T = TypeVar("T")
@@ -111,6 +111,8 @@ class ObservedCLI:
         self._observer = observer
 
     async def _observe(self, operation: str, call: Awaitable[T]) -> T:
+        if first_call_of_a_retry():
+            self._observer.call_retried(operation)
         started = time.perf_counter()
         try:
             result = await call

@@ -45,7 +45,7 @@ from controlplane.skypilot.models import (
     RequestStatus,
     TerminateResult,
 )
-from controlplane.skypilot.observer import CallObserver, NullObserver
+from controlplane.skypilot.observer import CallObserver, NullObserver, first_call_of_a_retry
 from controlplane.skypilot.responses import (
     REQUEST_ID_HEADER,
     decode_json_body,
@@ -197,6 +197,8 @@ class SkyPilotClient:
         )
 
     async def _observed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        if first_call_of_a_retry():
+            self.observer.call_retried(operation)
         started = time.perf_counter()
         try:
             result = await call()

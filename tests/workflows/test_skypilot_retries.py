@@ -47,6 +47,22 @@ TASK_SETTINGS = TaskSettings(
 )
 
 
+class RetryCounter:
+    """The client's CallObserver, keeping only the retries (skypilot_api_retries_total)."""
+
+    def __init__(self) -> None:
+        self.retried: list[str] = []
+
+    def call_finished(self, operation: str, outcome: str, seconds: float) -> None:
+        return None
+
+    def call_failed(self, operation: str, error_type: str) -> None:
+        return None
+
+    def call_retried(self, operation: str) -> None:
+        self.retried.append(operation)
+
+
 class FlakyCli:
     """The CLI backend's seam: `sky down` exits with an unclassified error ``failures`` times."""
 
@@ -93,6 +109,7 @@ async def node_worker(
     *,
     real: tuple[str, ...],
     cli: FlakyCli | None = None,
+    observer: RetryCounter | None = None,
 ) -> AsyncIterator[FakeActivities]:
     """A worker whose ``real`` activities talk to ``server``; the rest are the fakes."""
     fakes = FakeActivities(max_retries=MAX_RETRIES)
@@ -102,6 +119,7 @@ async def node_worker(
         identity=Identity("orch0001", "orchestrator"),
         retry=RetryPolicy(max_retries=MAX_RETRIES, backoff_s=0.01, jitter=0),
         transport=httpx.MockTransport(server.handler),
+        observer=observer,
     )
     backends: dict[LaunchMode, Any] = {LaunchMode.API: ApiBackend(client)}
     if cli is not None:
@@ -145,7 +163,10 @@ async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_on
 ) -> None:
     server = ScriptedServer()
     server.always("POST /launch", reply(503, {"detail": "busy"}))
-    async with node_worker(env, task_queue, server, real=("launch_cluster",)) as fakes:
+    retries = RetryCounter()
+    async with node_worker(
+        env, task_queue, server, real=("launch_cluster",), observer=retries
+    ) as fakes:
         handle = await start(env, task_queue)
         with pytest.raises(WorkflowFailureError):
             await handle.result()
@@ -153,6 +174,9 @@ async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_on
     # max_retries + 1 attempts: 4 sends, where three retry layers used to make 16.
     assert server.count("POST", "/launch") == MAX_RETRIES + 1
     assert fakes.statuses() == [NodeStatus.FAILED]
+    # Temporal's retries still show in skypilot_api_retries_total: each retried attempt's
+    # first call (the launch activity validates first).
+    assert retries.retried == ["validate"] * MAX_RETRIES
 
 
 def _down_fails_once(server: ScriptedServer, shape: str) -> None:
