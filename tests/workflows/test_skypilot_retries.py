@@ -22,25 +22,17 @@ from temporalio.worker import Worker
 from activities.skypilot import SkyPilotActivities
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.backend import ApiBackend
-from controlplane.skypilot.client import Identity, SkyPilotClient
+from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.errors import CommandError
 from controlplane.skypilot.models import ClusterRecord, ClusterStatus, TerminateResult
 from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import SkyTask, TaskSettings
-from controlplane.spec import NodeSpec
 from tests.support.scripted_sky import ScriptedServer, failed_request, reply
 from tests.workflows.fakes import FakeActivities
+from tests.workflows.test_node_workflow import SPEC
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
 
-SPEC = NodeSpec(
-    tenant="acme",
-    model="org/llama",
-    provider="aws",
-    region="us-east-1",
-    gpu_type="A100",
-    gpu_count=1,
-)
 MAX_RETRIES = 3  # SKYPILOT_MAX_RETRIES, for the client and the workflow's plan alike
 TASK_SETTINGS = TaskSettings(
     control_plane_url="http://cp.test", vllm_version="0.11.0", torch_version="2.8.0"
@@ -110,6 +102,7 @@ async def node_worker(
     real: tuple[str, ...],
     cli: FlakyCli | None = None,
     observer: RetryCounter | None = None,
+    commit_horizon: float = 30.0,
 ) -> AsyncIterator[FakeActivities]:
     """A worker whose ``real`` activities talk to ``server``; the rest are the fakes."""
     fakes = FakeActivities(max_retries=MAX_RETRIES)
@@ -120,6 +113,7 @@ async def node_worker(
         retry=RetryPolicy(max_retries=MAX_RETRIES, backoff_s=0.01, jitter=0),
         transport=httpx.MockTransport(server.handler),
         observer=observer,
+        timeouts=Timeouts(commit_horizon=commit_horizon),
     )
     backends: dict[LaunchMode, Any] = {LaunchMode.API: ApiBackend(client)}
     if cli is not None:
@@ -177,6 +171,38 @@ async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_on
     # Temporal's retries still show in skypilot_api_retries_total: each retried attempt's
     # first call (the launch activity validates first).
     assert retries.retried == ["validate"] * MAX_RETRIES
+
+
+async def test_a_launch_committed_after_the_horizon_is_found_by_the_next_attempt(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Issue 10 path 3, across attempts: the first attempt's POST loses its response and the
+    server commits it only after that attempt gave up looking (SubmitUnconfirmedError); the next
+    attempt looks the node's marker up before sending, and reattaches."""
+    server = ScriptedServer()
+    held: list[httpx.Request] = []
+
+    def accept_but_commit_later(request: httpx.Request) -> httpx.Response | None:
+        held.append(request)
+        raise httpx.ReadTimeout("response lost", request=request)
+
+    def commit_once_the_first_attempt_gave_up(request: httpx.Request) -> httpx.Response | None:
+        # Attempt 1: one look before sending, three in its 1 s horizon (at 0, 0.5 and 1 s).
+        if len(server.status_queries) > 4 and held:
+            server.store(held.pop(), "sky.launch")
+        return None
+
+    server.on("POST /launch", accept_but_commit_later)
+    server.always("GET /api/status", commit_once_the_first_attempt_gave_up)
+    async with node_worker(
+        env, task_queue, server, real=("launch_cluster",), commit_horizon=1.0
+    ) as fakes:
+        view = await _run_to_terminate(env, task_queue)
+    assert view.status is NodeStatus.TERMINATED, view.error
+    assert server.count("POST", "/launch") == 1
+    assert server.launches_of(SPEC.cluster_name) == 1
+    [launched] = fakes.rows.values()
+    assert launched.request_id == next(iter(server.requests))
 
 
 def _down_fails_once(server: ScriptedServer, shape: str) -> None:
