@@ -16,7 +16,7 @@ from typing import Protocol, TypeVar
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.cli import SkyCLI
 from controlplane.skypilot.client import SkyPilotClient
-from controlplane.skypilot.errors import RequestFailedError, SkyPilotError
+from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
 from controlplane.skypilot.models import (
     ClusterRecord,
     ClusterStatus,
@@ -172,7 +172,11 @@ class CliBackend:
                     error_type="ClusterDoesNotExist",
                 )
             if time.monotonic() >= deadline:
-                raise SkyPilotError(f"cluster {cluster_name} still {status.value} at the deadline")
+                # The same error as API mode's wait, so both become LaunchTimeout.
+                raise WaitTimeoutError(
+                    f"cluster {cluster_name} still {status.value} after {timeout:.0f}s",
+                    operation="launch",
+                )
             await asyncio.sleep(self.poll_interval)
 
     async def cluster_status(self, cluster_name: str) -> ClusterStatus:
