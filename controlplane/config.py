@@ -48,6 +48,10 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# The longest SKYPILOT_SUBMIT_COMMIT_HORIZON: it must fit in one launch attempt.
+MAX_COMMIT_HORIZON = timedelta(seconds=90)
+
+
 def _to_duration(value: Any) -> Any:
     if isinstance(value, str):
         return parse_duration(value)
@@ -181,6 +185,14 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"must be positive; expected {DURATION_HELP}")
+        return value
+
+    @field_validator("skypilot_submit_commit_horizon")
+    @classmethod
+    def _within_a_launch_attempt(cls, value: timedelta) -> timedelta:
+        # The look must fit in one API launch attempt (a 120 s start-to-close), lookups included.
+        if value > MAX_COMMIT_HORIZON:
+            raise ValueError(f"must be at most {MAX_COMMIT_HORIZON.total_seconds():.0f}s")
         return value
 
     @field_validator("skypilot_service_account_token")
