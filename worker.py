@@ -105,7 +105,10 @@ def api_client(settings: Settings, metrics: Metrics | None = None) -> SkyPilotCl
             max_retries=settings.skypilot_max_retries,
             backoff_s=settings.skypilot_retry_backoff.total_seconds(),
         ),
-        timeouts=Timeouts(read=settings.skypilot_status_timeout.total_seconds()),
+        timeouts=Timeouts(
+            read=settings.skypilot_status_timeout.total_seconds(),
+            commit_horizon=settings.skypilot_submit_commit_horizon.total_seconds(),
+        ),
         observer=metrics,
     )
 

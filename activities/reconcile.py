@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 
+from activities.attempts import records_retries
 from activities.errors import permanent, translate_errors
 from controlplane.config import Settings
 from controlplane.db.repository import NodeRepository
@@ -50,6 +51,7 @@ class ReconcileActivities:
         return backend
 
     @activity.defn(name="reconcile_scan")
+    @records_retries
     @translate_errors
     async def reconcile_scan(self, input: ReconcileScanInput) -> ReconcileScanResult:
         records = await self._inventory_backend().list_clusters()

@@ -15,7 +15,13 @@ import httpx
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.errors import permanent, skypilot_application_error, translate_errors
+from activities.attempts import records_retries
+from activities.errors import (
+    permanent,
+    skypilot_application_error,
+    teardown_application_error,
+    translate_errors,
+)
 from activities.heartbeat import heartbeating
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.backend import SkyPilotBackend
@@ -56,18 +62,21 @@ class SkyPilotActivities:
         self.probe_http = probe_http
         self.probe_interval_s = probe_interval_s
 
-    def _backend(self, mode: LaunchMode) -> SkyPilotBackend:
+    def _backend(self, mode: LaunchMode, *, retryable: bool = False) -> SkyPilotBackend:
+        """The backend of ``mode``; a retryable miss lets a worker that has it take the retry."""
         backend = self.backends.get(mode)
         if backend is None:
-            raise permanent(
+            raise ApplicationError(
                 f"this worker has no SkyPilot {mode.value.upper()} access configured; for API "
                 "mode set SKYPILOT_API_SERVER_URL and SKYPILOT_SERVICE_ACCOUNT_TOKEN, for CLI mode "
                 "SKYPILOT_CLI_PATH",
-                "ConfigurationError",
+                type="ConfigurationError",
+                non_retryable=not retryable,
             )
         return backend
 
     @activity.defn(name="launch_cluster")
+    @records_retries
     @translate_errors
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         backend = self._backend(input.launch_mode)
@@ -99,6 +108,7 @@ class SkyPilotActivities:
         return LaunchResult(request_id=request_id)
 
     @activity.defn(name="wait_ready")
+    @records_retries
     async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
         """SkyPilot finished, the cluster is UP, and the model answers /health."""
         backend = self._backend(input.launch_mode)
@@ -138,6 +148,7 @@ class SkyPilotActivities:
         return WaitReadyResult(endpoint=endpoint)
 
     @activity.defn(name="cluster_health")
+    @records_retries
     @translate_errors
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
         status = await self._backend(input.launch_mode).cluster_status(input.cluster_name)
@@ -146,16 +157,26 @@ class SkyPilotActivities:
         )
 
     @activity.defn(name="down_cluster")
-    @translate_errors
+    @records_retries
     async def down_cluster(self, input: DownClusterInput) -> DownClusterResult:
-        """Down and confirm: done only when SkyPilot no longer lists the cluster."""
-        backend = self._backend(input.launch_mode)
-        async with heartbeating():
-            cancelled = (
-                await backend.cancel_launches(input.cluster_name) if (input.cancel_launches) else []
-            )
-            result = await backend.terminate(input.cluster_name, input.timeout_s)
-            status = await backend.cluster_status(input.cluster_name)
+        """Down and confirm: done only when SkyPilot no longer lists the cluster.
+
+        Every failure is retried within the cleanup budget, except the few no retry can fix
+        (SkyPilotError.permanent_for_teardown): a GPU may be running, and a 401 until a rotated
+        token arrives, a lost request or a failed `sky` run can all pass.
+        """
+        backend = self._backend(input.launch_mode, retryable=True)
+        try:
+            async with heartbeating():
+                cancelled = (
+                    await backend.cancel_launches(input.cluster_name)
+                    if input.cancel_launches
+                    else []
+                )
+                result = await backend.terminate(input.cluster_name, input.timeout_s)
+                status = await backend.cluster_status(input.cluster_name)
+        except SkyPilotError as exc:
+            raise teardown_application_error(exc) from None
         if status is not ClusterStatus.TERMINATED:
             raise ApplicationError(
                 f"cluster {input.cluster_name} is still {status.value} after down; retrying",

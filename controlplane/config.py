@@ -48,6 +48,10 @@ class ConfigError(Exception):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
+# The longest SKYPILOT_SUBMIT_COMMIT_HORIZON: it must fit in one launch attempt.
+MAX_COMMIT_HORIZON = timedelta(seconds=90)
+
+
 def _to_duration(value: Any) -> Any:
     if isinstance(value, str):
         return parse_duration(value)
@@ -110,6 +114,9 @@ class Settings(BaseSettings):
     # --- SkyPilot access beyond the guide ---
     skypilot_credential_previous_keys: SecretStr | None = None  # comma-separated, decrypt only
     skypilot_cli_path: str = "sky"
+    # How long the server may take to commit a POST whose response was lost: until then the
+    # POST is not sent again (docs/reliability-client.md).
+    skypilot_submit_commit_horizon: Duration = timedelta(seconds=30)
     skypilot_user_id: str = Field(default="c0a7b1e5", pattern=r"^[0-9a-z-]{1,64}$")
     skypilot_user_name: str = Field(default="controlplane", min_length=1, max_length=64)
 
@@ -173,6 +180,7 @@ class Settings(BaseSettings):
         "skypilot_terminate_timeout",
         "skypilot_status_timeout",
         "skypilot_retry_backoff",
+        "skypilot_submit_commit_horizon",
         "node_health_check_interval",
         "node_cleanup_budget",
         "node_heartbeat_timeout",
@@ -185,6 +193,14 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"must be positive; expected {DURATION_HELP}")
+        return value
+
+    @field_validator("skypilot_submit_commit_horizon")
+    @classmethod
+    def _within_a_launch_attempt(cls, value: timedelta) -> timedelta:
+        # The look must fit in one API launch attempt (a 120 s start-to-close), lookups included.
+        if value > MAX_COMMIT_HORIZON:
+            raise ValueError(f"must be at most {MAX_COMMIT_HORIZON.total_seconds():.0f}s")
         return value
 
     @field_validator("skypilot_service_account_token")

@@ -31,6 +31,7 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
     from workflows import activity_refs as acts
     from workflows.inputs import require_input
     from workflows.models import (
@@ -52,7 +53,7 @@ with workflow.unsafe.imports_passed_through():
         WaitReadyInput,
     )
 
-TRANSIENT_LAUNCH_ERRORS = frozenset({"ResourcesUnavailableError", "RequestInterruptedError"})
+TRANSIENT_LAUNCH_ERRORS = TRANSIENT_ERROR_TYPES  # relaunched by the loop below (one definition)
 DEADLINE_ERRORS = frozenset({"LaunchTimeout", "ReadinessTimeout"})
 LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
 DB_RETRY = RetryPolicy(

@@ -16,14 +16,14 @@ from typing import Protocol, TypeVar
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.cli import SkyCLI
 from controlplane.skypilot.client import SkyPilotClient
-from controlplane.skypilot.errors import RequestFailedError, SkyPilotError
+from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
 from controlplane.skypilot.models import (
     ClusterRecord,
     ClusterStatus,
     RequestStatus,
     TerminateResult,
 )
-from controlplane.skypilot.observer import CallObserver, NullObserver
+from controlplane.skypilot.observer import CallObserver, NullObserver, first_call_of_a_retry
 from controlplane.skypilot.task import SkyTask
 
 T = TypeVar("T")
@@ -111,6 +111,8 @@ class ObservedCLI:
         self._observer = observer
 
     async def _observe(self, operation: str, call: Awaitable[T]) -> T:
+        if first_call_of_a_retry():
+            self._observer.call_retried(operation)
         started = time.perf_counter()
         try:
             result = await call
@@ -170,7 +172,11 @@ class CliBackend:
                     error_type="ClusterDoesNotExist",
                 )
             if time.monotonic() >= deadline:
-                raise SkyPilotError(f"cluster {cluster_name} still {status.value} at the deadline")
+                # The same error as API mode's wait, so both become LaunchTimeout.
+                raise WaitTimeoutError(
+                    f"cluster {cluster_name} still {status.value} after {timeout:.0f}s",
+                    operation="launch",
+                )
             await asyncio.sleep(self.poll_interval)
 
     async def cluster_status(self, cluster_name: str) -> ClusterStatus:

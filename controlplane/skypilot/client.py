@@ -34,6 +34,7 @@ from controlplane.skypilot.errors import (
     ServerCrashError,
     ServerUnreachableError,
     SkyPilotError,
+    SubmitUnconfirmedError,
     WaitTimeoutError,
 )
 from controlplane.skypilot.models import (
@@ -44,7 +45,7 @@ from controlplane.skypilot.models import (
     RequestStatus,
     TerminateResult,
 )
-from controlplane.skypilot.observer import CallObserver, NullObserver
+from controlplane.skypilot.observer import CallObserver, NullObserver, first_call_of_a_retry
 from controlplane.skypilot.responses import (
     REQUEST_ID_HEADER,
     decode_json_body,
@@ -59,7 +60,10 @@ log = logging.getLogger(__name__)
 API_VERSION = 62
 CLIENT_VERSION = "0.14.1"
 MARKER_PREFIX = "controlplane"
-_LOOKUP_FIELDS = (
+# Columns of a request listing. Never ``request_body``: a listing's bodies carry every request's
+# task YAML with its secrets (contract §4.2). Only the marker lookup needs bodies, and it fetches
+# those of its few candidates by id (``_marked``).
+_LISTING_FIELDS = (
     "request_id",
     "name",
     "status",
@@ -67,18 +71,14 @@ _LOOKUP_FIELDS = (
     "created_at",
     "finished_at",
     "status_msg",
-    "request_body",
+    "user_id",
 )
-# Errors after which a POST may or may not have reached the server.
-_MAYBE_SENT = (
-    httpx.ReadTimeout,
-    httpx.WriteTimeout,
-    httpx.WriteError,
-    httpx.ReadError,
-    httpx.RemoteProtocolError,
-)
-# Errors that prove the request never left (safe to send again).
+# Failures that prove the request never left this machine: the only ones the client retries
+# itself. Everything that may have reached the server is retried by the caller's owner of
+# retries, Temporal's activity retry policy (docs/reliability-client.md).
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+# Longest pause between two marker lookups while waiting out the commit horizon.
+_MAX_LOOKUP_INTERVAL_S = 5.0
 
 T = TypeVar("T")
 
@@ -96,6 +96,9 @@ class Timeouts:
     submit: float = 10.0
     read: float = 30.0  # SKYPILOT_STATUS_TIMEOUT
     long_poll: float = 60.0
+    # SKYPILOT_SUBMIT_COMMIT_HORIZON: how long after a POST whose response was lost the server
+    # may still commit it. Until then the POST counts as possibly taken and is not sent again.
+    commit_horizon: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +197,8 @@ class SkyPilotClient:
         )
 
     async def _observed(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        if first_call_of_a_retry():
+            self.observer.call_retried(operation)
         started = time.perf_counter()
         try:
             result = await call()
@@ -219,31 +224,42 @@ class SkyPilotClient:
         )
         await pause(delay)
 
-    async def _get(
-        self, operation: str, path: str, *, params: Any = None, read_timeout: float | None = None
+    async def _send(
+        self, operation: str, send: Callable[[], Awaitable[httpx.Response]]
     ) -> httpx.Response:
-        """An idempotent GET, retried on transient failures; HTTP error statuses are returned."""
-        timeout = httpx.Timeout(read_timeout or self.timeouts.read, connect=self.timeouts.connect)
+        """One HTTP exchange. Only failures that never left the machine are tried again here."""
         retry_number = 0
         while True:
             try:
-                response = await self._http.get(path, params=params, timeout=timeout)
-            except httpx.TransportError as exc:
-                error: SkyPilotError = self._unreachable(operation, exc)
-                if isinstance(exc, httpx.ReadTimeout):
-                    raise  # the caller owns the deadline of a read
-            else:
-                if is_server_crash(response):
-                    self._reconnect()
-                    error = error_from_response(response, operation)
-                elif response.status_code in (429, 502, 503, 504):
-                    error = error_from_response(response, operation)
-                else:
-                    return response
-            if retry_number >= self.retry.max_retries or not error.retryable:
-                raise error
+                return await send()
+            except _NOT_SENT as exc:
+                error = self._unreachable(operation, exc)
+                if retry_number >= self.retry.max_retries:
+                    raise error from None
             retry_number += 1
             await self._sleep_before_retry(operation, retry_number, error)
+
+    async def _get(
+        self, operation: str, path: str, *, params: Any = None, read_timeout: float | None = None
+    ) -> httpx.Response:
+        """A GET, sent once: every failure after it left is the caller's retry policy's to retry.
+
+        HTTP error statuses are returned for the caller to classify; a server crash is raised
+        (after reopening the pool, which the crash may have poisoned).
+        """
+        timeout = httpx.Timeout(read_timeout or self.timeouts.read, connect=self.timeouts.connect)
+        try:
+            response = await self._send(
+                operation, lambda: self._http.get(path, params=params, timeout=timeout)
+            )
+        except httpx.ReadTimeout:
+            raise  # the caller owns the deadline of a read
+        except httpx.TransportError as exc:
+            raise self._unreachable(operation, exc) from None
+        if is_server_crash(response):
+            self._reconnect()
+            raise error_from_response(response, operation)
+        return response
 
     async def _submit(
         self,
@@ -255,7 +271,14 @@ class SkyPilotClient:
         request_name: str,
         idempotency_key: str | None = None,
     ) -> str:
-        """POST an async operation exactly once and return its request id (contract §11.1-2)."""
+        """POST an async operation at most once and return its request id (contract §11.1-2).
+
+        With an idempotency key the cluster's requests are looked up first, so a retried
+        activity reattaches to what an earlier attempt submitted. A POST that may have reached
+        the server is never sent again by this call: after a lost response the marker is looked
+        for until the commit horizon has passed, then SubmitUnconfirmedError (retryable) leaves
+        the next attempt to look again before it sends.
+        """
         marker = _marker(operation, cluster_name or "-", idempotency_key)
         body = {**body, "env_vars": self.identity.env_vars(), "entrypoint_command": marker}
         seen: set[str] = set()
@@ -265,39 +288,71 @@ class SkyPilotClient:
                 log.info("reattached to %s request %s for %s", request_name, earlier, cluster_name)
                 return earlier
         timeout = httpx.Timeout(self.timeouts.submit, connect=self.timeouts.connect)
-        retry_number = 0
-        while True:
-            error: SkyPilotError
-            try:
-                response = await self._http.post(path, json=body, timeout=timeout)
-            except _NOT_SENT as exc:
-                error = self._unreachable(operation, exc)
-            except _MAYBE_SENT as exc:
-                error = self._unreachable(operation, exc)
-                if cluster_name is not None:
-                    found = await self._recover(cluster_name, request_name, marker, seen)
-                    if found is not None:
-                        log.warning("%s response lost; reattached to request %s", operation, found)
-                        return found
-            except httpx.TransportError as exc:
-                error = self._unreachable(operation, exc)
-            else:
-                if response.status_code == 200:
-                    request_id = response.headers.get(REQUEST_ID_HEADER)
-                    if not request_id:
-                        raise APIError(
-                            f"SkyPilot accepted {operation} but sent no {REQUEST_ID_HEADER} header",
-                            operation=operation,
-                            http_status=200,
-                        )
-                    return str(request_id)
-                error = error_from_response(response, operation)
-                if isinstance(error, ServerCrashError):
-                    self._reconnect()
-            if retry_number >= self.retry.max_retries or not error.retryable:
-                raise error
-            retry_number += 1
-            await self._sleep_before_retry(operation, retry_number, error)
+        try:
+            response = await self._send(
+                operation, lambda: self._http.post(path, json=body, timeout=timeout)
+            )
+        except httpx.TransportError as exc:
+            if cluster_name is not None:
+                found = await self._await_commit(cluster_name, request_name, marker, seen)
+                if found is not None:
+                    log.warning("%s response lost; reattached to request %s", operation, found)
+                    return found
+            raise self._unconfirmed(operation, exc, looked=cluster_name is not None) from None
+        if response.status_code == 200:
+            request_id = response.headers.get(REQUEST_ID_HEADER)
+            if not request_id:
+                raise APIError(
+                    f"SkyPilot accepted {operation} but sent no {REQUEST_ID_HEADER} header",
+                    operation=operation,
+                    http_status=200,
+                )
+            return str(request_id)
+        error = error_from_response(response, operation)
+        if isinstance(error, ServerCrashError):
+            self._reconnect()
+        raise error
+
+    def _unconfirmed(
+        self, operation: str, exc: Exception, *, looked: bool
+    ) -> SubmitUnconfirmedError:
+        looked_for = (
+            f"its marker did not appear within {self.timeouts.commit_horizon:.0f}s "
+            "(SKYPILOT_SUBMIT_COMMIT_HORIZON)"
+            if looked
+            else "it has no cluster to look it up by"
+        )
+        return SubmitUnconfirmedError(
+            f"the {operation} request to {self.base_url} may have reached the SkyPilot API server "
+            f"({type(exc).__name__}) and {looked_for}; not sent again by this attempt",
+            operation=operation,
+        )
+
+    async def _marked(
+        self, cluster_name: str, request_name: str, marker: str
+    ) -> list[RequestRecord]:
+        """The cluster's ``request_name`` requests that carry ``marker``, newest first.
+
+        0.14.1 keeps ``entrypoint_command`` only inside the request body, and bodies carry task
+        YAML with secrets. So the listing asks for no bodies; only the candidates' bodies (same
+        cluster, same operation: our own submissions) are fetched, by id, and RequestRecord
+        keeps nothing of them but the marker.
+        """
+        candidates = [
+            r.request_id for r in await self.find_requests(cluster_name, name=request_name)
+        ]
+        if not candidates:
+            return []
+        params = [("request_ids", request_id) for request_id in candidates]
+        response = await self._get("request_status", "/api/status", params=params)
+        if response.status_code != 200:
+            raise error_from_response(response, "request_status")
+        by_id = {r.request_id: r for r in self._records(decode_json_body(response))}
+        return [
+            by_id[request_id]
+            for request_id in candidates
+            if request_id in by_id and by_id[request_id].entrypoint_command == marker
+        ]
 
     async def _find_marked(
         self, cluster_name: str, request_name: str, marker: str
@@ -307,40 +362,42 @@ class SkyPilotClient:
         A marked request that FAILED or was CANCELLED is not reattached to: the caller is
         retrying on purpose and wants a new submission.
         """
-        marked = [
-            record
-            for record in await self.find_requests(cluster_name, name=request_name)
-            if record.body_field("entrypoint_command") == marker
-        ]
+        marked = await self._marked(cluster_name, request_name, marker)
         seen = {record.request_id for record in marked}
         if marked and marked[0].status not in (RequestStatus.FAILED, RequestStatus.CANCELLED):
             return marked[0].request_id, seen
         return None, seen
 
-    async def _recover(
+    async def _await_commit(
         self, cluster_name: str, request_name: str, marker: str, seen: set[str]
     ) -> str | None:
-        """After a lost response: did the POST land? Look again, the row may still be committing."""
-        for delay in (0.0, 0.5, 1.5):
+        """After a lost response: look for the marker until the commit horizon has passed.
+
+        An overloaded server commits a request it accepted late, so one empty answer proves
+        nothing; only the horizon ends the look. A failed lookup counts as no answer.
+        """
+        horizon = self.timeouts.commit_horizon
+        waited = delay = 0.0
+        while True:
             await pause(delay)
+            waited += delay
             try:
-                for record in await self.find_requests(cluster_name, name=request_name):
-                    if (
-                        record.body_field("entrypoint_command") == marker
-                        and record.request_id not in seen
-                    ):
+                for record in await self._marked(cluster_name, request_name, marker):
+                    if record.request_id not in seen:
                         return record.request_id
             except SkyPilotError as exc:
                 log.warning("lookup after a lost %s response failed: %s", request_name, exc)
-        return None
+            if waited >= horizon:
+                return None
+            delay = min(max(2 * delay, 0.5), _MAX_LOOKUP_INTERVAL_S, horizon - waited)
 
     # --- requests --------------------------------------------------------------------------------
     async def find_requests(
         self, cluster_name: str, *, name: str | None = None
     ) -> list[RequestRecord]:
-        """Every request (any status) recorded for a cluster, newest first."""
+        """Every request (any status) recorded for a cluster, newest first, without bodies."""
         params: list[tuple[str, str]] = [("cluster_name", cluster_name), ("all_status", "true")]
-        params += [("fields", f) for f in _LOOKUP_FIELDS]
+        params += [("fields", f) for f in _LISTING_FIELDS]
         response = await self._get("request_status", "/api/status", params=params)
         if response.status_code != 200:
             raise error_from_response(response, "request_status")
@@ -493,9 +550,13 @@ class SkyPilotClient:
                 "env_vars": self.identity.env_vars(),
             }
             try:
-                response = await self._http.post("/validate", json=body)
+                response = await self._send(
+                    "validate", lambda: self._http.post("/validate", json=body)
+                )
             except httpx.TransportError as exc:
-                raise self._unreachable("validate", exc) from exc
+                raise self._unreachable("validate", exc) from None
+            if is_server_crash(response):
+                self._reconnect()
             if response.status_code == 200:
                 return
             if response.status_code == 400:

@@ -3,6 +3,10 @@
 Callers decide what to do from three properties, never from class checks scattered around:
 ``retryable`` (contract §11.7), ``not_found`` (contract §11.5) and the SkyPilot ``error_type``.
 Messages are ANSI-stripped and never carry request bodies, so they are safe to log.
+
+This module imports nothing but ``re``: workflow code imports its sets (the transient error
+types, the permanent teardown errors) so that one definition serves the activities and the
+workflows alike.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ NOT_FOUND_ERROR_TYPES = frozenset({"ClusterDoesNotExist", "ClusterNotUpError"})
 
 # HTTP statuses worth another attempt: throttling, gateway trouble and a server that is draining.
 RETRYABLE_HTTP_STATUSES = frozenset({408, 429, 502, 503, 504})
+
+# Teardown retries every failure within NODE_CLEANUP_BUDGET except these, which no retry can
+# ever fix (docs/reliability-client.md):
+# - InvalidClusterNameError: SkyPilot refuses the name itself, so no cluster of that name can
+#   exist and there is nothing to tear down;
+# - HTTP 422: the server's schema rejects the body we built; the same body is rejected forever.
+# A cluster SkyPilot does not know (ClusterDoesNotExist) is not an error: it is already gone.
+PERMANENT_TEARDOWN_ERROR_TYPES = frozenset({"InvalidClusterNameError"})
+PERMANENT_TEARDOWN_HTTP_STATUSES = frozenset({422})
 
 
 def strip_ansi(text: str) -> str:
@@ -59,6 +72,19 @@ class SkyPilotError(Exception):
         """True when the cluster or request asked about does not exist."""
         return self.error_type in NOT_FOUND_ERROR_TYPES
 
+    @property
+    def permanent_for_teardown(self) -> bool:
+        """True only when retrying a down can never help (see PERMANENT_TEARDOWN_ERROR_TYPES).
+
+        Everything else may pass: a 401 until a rotated token reaches the workers, a 404 on
+        /api/get after the server lost a request, a RuntimeError inside the server, a `sky`
+        that failed once. A teardown keeps trying those until its budget runs out.
+        """
+        return (
+            self.error_type in PERMANENT_TEARDOWN_ERROR_TYPES
+            or self.http_status in PERMANENT_TEARDOWN_HTTP_STATUSES
+        )
+
     def __str__(self) -> str:
         parts = [self.message]
         details = []
@@ -84,6 +110,13 @@ class ServerUnreachableError(SkyPilotError):
     @property
     def retryable(self) -> bool:
         return True
+
+
+class SubmitUnconfirmedError(ServerUnreachableError):
+    """A POST may have reached the server, and no lookup proved that it did or did not land.
+
+    Retryable: the next attempt looks the request up by its marker before it sends again.
+    """
 
 
 class APIError(SkyPilotError):

@@ -85,7 +85,9 @@ class RequestRecord(BaseModel):
     should_retry: bool | None = None
     return_value: Any = None
     error: RequestError | None = None
-    request_body: Any = None
+    # The submission marker (contract §3.1), the one thing read from a request body. The body
+    # itself is never kept: a launch's holds the task YAML with its secrets.
+    entrypoint_command: str | None = Field(default=None, alias="request_body")
 
     @property
     def status(self) -> RequestStatus:
@@ -107,15 +109,13 @@ class RequestRecord(BaseModel):
             "message": str(value.get("message") or ""),
         }
 
-    @field_validator("request_body", mode="before")
+    @field_validator("entrypoint_command", mode="before")
     @classmethod
-    def _decode_request_body(cls, value: Any) -> Any:
+    def _marker_of_body(cls, value: Any) -> Any:
         # Readable form: a JSON string. Full form: a pickle, which we never open.
         decoded = decode_json_string(value)
-        return decoded if isinstance(decoded, dict) else None
-
-    def body_field(self, key: str) -> Any:
-        return self.request_body.get(key) if isinstance(self.request_body, dict) else None
+        marker = decoded.get("entrypoint_command") if isinstance(decoded, dict) else None
+        return marker if isinstance(marker, str) else None
 
 
 class ClusterRecord(BaseModel):

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Protocol
+
+# True while a retried attempt of the caller's retry owner (a Temporal activity attempt after
+# the first) has not yet made a SkyPilot call: its first call is recorded as a retry.
+_RETRIED_ATTEMPT: ContextVar[bool] = ContextVar("skypilot_retried_attempt", default=False)
 
 
 class CallObserver(Protocol):
@@ -25,3 +32,21 @@ class NullObserver:
 
     def call_retried(self, operation: str) -> None:
         return None
+
+
+@contextlib.contextmanager
+def attempt(*, retried: bool) -> Iterator[None]:
+    """Run one attempt of a caller that retries SkyPilot calls (an activity) in this context."""
+    token = _RETRIED_ATTEMPT.set(retried)
+    try:
+        yield
+    finally:
+        _RETRIED_ATTEMPT.reset(token)
+
+
+def first_call_of_a_retry() -> bool:
+    """True for the first SkyPilot call of a retried attempt, and only for it."""
+    if not _RETRIED_ATTEMPT.get():
+        return False
+    _RETRIED_ATTEMPT.set(False)
+    return True

@@ -1,4 +1,9 @@
-"""Backoff for transient SkyPilot failures: exponential, capped at 10x, honouring Retry-After."""
+"""Backoff of the client's own retries: exponential, capped at 10x, honouring Retry-After.
+
+The client retries only failures that never left the machine (connect errors, the pool's own
+timeouts); Temporal's activity retry policy, built from the same SKYPILOT_MAX_RETRIES and
+SKYPILOT_RETRY_BACKOFF, retries everything that may have reached the server.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,7 @@ MAX_RETRY_AFTER_S = 600.0
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """``max_retries`` further attempts after the first (SKYPILOT_MAX_RETRIES)."""
+    """``max_retries`` further connection attempts after the first (SKYPILOT_MAX_RETRIES)."""
 
     max_retries: int = 3
     backoff_s: float = 5.0  # SKYPILOT_RETRY_BACKOFF

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -143,7 +144,41 @@ async def test_submission_marker_round_trips_for_reattachment(client: SkyPilotCl
     first = await client.down(name, idempotency_key="contract-key")
     records = await client.find_requests(name, name="sky.down")
     assert [r.request_id for r in records] == [first]
-    assert records[0].body_field("entrypoint_command").endswith("key=contract-key")
+    # A listing carries no bodies (they hold launches' secrets), so no marker either ...
+    assert records[0].entrypoint_command is None
+    # ... which the marker lookup reads by id, where the server answers the body.
+    marker = (await client.request_status(first)).entrypoint_command
+    assert marker is not None
+    assert marker.endswith("key=contract-key")
+
+
+def test_a_listing_without_request_body_leaves_the_body_out(backend: Backend) -> None:
+    """What the client's listings rely on: fields= without request_body answers no body, while a
+    lookup by id answers the body (whose entrypoint_command carries the marker)."""
+    name = unique("ct-fields")
+    marker = f"controlplane down {name} key=fields"
+    body = {"cluster_name": name, "env_vars": USER, "entrypoint_command": marker}
+    posted = httpx.post(f"{backend.url}/down", json=body, headers=VERSION_HEADERS, timeout=10)
+    request_id = posted.headers["X-Skypilot-Request-ID"]
+    fields = ["request_id", "name", "status", "cluster_name", "created_at", "user_id"]
+    listing = httpx.get(
+        f"{backend.url}/api/status",
+        params=[("cluster_name", name), ("all_status", "true"), *[("fields", f) for f in fields]],
+        headers=VERSION_HEADERS,
+        timeout=10,
+    )
+    assert listing.status_code == 200, listing.text
+    [row] = listing.json()
+    assert row["request_id"] == request_id
+    assert marker not in listing.text
+    assert "env_vars" not in listing.text
+    by_id = httpx.get(
+        f"{backend.url}/api/status",
+        params={"request_ids": request_id},
+        headers=VERSION_HEADERS,
+        timeout=10,
+    )
+    assert json.loads(by_id.json()[0]["request_body"])["entrypoint_command"] == marker
 
 
 async def test_validate_rejects_bad_tasks_before_submission(client: SkyPilotClient) -> None:

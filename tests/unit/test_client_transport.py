@@ -1,136 +1,39 @@
 """Client behaviour at the edges the real server rarely shows: lost responses, retries, crashes.
 
 A scripted transport stands in for the server so each edge happens exactly when the test says.
+The client itself retries only what never left the machine; everything else is raised, with
+its retryability, for the activity's retry policy (tests/workflows/test_skypilot_retries.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
+from controlplane.skypilot.backend import ApiBackend
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.errors import (
     APIError,
     AuthenticationError,
     RequestFailedError,
+    ServerCrashError,
     ServerUnreachableError,
+    SubmitUnconfirmedError,
     WaitTimeoutError,
 )
 from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import SkyTask
+from tests.support.scripted_sky import ScriptedServer, lost_after_storing, raise_, reply
 
 TOKEN = "sky_unit-test-token-value-123456"
 TASK = SkyTask(
     name="c1", document={"name": "c1", "run": "echo"}, secrets={"HF_TOKEN": SecretStr("hf_zzz999")}
 )
-
-
-class ScriptedServer:
-    """Minimal in-memory API server; ``script`` hooks decide per call what goes wrong."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, dict[str, Any]] = {}
-        self.calls: list[tuple[str, str]] = []
-        self.seen_headers: list[httpx.Headers] = []
-        self.bodies: list[dict[str, Any]] = []
-        self.script: dict[str, list[Callable[[httpx.Request], httpx.Response | None]]] = {}
-
-    def on(self, key: str, *actions: Callable[[httpx.Request], httpx.Response | None]) -> None:
-        self.script.setdefault(key, []).extend(actions)
-
-    def store(self, request: httpx.Request, name: str, status: str = "PENDING") -> str:
-        body = json.loads(request.content)
-        request_id = str(uuid.uuid4())
-        self.requests[request_id] = {
-            "request_id": request_id,
-            "name": name,
-            "status": status,
-            "cluster_name": body.get("cluster_name"),
-            "created_at": len(self.requests),
-            "request_body": json.dumps(body),
-            "return_value": "null",
-            "error": "null",
-        }
-        return request_id
-
-    def handler(self, request: httpx.Request) -> httpx.Response:
-        key = f"{request.method} {request.url.path}"
-        self.calls.append((request.method, request.url.path))
-        self.seen_headers.append(request.headers)
-        if request.method == "POST":
-            self.bodies.append(json.loads(request.content))
-        actions = self.script.get(key)
-        if actions:
-            result = actions.pop(0)(request)
-            if result is not None:
-                return result
-        if request.method == "POST":
-            name = {"/launch": "sky.launch", "/down": "sky.down", "/status": "sky.status"}[
-                request.url.path
-            ]
-            request_id = self.store(request, name)
-            return httpx.Response(200, json=None, headers={"X-Skypilot-Request-ID": request_id})
-        if request.url.path == "/api/status":
-            cluster = request.url.params.get("cluster_name")
-            ids = request.url.params.get_list("request_ids")
-            rows = [
-                r
-                for r in self.requests.values()
-                if (cluster is None or r["cluster_name"] == cluster)
-                and (not ids or r["request_id"] in ids)
-            ]
-            rows.sort(key=lambda r: r["created_at"], reverse=True)
-            return httpx.Response(200, json=rows)
-        if request.url.path == "/api/get":
-            row = self.requests.get(request.url.params["request_id"])
-            if row is None:
-                return httpx.Response(404, json={"detail": "not found"})
-            return httpx.Response(200, json={**row, "status": "SUCCEEDED", "return_value": "[]"})
-        return httpx.Response(404, json={"detail": "Not Found"})
-
-    def count(self, method: str, path: str) -> int:
-        return self.calls.count((method, path))
-
-
-def lost_after_storing(
-    server: ScriptedServer, name: str
-) -> Callable[[httpx.Request], httpx.Response | None]:
-    def act(request: httpx.Request) -> httpx.Response | None:
-        server.store(request, name)
-        raise httpx.ReadTimeout("response lost", request=request)
-
-    return act
-
-
-def raise_(
-    exc_type: type[httpx.TransportError],
-) -> Callable[[httpx.Request], httpx.Response | None]:
-    def act(request: httpx.Request) -> httpx.Response | None:
-        raise exc_type("boom", request=request)
-
-    return act
-
-
-def reply(
-    status: int,
-    body: Any = None,
-    *,
-    text: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Callable[[httpx.Request], httpx.Response | None]:
-    def act(request: httpx.Request) -> httpx.Response | None:
-        if text is not None:
-            return httpx.Response(status, text=text, headers={"content-type": "text/plain"})
-        return httpx.Response(status, json=body, headers=headers)
-
-    return act
 
 
 @pytest.fixture
@@ -172,21 +75,50 @@ async def test_lost_launch_response_reattaches_instead_of_resubmitting(
 
 
 @pytest.mark.parametrize("failure", [httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError])
-async def test_post_that_never_landed_is_sent_again(
+async def test_post_that_may_have_landed_is_not_sent_again_by_the_attempt(
     server: ScriptedServer, sleeps: list[float], failure: type[httpx.TransportError]
 ) -> None:
     server.on("POST /launch", raise_(failure))
-    async with make_client(server) as sky:
-        request_id = await sky.launch("c1", TASK)
+    async with make_client(server, timeouts=Timeouts(commit_horizon=10)) as sky:
+        with pytest.raises(SubmitUnconfirmedError, match="SKYPILOT_SUBMIT_COMMIT_HORIZON") as lost:
+            await sky.launch("c1", TASK, idempotency_key="wf-1")
+        assert lost.value.retryable
+        assert server.count("POST", "/launch") == 1
+        assert sum(sleeps) >= 10  # it looked for the marker for the whole horizon
+        # The next activity attempt looks the marker up first, finds nothing, and sends once.
+        request_id = await sky.launch("c1", TASK, idempotency_key="wf-1")
     assert server.count("POST", "/launch") == 2
     assert list(server.requests) == [request_id]
-    assert server.count("GET", "/api/status") >= 1  # it looked before sending again
 
 
-async def test_connect_error_is_retried_without_lookup(
+async def test_a_late_commit_within_the_horizon_is_reattached_not_resent(
     server: ScriptedServer, sleeps: list[float]
 ) -> None:
-    server.on("POST /down", raise_(httpx.ConnectError))
+    held: list[httpx.Request] = []
+
+    def accept_but_commit_later(request: httpx.Request) -> httpx.Response | None:
+        held.append(request)
+        raise httpx.ReadTimeout("response lost", request=request)
+
+    def commit_on_the_fifth_look(request: httpx.Request) -> httpx.Response | None:
+        if len(server.status_queries) >= 5 and held:
+            server.store(held.pop(), "sky.launch")
+        return None
+
+    server.on("POST /launch", accept_but_commit_later)
+    server.always("GET /api/status", commit_on_the_fifth_look)
+    async with make_client(server, timeouts=Timeouts(commit_horizon=30)) as sky:
+        request_id = await sky.launch("c1", TASK, idempotency_key="wf-2")
+    assert server.count("POST", "/launch") == 1
+    assert list(server.requests) == [request_id]
+    assert sum(sleeps) > 2  # longer than the old fixed 2 s look
+
+
+@pytest.mark.parametrize("failure", [httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout])
+async def test_failures_that_never_left_are_retried_without_lookup(
+    server: ScriptedServer, sleeps: list[float], failure: type[httpx.TransportError]
+) -> None:
+    server.on("POST /down", raise_(failure))
     async with make_client(server) as sky:
         await sky.down("c1")
     assert server.count("POST", "/down") == 2
@@ -194,17 +126,29 @@ async def test_connect_error_is_retried_without_lookup(
     assert sleeps == [1.0]
 
 
-async def test_503_honours_retry_after_then_backs_off_exponentially_capped(
+async def test_503_is_raised_for_the_retry_policy_with_its_retry_after(
     server: ScriptedServer, sleeps: list[float]
 ) -> None:
-    busy = reply(503, {"detail": "busy"}, headers={"Retry-After": "4"})
-    server.on("POST /down", busy, reply(503, {"detail": "busy"}), reply(503, {"detail": "busy"}))
-    async with make_client(
-        server, retry=RetryPolicy(max_retries=3, backoff_s=4.0, max_factor=1.5, jitter=0)
-    ) as sky:
-        await sky.down("c1")
-    assert sleeps == [4.0, 6.0, 6.0]  # Retry-After, then 2x4=8 capped at 1.5x4=6
-    assert server.count("POST", "/down") == 4
+    server.always("POST /down", reply(503, {"detail": "busy"}, headers={"Retry-After": "4"}))
+    async with make_client(server) as sky:
+        with pytest.raises(APIError) as busy:
+            await sky.down("c1")
+    assert busy.value.retryable
+    assert busy.value.retry_after_s == 4.0
+    assert server.count("POST", "/down") == 1  # sent once: Temporal owns the retry
+    assert sleeps == []
+
+
+async def test_503_on_a_get_is_not_retried_by_the_client(
+    server: ScriptedServer, sleeps: list[float]
+) -> None:
+    server.always("GET /api/health", reply(503, {"detail": "busy"}))
+    async with make_client(server) as sky:
+        with pytest.raises(APIError) as busy:
+            await sky.health()
+    assert busy.value.retryable
+    assert server.count("GET", "/api/health") == 1
+    assert sleeps == []
 
 
 async def test_retries_stop_at_max_retries(server: ScriptedServer, sleeps: list[float]) -> None:
@@ -213,6 +157,7 @@ async def test_retries_stop_at_max_retries(server: ScriptedServer, sleeps: list[
         with pytest.raises(ServerUnreachableError, match="SKYPILOT_API_SERVER_URL"):
             await sky.health()
     assert server.count("GET", "/api/health") == 3
+    assert sleeps == [1.0, 2.0]
 
 
 async def test_auth_errors_are_not_retried(server: ScriptedServer, sleeps: list[float]) -> None:
@@ -224,7 +169,7 @@ async def test_auth_errors_are_not_retried(server: ScriptedServer, sleeps: list[
     assert sleeps == []
 
 
-async def test_text_plain_500_reopens_the_connection_and_retries_a_get(
+async def test_text_plain_500_reopens_the_connection_and_is_raised(
     server: ScriptedServer, sleeps: list[float]
 ) -> None:
     server.on(
@@ -234,9 +179,12 @@ async def test_text_plain_500_reopens_the_connection_and_retries_a_get(
     )
     async with make_client(server) as sky:
         first_pool = sky._http
-        health = await sky.health()
+        with pytest.raises(ServerCrashError) as crash:
+            await sky.health()
+        assert crash.value.retryable
         assert sky._http is not first_pool
-    assert health.healthy
+        assert (await sky.health()).healthy  # the retry (the caller's) gets a fresh pool
+    assert server.count("GET", "/api/health") == 2
 
 
 async def test_idempotency_key_reattaches_to_a_live_request_across_clients(
@@ -266,9 +214,11 @@ async def test_lost_response_after_a_failed_attempt_does_not_reattach_to_the_old
         first = await sky.launch("c1", TASK, idempotency_key="wf-9")
         server.requests[first]["status"] = "FAILED"
         server.on("POST /launch", raise_(httpx.ReadTimeout))
+        with pytest.raises(SubmitUnconfirmedError):
+            await sky.launch("c1", TASK, idempotency_key="wf-9")
         second = await sky.launch("c1", TASK, idempotency_key="wf-9")
     assert second != first
-    assert server.count("POST", "/launch") == 3  # first, the lost one that never landed, the resend
+    assert server.count("POST", "/launch") == 3  # first, the lost one that never landed, the next
 
 
 async def test_every_call_carries_version_headers_token_and_identity(
@@ -356,7 +306,7 @@ async def test_token_and_secrets_never_logged(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     server.on("POST /launch", lost_after_storing(server, "sky.launch"))
-    server.on("POST /down", reply(503, {"detail": "busy"}))
+    server.on("POST /down", raise_(httpx.ConnectError))
     async with make_client(server) as sky:
         await sky.launch("c1", TASK)
         await sky.down("c1")
@@ -395,3 +345,26 @@ async def test_request_failure_message_has_no_ansi(server: ScriptedServer) -> No
             await sky.wait_for_request(request_id, timeout=5)
     assert failure.value.message == "Run: sky check"
     assert not failure.value.retryable
+
+
+async def test_lookups_ask_for_no_bodies_except_their_own_candidates(
+    server: ScriptedServer, sleeps: list[float]
+) -> None:
+    """A listing's bodies hold every launch's secrets: listings never ask for request_body; the
+    marker lookup fetches by id only the bodies of same-operation requests (issue 8 §6)."""
+    async with make_client(server) as sky:
+        launch_id = await sky.launch("c1", TASK, idempotency_key="wf-b")
+        down_id = await sky.down("c1", idempotency_key="wf-b")
+        assert await sky.down("c1", idempotency_key="wf-b") == down_id  # reattached by marker
+        records = await sky.find_requests("c1")
+        await ApiBackend(sky).cancel_launches("c1")
+    listings = [q for q in server.status_queries if not q.get_list("request_ids")]
+    assert len(listings) >= 3
+    for query in listings:
+        assert query.get_list("fields"), "a listing without fields= answers every body"
+        assert "request_body" not in query.get_list("fields")
+    fetched = {i for q in server.status_queries for i in q.get_list("request_ids")}
+    assert fetched == {down_id}  # the down's lookup never read the launch's body
+    assert launch_id not in fetched
+    assert {r.name for r in records} == {"sky.launch", "sky.down"}
+    assert "hf_zzz999" not in repr(records)

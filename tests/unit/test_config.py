@@ -25,6 +25,7 @@ def test_guide_defaults() -> None:
     assert settings.skypilot_status_timeout == timedelta(seconds=30)
     assert settings.skypilot_max_retries == 3
     assert settings.skypilot_retry_backoff == timedelta(seconds=5)
+    assert settings.skypilot_submit_commit_horizon == timedelta(seconds=30)
     assert settings.skypilot_api_server_url is None
     assert settings.skypilot_credential_encryption_key is None
 
@@ -73,6 +74,12 @@ def test_hex_key_is_accepted() -> None:
         ({"SKYPILOT_LAUNCH_TIMEOUT": "ten minutes"}, "SKYPILOT_LAUNCH_TIMEOUT", "Go duration"),
         ({"SKYPILOT_RETRY_BACKOFF": "-5s"}, "SKYPILOT_RETRY_BACKOFF", "positive"),
         ({"SKYPILOT_MAX_RETRIES": "-1"}, "SKYPILOT_MAX_RETRIES", "greater than or equal to 0"),
+        (
+            {"SKYPILOT_SUBMIT_COMMIT_HORIZON": "5m"},
+            "SKYPILOT_SUBMIT_COMMIT_HORIZON",
+            "at most 90s",
+        ),
+        ({"SKYPILOT_SUBMIT_COMMIT_HORIZON": "0s"}, "SKYPILOT_SUBMIT_COMMIT_HORIZON", "positive"),
         ({"SKYPILOT_API_SERVER_URL": "ftp://sky"}, "SKYPILOT_API_SERVER_URL", "http(s)"),
         ({"SKYPILOT_API_SERVER_URL": "sky.example.com"}, "SKYPILOT_API_SERVER_URL", "http(s)"),
         (

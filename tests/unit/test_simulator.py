@@ -6,6 +6,7 @@ client sees on the wire.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -19,8 +20,10 @@ from typing import Any
 import httpx
 import pytest
 
+from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.models import RequestRecord, RequestStatus
 from controlplane.skypilot.sim import SimConfig, SimulatorServer
+from controlplane.skypilot.task import SkyTask
 
 USER = {"SKYPILOT_USER_ID": "orch0001", "SKYPILOT_USER": "orchestrator"}
 VERSION_HEADERS = {"X-SkyPilot-API-Version": "62", "X-SkyPilot-Version": "0.14.1"}
@@ -558,6 +561,51 @@ def test_a_dropped_response_still_creates_exactly_one_request(http: httpx.Client
     assert counters["dropped_responses"] == 1
     assert counters["calls"]["POST /launch"] == 1
     launch(http, "c-drop")  # the next response is delivered again
+
+
+def test_late_commit_hides_an_accepted_request_until_it_commits(http: httpx.Client) -> None:
+    set_faults(http, drop_next_responses=1, late_commit_s=0.5)
+    marker = "controlplane launch c-late key=late"
+    body = {"task": TASK, "cluster_name": "c-late", "env_vars": USER, "entrypoint_command": marker}
+    with pytest.raises((httpx.RemoteProtocolError, httpx.ReadError)):
+        http.post("/launch", json=body)
+    params = {"cluster_name": "c-late", "all_status": "true"}
+    assert http.get("/api/status", params=params).json() == []  # accepted, not committed yet
+    assert http.get("/sim/counters").json()["launch_requests"] == {}
+    wait_until(lambda: bool(http.get("/api/status", params=params).json()))
+    rows = http.get("/api/status", params=params).json()
+    assert [json.loads(r["request_body"])["entrypoint_command"] for r in rows] == [marker]
+    assert result(http, rows[0]["request_id"])["job_id"] == 1
+    assert http.get("/sim/counters").json()["launch_requests"] == {"c-late": 1}
+
+
+async def test_client_reattaches_to_a_late_commit_instead_of_launching_twice(
+    server: SimulatorServer, http: httpx.Client
+) -> None:
+    """Issue 10 path 3: the server commits a launch 3 s after losing its response, later than
+    the client's old ~2 s look; the client must wait for the marker, never POST again."""
+    late_s = 3.0
+    server.set_faults(drop_next_responses=1, late_commit_s=late_s)
+    task = SkyTask(
+        name="probe",
+        document={
+            "name": "probe",
+            "resources": {"infra": "aws/us-east-1", "accelerators": "A100:1", "ports": [8000]},
+            "run": "echo hello",
+        },
+    )
+    started = time.monotonic()
+    async with SkyPilotClient(
+        server.url,
+        identity=Identity("orch0001", "orchestrator"),
+        timeouts=Timeouts(commit_horizon=15),
+    ) as sky:
+        request_id = await sky.launch("c-late2", task, idempotency_key="node-late")
+        await asyncio.sleep(max(0.0, started + late_s + 0.5 - time.monotonic()))
+        counters = server.counters()
+        assert counters["launch_requests"] == {"c-late2": 1}
+        assert counters["calls"]["POST /launch"] == 1
+        assert [r.request_id for r in await sky.find_requests("c-late2")] == [request_id]
 
 
 def test_preemption_removes_the_cluster(http: httpx.Client) -> None:

@@ -27,6 +27,9 @@ class Faults(BaseModel):
     retry_after_s: int = Field(default=1, ge=0)
     drop_next_responses: int = Field(default=0, ge=0)
     drop_response_rate: float = Field(default=0.0, ge=0.0, le=1.0)
+    # An overloaded server's late commit: a request whose response is lost becomes visible
+    # (in /api/status, /api/get, the counters) and starts only this many seconds later.
+    late_commit_s: float = Field(default=0.0, ge=0.0)
     slow_response_s: float = Field(default=0.0, ge=0.0)
     preempt_after_s: float | None = Field(default=None, ge=0.0)
     seed: int | None = None

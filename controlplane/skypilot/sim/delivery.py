@@ -1,8 +1,9 @@
 """The outermost layer: counts calls, delays responses, loses responses, breaks connections.
 
 Lost responses (``drop_next_responses`` / ``drop_response_rate``) apply to ``POST /launch``,
-``/down`` and ``/stop``. The route has run by the time the response starts, so the request is
-stored and runs normally; then, instead of the response, the TCP connection is aborted:
+``/down`` and ``/stop``: their route decides (``DROP_RESPONSE_KEY`` in the scope) when it accepts
+the request, which is stored and runs normally (or, with ``late_commit_s``, only that much
+later); then, instead of the response, the TCP connection is aborted:
 this layer sits directly on uvicorn's ``send``, which is a bound method of uvicorn's
 per-request cycle, and that cycle holds the connection's asyncio transport. The client sees
 the connection close with no HTTP response at all (httpx: RemoteProtocolError) at once.
@@ -28,7 +29,8 @@ from controlplane.skypilot.sim.state import SimState
 
 log = logging.getLogger(__name__)
 
-DROPPABLE = frozenset({("POST", "/launch"), ("POST", "/down"), ("POST", "/stop")})
+# Set True in the scope by a route whose accepted request's response is to be lost.
+DROP_RESPONSE_KEY = "sim.drop_response"
 # /sim/* control calls are not counted: they are not SkyPilot traffic. Model probes are.
 _CONTROL_PREFIXES = (
     "/sim/counters",
@@ -92,7 +94,6 @@ async def deliver(
         _reset_connection(transport)
         await _wait_for_disconnect(receive, _ABORT_LIMIT_S)
         return
-    droppable = (method, path) in DROPPABLE
     slowable = path != "/api/health" and not path.startswith("/sim/")
     dropped = False
     aborted = False
@@ -100,7 +101,7 @@ async def deliver(
     async def shaped_send(message: Message) -> None:
         nonlocal dropped, aborted
         if message["type"] == "http.response.start":
-            if droppable and message["status"] == 200 and state.take_drop():
+            if message["status"] == 200 and scope.get(DROP_RESPONSE_KEY) is True:
                 dropped = True
                 aborted = _abort_connection(send)
                 log.info("dropping the response to %s %s", method, path)

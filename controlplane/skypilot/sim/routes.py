@@ -21,6 +21,7 @@ from controlplane.skypilot.sim.contract import (
     USER_ID_ENV_VAR,
     VERSION,
 )
+from controlplane.skypilot.sim.delivery import DROP_RESPONSE_KEY
 from controlplane.skypilot.sim.exceptions import serialize_exception_json
 from controlplane.skypilot.sim.middleware import (
     auth_user_of,
@@ -61,8 +62,13 @@ def _submit(
     *,
     long: bool = False,
     cluster_name: str | None = None,
+    droppable: bool = False,
 ) -> None:
-    """executor.prepare_request_async + schedule: identity, stamping, storing, starting."""
+    """executor.prepare_request_async + schedule: identity, stamping, storing, starting.
+
+    A ``droppable`` submission may have its response lost (faults ``drop_*``), and its commit
+    then delayed by ``late_commit_s``.
+    """
     state = sim_state(http)
     if "env_vars" not in body.model_fields_set:
         body.env_vars = state.server_env_vars()
@@ -84,22 +90,33 @@ def _submit(
         cluster_name=cluster_name,
         server_netloc=http.headers.get("host") or http.url.netloc,
     )
-    state.submit(request, operation)
+    dropped = droppable and state.take_drop()
+    if dropped:
+        http.scope[DROP_RESPONSE_KEY] = True
+    state.submit(request, operation, commit_after_s=state.faults.late_commit_s if dropped else 0)
 
 
 @router.post("/launch")
 async def launch(http: HttpRequest, body: LaunchBody) -> None:
-    _submit(http, "sky.launch", body, operations.launch, long=True, cluster_name=body.cluster_name)
+    _submit(
+        http,
+        "sky.launch",
+        body,
+        operations.launch,
+        long=True,
+        cluster_name=body.cluster_name,
+        droppable=True,
+    )
 
 
 @router.post("/down")
 async def down(http: HttpRequest, body: StopOrDownBody) -> None:
-    _submit(http, "sky.down", body, operations.down, cluster_name=body.cluster_name)
+    _submit(http, "sky.down", body, operations.down, cluster_name=body.cluster_name, droppable=True)
 
 
 @router.post("/stop")
 async def stop(http: HttpRequest, body: StopOrDownBody) -> None:
-    _submit(http, "sky.stop", body, operations.stop, cluster_name=body.cluster_name)
+    _submit(http, "sky.stop", body, operations.stop, cluster_name=body.cluster_name, droppable=True)
 
 
 @router.post("/status")

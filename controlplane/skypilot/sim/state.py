@@ -63,6 +63,8 @@ class SimState:
         self.clusters: dict[str, Cluster] = {}
         self._cluster_locks: dict[str, asyncio.Lock] = {}
         self._long_slots: asyncio.Semaphore | None = None
+        # Accepted requests not yet committed (the late_commit_s fault), by request id.
+        self._pending_commits: dict[str, asyncio.TimerHandle] = {}
         self.calls: Counter[str] = Counter()
         self.launch_requests: Counter[str] = Counter()
         self.dropped_responses = 0
@@ -167,8 +169,22 @@ class SimState:
         }
 
     # --- requests ------------------------------------------------------------------------------
-    def submit(self, request: Request, operation: Operation) -> None:
-        """Store a request and start running it; the caller answers the POST right away."""
+    def submit(self, request: Request, operation: Operation, *, commit_after_s: float = 0) -> None:
+        """Store a request and start running it; the caller answers the POST right away.
+
+        With ``commit_after_s`` the request is stored and started only that much later, as an
+        overloaded server commits what it accepted: until then nobody can see it.
+        """
+        if commit_after_s > 0:
+            loop = asyncio.get_running_loop()
+            self._pending_commits[request.request_id] = loop.call_later(
+                commit_after_s, self._commit, request, operation
+            )
+            return
+        self._commit(request, operation)
+
+    def _commit(self, request: Request, operation: Operation) -> None:
+        self._pending_commits.pop(request.request_id, None)
         self.requests[request.request_id] = request
         if request.name == "sky.launch" and request.cluster_name is not None:
             self.launch_requests[request.cluster_name] += 1
@@ -341,14 +357,21 @@ class SimState:
     # --- lifecycle -----------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget everything: requests (running ones are stopped), clusters, counters, faults."""
+        self._drop_pending_commits()
         for request in list(self.requests.values()):
             self.cancel(request)
         for cluster in list(self.clusters.values()):
             self._cancel_timer(cluster)
         self._clear()
 
+    def _drop_pending_commits(self) -> None:
+        for handle in self._pending_commits.values():
+            handle.cancel()
+        self._pending_commits.clear()
+
     def shutdown(self) -> None:
         """A stopping server interrupts its requests, so blocked /api/get calls return."""
+        self._drop_pending_commits()
         for request in list(self.requests.values()):
             message = (
                 f"Request {request.request_id!r} was interrupted by an API server restart and "
