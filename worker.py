@@ -177,7 +177,13 @@ async def open_activities(
             credentials=CredentialActivities(
                 CredentialRepository(engine), can_decrypt=store is not None
             ),
-            skypilot=SkyPilotActivities(backends, store, task_settings(settings), probe_http),
+            skypilot=SkyPilotActivities(
+                backends,
+                store,
+                task_settings(settings),
+                probe_http,
+                tenant_workspaces=settings.tenant_workspace_map,
+            ),
             reconcile=ReconcileActivities(
                 backends, nodes, settings, records.default_mode(), metrics
             ),

@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
@@ -22,13 +23,16 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
+from controlplane.spec import TenantId
 
 KEY_HELP = (
     "32 random bytes, base64- or hex-encoded. Generate one with: "
@@ -152,6 +156,9 @@ class Settings(BaseSettings):
     codec_server_port: int = Field(default=8081, ge=1, le=65535)
     codec_server_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
 
+    # --- the SkyPilot workspaces each tenant's credential may name (credential_policy.py) ---
+    tenant_workspaces: str = ""  # JSON {"tenant": ["workspace", ...]}; unset = none allowed
+
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -261,6 +268,12 @@ class Settings(BaseSettings):
                 )
         return ",".join(origin.rstrip("/") for origin in origins)
 
+    @field_validator("tenant_workspaces")
+    @classmethod
+    def _tenant_workspaces_shape(cls, value: str) -> str:
+        parse_tenant_workspaces(value)
+        return value
+
     @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
@@ -326,6 +339,10 @@ class Settings(BaseSettings):
     def codec_server_cors_origin_list(self) -> list[str]:
         return [part for part in self.codec_server_cors_origins.split(",") if part]
 
+    @property
+    def tenant_workspace_map(self) -> dict[str, frozenset[str]]:
+        return parse_tenant_workspaces(self.tenant_workspaces)
+
     def secret_values(self) -> list[str]:
         """Every secret string configured, for the log redactor."""
         out: list[str] = []
@@ -343,6 +360,31 @@ class Settings(BaseSettings):
             if field is not None and field.get_secret_value():
                 out.extend(p for p in field.get_secret_value().split(",") if p.strip())
         return out
+
+
+TENANT_WORKSPACES_HELP = 'a JSON object of tenant ids to workspace names, e.g. {"acme": ["team-a"]}'
+_TENANT_WORKSPACES: TypeAdapter[dict[TenantId, list[Workspace]]] = TypeAdapter(
+    dict[TenantId, list[Workspace]]
+)
+
+
+def parse_tenant_workspaces(text: str) -> dict[str, frozenset[str]]:
+    """TENANT_WORKSPACES as a map; ValueError names the bad entry, never a whole document."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not JSON ({exc.msg} at column {exc.colno}); expected {TENANT_WORKSPACES_HELP}"
+        ) from None
+    try:
+        parsed = _TENANT_WORKSPACES.validate_python(data)
+    except ValidationError as exc:
+        error = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"]) or "document"
+        raise ValueError(f"{where}: {error['msg']}; expected {TENANT_WORKSPACES_HELP}") from None
+    return {tenant: frozenset(names) for tenant, names in parsed.items()}
 
 
 def _describe(error: Mapping[str, Any]) -> str:
