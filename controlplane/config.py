@@ -33,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
 from controlplane.spec import TenantId
+from controlplane.urls import redact_url, url_credentials
 
 KEY_HELP = (
     "32 random bytes, base64- or hex-encoded. Generate one with: "
@@ -166,7 +167,9 @@ class Settings(BaseSettings):
             return None
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"{value!r} is not an http(s) URL; expected e.g. https://host:port")
+            raise ValueError(
+                f"{redact_url(value)!r} is not an http(s) URL; expected e.g. https://host:port"
+            )
         return value.rstrip("/")
 
     @field_validator(
@@ -359,6 +362,11 @@ class Settings(BaseSettings):
         ):
             if field is not None and field.get_secret_value():
                 out.extend(p for p in field.get_secret_value().split(",") if p.strip())
+        # Passwords inside addresses (messages show addresses through controlplane.urls).
+        for address in (self.skypilot_api_server_url, self.database_url, self.temporal_address):
+            password = url_credentials(address).password
+            if password:
+                out.append(password)
         return out
 
 
