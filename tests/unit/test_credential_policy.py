@@ -17,6 +17,8 @@ from pydantic import SecretStr, ValidationError
 
 from controlplane.config import ConfigError, load_settings
 from controlplane.credential_policy import (
+    DENIED_NAMES,
+    DENIED_PREFIXES,
     PLATFORM_NAMES,
     CredentialPolicyError,
     R2Keys,
@@ -37,6 +39,7 @@ PLATFORM_R2 = TaskSettings(
     r2_secret_access_key=SecretStr("platform-r2-secret-access-key"),
 )
 SMUGGLED = "https://evil.example.com/simple"
+SECURITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "security.md"
 
 # Every name issue 8 lists, one per family, plus the platform's own keys.
 DENIED = [
@@ -223,3 +226,13 @@ def test_a_bad_tenant_workspaces_stops_start_up_naming_it(value: str, expected: 
     assert problem.startswith("TENANT_WORKSPACES: ")
     assert expected in problem
     assert 'e.g. {"acme": ["team-a"]}' in problem
+
+
+def test_security_doc_lists_every_denied_name_and_prefix() -> None:
+    """docs/security.md is the documented deny-list: it may not drift from the code."""
+    text = SECURITY_DOC.read_text()
+    finding_4 = text.split("### Finding 4", 1)[1].split("### Finding 5", 1)[0]
+    for name in [*DENIED_NAMES, *PLATFORM_NAMES]:
+        assert f"`{name}`" in finding_4, name
+    for prefix, _ in DENIED_PREFIXES:
+        assert f"`{prefix}*`" in finding_4, prefix
