@@ -43,6 +43,7 @@ from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.errors import SkyPilotError
 from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import TaskSettings
+from controlplane.urls import redact_url, scrub
 from controlplane.vault import CredentialStore, Vault
 from starter.connection import connect
 from starter.schedules import ensure_reconcile_schedule
@@ -147,7 +148,7 @@ async def open_activities(
             backends[LaunchMode.API] = ApiBackend(client)
             log.info(
                 "initialized SkyPilot API client api_url=%s use_api_server=%s",
-                settings.skypilot_api_server_url,
+                redact_url(settings.skypilot_api_server_url),
                 settings.skypilot_use_api_server,
             )
             await check_api_health(client)
@@ -174,7 +175,9 @@ async def open_activities(
         probe_http = await stack.enter_async_context(httpx.AsyncClient())
         nodes = NodeRepository(engine)
         records = RecordActivities(nodes, settings, metrics)
-        refresher = asyncio.create_task(refresh_node_counts(metrics, nodes))
+        refresher = asyncio.create_task(
+            refresh_node_counts(metrics, nodes, database_url=settings.database_url)
+        )
         stack.callback(refresher.cancel)
         await stack.enter_async_context(relay_in_background(settings, engine, metrics))
         yield Activities(
@@ -182,7 +185,13 @@ async def open_activities(
             credentials=CredentialActivities(
                 CredentialRepository(engine), can_decrypt=store is not None
             ),
-            skypilot=SkyPilotActivities(backends, store, task_settings(settings), probe_http),
+            skypilot=SkyPilotActivities(
+                backends,
+                store,
+                task_settings(settings),
+                probe_http,
+                tenant_workspaces=settings.tenant_workspace_map,
+            ),
             reconcile=ReconcileActivities(
                 backends, nodes, settings, records.default_mode(), metrics
             ),
@@ -190,14 +199,21 @@ async def open_activities(
 
 
 async def refresh_node_counts(
-    metrics: Metrics, nodes: NodeRepository, interval: float = 15.0
+    metrics: Metrics,
+    nodes: NodeRepository,
+    interval: float = 15.0,
+    *,
+    database_url: str | None = None,
 ) -> None:
-    """Keep the nodes-by-state gauge current; a database hiccup only skips one refresh."""
+    """Keep the nodes-by-state gauge current; a database hiccup only skips one refresh.
+
+    ``database_url``'s user and password are masked in the warning (drivers name the user)."""
     while True:
         try:
             metrics.set_node_counts(await nodes.count_by_status())
         except DATABASE_ERRORS as exc:
-            log.warning("could not refresh node counts: %s", summarize_database_error(exc))
+            problem = scrub(summarize_database_error(exc), database_url)
+            log.warning("could not refresh node counts: %s", problem)
         await asyncio.sleep(interval)
 
 
@@ -245,9 +261,9 @@ async def serve(settings: Settings) -> int:
     except RuntimeError as exc:
         log.error(
             "cannot connect to Temporal at TEMPORAL_ADDRESS=%s (namespace %s): %s",
-            settings.temporal_address,
+            redact_url(settings.temporal_address),
             settings.temporal_namespace,
-            exc,
+            scrub(str(exc), settings.temporal_address),
         )
         return 1
     async with open_activities(settings, metrics) as activities:
@@ -263,7 +279,7 @@ async def serve(settings: Settings) -> int:
         log.info(
             "worker polling task queue %s on %s (namespace %s)",
             settings.temporal_task_queue,
-            settings.temporal_address,
+            redact_url(settings.temporal_address),
             settings.temporal_namespace,
         )
         async with worker:

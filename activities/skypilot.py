@@ -23,13 +23,14 @@ from activities.errors import (
     translate_errors,
 )
 from activities.heartbeat import heartbeating
+from controlplane.credential_policy import CredentialPolicyError, check_workspace
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
 from controlplane.skypilot.models import ClusterStatus
 from controlplane.skypilot.probe import model_is_ready
 from controlplane.skypilot.task import VLLM_PORT, TaskSettings, build_task
-from controlplane.vault import CredentialStore
+from controlplane.vault import CredentialStore, VaultError
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
@@ -55,9 +56,11 @@ class SkyPilotActivities:
         probe_http: httpx.AsyncClient,
         *,
         probe_interval_s: float = 0.5,
+        tenant_workspaces: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.backends = backends
         self.credentials = credentials
+        self.tenant_workspaces = tenant_workspaces or {}  # TENANT_WORKSPACES; unset = none
         self.task_settings = task_settings
         self.probe_http = probe_http
         self.probe_interval_s = probe_interval_s
@@ -88,10 +91,22 @@ class SkyPilotActivities:
                     "this worker has no SKYPILOT_CREDENTIAL_ENCRYPTION_KEY to open them",
                     "ConfigurationError",
                 )
-            payload = await self.credentials.resolve(input.spec.tenant, input.spec.provider)
-        task = build_task(
-            input.spec, self.task_settings, node_secrets=payload.secrets if payload else None
-        )
+            try:
+                payload = await self.credentials.resolve(input.spec.tenant, input.spec.provider)
+            except VaultError as exc:  # a wrong key or an altered row: no retry can open it
+                raise permanent(f"{exc}; nothing was launched", "VaultError") from None
+        try:
+            check_workspace(
+                input.spec.tenant, payload.workspace if payload else None, self.tenant_workspaces
+            )
+            task = build_task(
+                input.spec,
+                self.task_settings,
+                node_secrets=payload.secrets if payload else None,
+                tenant_r2=payload.r2 if payload else None,
+            )
+        except CredentialPolicyError as exc:
+            raise permanent(f"{exc}; nothing was launched", "CredentialPolicyError") from None
         activity.logger.info(
             "launching %s via %s for tenant %s",
             input.cluster_name,

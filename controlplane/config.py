@@ -11,6 +11,7 @@ import base64
 import binascii
 import contextlib
 import hashlib
+import json
 from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
@@ -22,13 +23,17 @@ from pydantic import (
     BeforeValidator,
     Field,
     SecretStr,
+    TypeAdapter,
     ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
+from controlplane.spec import TenantId
+from controlplane.urls import redact_url, url_credentials
 
 KEY_HELP = (
     "32 random bytes, base64- or hex-encoded. Generate one with: "
@@ -164,6 +169,8 @@ class Settings(BaseSettings):
     events_relay_batch_size: int = Field(default=100, ge=1, le=10_000)
     events_relay_poll_interval: Duration = timedelta(seconds=5)
     events_nats_duplicate_window: Duration = timedelta(hours=1)
+    # --- the SkyPilot workspaces each tenant's credential may name (credential_policy.py) ---
+    tenant_workspaces: str = ""  # JSON {"tenant": ["workspace", ...]}; unset = none allowed
 
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod
@@ -172,7 +179,9 @@ class Settings(BaseSettings):
             return None
         parsed = urlparse(value)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise ValueError(f"{value!r} is not an http(s) URL; expected e.g. https://host:port")
+            raise ValueError(
+                f"{redact_url(value)!r} is not an http(s) URL; expected e.g. https://host:port"
+            )
         return value.rstrip("/")
 
     @field_validator(
@@ -298,6 +307,12 @@ class Settings(BaseSettings):
             )
         return SecretStr(value.get_secret_value().strip())
 
+    @field_validator("tenant_workspaces")
+    @classmethod
+    def _tenant_workspaces_shape(cls, value: str) -> str:
+        parse_tenant_workspaces(value)
+        return value
+
     @field_validator("temporal_tls_cert", "temporal_tls_key", "temporal_tls_ca")
     @classmethod
     def _file_exists(cls, value: Path | None) -> Path | None:
@@ -363,6 +378,10 @@ class Settings(BaseSettings):
     def codec_server_cors_origin_list(self) -> list[str]:
         return [part for part in self.codec_server_cors_origins.split(",") if part]
 
+    @property
+    def tenant_workspace_map(self) -> dict[str, frozenset[str]]:
+        return parse_tenant_workspaces(self.tenant_workspaces)
+
     def secret_values(self) -> list[str]:
         """Every secret string configured, for the log redactor."""
         out: list[str] = []
@@ -380,7 +399,37 @@ class Settings(BaseSettings):
         ):
             if field is not None and field.get_secret_value():
                 out.extend(p for p in field.get_secret_value().split(",") if p.strip())
+        # Passwords inside addresses (messages show addresses through controlplane.urls).
+        for address in (self.skypilot_api_server_url, self.database_url, self.temporal_address):
+            password = url_credentials(address).password
+            if password:
+                out.append(password)
         return out
+
+
+TENANT_WORKSPACES_HELP = 'a JSON object of tenant ids to workspace names, e.g. {"acme": ["team-a"]}'
+_TENANT_WORKSPACES: TypeAdapter[dict[TenantId, list[Workspace]]] = TypeAdapter(
+    dict[TenantId, list[Workspace]]
+)
+
+
+def parse_tenant_workspaces(text: str) -> dict[str, frozenset[str]]:
+    """TENANT_WORKSPACES as a map; ValueError names the bad entry, never a whole document."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f"not JSON ({exc.msg} at column {exc.colno}); expected {TENANT_WORKSPACES_HELP}"
+        ) from None
+    try:
+        parsed = _TENANT_WORKSPACES.validate_python(data)
+    except ValidationError as exc:
+        error = exc.errors(include_input=False, include_url=False)[0]
+        where = ".".join(str(part) for part in error["loc"]) or "document"
+        raise ValueError(f"{where}: {error['msg']}; expected {TENANT_WORKSPACES_HELP}") from None
+    return {tenant: frozenset(names) for tenant, names in parsed.items()}
 
 
 def _describe(error: Mapping[str, Any]) -> str:

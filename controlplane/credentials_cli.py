@@ -1,7 +1,9 @@
 """``python -m controlplane.credentials_cli put|rotate|list|delete``: manage tenant credentials.
 
 Secrets are read from a file or stdin, never from the command line (where ``ps`` and shell
-history would keep them), and nothing printed contains a secret value. Exit codes: 0 done,
+history would keep them), and nothing printed contains a secret value. Secret names must pass
+controlplane.credential_policy, and a workspace must be one TENANT_WORKSPACES allows for the
+tenant: both are refused here, before anything is stored. Exit codes: 0 done,
 1 invalid input, undecryptable rows or a database problem, 2 configuration problem.
 """
 
@@ -20,6 +22,7 @@ from typing import Any, NoReturn
 from pydantic import ValidationError
 
 from controlplane.config import ConfigError, load_settings
+from controlplane.credential_policy import CredentialPolicyError, check_workspace
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.repository import CredentialRepository
@@ -29,6 +32,7 @@ from controlplane.vault import CredentialPayload, CredentialStore, Vault, VaultE
 
 TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")  # as controlplane.spec.TenantId
 DOCUMENT_EXAMPLE = '{"workspace": "team-a", "secrets": {"HF_TOKEN": "..."}}'
+# Optional: "r2": {"access_key_id": "...", "secret_access_key": "..."}, the tenant's own R2 keys.
 
 
 class UsageError(Exception):
@@ -183,6 +187,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         # Everything that can be checked without the database is checked first.
         vault = Vault.from_settings(settings) if args.command in ("put", "rotate") else None
         payload = read_document(args.file) if args.command == "put" else None
+        if payload is not None:
+            try:
+                check_workspace(args.tenant, payload.workspace, settings.tenant_workspace_map)
+            except CredentialPolicyError as exc:
+                raise UsageError(str(exc)) from None
         return asyncio.run(_execute(args, url, vault, payload))
     except ConfigError as exc:
         print(exc, file=sys.stderr)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Annotated
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -21,12 +20,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SecretStr,
-    StringConstraints,
     ValidationError,
     field_validator,
 )
 
 from controlplane.config import KEY_HELP, ConfigError, Settings, key_id
+from controlplane.credential_policy import R2Keys, SecretName, Workspace, check_secret_names
 from controlplane.db.models import CredentialRef, Sealed, SealedRow
 from controlplane.db.repository import CredentialRepository
 
@@ -47,23 +46,20 @@ KEY_BYTES = 32
 PREVIOUS_KEYS_VARIABLE = "SKYPILOT_CREDENTIAL_PREVIOUS_KEYS"
 KEY_VARIABLE = "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY"
 
-SecretName = Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$", max_length=128)]
-Workspace = Annotated[
-    str, StringConstraints(strip_whitespace=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-]
-
 
 class VaultError(Exception):
     """Credentials that cannot be sealed or opened. The message is safe to log."""
 
 
 class CredentialPayload(BaseModel):
-    """What a tenant stores for a provider: its SkyPilot workspace and env-style secrets."""
+    """What a tenant stores for a provider: its SkyPilot workspace, env-style secrets and,
+    optionally, its own R2 key pair (used on its nodes instead of the platform's)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     workspace: Workspace | None = None
     secrets: dict[SecretName, SecretStr] = Field(default_factory=dict)
+    r2: R2Keys | None = None
 
     @field_validator("secrets")
     @classmethod
@@ -71,19 +67,44 @@ class CredentialPayload(BaseModel):
         empty = sorted(name for name, secret in value.items() if not secret.get_secret_value())
         if empty:
             raise ValueError(f"empty value for {', '.join(empty)}")
+        check_secret_names(value)  # a CredentialPolicyError is a ValueError: a field error
+        return value
+
+    @field_validator("r2")
+    @classmethod
+    def _no_empty_r2_key(cls, value: R2Keys | None) -> R2Keys | None:
+        if value is not None:
+            for name in ("access_key_id", "secret_access_key"):
+                if not getattr(value, name).get_secret_value():
+                    raise ValueError(f"{name} is empty")
         return value
 
     def reveal(self) -> dict[str, object]:
         """The plain document, secrets included: only for sealing."""
-        return {
+        document: dict[str, object] = {
             "workspace": self.workspace,
             "secrets": {name: secret.get_secret_value() for name, secret in self.secrets.items()},
         }
+        if self.r2 is not None:  # absent when unset: older workers can still open the row
+            document["r2"] = {
+                "access_key_id": self.r2.access_key_id.get_secret_value(),
+                "secret_access_key": self.r2.secret_access_key.get_secret_value(),
+            }
+        return document
 
 
 def _associated_data(tenant: str, provider: str) -> bytes:
     # JSON keeps the fields unambiguous (no separator a tenant name could contain).
     return json.dumps(["controlplane.credentials", FORMAT_VERSION, tenant, provider]).encode()
+
+
+def _safe_problems(exc: ValidationError) -> str:
+    """Field and rule of each problem; never a value, nor a dict key (it may be a token)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        field = str(error["loc"][0]) if error["loc"] else "document"
+        problems.append(f"{field}: {str(error['msg']).removeprefix('Value error, ')}")
+    return "; ".join(sorted(set(problems)))
 
 
 def _where(tenant: str, provider: str) -> str:
@@ -150,10 +171,11 @@ class Vault:
             ) from None
         try:
             return CredentialPayload.model_validate_json(plaintext)
-        except ValidationError:
+        except ValidationError as exc:
             raise VaultError(
                 f"{where} (key id {sealed.key_id!r}) decrypted but are not a valid credential "
-                "document; store them again with `python -m controlplane.credentials_cli put`"
+                f"document ({_safe_problems(exc)}); store them again with "
+                "`python -m controlplane.credentials_cli put`"
             ) from None
 
     def needs_rotation(self, sealed: Sealed) -> bool:

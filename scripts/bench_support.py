@@ -246,7 +246,7 @@ class Simulator:
 
 def start_simulator(home: Path, **timings: float) -> Simulator:
     """The simulator with TCP_NODELAY (no ~40 ms stall per call a real API server does not have)."""
-    argv = [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0", "--token", SIM_TOKEN]
+    argv = [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0"]
     argv.append("--tcp-nodelay")
     flags = {
         "launch_delay_s": "--launch-delay",
@@ -258,7 +258,7 @@ def start_simulator(home: Path, **timings: float) -> Simulator:
         argv += [flags[name], str(value)]
     log_path = home / "simulator.log"
     offset = log_size(log_path)
-    process = spawn("simulator", argv, log_path)
+    process = spawn("simulator", argv, log_path, {**os.environ, "SKYPILOT_SIM_TOKENS": SIM_TOKEN})
     content = wait_for_text(log_path, "listening on ", process.proc, 60, offset)
     url = content.split("listening on ", 1)[1].split()[0]
     return Simulator(process, url)

@@ -33,6 +33,7 @@ from temporalio.service import RPCError
 from controlplane.config import ConfigError, load_settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
+from controlplane.urls import redact_url, scrub
 from starter import events_cli
 from starter.api import ControlPlane, NotFound
 from starter.connection import connect
@@ -212,7 +213,8 @@ async def run(args: argparse.Namespace) -> int:
         client = await connect(settings)
     except RuntimeError as exc:
         raise ConnectionError(
-            f"cannot reach Temporal at TEMPORAL_ADDRESS={settings.temporal_address}: {exc}"
+            f"cannot reach Temporal at TEMPORAL_ADDRESS={redact_url(settings.temporal_address)}: "
+            f"{scrub(str(exc), settings.temporal_address)}"
         ) from None
     cp = ControlPlane(client, settings.temporal_task_queue)
     if spec is not None:

@@ -25,8 +25,10 @@ import html
 import ipaddress
 import logging
 import os
+import re
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -54,6 +56,8 @@ log = logging.getLogger("starter.codec_server")
 SESSION_COOKIE = "codec_session"
 SESSION_MAX_AGE_S = 12 * 3600
 MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_LOGIN_BODY_BYTES = 4096  # a form with one token field; /login needs no authentication
+LOOPBACK_HOST_RE = re.compile(r"(localhost|127\.0\.0\.1|\[::1\])(:[0-9]{1,5})?")
 ALLOWED_HEADERS = ["Authorization", "Content-Type", "X-Namespace"]
 EXIT_OK, EXIT_STARTUP, EXIT_CONFIG = 0, 1, 2
 
@@ -76,6 +80,26 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def is_loopback_host_header(value: str) -> bool:
+    """``Host`` names this machine's loopback (with or without a port): against DNS rebinding,
+    where a page on evil.example resolves its own name to 127.0.0.1 and talks to us."""
+    return LOOPBACK_HOST_RE.fullmatch(value.strip().lower()) is not None
+
+
+async def read_capped(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 once it passes ``limit``: a declared length is judged
+    before reading, and a chunked body is read only up to the cap, never buffered whole."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.strip().isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"request body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"request body over {limit} bytes")
+    return bytes(body)
 
 
 @dataclass(frozen=True)
@@ -173,6 +197,23 @@ def create_app(config: CodecServerConfig) -> FastAPI:
     token = config.token
     expected_session = session_value(token) if token is not None else None
 
+    if token is None:
+        # Without a token, being on loopback is the only protection: refuse any request whose
+        # Host is not a loopback name, so a rebound DNS name cannot reach us from a browser.
+        @app.middleware("http")
+        async def loopback_host_only(
+            request: Request, call_next: Callable[[Request], Awaitable[Response]]
+        ) -> Response:
+            if not is_loopback_host_header(request.headers.get("host", "")):
+                return JSONResponse(
+                    {
+                        "detail": "without CODEC_SERVER_TOKEN (--insecure-no-auth) only "
+                        "loopback Host headers are served: localhost, 127.0.0.1 or [::1]"
+                    },
+                    status_code=421,
+                )
+            return await call_next(request)
+
     def authorize(request: Request) -> None:
         if token is None or expected_session is None:
             return
@@ -209,12 +250,7 @@ def create_app(config: CodecServerConfig) -> FastAPI:
         media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "application/json":
             raise HTTPException(415, "expected Content-Type: application/json")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request body over {MAX_BODY_BYTES} bytes")
+        body = await read_capped(request, MAX_BODY_BYTES)
         try:
             message = json_format.Parse(body, Payloads(), ignore_unknown_fields=True)
         except (json_format.ParseError, ValueError) as exc:
@@ -268,9 +304,7 @@ def create_app(config: CodecServerConfig) -> FastAPI:
     async def login(request: Request) -> Response:
         if token is None or expected_session is None:
             return _login_page("This codec server runs without authentication; no sign-in needed.")
-        body = await request.body()
-        if len(body) > 4096:
-            raise HTTPException(413, "request body too large")
+        body = await read_capped(request, MAX_LOGIN_BODY_BYTES)
         fields = parse_qs(body.decode("utf-8", errors="replace"))
         given = (fields.get("token") or [""])[0].strip()
         if not _equal(given, token):

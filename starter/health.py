@@ -1,4 +1,7 @@
-"""`python -m starter health`: is every dependency reachable and as expected? One JSON answer."""
+"""`python -m starter health`: is every dependency reachable and as expected? One JSON answer.
+
+Addresses are shown without the user or password they may carry (controlplane.urls).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from controlplane.events.relay import relay_lag
 from controlplane.skypilot.client import Identity, SkyPilotClient
 from controlplane.skypilot.errors import SkyPilotError
 from controlplane.skypilot.retry import RetryPolicy
+from controlplane.urls import redact_url, scrub
 from starter.connection import connect
 
 
@@ -24,10 +28,14 @@ async def temporal_health(settings: Settings) -> dict[str, Any]:
             client = await connect(settings)
             await client.service_client.check_health()
     except (RuntimeError, TimeoutError) as exc:
-        return {"ok": False, "address": settings.temporal_address, "error": str(exc) or "timeout"}
+        return {
+            "ok": False,
+            "address": redact_url(settings.temporal_address),
+            "error": scrub(str(exc), settings.temporal_address) or "timeout",
+        }
     return {
         "ok": True,
-        "address": settings.temporal_address,
+        "address": redact_url(settings.temporal_address),
         "namespace": settings.temporal_namespace,
         "task_queue": settings.temporal_task_queue,
     }
@@ -40,7 +48,8 @@ def database_health(settings: Settings) -> dict[str, Any]:
     try:
         migrations = migration_status(settings.database_url)
     except DATABASE_ERRORS as exc:
-        return {"ok": False, "url": where, "error": summarize_database_error(exc)}
+        error = scrub(summarize_database_error(exc), settings.database_url)
+        return {"ok": False, "url": where, "error": error}
     return {"ok": migrations.ok, "url": where, "migrations": migrations.describe()}
 
 
@@ -57,10 +66,15 @@ async def skypilot_api_health(settings: Settings) -> dict[str, Any]:
             health = await client.health()
             await client.status(["controlplane-health-probe"])  # proves the token works too
         except SkyPilotError as exc:
-            return {"ok": False, "url": settings.skypilot_api_server_url, "error": str(exc)}
+            error = scrub(str(exc), settings.skypilot_api_server_url)
+            return {
+                "ok": False,
+                "url": redact_url(settings.skypilot_api_server_url),
+                "error": error,
+            }
     return {
         "ok": health.healthy,
-        "url": settings.skypilot_api_server_url,
+        "url": redact_url(settings.skypilot_api_server_url),
         "status": health.status,
         "version": health.version,
         "api_version": health.api_version,

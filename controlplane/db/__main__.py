@@ -16,6 +16,7 @@ from controlplane.config import ConfigError, load_settings
 from controlplane.db import migrate
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.url import EXPECTED, normalise_database_url, redact_database_url
+from controlplane.urls import scrub
 
 MIGRATION_ERRORS: tuple[type[BaseException], ...] = (*DATABASE_ERRORS, CommandError)
 
@@ -62,7 +63,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"{shown}: {result.describe()}", file=sys.stdout if result.ok else sys.stderr)
         return 0 if result.ok else 1
     except MIGRATION_ERRORS as exc:
-        print(f"{shown}: {args.command} failed: {summarize_database_error(exc)}", file=sys.stderr)
+        problem = scrub(summarize_database_error(exc), url)
+        print(f"{shown}: {args.command} failed: {problem}", file=sys.stderr)
         return 1
 
 

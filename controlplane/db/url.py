@@ -2,13 +2,15 @@
 
 People and platforms write ``postgres://`` or ``postgresql://``; SQLAlchemy's asyncio engine
 needs ``postgresql+asyncpg://``. Errors name the variable but never repeat the URL, which may
-carry a password.
+carry a user and password.
 """
 
 from __future__ import annotations
 
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from controlplane.urls import redact_url
 
 ASYNC_DRIVER = "postgresql+asyncpg"
 _ACCEPTED = ("postgres", "postgresql", ASYNC_DRIVER)
@@ -21,9 +23,9 @@ def normalise_database_url(url: str) -> str:
 
 
 def redact_database_url(url: str) -> str:
-    """The URL with its password masked, for messages and logs."""
+    """The URL without its user or password, for messages and logs."""
     try:
-        return _parse(url).render_as_string(hide_password=True)
+        return redact_url(_parse(url).render_as_string(hide_password=False))
     except ValueError:
         return "<invalid DATABASE_URL>"
 

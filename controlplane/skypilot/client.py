@@ -54,6 +54,7 @@ from controlplane.skypilot.responses import (
 )
 from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import SkyTask
+from controlplane.urls import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -186,12 +187,14 @@ class SkyPilotClient:
         await self.aclose()
 
     def __repr__(self) -> str:
-        return f"SkyPilotClient({self.base_url!r}, token={'set' if self._token else 'none'})"
+        shown = redact_url(self.base_url)
+        return f"SkyPilotClient({shown!r}, token={'set' if self._token else 'none'})"
 
     # --- plumbing --------------------------------------------------------------------------------
     def _unreachable(self, operation: str, exc: Exception) -> ServerUnreachableError:
         return ServerUnreachableError(
-            f"cannot reach the SkyPilot API server at {self.base_url} ({type(exc).__name__}); "
+            f"cannot reach the SkyPilot API server at {redact_url(self.base_url)} "
+            f"({type(exc).__name__}); "
             "check SKYPILOT_API_SERVER_URL and that the server is running",
             operation=operation,
         )

@@ -15,6 +15,11 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
+from controlplane.credential_policy import (
+    CredentialPolicyError,
+    R2Keys,
+    check_secret_names,
+)
 from controlplane.spec import NodeSpec
 
 VLLM_PORT = 8000
@@ -81,8 +86,19 @@ def build_task(
     settings: TaskSettings,
     *,
     node_secrets: Mapping[str, SecretStr] | None = None,
+    tenant_r2: R2Keys | None = None,
 ) -> SkyTask:
-    """The vLLM task for one node: resources, autostop, envs, setup/run, and its secrets."""
+    """The vLLM task for one node: resources, autostop, envs, setup/run, and its secrets.
+
+    ``node_secrets`` are the tenant's: their names are checked again here (CredentialPolicyError),
+    so a document stored before a rule existed cannot set one. ``tenant_r2``, the tenant's own
+    R2 key pair, replaces the platform's; a tenant can never override the platform's names.
+    """
+    tenant_secrets = dict(node_secrets or {})
+    try:
+        check_secret_names(tenant_secrets)
+    except CredentialPolicyError as exc:
+        raise CredentialPolicyError(f"tenant {spec.tenant!r} credential secrets: {exc}") from None
     envs: dict[str, str] = {
         "CONTROL_PLANE_URL": settings.control_plane_url,
         "VLLM_VERSION": settings.vllm_version,
@@ -97,12 +113,16 @@ def build_task(
     if settings.r2_bucket:
         envs["R2_BUCKET"] = settings.r2_bucket
 
-    secrets: dict[str, SecretStr] = {}
-    if settings.r2_access_key_id is not None:
-        secrets["R2_ACCESS_KEY_ID"] = settings.r2_access_key_id
-    if settings.r2_secret_access_key is not None:
-        secrets["R2_SECRET_ACCESS_KEY"] = settings.r2_secret_access_key
-    secrets.update(node_secrets or {})
+    secrets: dict[str, SecretStr] = dict(tenant_secrets)
+    r2_key_id, r2_secret = (
+        (tenant_r2.access_key_id, tenant_r2.secret_access_key)
+        if tenant_r2 is not None
+        else (settings.r2_access_key_id, settings.r2_secret_access_key)
+    )
+    if r2_key_id is not None:
+        secrets["R2_ACCESS_KEY_ID"] = r2_key_id
+    if r2_secret is not None:
+        secrets["R2_SECRET_ACCESS_KEY"] = r2_secret
     clash = sorted(set(secrets) & set(envs))
     if clash:
         raise ValueError(f"secret names clash with task envs: {', '.join(clash)}")

@@ -167,9 +167,15 @@ def run_cli(
     key: bytes = NEW_KEY,
     previous: tuple[bytes, ...] = (),
     stdin: str | None = None,
+    workspaces: str = '{"acme": ["team-a"], "globex": ["team-a"]}',
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "DATABASE_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SKYPILOT_", "DATABASE_", "TENANT_WORKSPACES"))
+    }
     env["DATABASE_URL"] = database_url
+    env["TENANT_WORKSPACES"] = workspaces
     env["SKYPILOT_CREDENTIAL_ENCRYPTION_KEY"] = b64(key)
     if previous:
         env["SKYPILOT_CREDENTIAL_PREVIOUS_KEYS"] = ",".join(b64(k) for k in previous)
@@ -298,3 +304,45 @@ async def test_cli_delete(rows: CredentialRepository, database_url: str) -> None
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["deleted"] is True
     assert await rows.get("acme", "aws") is None
+
+
+@pytest.mark.parametrize("name", ["PIP_INDEX_URL", "LD_PRELOAD", "PYTHONPATH", "BASH_ENV", "PATH"])
+async def test_cli_put_refuses_a_denied_secret_name_and_stores_nothing(
+    rows: CredentialRepository, database_url: str, name: str
+) -> None:
+    smuggled = json.dumps({"secrets": {"HF_TOKEN": SECRET, name: "https://evil.example.com"}})
+    result = run_cli(
+        database_url, "put", "--tenant", "acme", "--provider", "aws", "--file", "-", stdin=smuggled
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: invalid credential document in stdin: secrets: ")
+    assert "denied" in result.stderr
+    assert "evil.example.com" not in result.stderr
+    assert await rows.get("acme", "aws") is None
+
+
+@pytest.mark.parametrize(
+    ("workspaces", "allowed_listed"),
+    [("", "none"), ('{"acme": ["team-b"]}', "team-b"), ('{"globex": ["team-a"]}', "none")],
+)
+async def test_cli_put_refuses_a_workspace_not_allowed_for_the_tenant(
+    rows: CredentialRepository, database_url: str, workspaces: str, allowed_listed: str
+) -> None:
+    result = run_cli(
+        database_url,
+        *("put", "--tenant", "acme", "--provider", "aws", "--file", "-"),
+        stdin=document(),
+        workspaces=workspaces,
+    )
+    assert result.returncode == 1
+    assert "workspace 'team-a' is not allowed for tenant 'acme'" in result.stderr
+    assert f"TENANT_WORKSPACES allows {allowed_listed} for it" in result.stderr
+    assert await rows.get("acme", "aws") is None
+
+
+async def test_cli_with_a_bad_tenant_workspaces_exits_2_naming_it(
+    rows: CredentialRepository, database_url: str
+) -> None:
+    result = run_cli(database_url, "list", workspaces='{"acme": "team-a"}')
+    assert result.returncode == 2
+    assert "TENANT_WORKSPACES: acme: Input should be a valid list" in result.stderr

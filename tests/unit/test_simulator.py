@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -655,6 +656,62 @@ def test_command_line_serves_until_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
+    tmp_path: Path,
+) -> None:
+    """Issue 8.6: `ps` shows every process's argv to every user; the tokens are not in it."""
+    from_file, from_env = "sky_sim-token-from-file-0123456789", "sky_sim-token-from-env-987654"
+    token_file = tmp_path / "tokens"
+    token_file.write_text(f"{from_file}\n\n")
+    token_file.chmod(0o600)
+    argv = [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0", "--require-auth"]
+    process = subprocess.Popen(
+        [*argv, "--token-file", str(token_file)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "SKYPILOT_SIM_TOKENS": from_env},
+    )
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().strip().removeprefix("skypilot simulator listening on ")
+        listing = subprocess.run(
+            ["ps", "-ww", "-o", "args=", "-p", str(process.pid)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
+        assert "controlplane.skypilot.sim" in listing
+        for token in (from_file, from_env):
+            assert token not in listing
+            assert token not in cmdline
+        with httpx.Client(base_url=url, headers=VERSION_HEADERS) as client:
+            assert client.post("/status", json={}).status_code == 401
+            for token in (from_file, from_env):
+                authorized = {"Authorization": f"Bearer {token}"}
+                assert client.post("/status", json={}, headers=authorized).status_code == 200
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_a_token_on_the_command_line_is_refused_without_repeating_it() -> None:
+    token = "sky_argv-token-must-not-be-echoed-42"
+    result = subprocess.run(
+        [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0", "--token", token],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "--token is not accepted" in result.stderr
+    assert "SKYPILOT_SIM_TOKENS" in result.stderr
+    assert token not in result.stdout + result.stderr
 
 
 async def test_async_context_manager_serves_an_async_client() -> None:
