@@ -38,6 +38,7 @@ from controlplane.logs import configure_logging
 from controlplane.metrics import Metrics, MetricsServer
 from controlplane.skypilot.backend import ApiBackend, CliBackend, SkyPilotBackend
 from controlplane.skypilot.cli import SkyCLI
+from controlplane.skypilot.cli_child import ServerAccess
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.errors import SkyPilotError
 from controlplane.skypilot.retry import RetryPolicy
@@ -94,12 +95,17 @@ def task_settings(settings: Settings) -> TaskSettings:
     )
 
 
+def skypilot_identity(settings: Settings) -> Identity:
+    """Who the worker's requests belong to on a server without auth, in both modes."""
+    return Identity(settings.skypilot_user_id, settings.skypilot_user_name)
+
+
 def api_client(settings: Settings, metrics: Metrics | None = None) -> SkyPilotClient:
     assert settings.skypilot_api_server_url is not None
     return SkyPilotClient(
         settings.skypilot_api_server_url,
         token=settings.skypilot_service_account_token,
-        identity=Identity(settings.skypilot_user_id, settings.skypilot_user_name),
+        identity=skypilot_identity(settings),
         retry=RetryPolicy(
             max_retries=settings.skypilot_max_retries,
             backoff_s=settings.skypilot_retry_backoff.total_seconds(),
@@ -158,6 +164,12 @@ async def open_activities(
                 launch_timeout=settings.skypilot_launch_timeout.total_seconds(),
                 terminate_timeout=settings.skypilot_terminate_timeout.total_seconds(),
                 status_timeout=settings.skypilot_status_timeout.total_seconds(),
+                server=ServerAccess.from_environment(
+                    settings.skypilot_api_server_url,
+                    settings.skypilot_service_account_token,
+                    os.environ,
+                ),
+                identity=skypilot_identity(settings).env_vars(),
             ),
             observer=metrics,
         )
