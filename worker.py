@@ -115,6 +115,20 @@ def api_client(settings: Settings, metrics: Metrics | None = None) -> SkyPilotCl
     )
 
 
+def cli_runner(settings: Settings) -> SkyCLI:
+    """The `sky` runner of CLI mode: the API server and identity it is given, nothing else."""
+    return SkyCLI(
+        settings.skypilot_cli_path,
+        launch_timeout=settings.skypilot_launch_timeout.total_seconds(),
+        terminate_timeout=settings.skypilot_terminate_timeout.total_seconds(),
+        status_timeout=settings.skypilot_status_timeout.total_seconds(),
+        server=ServerAccess.from_environment(
+            settings.skypilot_api_server_url, settings.skypilot_service_account_token, os.environ
+        ),
+        identity=skypilot_identity(settings).env_vars(),
+    )
+
+
 async def check_api_health(client: SkyPilotClient) -> None:
     """Warn, never fail: the API server may be down for a moment (the guide's constructor)."""
     try:
@@ -158,21 +172,7 @@ async def open_activities(
                 "SkyPilot API client not configured for new nodes, using CLI mode (%s)",
                 settings.skypilot_cli_path,
             )
-        backends[LaunchMode.CLI] = CliBackend(
-            SkyCLI(
-                settings.skypilot_cli_path,
-                launch_timeout=settings.skypilot_launch_timeout.total_seconds(),
-                terminate_timeout=settings.skypilot_terminate_timeout.total_seconds(),
-                status_timeout=settings.skypilot_status_timeout.total_seconds(),
-                server=ServerAccess.from_environment(
-                    settings.skypilot_api_server_url,
-                    settings.skypilot_service_account_token,
-                    os.environ,
-                ),
-                identity=skypilot_identity(settings).env_vars(),
-            ),
-            observer=metrics,
-        )
+        backends[LaunchMode.CLI] = CliBackend(cli_runner(settings), observer=metrics)
         engine = create_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
         store = None

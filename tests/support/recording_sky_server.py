@@ -91,6 +91,19 @@ class RecordingSkyServer:
             self.store[request_id] = FakeRequest(request_id, name, cluster_name, status)
         return request_id
 
+    def finish(
+        self, request_id: str, *, status: str = "SUCCEEDED", return_value: Any = None
+    ) -> None:
+        """End a request added with ``add_request`` (a launch's result holds no handle here)."""
+        with self._lock:
+            request = self.store[request_id]
+            request.return_value = return_value
+            request.status = status
+
+    def launch_result(self) -> dict[str, Any]:
+        """A launch's return value: job 1, and a pickled ``None`` for the cluster handle."""
+        return {"job_id": 1, "handle": _pickled(None)}
+
     # --- answers ---------------------------------------------------------------------------
     def _submit(self, name: str, body: dict[str, Any]) -> str:
         cluster = body.get("cluster_name")
@@ -104,7 +117,9 @@ class RecordingSkyServer:
         elif name == "sky.down":
             request.status = "FAILED"
             request.error = _error("ClusterDoesNotExist", f"Cluster {cluster!r} does not exist.")
-        elif name == "sky.status":
+        elif name == "sky.workspaces":
+            request.return_value = {}
+        elif name not in ("sky.api_cancel",):
             request.return_value = []
         elif name == "sky.api_cancel":
             cancelled = []
@@ -197,11 +212,10 @@ class RecordingSkyServer:
                     "/status": "sky.status",
                     "/api/cancel": "sky.api_cancel",
                 }
-                name = names.get(recorded.path)
-                if name is None:
-                    self._send(404, {"detail": "Not Found"})
-                    return
-                request_id = owner._submit(name, body)
+                name = names.get(recorded.path, f"sky{recorded.path.replace('/', '.')}")
+                self._accepted(owner._submit(name, body))
+
+            def _accepted(self, request_id: str) -> None:
                 self.send_response(200)
                 data = b"null"
                 self.send_header("Content-Type", "application/json")
@@ -238,8 +252,12 @@ class RecordingSkyServer:
                         )
                 elif recorded.path == "/api/status":
                     self._send(200, owner._listing(recorded.query))
-                else:
+                elif recorded.path == "/users/me/workspace":  # answered directly
+                    self._send(200, {"workspace": "default", "preferred": None, "accessible": []})
+                elif recorded.path.startswith("/api/"):
                     self._send(404, {"detail": "Not Found"})
+                else:  # /workspaces, /enabled_clouds, ...: async requests like the POSTs
+                    self._accepted(owner._submit(f"sky{recorded.path.replace('/', '.')}", {}))
 
             def _wait(self, request: FakeRequest) -> None:
                 deadline = time.monotonic() + 30
