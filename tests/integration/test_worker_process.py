@@ -8,6 +8,8 @@ signal lands while a launch is in flight.
 from __future__ import annotations
 
 import asyncio
+import shlex
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -227,3 +229,53 @@ async def test_configuration_mistake_exits_2_naming_the_variable(
         # The mistake is reported without echoing any secret of the environment.
         assert SIM_TOKEN not in worker.output()
         assert ENCRYPTION_KEY not in worker.output()
+
+
+@pytest.fixture
+def config_only_sky(tmp_path: Path) -> Path:
+    """The simulator's `sky`, told nothing by its script: the endpoint and token it uses are the
+    ones the runner hands over in the client config (SKYPILOT_GLOBAL_CONFIG), as the real CLI."""
+    path = tmp_path / "bin" / "sky"
+    path.parent.mkdir()
+    path.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m controlplane.skypilot.sim.sky_cli "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
+    stack: Stack,
+    slow_simulator: SimulatorServer,
+    repo: NodeRepository,
+    tmp_path: Path,
+    config_only_sky: Path,
+) -> None:
+    """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
+    env = worker_env(
+        stack.env,
+        SKYPILOT_API_SERVER_URL=slow_simulator.url,
+        SKYPILOT_CLI_PATH=str(config_only_sky),
+    )
+    spec = new_spec()
+    control = stack.control
+
+    async with WorkerProcess(env, tmp_path, "first") as first:
+        await first.wait_polling()
+        started = await control.launch_node(spec, launch_mode=LaunchMode.CLI)
+        deadline = time.monotonic() + 30
+        while slow_simulator.cluster_status(spec.cluster_name) != "INIT":
+            assert time.monotonic() < deadline, "the CLI launch never reached the server"
+            await asyncio.sleep(0.1)
+        # The launch request landed and the cluster is still coming up: `sky launch` is running.
+        assert await first.kill() == -9
+    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
+
+    async with WorkerProcess(env, tmp_path, "second") as second:
+        await second.wait_polling()
+        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=60)
+        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
+        assert view.endpoint
+        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
+        assert "reattaching to launch request" in second.stderr()
+        assert await second.terminate() == 0, second.output()

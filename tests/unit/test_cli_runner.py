@@ -22,13 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
-from controlplane.skypilot.backend import CliBackend
+from activities.skypilot import SkyPilotActivities
+from controlplane.lifecycle import LaunchMode
+from controlplane.skypilot.backend import ApiBackend, CliBackend, SkyPilotBackend
 from controlplane.skypilot.cli import (
     Completed,
     SkyCLI,
@@ -37,6 +42,7 @@ from controlplane.skypilot.cli import (
     render_dotenv,
 )
 from controlplane.skypilot.cli_child import ServerAccess
+from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.errors import (
     APIError,
     CommandError,
@@ -48,7 +54,10 @@ from controlplane.skypilot.errors import (
     WaitTimeoutError,
 )
 from controlplane.skypilot.models import ClusterStatus
-from controlplane.skypilot.task import SkyTask
+from controlplane.skypilot.sim.config import SimConfig
+from controlplane.skypilot.sim.server import SimulatorServer
+from controlplane.skypilot.task import SkyTask, TaskSettings
+from workflows.models import WaitReadyInput
 
 FAKE_SKY = Path(__file__).resolve().parents[1] / "fakes" / "fake_sky.py"
 REPO = str(Path(__file__).resolve().parents[2])
@@ -853,3 +862,36 @@ async def test_a_cli_launch_deadline_is_a_wait_timeout_as_in_api_mode(fake: Fake
 
     with pytest.raises(WaitTimeoutError, match="still INIT"):
         await CliBackend(fake.cli(), poll_interval=0.1).wait_launched("node-1", None, 0.3)
+
+
+@pytest.mark.parametrize("mode", [LaunchMode.API, LaunchMode.CLI])
+async def test_a_launch_deadline_is_a_launch_timeout_in_both_modes(
+    fake: Fake, mode: LaunchMode
+) -> None:
+    """The same-shaped failure, the same error type: SkyPilot not done by the deadline."""
+    fake.script(clusters={"node-1": {"status": "INIT"}}, failures={})  # never comes up
+    simulator = SimulatorServer(SimConfig(port=0, launch_delay_s=600.0))
+    simulator.start()
+    try:
+        async with SkyPilotClient(simulator.url) as client, httpx.AsyncClient() as probe:
+            request_id = None
+            if mode is LaunchMode.API:  # a launch that is still running at the deadline
+                request_id = await client.launch("node-1", make_task({}))
+            backends: dict[LaunchMode, SkyPilotBackend] = {
+                LaunchMode.API: ApiBackend(client),
+                LaunchMode.CLI: CliBackend(fake.cli(), poll_interval=0.1),
+            }
+            activities = SkyPilotActivities(
+                backends, None, TaskSettings("http://cp", "0.11.0", "2.8.0"), probe
+            )
+            wait = WaitReadyInput(
+                cluster_name="node-1", launch_mode=mode, request_id=request_id, timeout_s=1.0
+            )
+            with pytest.raises(ApplicationError) as caught:
+                await ActivityEnvironment().run(activities.wait_ready, wait)
+    finally:
+        simulator.stop()
+
+    assert caught.value.type == "LaunchTimeout"
+    assert caught.value.non_retryable
+    assert "SKYPILOT_LAUNCH_TIMEOUT" in caught.value.message
