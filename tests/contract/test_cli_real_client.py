@@ -14,21 +14,20 @@ from __future__ import annotations
 
 import base64
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from controlplane.config import load_settings
 from controlplane.skypilot.backend import CliBackend
 from controlplane.skypilot.errors import RequestFailedError
-from controlplane.skypilot.task import TaskSettings, build_task
+from controlplane.skypilot.task import SkyTask, TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from tests.support.real_skypilot import skypilot_venv
 from tests.support.recording_sky_server import Recorded, RecordingSkyServer
-from worker import cli_runner, task_settings
+from worker import cli_runner
 
 TOKEN = "sky_eyJhbGciOiJIUzI1NiJ9.service-account-token-secret.0123456789"
 HF_TOKEN = "hf_tenant-secret-0123456789abcdef"
@@ -96,11 +95,11 @@ def node_spec() -> NodeSpec:
     )  # fmt: skip
 
 
-def tenant_task(spec: NodeSpec) -> Any:
-    settings: TaskSettings = task_settings(load_settings())
-    settings = TaskSettings(settings.control_plane_url, settings.vllm_version, "2.8.0")
-    from pydantic import SecretStr
-
+def tenant_task(spec: NodeSpec) -> SkyTask:
+    """The node's task with a tenant secret, and without the platform's R2 keys: those belong in a
+    launch's ``secrets:``, and this test looks for them everywhere else."""
+    settings = TaskSettings(control_plane_url="http://cp.invalid", vllm_version="0.11.0",
+                            torch_version="2.8.0")  # fmt: skip
     return build_task(spec, settings, node_secrets={"HF_TOKEN": SecretStr(HF_TOKEN)})
 
 
@@ -157,16 +156,11 @@ async def test_the_real_cli_reattaches_instead_of_launching_twice(
 ) -> None:
     spec = node_spec()
     earlier = recorder.add_request("sky.launch", spec.cluster_name)  # a killed worker's launch
-    timer = threading.Timer(
-        3.0, recorder.finish, args=(earlier,), kwargs={"return_value": recorder.launch_result()}
+    recorder.finish_when_followed.add(earlier)
+
+    await backend.launch(
+        spec.cluster_name, tenant_task(spec), idempotency_key=spec.node_id, workspace=None
     )
-    timer.start()
-    try:
-        await backend.launch(
-            spec.cluster_name, tenant_task(spec), idempotency_key=spec.node_id, workspace=None
-        )
-    finally:
-        timer.cancel()
 
     assert recorder.posts("/launch") == []
     streamed = [r for r in recorder.requests if r.path == "/api/stream"]

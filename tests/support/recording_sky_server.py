@@ -68,6 +68,9 @@ class RecordingSkyServer:
         self.requests: list[Recorded] = []
         self.store: dict[str, FakeRequest] = {}
         self.launches_finish = launches_finish
+        # Requests that succeed the moment a client follows them (GET /api/stream): a launch
+        # that was still running when its first client died, and is reattached to.
+        self.finish_when_followed: set[str] = set()
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -237,6 +240,8 @@ class RecordingSkyServer:
                         rid = query.get("request_id")
                         self._send(404, {"detail": f"Request {rid!r} not found"})
                     elif recorded.path == "/api/stream":
+                        if found.request_id in owner.finish_when_followed:
+                            owner.finish(found.request_id, return_value=owner.launch_result())
                         self._wait(found)
                         self._send(
                             200,
