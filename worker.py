@@ -39,6 +39,7 @@ from controlplane.logs import configure_logging
 from controlplane.metrics import Metrics, MetricsServer
 from controlplane.skypilot.backend import ApiBackend, CliBackend, SkyPilotBackend
 from controlplane.skypilot.cli import SkyCLI
+from controlplane.skypilot.cli_child import ServerAccess
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.errors import SkyPilotError
 from controlplane.skypilot.retry import RetryPolicy
@@ -96,12 +97,17 @@ def task_settings(settings: Settings) -> TaskSettings:
     )
 
 
+def skypilot_identity(settings: Settings) -> Identity:
+    """Who the worker's requests belong to on a server without auth, in both modes."""
+    return Identity(settings.skypilot_user_id, settings.skypilot_user_name)
+
+
 def api_client(settings: Settings, metrics: Metrics | None = None) -> SkyPilotClient:
     assert settings.skypilot_api_server_url is not None
     return SkyPilotClient(
         settings.skypilot_api_server_url,
         token=settings.skypilot_service_account_token,
-        identity=Identity(settings.skypilot_user_id, settings.skypilot_user_name),
+        identity=skypilot_identity(settings),
         retry=RetryPolicy(
             max_retries=settings.skypilot_max_retries,
             backoff_s=settings.skypilot_retry_backoff.total_seconds(),
@@ -111,6 +117,20 @@ def api_client(settings: Settings, metrics: Metrics | None = None) -> SkyPilotCl
             commit_horizon=settings.skypilot_submit_commit_horizon.total_seconds(),
         ),
         observer=metrics,
+    )
+
+
+def cli_runner(settings: Settings) -> SkyCLI:
+    """The `sky` runner of CLI mode: the API server and identity it is given, nothing else."""
+    return SkyCLI(
+        settings.skypilot_cli_path,
+        launch_timeout=settings.skypilot_launch_timeout.total_seconds(),
+        terminate_timeout=settings.skypilot_terminate_timeout.total_seconds(),
+        status_timeout=settings.skypilot_status_timeout.total_seconds(),
+        server=ServerAccess.from_environment(
+            settings.skypilot_api_server_url, settings.skypilot_service_account_token, os.environ
+        ),
+        identity=skypilot_identity(settings).env_vars(),
     )
 
 
@@ -157,15 +177,7 @@ async def open_activities(
                 "SkyPilot API client not configured for new nodes, using CLI mode (%s)",
                 settings.skypilot_cli_path,
             )
-        backends[LaunchMode.CLI] = CliBackend(
-            SkyCLI(
-                settings.skypilot_cli_path,
-                launch_timeout=settings.skypilot_launch_timeout.total_seconds(),
-                terminate_timeout=settings.skypilot_terminate_timeout.total_seconds(),
-                status_timeout=settings.skypilot_status_timeout.total_seconds(),
-            ),
-            observer=metrics,
-        )
+        backends[LaunchMode.CLI] = CliBackend(cli_runner(settings), observer=metrics)
         engine = create_engine(settings.database_url)
         stack.push_async_callback(engine.dispose)
         store = None

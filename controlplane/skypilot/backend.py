@@ -15,11 +15,12 @@ from typing import Protocol, TypeVar
 
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.cli import SkyCLI
-from controlplane.skypilot.client import SkyPilotClient
+from controlplane.skypilot.client import SkyPilotClient, _marker
 from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
 from controlplane.skypilot.models import (
     ClusterRecord,
     ClusterStatus,
+    RequestRecord,
     RequestStatus,
     TerminateResult,
 )
@@ -123,8 +124,21 @@ class ObservedCLI:
         self._observer.call_finished(operation, "success", time.perf_counter() - started)
         return result
 
-    async def launch(self, cluster_name: str, task: SkyTask, *, workspace: str | None) -> None:
-        await self._observe("launch", self._cli.launch(cluster_name, task, workspace=workspace))
+    async def launch(
+        self, cluster_name: str, task: SkyTask, *, workspace: str | None, marker: str
+    ) -> None:
+        await self._observe(
+            "launch", self._cli.launch(cluster_name, task, workspace=workspace, marker=marker)
+        )
+
+    async def launch_requests(self, cluster_name: str) -> list[RequestRecord]:
+        return await self._observe("request_status", self._cli.launch_requests(cluster_name))
+
+    async def follow(self, request_id: str, cluster_name: str) -> None:
+        await self._observe("wait", self._cli.follow(request_id, subject=cluster_name))
+
+    async def cancel(self, request_ids: list[str], cluster_name: str) -> list[str]:
+        return await self._observe("cancel", self._cli.cancel(request_ids, subject=cluster_name))
 
     async def down(self, cluster_name: str) -> TerminateResult:
         return await self._observe("down", self._cli.down(cluster_name))
@@ -140,7 +154,13 @@ class ObservedCLI:
 
 
 class CliBackend:
-    """The `sky` CLI: launch blocks until provisioned, so the wait only confirms the status."""
+    """The `sky` CLI: launch blocks until provisioned, so the wait only confirms the status.
+
+    The CLI is itself a client of an API server, where a launch goes on when the `sky` process
+    or the worker dies. So, as in API mode, a launch first looks for one already sent for the
+    cluster (``sky api status``) and reattaches to it (``sky api logs``) instead of sending a
+    second; ``cancel_launches`` cancels the live ones by id (``sky api cancel``).
+    """
 
     mode = LaunchMode.CLI
 
@@ -153,9 +173,33 @@ class CliBackend:
     async def launch(
         self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
     ) -> str | None:
-        # `sky launch` on an existing cluster reuses it, so a retried launch is harmless.
-        await self.cli.launch(cluster_name, task, workspace=workspace)
+        earlier = await self._earlier_launch(cluster_name)
+        if earlier is not None:
+            log.info("reattaching to launch request %s of %s", earlier.request_id, cluster_name)
+            if not earlier.status.finished:
+                await self.cli.follow(earlier.request_id, cluster_name)
+            return None
+        marker = _marker("launch", cluster_name, idempotency_key)
+        await self.cli.launch(cluster_name, task, workspace=workspace, marker=marker)
         return None
+
+    async def _earlier_launch(self, cluster_name: str) -> RequestRecord | None:
+        """The launch already sent for this cluster that a retry must reattach to, if any.
+
+        The cluster name is the node's own, so its newest launch request is this node's. One
+        that failed or was cancelled is not reattached to (the caller relaunches on purpose,
+        as in API mode); a succeeded one only while the cluster it made still exists.
+        """
+        requests = await self.cli.launch_requests(cluster_name)
+        if not requests:
+            return None
+        newest = requests[0]
+        if newest.status in (RequestStatus.FAILED, RequestStatus.CANCELLED, RequestStatus.UNKNOWN):
+            return None
+        gone = newest.status is RequestStatus.SUCCEEDED and (
+            await self.cli.cluster_status(cluster_name) is ClusterStatus.TERMINATED
+        )
+        return None if gone else newest
 
     async def wait_launched(
         self, cluster_name: str, request_id: str | None, timeout: float
@@ -171,11 +215,10 @@ class CliBackend:
                     operation="launch",
                     error_type="ClusterDoesNotExist",
                 )
-            if time.monotonic() >= deadline:
-                # The same error as API mode's wait, so both become LaunchTimeout.
+            if time.monotonic() >= deadline:  # the same error as API mode's wait
                 raise WaitTimeoutError(
                     f"cluster {cluster_name} still {status.value} after {timeout:.0f}s",
-                    operation="launch",
+                    operation="wait",
                 )
             await asyncio.sleep(self.poll_interval)
 
@@ -186,7 +229,14 @@ class CliBackend:
         return await self.cli.endpoint(cluster_name, port)
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
-        return []  # a CLI launch is a process; cancelling its activity kills it
+        live = [
+            r.request_id
+            for r in await self.cli.launch_requests(cluster_name)
+            if not r.status.finished and r.status is not RequestStatus.UNKNOWN
+        ]
+        if not live:
+            return []
+        return await self.cli.cancel(live, cluster_name)
 
     async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
         return await self.cli.down(cluster_name)

@@ -3,8 +3,17 @@
 Same operations and the same error taxonomy as the REST client, so callers decide with
 ``retryable`` / ``not_found`` whichever mode is configured. The child gets its arguments as a
 list (never a shell), every call has a deadline after which the child's whole process group is
-killed, and secret values travel only in a 0600 ``--secret-file`` inside a 0700 directory that
-is removed afterwards: never in argv (``ps`` shows it), in log lines or in exception messages.
+killed, and the child sees an allow-listed environment only (cli_child.py: the real client copies
+every ``SKYPILOT_*`` variable into its request bodies). Secret values travel only in anonymous
+in-memory files the child reads as ``/dev/fd/N`` (the ``--secret-file``, and the client config
+with the token): never in argv (``ps`` shows it), the environment, a file on disk that could
+outlive a SIGKILL, log lines or exception messages.
+
+A launch carries the REST client's marker (``controlplane launch <cluster> key=<node id>``) in
+its ``entrypoint_command``, which the real CLI builds from its argv: it is passed as
+``--env CONTROLPLANE_LAUNCH_MARKER=<marker>``. ``sky api status`` (which cannot show that field)
+finds a cluster's launch requests, ``sky api logs <id>`` reattaches to one and ``sky api cancel
+<id>`` cancels one, always with explicit ids.
 
 Output formats and exit codes below were observed on the real 0.14.1 CLI (no cloud access):
 
@@ -20,6 +29,13 @@ Output formats and exit codes below were observed on the real 0.14.1 CLI (no clo
   cold start (no local server yet) ``sky status -o json <name>`` fails once with
   ``requests.exceptions.ConnectionError: ... /workspaces ...``: unreachable, so retryable.
 - Click usage errors: exit 2, stderr ``Usage: ...`` and ``Error: <message>``.
+- ``sky api status -a -v -l none -o json -c <cluster>``: exit 0, stdout may start with ``The flag
+  is ignored because the server does not support it yet.`` before the JSON list of requests
+  (``request_id``, ``name``, ``user_id``, ``status``, ``created_at``, ``cluster_name``).
+- ``sky api cancel <id>``: exit 0, ``Cancelled 1 request: <id>`` or ``No requests need to be
+  cancelled.``; with no id and no ``--all`` it would cancel nothing, with ``--all`` everything.
+- ``sky api logs <id>``: streams the request's logs, then exits like the command that sent it
+  (0, or 1 with ``<dotted class>: <message>``).
 """
 
 from __future__ import annotations
@@ -30,16 +46,21 @@ import json
 import logging
 import os
 import re
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from controlplane.skypilot.cli_child import (
+    CONFIG_ENV,
+    ServerAccess,
+    anonymous_files,
+    child_environment,
+    fd_path,
+)
 from controlplane.skypilot.errors import (
     APIError,
     AuthenticationError,
@@ -52,7 +73,12 @@ from controlplane.skypilot.errors import (
     VersionMismatchError,
     strip_ansi,
 )
-from controlplane.skypilot.models import ClusterRecord, ClusterStatus, TerminateResult
+from controlplane.skypilot.models import (
+    ClusterRecord,
+    ClusterStatus,
+    RequestRecord,
+    TerminateResult,
+)
 from controlplane.skypilot.task import SkyTask
 
 log = logging.getLogger(__name__)
@@ -62,6 +88,9 @@ log = logging.getLogger(__name__)
 CLUSTER_NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
 WORKSPACE_NAME_RE = re.compile(r"[a-z]([-_a-z0-9]*[a-z0-9])?")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_REQUEST_ID_RE = re.compile(r"[0-9A-Za-z][-0-9A-Za-z]*")  # server-made uuids; never a flag
+MARKER_ENV = "CONTROLPLANE_LAUNCH_MARKER"
+_CANCELLED_ONE = re.compile(r"^Cancelled 1 request: (\S+)", re.MULTILINE)
 
 MAX_CAPTURE = 8 * 1024 * 1024  # tail of each stream kept in memory
 MAX_MESSAGE = 500
@@ -126,13 +155,20 @@ class SkyCLI:
         launch_timeout: float,
         terminate_timeout: float,
         status_timeout: float,
+        server: ServerAccess | None = None,
+        identity: Mapping[str, str] | None = None,
         env: Mapping[str, str] | None = None,
         kill_grace: float = 5.0,
     ) -> None:
+        """``server`` is handed over in a config memfd, ``identity`` (SKYPILOT_USER_ID and
+        SKYPILOT_USER, as API mode sends them) and ``env`` as variables; nothing else of the
+        worker's environment but the allow-list in cli_child.py."""
         self.sky_path = sky_path
         self.launch_timeout = launch_timeout
         self.terminate_timeout = terminate_timeout
         self.status_timeout = status_timeout
+        self.server = server or ServerAccess()
+        self.identity = dict(identity or {})
         self.env = dict(env or {})
         self.kill_grace = kill_grace
 
@@ -146,6 +182,7 @@ class SkyCLI:
         *,
         workspace: str | None = None,
         retry_until_up: bool = False,
+        marker: str | None = None,
     ) -> None:
         """Provision the cluster and submit the task (detached); returns once it is submitted."""
         operation = "sky.launch"
@@ -156,26 +193,86 @@ class SkyCLI:
                 operation=operation,
                 error_type="InvalidWorkspaceNameError",
             )
+        if marker is not None and ("\n" in marker or "\x00" in marker):
+            raise InvalidTaskError("the launch marker must be one line", operation=operation)
         secrets = task.secret_values()
-        secret_text = render_dotenv(secrets)  # validates before any file exists
-        with _private_directory() as directory:
+        files = {"task.yaml": task.render()}
+        if secrets:
+            files["secrets.env"] = render_dotenv(secrets)  # validates before sky runs
+        with anonymous_files(files) as fds:
             args = ["launch", "-y", "-d", "-c", cluster_name]
             if workspace is not None:
                 args += ["--workspace", workspace]
             if retry_until_up:
                 args.append("--retry-until-up")
+            if marker is not None:
+                args += ["--env", f"{MARKER_ENV}={marker}"]
             if secrets:
-                args += ["--secret-file", _write_private(directory, "secrets.env", secret_text)]
-            args += ["--", _write_private(directory, "task.yaml", task.render())]
+                args += ["--secret-file", fd_path(fds["secrets.env"])]
+            args += ["--", fd_path(fds["task.yaml"])]
             done = await self._run(
                 operation,
                 args,
                 timeout=self.launch_timeout,
                 subject=cluster_name,
                 secrets=list(secrets.values()),
+                pass_fds=tuple(fds.values()),
             )
         if done.returncode != 0:
             raise error_from_output(operation, done)
+
+    async def launch_requests(self, cluster_name: str) -> list[RequestRecord]:
+        """Every ``sky.launch`` request the server keeps for the cluster, newest first."""
+        operation = "sky.api_status"
+        _check_cluster_name(cluster_name, operation)
+        args = ["api", "status", "-a", "-v", "-l", "none", "-o", "json", "-c", cluster_name]
+        done = await self._run(operation, args, timeout=self.status_timeout, subject=cluster_name)
+        if done.returncode != 0:
+            raise error_from_output(operation, done)
+        payload = find_json_list(done.stdout)
+        if payload is None:
+            raise CommandError(
+                f"`sky api status -o json` printed no JSON list: {_summary(done.stdout)}",
+                operation=operation,
+            )
+        records = []
+        for item in payload:
+            with contextlib.suppress(ValidationError):
+                records.append(RequestRecord.model_validate(item))
+        # An older server ignores the cluster filter (the CLI warns): filter here as well.
+        mine = [r for r in records if r.cluster_name == cluster_name and r.name == "sky.launch"]
+        return sorted(mine, key=lambda r: r.created_at or 0.0, reverse=True)
+
+    async def follow(self, request_id: str, *, subject: str) -> None:
+        """Wait for a request with ``sky api logs``; raise its error as ``sky launch`` would."""
+        operation = "sky.launch"
+        _check_request_id(request_id, operation)
+        done = await self._run(
+            operation, ["api", "logs", "--", request_id], timeout=self.launch_timeout,
+            subject=subject,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise error_from_output(operation, done)
+
+    async def cancel(self, request_ids: Sequence[str], *, subject: str) -> list[str]:
+        """Cancel exactly these requests (one ``sky api cancel <id>`` each); the ids cancelled.
+
+        An empty list is refused: the server reads "no ids" as "all requests".
+        """
+        operation = "sky.api_cancel"
+        if not request_ids:
+            raise ValueError("cancel needs at least one request id; an empty list would cancel all")
+        cancelled = []
+        for request_id in request_ids:
+            _check_request_id(request_id, operation)
+            done = await self._run(
+                operation, ["api", "cancel", "--", request_id], timeout=self.status_timeout,
+                subject=subject,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise error_from_output(operation, done)
+            cancelled += _CANCELLED_ONE.findall(done.stdout)
+        return cancelled
 
     async def down(self, cluster_name: str, *, purge: bool = False) -> TerminateResult:
         """Tear the cluster down. One SkyPilot does not know counts as done (``already_gone``)."""
@@ -256,10 +353,8 @@ class SkyCLI:
         return bool(_NOT_FOUND_REPORT.search(done.stdout))
 
     def _child_env(self) -> dict[str, str]:
-        env = {**os.environ, **self.env}
-        env["PYTHONUTF8"] = "1"  # the CLI reads the secret file and writes output as UTF-8
-        env.pop("", None)  # keeps "${:-$}" in the secret file a literal "$"
-        return env
+        # Allow-listed names only, so never an empty one: "${:-$}" stays a literal "$".
+        return child_environment(self.identity, self.env, os.environ)
 
     async def _run(
         self,
@@ -269,9 +364,39 @@ class SkyCLI:
         timeout: float,
         subject: str,
         secrets: Collection[str] = (),
+        pass_fds: Sequence[int] = (),
     ) -> Completed:
         """Run `sky <args>` in its own session; kill its process group on timeout or cancel."""
-        verb = args[0]
+        config = self.server.config_text()
+        with anonymous_files({"config.yaml": config} if config else {}) as config_fd:
+            env = self._child_env()
+            if config_fd:
+                env[CONFIG_ENV] = fd_path(config_fd["config.yaml"])
+            return await self._run_child(
+                operation,
+                args,
+                timeout=timeout,
+                subject=subject,
+                secrets=[*secrets, *self._server_secrets()],
+                env=env,
+                pass_fds=(*pass_fds, *config_fd.values()),
+            )
+
+    def _server_secrets(self) -> list[str]:
+        return [self.server.token.get_secret_value()] if self.server.token is not None else []
+
+    async def _run_child(
+        self,
+        operation: str,
+        args: Sequence[str],
+        *,
+        timeout: float,
+        subject: str,
+        secrets: Collection[str],
+        env: Mapping[str, str],
+        pass_fds: Sequence[int],
+    ) -> Completed:
+        verb = " ".join(args[:2]) if args[0] == "api" else args[0]
         argv = [self.sky_path, *args]
         log.info("sky %s: cluster=%s", verb, subject)
         log.debug("argv: %s", argv)  # argv never holds a secret value
@@ -282,8 +407,9 @@ class SkyCLI:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
-                env=self._child_env(),
+                env=dict(env),
                 start_new_session=True,
+                pass_fds=tuple(pass_fds),
             )
         except FileNotFoundError:
             raise CommandError(
@@ -431,6 +557,11 @@ def _clean(raw: bytes, secrets: Collection[str]) -> str:
     return text
 
 
+def _check_request_id(request_id: str, operation: str) -> None:
+    if not _REQUEST_ID_RE.fullmatch(request_id):
+        raise ValueError(f"invalid request id {request_id!r} for {operation}")
+
+
 def _check_cluster_name(name: str, operation: str) -> None:
     if not CLUSTER_NAME_RE.fullmatch(name):
         raise RequestFailedError(
@@ -438,26 +569,6 @@ def _check_cluster_name(name: str, operation: str) -> None:
             operation=operation,
             error_type="InvalidClusterNameError",
         )
-
-
-@contextlib.contextmanager
-def _private_directory() -> Iterator[str]:
-    """A 0700 scratch directory for the task and secret files, always removed afterwards."""
-    directory = tempfile.mkdtemp(prefix="sky-launch-")
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _write_private(directory: str, name: str, text: str) -> str:
-    """Create a file that is 0600 from its first moment (never a wider mode, even briefly)."""
-    path = os.path.join(directory, name)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        os.fchmod(fd, 0o600)  # a restrictive umask could have left the CLI unable to read it
-        handle.write(text)
-    return path
 
 
 async def _drain(stream: asyncio.StreamReader, buffer: bytearray) -> None:

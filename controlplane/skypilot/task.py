@@ -2,7 +2,7 @@
 
 The task's plain settings go into the YAML ``envs:``; secret values (the tenant's HF token, R2
 keys) travel separately and are only rendered into ``secrets:`` at the moment of submission
-(API mode) or written to a 0600 ``--secret-file`` (CLI mode). ``SkyTask.render()`` without
+(API mode) or into an anonymous in-memory ``--secret-file`` (CLI mode). ``SkyTask.render()`` without
 secrets is what may be logged or stored.
 """
 

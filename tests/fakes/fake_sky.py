@@ -16,7 +16,11 @@ Environment interface (all optional):
          "launch_status": "UP"}
 
     A launch adds the cluster (status ``launch_status``), down removes it, stop marks it
-    STOPPED. A ``<failure>`` makes the subcommand fail instead, one of:
+    STOPPED. Each launch also records a request in ``"requests"`` (``request_id``, ``name``,
+    ``cluster_name``, ``status``, ``created_at``), which ``api status -o json`` lists (newest
+    first), ``api cancel <id>`` cancels when live, and ``api logs <id>`` waits for: a RUNNING
+    one finishes SUCCEEDED then (its cluster UP), a FAILED one prints its ``error``. A
+    ``<failure>`` makes the subcommand fail instead, one of:
 
     - ``{"error": "NoCloudAccessError", "message": "...", "module": "sky.exceptions"}``:
       ``<module>.<error>: <message>`` on stderr, exit ``exit_code`` (default 1). ``module`` may
@@ -28,9 +32,10 @@ Environment interface (all optional):
     ``"times": N`` in a failure makes only the next N calls fail.
 ``FAKE_SKY_LOG``
     Path of a JSON-lines file; each call appends ``{"argv", "pid", "pgid", "env", "task_file",
-    "secret_file"}``. ``secret_file`` holds the file's path, its mode and its directory's mode
-    as integers, and the values python-dotenv parses from it (the real CLI's parser), so tests
-    can compare them; ``env`` holds HOME, SKYPILOT_API_SERVER_ENDPOINT and PYTHONUTF8.
+    "secret_file", "config_file"}``. Each file entry holds its path, its mode and its link
+    count (0: no name in any file system), and its text; ``secret_file`` also the values
+    python-dotenv parses from it (the real CLI's parser), so tests can compare them;
+    ``config_file`` is the one SKYPILOT_GLOBAL_CONFIG names. ``env`` is the whole environment.
 ``FAKE_SKY_SLEEP``
     Seconds to sleep after logging and before acting (simulates a hang).
 ``FAKE_SKY_IGNORE_TERM=1``
@@ -54,7 +59,6 @@ import time
 from typing import Any, NoReturn
 
 BOLD, RESET, GREEN = "\x1b[1m", "\x1b[0m", "\x1b[32m"
-LOGGED_ENV = ("HOME", "SKYPILOT_API_SERVER_ENDPOINT", "PYTHONUTF8")
 
 
 def usage_error(command: str, usage: str, message: str) -> NoReturn:
@@ -82,6 +86,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     launch.add_argument("-w", "--workspace")
     launch.add_argument("-r", "--retry-until-up", action="store_true")
     launch.add_argument("--secret-file")
+    launch.add_argument("--env", action="append", default=[])
     launch.add_argument("entrypoint", nargs="*")
     for name in ("down", "stop"):
         command = sub.add_parser(name)
@@ -96,6 +101,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         status.add_argument(f"--no-show-{flag}", dest=flag, action="store_false")
     status.add_argument("-r", "--refresh", action="store_true")
     status.add_argument("clusters", nargs="*")
+    api = sub.add_parser("api").add_subparsers(dest="api_command", required=True)
+    api_status = api.add_parser("status")
+    api_status.add_argument("-a", "--all-status", action="store_true")
+    api_status.add_argument("-v", "--verbose", action="store_true")
+    api_status.add_argument("-l", "--limit")
+    api_status.add_argument("-o", "--output", default="table")
+    api_status.add_argument("-c", "--cluster")
+    api_logs = api.add_parser("logs")
+    api_logs.add_argument("request_id")
+    api_cancel = api.add_parser("cancel")
+    api_cancel.add_argument("request_ids", nargs="*")
     return parser.parse_args(argv)
 
 
@@ -107,6 +123,7 @@ def load_state() -> dict[str, Any]:
         state: dict[str, Any] = json.load(handle)
     state.setdefault("clusters", {})
     state.setdefault("failures", {})
+    state.setdefault("requests", [])
     return state
 
 
@@ -123,11 +140,10 @@ def save_state(state: dict[str, Any]) -> None:
 def describe_file(path: str | None) -> dict[str, Any] | None:
     if path is None or not os.path.isfile(path):
         return None
-    return {
-        "path": path,
-        "mode": stat.S_IMODE(os.stat(path).st_mode),
-        "dir_mode": stat.S_IMODE(os.stat(os.path.dirname(os.path.abspath(path))).st_mode),
-    }
+    info = os.stat(path)
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    return {"path": path, "mode": stat.S_IMODE(info.st_mode), "nlink": info.st_nlink, "text": text}
 
 
 def record_call(args: argparse.Namespace, extra: dict[str, Any]) -> None:
@@ -138,7 +154,7 @@ def record_call(args: argparse.Namespace, extra: dict[str, Any]) -> None:
         "argv": sys.argv[1:],
         "pid": os.getpid(),
         "pgid": os.getpgrp(),
-        "env": {key: os.environ.get(key) for key in LOGGED_ENV},
+        "env": dict(os.environ),
         **extra,
     }
     with open(path, "a", encoding="utf-8") as handle:
@@ -230,13 +246,31 @@ def matching(state: dict[str, Any], patterns: list[str]) -> tuple[list[str], lis
     return found, missing
 
 
+def add_request(state: dict[str, Any], cluster: str, status: str, **extra: Any) -> None:
+    request_id = f"{len(state['requests']) + 1:08d}-0000-4000-8000-000000000000"
+    state["requests"].append(
+        {
+            "request_id": request_id,
+            "name": "sky.launch",
+            "user_id": "c0a7b1e5",
+            "status": status,
+            "created_at": time.time(),
+            "cluster_name": cluster,
+            **extra,
+        }
+    )
+
+
 def do_launch(args: argparse.Namespace, state: dict[str, Any]) -> int:
     entry = args.entrypoint[0] if args.entrypoint else "<none>"
     sys.stdout.write(f"YAML to run: {entry}\n")
     failure = take_failure(state, "launch")
     if failure is not None:
+        add_request(state, args.cluster, "FAILED", error=failure)
+        save_state(state)
         sys.stdout.write(f"Running on cluster: {args.cluster}\n")
         fail(failure)
+    add_request(state, args.cluster, "SUCCEEDED")
     sys.stdout.write(f"Running on cluster: {args.cluster}\n")
     state["clusters"][args.cluster] = record(
         args.cluster,
@@ -307,6 +341,55 @@ def do_status(args: argparse.Namespace, state: dict[str, Any]) -> int:
     return 0
 
 
+def do_api(args: argparse.Namespace, state: dict[str, Any]) -> int:
+    requests = state["requests"]
+    if args.api_command == "status":
+        failure = take_failure(state, "api status")
+        if failure is not None:
+            fail(failure)
+        listed = [
+            {key: r[key] for key in ("request_id", "name", "user_id", "status", "created_at")}
+            | {"cluster_name": r["cluster_name"]}
+            for r in reversed(requests)
+            if (args.cluster is None or r["cluster_name"] == args.cluster)
+            and (args.all_status or r["status"] in ("PENDING", "RUNNING"))
+        ]
+        sys.stdout.write("The flag is ignored because the server does not support it yet.\n")
+        sys.stdout.write(json.dumps(listed, indent=2) + "\n")
+        return 0
+    if args.api_command == "cancel":
+        if not args.request_ids:
+            sys.stdout.write("No requests need to be cancelled.\n")  # what the real one says
+            return 0
+        cancelled = []
+        for request in requests:
+            if request["request_id"] in args.request_ids and request["status"] == "RUNNING":
+                request["status"] = "CANCELLED"
+                cancelled.append(request["request_id"])
+        save_state(state)
+        if not cancelled:
+            sys.stdout.write(f"{GREEN}No requests need to be cancelled.{RESET}\n")
+        elif len(cancelled) == 1:
+            sys.stdout.write(f"{GREEN}Cancelled 1 request: {cancelled[0]}{RESET}\n")
+        else:
+            sys.stdout.write(f"{GREEN}Cancelled {len(cancelled)} requests.{RESET}\n")
+        return 0
+    for request in requests:  # logs
+        if request["request_id"] == args.request_id:
+            if request["status"] == "RUNNING":
+                request["status"] = "SUCCEEDED"
+                cluster = request["cluster_name"]
+                state["clusters"][cluster] = record(cluster, {"status": "UP"})
+                save_state(state)
+            if request["status"] == "FAILED":
+                fail(request["error"])
+            if request["status"] == "CANCELLED":
+                fail({"error": "RequestCancelled", "message": "cancelled by another process."})
+            sys.stdout.write(f"{GREEN}✓ Cluster launched: {request['cluster_name']}.{RESET}\n")
+            return 0
+    fail({"error": "ClientError", "message": f"Failed to stream logs: {args.request_id}"})
+
+
 def main() -> int:
     args = parse_args(sys.argv[1:])
     extra: dict[str, Any] = {"task_file": None, "secret_file": None}
@@ -319,15 +402,13 @@ def main() -> int:
                 "existing file, or remove the flag.",
             )
         task = describe_file(args.entrypoint[0] if args.entrypoint else None)
-        if task is not None:
-            with open(task["path"], encoding="utf-8") as handle:
-                task["text"] = handle.read()
         secret = describe_file(args.secret_file)
         if secret is not None:
             from dotenv import dotenv_values  # the parser the real CLI uses for --secret-file
 
             secret["values"] = dict(dotenv_values(secret["path"]))
         extra = {"task_file": task, "secret_file": secret}
+    extra["config_file"] = describe_file(os.environ.get("SKYPILOT_GLOBAL_CONFIG"))
     if os.environ.get("FAKE_SKY_IGNORE_TERM") == "1":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     if os.environ.get("FAKE_SKY_GRANDCHILD") == "1":
@@ -340,6 +421,8 @@ def main() -> int:
         return do_launch(args, state)
     if args.command in ("down", "stop"):
         return do_down_or_stop(args, state)
+    if args.command == "api":
+        return do_api(args, state)
     return do_status(args, state)
 
 

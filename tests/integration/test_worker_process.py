@@ -8,11 +8,14 @@ signal lands while a launch is in flight.
 from __future__ import annotations
 
 import asyncio
+import shlex
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
@@ -21,6 +24,7 @@ from temporalio.service import RPCError
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.sim.config import SimConfig
 from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.spec import NodeSpec
@@ -227,3 +231,91 @@ async def test_configuration_mistake_exits_2_naming_the_variable(
         # The mistake is reported without echoing any secret of the environment.
         assert SIM_TOKEN not in worker.output()
         assert ENCRYPTION_KEY not in worker.output()
+
+
+@pytest.fixture
+def config_only_sky(tmp_path: Path) -> Path:
+    """The simulator's `sky`, told nothing by its script: the endpoint and token it uses are the
+    ones the runner hands over in the client config (SKYPILOT_GLOBAL_CONFIG), as the real CLI."""
+    path = tmp_path / "bin" / "sky"
+    path.parent.mkdir()
+    path.write_text(
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m controlplane.skypilot.sim.sky_cli "$@"\n'
+    )
+    path.chmod(0o755)
+    return path
+
+
+async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
+    stack: Stack,
+    slow_simulator: SimulatorServer,
+    repo: NodeRepository,
+    tmp_path: Path,
+    config_only_sky: Path,
+) -> None:
+    """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
+    env = worker_env(
+        stack.env,
+        SKYPILOT_API_SERVER_URL=slow_simulator.url,
+        SKYPILOT_CLI_PATH=str(config_only_sky),
+    )
+    spec = new_spec()
+    control = stack.control
+
+    async with WorkerProcess(env, tmp_path, "first") as first:
+        await first.wait_polling()
+        started = await control.launch_node(spec, launch_mode=LaunchMode.CLI)
+        deadline = time.monotonic() + 30
+        while slow_simulator.cluster_status(spec.cluster_name) != "INIT":
+            assert time.monotonic() < deadline, "the CLI launch never reached the server"
+            await asyncio.sleep(0.1)
+        # The launch request landed and the cluster is still coming up: `sky launch` is running.
+        assert await first.kill() == -9
+    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
+
+    async with WorkerProcess(env, tmp_path, "second") as second:
+        await second.wait_polling()
+        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=60)
+        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
+        assert view.endpoint
+        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
+        assert "reattaching to launch request" in second.stderr()
+        assert await second.terminate() == 0, second.output()
+
+
+async def test_cancelled_cli_launch_cancels_the_server_side_request(
+    stack: Stack,
+    slow_simulator: SimulatorServer,
+    repo: NodeRepository,
+    tmp_path: Path,
+    config_only_sky: Path,
+) -> None:
+    """Killing `sky launch` does not stop the server's launch: compensation must cancel it."""
+    env = worker_env(
+        stack.env,
+        SKYPILOT_API_SERVER_URL=slow_simulator.url,
+        SKYPILOT_CLI_PATH=str(config_only_sky),
+    )
+    spec = new_spec()
+    cancels_before = slow_simulator.counters()["calls"].get("POST /api/cancel", 0)
+
+    async with WorkerProcess(env, tmp_path) as worker:
+        await worker.wait_polling()
+        started = await stack.control.launch_node(spec, launch_mode=LaunchMode.CLI)
+        deadline = time.monotonic() + 30
+        while slow_simulator.cluster_status(spec.cluster_name) != "INIT":
+            assert time.monotonic() < deadline, "the CLI launch never reached the server"
+            await asyncio.sleep(0.1)
+        handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+        await handle.cancel()
+        await wait_row(repo, spec.node_id, NodeStatus.FAILED, timeout=60)
+        assert await worker.terminate() == 0, worker.output()
+
+    async with SkyPilotClient(slow_simulator.url, token=SecretStr(SIM_TOKEN)) as client:
+        launches = await client.find_requests(spec.cluster_name, name="sky.launch")
+    assert [r.status.value for r in launches] == ["CANCELLED"]
+    # Cancelled by id through `sky api cancel`, not only as a side effect of the down after it.
+    cancels = slow_simulator.counters()["calls"].get("POST /api/cancel", 0) - cancels_before
+    assert cancels == 1
+    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
+    assert spec.cluster_name not in slow_simulator.counters()["live_clusters"]

@@ -8,11 +8,13 @@ scripted to fail or hang.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
 import os
 import shlex
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -20,12 +22,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import SecretStr
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
 
+from activities.skypilot import SkyPilotActivities
+from controlplane.lifecycle import LaunchMode
+from controlplane.skypilot.backend import ApiBackend, CliBackend, SkyPilotBackend
 from controlplane.skypilot.cli import (
     Completed,
     SkyCLI,
@@ -33,6 +41,8 @@ from controlplane.skypilot.cli import (
     find_json_list,
     render_dotenv,
 )
+from controlplane.skypilot.cli_child import ServerAccess
+from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.errors import (
     APIError,
     CommandError,
@@ -41,11 +51,16 @@ from controlplane.skypilot.errors import (
     RequestFailedError,
     ServerUnreachableError,
     SkyPilotError,
+    WaitTimeoutError,
 )
 from controlplane.skypilot.models import ClusterStatus
-from controlplane.skypilot.task import SkyTask
+from controlplane.skypilot.sim.config import SimConfig
+from controlplane.skypilot.sim.server import SimulatorServer
+from controlplane.skypilot.task import SkyTask, TaskSettings
+from workflows.models import WaitReadyInput
 
 FAKE_SKY = Path(__file__).resolve().parents[1] / "fakes" / "fake_sky.py"
+REPO = str(Path(__file__).resolve().parents[2])
 
 HF_TOKEN = "hf_SuperSecretToken0123456789"
 PEM = "-----BEGIN KEY-----\nMIIEsecretbody0123456789\n-----END KEY-----"
@@ -181,15 +196,15 @@ async def test_launch_passes_argv_list_and_a_private_secret_file(fake: Fake) -> 
         "--secret-file", secret_path, "--", task_path,
     ]  # fmt: skip
     assert call["secret_file"]["mode"] == 0o600
-    assert call["secret_file"]["dir_mode"] == 0o700
-    assert call["task_file"]["mode"] == 0o600
+    assert secret_path.startswith("/dev/fd/")
+    assert task_path.startswith("/dev/fd/")
+    assert call["secret_file"]["nlink"] == 0, "the secret file must have no name on any disk"
+    assert call["task_file"]["nlink"] == 0
     assert call["secret_file"]["values"] == {"HF_TOKEN": HF_TOKEN}
     assert HF_TOKEN not in json.dumps(call["argv"])
     assert HF_TOKEN not in call["task_file"]["text"]
     assert "HF_TOKEN: null" in call["task_file"]["text"]
     assert call["pgid"] == call["pid"], "sky must run in its own session"
-    assert not exists(secret_path)
-    assert not exists(os.path.dirname(secret_path))
     assert fake.clusters()["node-1"]["status"] == "UP"
 
 
@@ -248,7 +263,7 @@ async def test_no_cloud_access_is_a_request_failure_and_the_secret_file_is_remov
     assert error.message == "Cloud access is not set up. Run: sky check"
     assert not error.retryable
     assert not error.not_found
-    assert not exists(fake.calls()[0]["secret_file"]["path"])
+    assert fake.calls()[0]["secret_file"]["nlink"] == 0
 
 
 async def test_resources_unavailable_is_retryable(fake: Fake) -> None:
@@ -324,7 +339,7 @@ async def test_timeout_kills_the_whole_process_group(fake: Fake) -> None:
     call = fake.calls()[0]
     assert call["pgid"] == call["pid"]
     assert await wait_group_gone(call["pgid"]) == []
-    assert not exists(os.path.dirname(call["secret_file"]["path"]))
+    assert call["secret_file"]["nlink"] == 0
 
 
 async def test_cancelling_the_caller_kills_the_child_and_removes_the_files(fake: Fake) -> None:
@@ -337,7 +352,7 @@ async def test_cancelling_the_caller_kills_the_child_and_removes_the_files(fake:
         await launch
 
     assert await wait_group_gone(call["pgid"]) == []
-    assert not exists(call["secret_file"]["path"])
+    assert call["secret_file"]["nlink"] == 0
     assert "node-1" not in fake.clusters()
 
 
@@ -391,14 +406,12 @@ async def test_unsafe_cluster_names_never_reach_the_command_line(fake: Fake, nam
 
 async def test_env_is_passed_to_the_child(fake: Fake, tmp_path: Path) -> None:
     home = str(tmp_path / "home")
-    await fake.cli(HOME=home, SKYPILOT_API_SERVER_ENDPOINT="http://127.0.0.1:9").status()
+    await fake.cli(HOME=home).status()
 
     (call,) = fake.calls()
-    assert call["env"] == {
-        "HOME": home,
-        "SKYPILOT_API_SERVER_ENDPOINT": "http://127.0.0.1:9",
-        "PYTHONUTF8": "1",
-    }
+    assert call["env"]["HOME"] == home
+    assert call["env"]["PYTHONUTF8"] == "1"
+    assert call["env"]["SKYPILOT_DISABLE_USAGE_COLLECTION"] == "1"
 
 
 # --- down / stop --------------------------------------------------------------------------
@@ -605,3 +618,280 @@ def test_the_json_list_is_found_after_log_lines_that_look_like_json() -> None:
 
     assert find_json_list(stdout) == [{"name": "a", "owner": ["u"]}]
     assert find_json_list("no json here\n") is None
+
+
+# --- what the child is given: allow-listed environment, anonymous files -------------------
+
+ENDPOINT = "http://127.0.0.1:9"
+TOKEN = "sky_token-ServiceAccount-0123456789abcdef"
+WORKER_SECRETS = {  # the worker's configuration, as it sits in the worker's environment
+    "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": "a2V5LWVuY3J5cHRpb24tc2VjcmV0LTAxMjM0NTY3ODk=",
+    "SKYPILOT_CREDENTIAL_PREVIOUS_KEYS": "cHJldmlvdXMta2V5LXNlY3JldC0wMTIzNDU2Nzg5YWI=",
+    "SKYPILOT_SERVICE_ACCOUNT_TOKEN": TOKEN,
+    "R2_ACCESS_KEY_ID": "r2-access-key-id-secret-0123",
+    "R2_SECRET_ACCESS_KEY": "r2-secret-access-key-secret-0123456789",
+    "DATABASE_URL": "postgresql://cp:db-password-secret-0123@127.0.0.1/cp",
+    "TEMPORAL_PAYLOAD_ENCRYPTION_KEY": "cGF5bG9hZC1rZXktc2VjcmV0LTAxMjM0NTY3ODlhYmM=",
+    "TEMPORAL_API_KEY": "temporal-api-key-secret-0123456789",
+    "CODEC_SERVER_TOKEN": "codec-server-token-secret-0123456789",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret-access-key-secret-0123456789",
+    "SKYPILOT_SOMETHING_ELSE": "another-skypilot-variable-secret-0123",
+}
+
+
+def secret_values() -> list[str]:
+    return [*WORKER_SECRETS.values(), "db-password-secret-0123"]
+
+
+def server_cli(fake: Fake, **env: str) -> SkyCLI:
+    return SkyCLI(
+        str(fake.sky),
+        launch_timeout=20,
+        terminate_timeout=20,
+        status_timeout=20,
+        server=ServerAccess(ENDPOINT, SecretStr(TOKEN)),
+        identity={"SKYPILOT_USER_ID": "c0a7b1e5", "SKYPILOT_USER": "controlplane"},
+        env={"FAKE_SKY_STATE": str(fake.state), "FAKE_SKY_LOG": str(fake.log), **env},
+        kill_grace=0.3,
+    )
+
+
+async def test_the_child_gets_an_allow_listed_environment_and_none_of_the_workers_secrets(
+    fake: Fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for key, value in WORKER_SECRETS.items():
+        monkeypatch.setenv(key, value)
+    cli = server_cli(fake)
+
+    await cli.launch("node-1", make_task(), marker="controlplane launch node-1 key=n1")
+    await cli.status(["node-1"])
+    await cli.down("node-1")
+
+    assert len(fake.calls()) == 3
+    for call in fake.calls():
+        env = call["env"]
+        assert not set(env) & set(WORKER_SECRETS)
+        assert {k for k in env if k.startswith("SKYPILOT_")} <= {
+            "SKYPILOT_USER_ID",
+            "SKYPILOT_USER",
+            "SKYPILOT_DISABLE_USAGE_COLLECTION",
+            "SKYPILOT_GLOBAL_CONFIG",
+        }
+        assert env["SKYPILOT_USER_ID"] == "c0a7b1e5"
+        assert_no_secret(json.dumps(env), secret_values())
+        assert_no_secret(json.dumps(call["argv"]), secret_values())
+        # The endpoint and the token reach the CLI only in its anonymous config file.
+        config = call["config_file"]
+        assert env["SKYPILOT_GLOBAL_CONFIG"] == config["path"]
+        assert config["path"].startswith("/dev/fd/")
+        assert config["nlink"] == 0
+        assert f"endpoint: {ENDPOINT}" in config["text"]
+        assert f"service_account_token: {TOKEN}" in config["text"]
+        assert_no_secret(config["text"], [v for v in secret_values() if v != TOKEN])
+        assert ENDPOINT not in json.dumps(env)
+
+
+async def test_without_a_server_configured_the_cli_gets_no_config_file(fake: Fake) -> None:
+    await fake.cli().status()
+
+    (call,) = fake.calls()
+    assert "SKYPILOT_GLOBAL_CONFIG" not in call["env"]
+    assert call["config_file"] is None
+
+
+def test_server_access_takes_the_old_endpoint_variable_only_as_a_fallback() -> None:
+    environ = {"SKYPILOT_API_SERVER_ENDPOINT": "http://old:1"}
+
+    assert ServerAccess.from_environment(None, None, environ).endpoint == "http://old:1"
+    assert ServerAccess.from_environment("http://new:2", None, environ).endpoint == "http://new:2"
+    with pytest.raises(ValueError, match="http"):
+        ServerAccess("ftp://x")
+
+
+RUNNER = """
+import asyncio, json, sys
+from pydantic import SecretStr
+from controlplane.skypilot.cli import SkyCLI
+from controlplane.skypilot.task import SkyTask
+
+sky, state, log = sys.argv[1:4]
+task = SkyTask(name="node-1", document={"name": "node-1", "run": "echo hi"},
+               secrets={"HF_TOKEN": SecretStr(sys.stdin.readline().strip())})
+cli = SkyCLI(sky, launch_timeout=60, terminate_timeout=60, status_timeout=60,
+             env={"FAKE_SKY_STATE": state, "FAKE_SKY_LOG": log, "FAKE_SKY_SLEEP": "60"})
+asyncio.run(cli.launch("node-1", task))
+"""
+
+
+async def test_a_sigkilled_worker_leaves_no_file_with_the_secrets(
+    fake: Fake, tmp_path: Path
+) -> None:
+    """SIGKILL the launching process mid-launch: nothing on disk may hold the secret after."""
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", RUNNER, str(fake.sky), str(fake.state), str(fake.log),
+        stdin=asyncio.subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        cwd=REPO,
+    )  # fmt: skip
+    assert worker.stdin is not None
+    worker.stdin.write(f"{HF_TOKEN}\n".encode())
+    await worker.stdin.drain()
+    call = await wait_for_call(fake)
+    try:
+        worker.kill()
+        await worker.wait()
+        assert call["secret_file"]["nlink"] == 0
+        leftovers = [p for p in scratch.rglob("*") if p.is_file()]
+        holding = [p for p in leftovers if HF_TOKEN in p.read_text(errors="replace")]
+        assert holding == [], f"secret files left after SIGKILL: {holding}"
+        assert leftovers == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(call["pgid"], signal.SIGKILL)
+
+
+# --- one launch request per node: lookup, reattach, cancel -----------------------------------
+
+
+def launch_request(fake: Fake, status: str, **extra: Any) -> str:
+    state = json.loads(fake.state.read_text(encoding="utf-8"))
+    request_id = f"{len(state.get('requests', [])) + 1:08d}-aaaa-4000-8000-000000000000"
+    state.setdefault("requests", []).append(
+        {
+            "request_id": request_id,
+            "name": "sky.launch",
+            "user_id": "c0a7b1e5",
+            "status": status,
+            "created_at": time.time(),
+            "cluster_name": "node-1",
+            **extra,
+        }
+    )
+    fake.state.write_text(json.dumps(state), encoding="utf-8")
+    return request_id
+
+
+def verbs(fake: Fake) -> list[str]:
+    return [
+        " ".join(c["argv"][:2]) if c["argv"][0] == "api" else c["argv"][0] for c in fake.calls()
+    ]
+
+
+async def test_a_cli_launch_carries_the_rest_clients_marker(fake: Fake) -> None:
+    await CliBackend(fake.cli()).launch(
+        "node-1", make_task(), idempotency_key="node-id-1", workspace=None
+    )
+
+    launch = fake.calls()[-1]["argv"]
+    assert verbs(fake) == ["api status", "launch"]
+    marker = "controlplane launch node-1 key=node-id-1"
+    assert launch[launch.index("--env") + 1] == f"CONTROLPLANE_LAUNCH_MARKER={marker}"
+
+
+async def test_a_retried_cli_launch_reattaches_to_the_live_request(fake: Fake) -> None:
+    request_id = launch_request(fake, "RUNNING")  # the first attempt's, its worker died
+
+    await CliBackend(fake.cli()).launch(
+        "node-1", make_task(), idempotency_key="node-id-1", workspace=None
+    )
+
+    assert verbs(fake) == ["api status", "api logs"]
+    assert fake.calls()[1]["argv"] == ["api", "logs", "--", request_id]
+    assert fake.calls()[0]["argv"] == [
+        "api", "status", "-a", "-v", "-l", "none", "-o", "json", "-c", "node-1",
+    ]  # fmt: skip
+    assert fake.clusters()["node-1"]["status"] == "UP"
+
+
+async def test_a_retry_after_a_failed_launch_sends_a_new_one(fake: Fake) -> None:
+    launch_request(fake, "RUNNING")
+    state = json.loads(fake.state.read_text(encoding="utf-8"))
+    state["requests"][0]["status"] = "FAILED"
+    state["requests"][0]["error"] = {"error": "ResourcesUnavailableError", "message": "none"}
+    state["requests"].append({**state["requests"][0], "status": "RUNNING", "created_at": 1.0})
+    fake.state.write_text(json.dumps(state), encoding="utf-8")
+
+    # The newest request failed: a retry launches again rather than reattaching to it.
+    await CliBackend(fake.cli()).launch("node-1", make_task(), idempotency_key="k", workspace=None)
+
+    assert verbs(fake) == ["api status", "launch"]
+
+
+async def test_a_succeeded_launch_is_reattached_only_while_its_cluster_exists(fake: Fake) -> None:
+    launch_request(fake, "SUCCEEDED")
+    fake.script(clusters={"node-1": {"status": "UP"}}, failures={}, requests=json.loads(
+        fake.state.read_text(encoding="utf-8"))["requests"])  # fmt: skip
+    backend = CliBackend(fake.cli())
+
+    await backend.launch("node-1", make_task(), idempotency_key="k", workspace=None)
+    assert verbs(fake) == ["api status", "status"]  # done already: no second launch
+
+    await backend.terminate("node-1", timeout=5)
+    await backend.launch("node-1", make_task(), idempotency_key="k", workspace=None)
+    assert verbs(fake)[-3:] == ["api status", "status", "launch"]  # its cluster is gone
+
+
+async def test_cli_cancel_launches_cancels_the_live_requests_by_id(fake: Fake) -> None:
+    backend = CliBackend(fake.cli())
+    assert await backend.cancel_launches("node-1") == []
+    assert verbs(fake) == ["api status"]  # nothing live: no `sky api cancel` at all
+
+    launch_request(fake, "SUCCEEDED")
+    live = launch_request(fake, "RUNNING")
+
+    assert await backend.cancel_launches("node-1") == [live]
+    assert fake.calls()[-1]["argv"] == ["api", "cancel", "--", live]
+    assert json.loads(fake.state.read_text(encoding="utf-8"))["requests"][1]["status"] == (
+        "CANCELLED"
+    )
+
+
+async def test_cancel_refuses_an_empty_id_list_and_odd_ids(fake: Fake) -> None:
+    cli = fake.cli()
+    with pytest.raises(ValueError, match="empty list would cancel all"):
+        await cli.cancel([], subject="node-1")
+    with pytest.raises(ValueError, match="invalid request id"):
+        await cli.cancel(["--all"], subject="node-1")
+    assert fake.calls() == []
+
+
+async def test_a_cli_launch_deadline_is_a_wait_timeout_as_in_api_mode(fake: Fake) -> None:
+    fake.script(clusters={"node-1": {"status": "INIT"}}, failures={})
+
+    with pytest.raises(WaitTimeoutError, match="still INIT"):
+        await CliBackend(fake.cli(), poll_interval=0.1).wait_launched("node-1", None, 0.3)
+
+
+@pytest.mark.parametrize("mode", [LaunchMode.API, LaunchMode.CLI])
+async def test_a_launch_deadline_is_a_launch_timeout_in_both_modes(
+    fake: Fake, mode: LaunchMode
+) -> None:
+    """The same-shaped failure, the same error type: SkyPilot not done by the deadline."""
+    fake.script(clusters={"node-1": {"status": "INIT"}}, failures={})  # never comes up
+    simulator = SimulatorServer(SimConfig(port=0, launch_delay_s=600.0))
+    simulator.start()
+    try:
+        async with SkyPilotClient(simulator.url) as client, httpx.AsyncClient() as probe:
+            request_id = None
+            if mode is LaunchMode.API:  # a launch that is still running at the deadline
+                request_id = await client.launch("node-1", make_task({}))
+            backends: dict[LaunchMode, SkyPilotBackend] = {
+                LaunchMode.API: ApiBackend(client),
+                LaunchMode.CLI: CliBackend(fake.cli(), poll_interval=0.1),
+            }
+            activities = SkyPilotActivities(
+                backends, None, TaskSettings("http://cp", "0.11.0", "2.8.0"), probe
+            )
+            wait = WaitReadyInput(
+                cluster_name="node-1", launch_mode=mode, request_id=request_id, timeout_s=1.0
+            )
+            with pytest.raises(ApplicationError) as caught:
+                await ActivityEnvironment().run(activities.wait_ready, wait)
+    finally:
+        simulator.stop()
+
+    assert caught.value.type == "LaunchTimeout"
+    assert caught.value.non_retryable
+    assert "SKYPILOT_LAUNCH_TIMEOUT" in caught.value.message

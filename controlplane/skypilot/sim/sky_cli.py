@@ -1,10 +1,12 @@
 """A `sky`-compatible command line backed by the simulator, so CLI mode runs end to end locally.
 
 It answers the subcommands the CLI runner uses — ``launch``, ``down``, ``stop``,
-``status -o json`` and ``status --endpoint`` — with the real 0.14.1 CLI's exit codes and the
-output lines the runner reads, against the API server at SKYPILOT_API_SERVER_ENDPOINT (as the
-real CLI does). Secrets arrive in a ``--secret-file`` (dotenv) and go into the task's
-``secrets:``, never onto a command line.
+``status -o json``, ``status --endpoint``, ``api status -o json``, ``api logs`` and
+``api cancel`` — with the real 0.14.1 CLI's exit codes and the output lines the runner reads.
+Like the real CLI it finds its server at SKYPILOT_API_SERVER_ENDPOINT, else in the client config
+(``api_server.endpoint`` in SKYPILOT_GLOBAL_CONFIG), and its token the same way. Secrets arrive
+in a ``--secret-file`` (dotenv, possibly ``/dev/fd/N``) and go into the task's ``secrets:``,
+never onto a command line. Each ``launch`` sends a new launch request, as the real one does.
 
     SKYPILOT_API_SERVER_ENDPOINT=http://127.0.0.1:46590 \\
         python -m controlplane.skypilot.sim.sky_cli launch -y -d -c c1 --secret-file s.env task.yaml
@@ -18,6 +20,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 from dotenv import dotenv_values
@@ -31,9 +34,21 @@ from controlplane.skypilot.task import SkyTask
 DEFAULT_ENDPOINT = "http://127.0.0.1:46580"
 
 
+def _client_config() -> dict[str, Any]:
+    path = os.environ.get("SKYPILOT_GLOBAL_CONFIG")
+    if not path:
+        return {}
+    document = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    section = document.get("api_server") if isinstance(document, dict) else None
+    return section if isinstance(section, dict) else {}
+
+
 def _client() -> SkyPilotClient:
-    endpoint = os.environ.get("SKYPILOT_API_SERVER_ENDPOINT", DEFAULT_ENDPOINT)
-    token = os.environ.get("SKYPILOT_SERVICE_ACCOUNT_TOKEN")
+    config = _client_config()
+    endpoint = os.environ.get("SKYPILOT_API_SERVER_ENDPOINT") or config.get(
+        "endpoint", DEFAULT_ENDPOINT
+    )
+    token = os.environ.get("SKYPILOT_SERVICE_ACCOUNT_TOKEN") or config.get("service_account_token")
     return SkyPilotClient(
         endpoint,
         token=SecretStr(token) if token else None,
@@ -54,6 +69,9 @@ async def launch(args: argparse.Namespace) -> int:
     if args.secret_file:
         values = dotenv_values(args.secret_file)
         secrets = {k: SecretStr(v or "") for k, v in values.items()}
+    for item in args.env:  # like the real CLI: task envs, KEY=VALUE
+        key, _, value = item.partition("=")
+        document.setdefault("envs", {})[key] = value
     task = SkyTask(name=args.cluster, document=document, secrets=secrets)
     async with _client() as sky:
         request_id = await sky.launch(
@@ -61,6 +79,37 @@ async def launch(args: argparse.Namespace) -> int:
         )
         await sky.wait_for_request(request_id, timeout=3600)
     print(f"Running on cluster: {args.cluster}", flush=True)
+    return 0
+
+
+async def api(args: argparse.Namespace) -> int:
+    """`sky api status|logs|cancel`, printing what the real 0.14.1 CLI prints."""
+    async with _client() as sky:
+        if args.api_command == "status":
+            records = await sky.find_requests(args.cluster) if args.cluster else []
+            listed = [
+                {
+                    "request_id": r.request_id,
+                    "name": r.name,
+                    "user_id": r.user_id,
+                    "status": r.status_raw,
+                    "created_at": r.created_at,
+                    "cluster_name": r.cluster_name,
+                }
+                for r in records
+                if args.all_status or not r.status.finished
+            ]
+            print(json.dumps(listed, indent=2), flush=True)
+        elif args.api_command == "logs":
+            await sky.wait_for_request(args.request_id, timeout=3600)
+        else:
+            cancelled = await sky.cancel(args.request_ids)
+            if not cancelled:
+                print("No requests need to be cancelled.", flush=True)
+            elif len(cancelled) == 1:
+                print(f"Cancelled 1 request: {cancelled[0]}", flush=True)
+            else:
+                print(f"Cancelled {len(cancelled)} requests.", flush=True)
     return 0
 
 
@@ -107,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     launch_p.add_argument("-w", "--workspace")
     launch_p.add_argument("-r", "--retry-until-up", action="store_true")
     launch_p.add_argument("--secret-file")
+    launch_p.add_argument("--env", action="append", default=[])
     launch_p.add_argument("entrypoint")
     for name in ("down", "stop"):
         p_ = sub.add_parser(name)
@@ -118,12 +168,29 @@ def parser() -> argparse.ArgumentParser:
     status_p.add_argument("--endpoint", type=int)
     status_p.add_argument("--all-users", action="store_true")
     status_p.add_argument("clusters", nargs="*")
+    api_p = sub.add_parser("api").add_subparsers(dest="api_command", required=True)
+    api_status = api_p.add_parser("status")
+    api_status.add_argument("-a", "--all-status", action="store_true")
+    api_status.add_argument("-v", "--verbose", action="store_true")
+    api_status.add_argument("-l", "--limit")
+    api_status.add_argument("-o", "--output", default="table")
+    api_status.add_argument("-c", "--cluster")
+    api_logs = api_p.add_parser("logs")
+    api_logs.add_argument("request_id")
+    api_cancel = api_p.add_parser("cancel")
+    api_cancel.add_argument("request_ids", nargs="+")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    handler = {"launch": launch, "down": down_or_stop, "stop": down_or_stop, "status": status}
+    handler = {
+        "launch": launch,
+        "down": down_or_stop,
+        "stop": down_or_stop,
+        "status": status,
+        "api": api,
+    }
     try:
         return asyncio.run(handler[args.command](args))
     except SkyPilotError as error:
