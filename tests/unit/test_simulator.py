@@ -53,7 +53,7 @@ def server() -> Iterator[SimulatorServer]:
         launch_delay_s=0.3,
         down_delay_s=0.05,
         stop_delay_s=0.05,
-        model_warmup_s=0.3,
+        model_warmup_s=1.5,
         status_delay_s=0.01,
         long_workers=1,
     )
