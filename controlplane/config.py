@@ -29,6 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.durations import DURATION_HELP, parse_duration
+from controlplane.spec import CLUSTER_PREFIX, CLUSTER_PREFIX_RE
 
 KEY_HELP = (
     "32 random bytes, base64- or hex-encoded. Generate one with: "
@@ -151,6 +152,20 @@ class Settings(BaseSettings):
     codec_server_host: str = Field(default="127.0.0.1", min_length=1)
     codec_server_port: int = Field(default=8081, ge=1, le=65535)
     codec_server_cors_origins: str = "http://localhost:8233,http://127.0.0.1:8233"
+
+    # --- this installation's cluster names (controlplane/spec.py; the reconciler's filter) ---
+    cluster_name_prefix: str = CLUSTER_PREFIX
+
+    @field_validator("cluster_name_prefix")
+    @classmethod
+    def _cluster_prefix_shape(cls, value: str) -> str:
+        if not CLUSTER_PREFIX_RE.match(value):
+            raise ValueError(
+                "expected 1-8 lowercase letters or digits starting with a letter, no hyphen "
+                f"(e.g. {CLUSTER_PREFIX!r} or 'stg'): it starts every cluster name of this "
+                "installation, and the reconciler only touches clusters that carry it"
+            )
+        return value
 
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod
