@@ -22,7 +22,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import CLUSTER_PREFIX, NodeSpec
-from starter.ownership import started_input
+from starter.ownership import parsed, start_input, started_input
 from workflows.deployment import (
     DeploymentWorkflow,
     deployment_workflow_id,
@@ -117,16 +117,27 @@ class ControlPlane:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
-        if not await self._runs_node(workflow_id, spec):
+        if not await self._runs_node(workflow_id, spec, invalid_ok=True):
             raise IdentityConflict(
                 f"workflow {workflow_id!r} runs another node than the one asked for "
                 f"(node {spec.node_id}); nothing was started or attached"
             )
         return NodeStarted(workflow_id, spec, attached, spec.cluster_name_for(self.cluster_prefix))
 
-    async def _runs_node(self, workflow_id: str, spec: NodeSpec) -> bool:
-        started = await started_input(self.client, workflow_id, "NodeWorkflow", NodeWorkflowInput)
-        return started is not None and started.spec == spec
+    async def _runs_node(
+        self, workflow_id: str, spec: NodeSpec, *, invalid_ok: bool = False
+    ) -> bool:
+        """Whether the workflow runs ``spec``.
+
+        ``invalid_ok``: an input that does not validate counts as a match. Such a workflow fails
+        at once, naming the field, and runs no node, so nobody's node is attached to by mistake.
+        This is what a start of an unvalidated spec (``model_construct``) leaves behind.
+        """
+        raw = await start_input(self.client, workflow_id, "NodeWorkflow")
+        if raw is None:
+            return False  # gone, or another workflow type under a node's id
+        started = parsed(raw, NodeWorkflowInput)
+        return invalid_ok if started is None else started.spec == spec
 
     async def node_status(self, workflow_id: str) -> NodeView:
         handle = self.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
@@ -222,18 +233,22 @@ class ControlPlane:
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
-        if not await self._runs_deployment(workflow_id, spec):
+        if not await self._runs_deployment(workflow_id, spec, invalid_ok=True):
             raise IdentityConflict(
                 f"workflow {workflow_id!r} runs another deployment than the one asked for; "
                 "nothing was started or attached"
             )
         return workflow_id
 
-    async def _runs_deployment(self, workflow_id: str, spec: DeploymentSpec) -> bool:
-        started = await started_input(
-            self.client, workflow_id, "DeploymentWorkflow", DeploymentInput
-        )
-        return started is not None and started.deployment == spec
+    async def _runs_deployment(
+        self, workflow_id: str, spec: DeploymentSpec, *, invalid_ok: bool = False
+    ) -> bool:
+        """Whether the workflow runs ``spec``; ``invalid_ok`` as for ``_runs_node``."""
+        raw = await start_input(self.client, workflow_id, "DeploymentWorkflow")
+        if raw is None:
+            return False
+        started = parsed(raw, DeploymentInput)
+        return invalid_ok if started is None else started.deployment == spec
 
     async def deployment_status(self, workflow_id: str) -> DeploymentView:
         handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)

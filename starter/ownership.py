@@ -8,23 +8,17 @@ and that a tenant-scoped call targets that tenant's workflow.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 M = TypeVar("M", bound=BaseModel)
 
 
-async def started_input(
-    client: Client, workflow_id: str, workflow_type: str, model: type[M]
-) -> M | None:
-    """The latest run's start input; None if there is no such workflow of that type.
-
-    An input that is not a valid ``model`` (started by hand with something else) is None too:
-    it names no node this caller could own.
-    """
+async def start_input(client: Client, workflow_id: str, workflow_type: str) -> Any | None:
+    """The latest run's start input as plain JSON; None if there is no such workflow (or type)."""
     handle = client.get_workflow_handle(workflow_id)
     try:
         first = None
@@ -40,9 +34,20 @@ async def started_input(
     attributes = first.workflow_execution_started_event_attributes
     if attributes.workflow_type.name != workflow_type or not attributes.input.payloads:
         return None
+    decoded = await client.data_converter.decode(attributes.input.payloads)
+    return decoded[0] if decoded else None
+
+
+def parsed(raw: Any, model: type[M]) -> M | None:
+    """``raw`` as a ``model``; None when it is not one (it then names no node anyone owns)."""
     try:
-        decoded = await client.data_converter.decode(attributes.input.payloads, [model])
-    except (TypeError, ValueError):  # pydantic's ValidationError is a ValueError
+        return model.model_validate(raw)
+    except ValidationError:
         return None
-    value = decoded[0] if decoded else None
-    return value if isinstance(value, model) else None
+
+
+async def started_input(
+    client: Client, workflow_id: str, workflow_type: str, model: type[M]
+) -> M | None:
+    """The latest run's start input as a ``model``; None if there is none, or it is not one."""
+    return parsed(await start_input(client, workflow_id, workflow_type), model)
