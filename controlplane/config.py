@@ -29,7 +29,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.durations import DURATION_HELP, parse_duration
-from controlplane.spec import CLUSTER_PREFIX, CLUSTER_PREFIX_RE
+from controlplane.spec import CLUSTER_PREFIX, check_cluster_prefix
 
 KEY_HELP = (
     "32 random bytes, base64- or hex-encoded. Generate one with: "
@@ -159,13 +159,7 @@ class Settings(BaseSettings):
     @field_validator("cluster_name_prefix")
     @classmethod
     def _cluster_prefix_shape(cls, value: str) -> str:
-        if not CLUSTER_PREFIX_RE.match(value):
-            raise ValueError(
-                "expected 1-8 lowercase letters or digits starting with a letter, no hyphen "
-                f"(e.g. {CLUSTER_PREFIX!r} or 'stg'): it starts every cluster name of this "
-                "installation, and the reconciler only touches clusters that carry it"
-            )
-        return value
+        return check_cluster_prefix(value)
 
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod

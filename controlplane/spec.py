@@ -4,7 +4,7 @@ A node's identity (tenant, deployment, model, provider, region, GPU, replica) de
 id and its cluster name, deterministically, so a retried or duplicated start finds the same
 node instead of launching a second one.
 
-Collision resistance (docs/security.md, "Identities"): the node id is a UUIDv5 of the canonical
+Collision resistance (docs/security-tenancy.md): the node id is a UUIDv5 of the canonical
 identity (122 bits; the identity's fields cannot contain its ``|`` separator, so two identities
 never share a text). Workflow ids carry the whole node id. A cluster name carries 80 bits of
 SHA-256 of the identity: among 10^6 nodes the birthday bound puts the chance of any two names
@@ -84,6 +84,17 @@ def _known_provider(value: object) -> object:
 Provider = Annotated[str, BeforeValidator(_known_provider)]
 
 
+def check_cluster_prefix(prefix: str) -> str:
+    """The prefix if valid (CLUSTER_NAME_PREFIX), else a ValueError saying what is expected."""
+    if not CLUSTER_PREFIX_RE.match(prefix):
+        raise ValueError(
+            "expected 1-8 lowercase letters or digits starting with a letter, no hyphen "
+            f"(e.g. {CLUSTER_PREFIX!r} or 'stg'): it starts every cluster name of this "
+            "installation, and the reconciler only touches clusters that carry it"
+        )
+    return prefix
+
+
 def slug(text: str, limit: int) -> str:
     """Lower-case letters, digits and single hyphens, at most ``limit`` characters."""
     cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
@@ -136,11 +147,7 @@ class NodeSpec(BaseModel):
         The 80-bit hash covers the whole identity, so truncating the readable parts never makes
         two nodes collide; the replica suffix keeps replicas apart even to the eye.
         """
-        if not CLUSTER_PREFIX_RE.match(prefix):
-            raise ValueError(
-                f"cluster name prefix {prefix!r}: expected 1-8 lowercase letters or digits, "
-                "starting with a letter"
-            )
+        check_cluster_prefix(prefix)
         digest = hashlib.sha256(self.identity.encode()).digest()
         hashed = base64.b32encode(digest).decode().lower()[:CLUSTER_HASH_CHARS]
         return self._readable_name(prefix, f"{hashed}-{self.replica}")

@@ -123,7 +123,7 @@ def test_the_default_prefix_is_cpn_and_names_differ_by_prefix() -> None:
 def test_a_bad_prefix_is_refused_naming_the_variable(prefix: str) -> None:
     with pytest.raises(ConfigError, match="CLUSTER_NAME_PREFIX"):
         load_settings({"CLUSTER_NAME_PREFIX": prefix})
-    with pytest.raises(ValueError, match="prefix"):
+    with pytest.raises(ValueError, match="lowercase letters"):
         spec().cluster_name_for(prefix)
 
 
