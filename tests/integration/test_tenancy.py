@@ -10,16 +10,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from controlplane.db.engine import create_engine
+from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, IdentityConflict, NotFound
@@ -153,11 +157,12 @@ async def test_a_tenant_reaches_only_its_own_deployment(worker: Stack) -> None:
     async with cleanup(worker.client) as ids:
         workflow_id = await mine.launch_deployment(spec, 1, launch_mode=LaunchMode.API)
         ids += [workflow_id, node_workflow_id(spec.node(0).node_id)]
-        for call in (
+        calls: list[Callable[[], Awaitable[object]]] = [
             lambda: theirs.deployment_status(workflow_id),
             lambda: theirs.scale_deployment(workflow_id, 3),
             lambda: theirs.terminate_deployment(workflow_id),
-        ):
+        ]
+        for call in calls:
             with pytest.raises(NotFound) as refused:
                 await call()
             assert_names_nothing_of(refused.value, workflow_id, owner, spec.node(0).node_id)
@@ -171,17 +176,58 @@ async def test_a_tenant_reaches_only_its_own_deployment(worker: Stack) -> None:
 
 
 # --- attach only to the very spec asked for -------------------------------------------------------
-async def test_a_workflow_squatting_a_nodes_id_is_refused_not_attached(stack: Stack) -> None:
+async def test_a_workflow_squatting_a_nodes_id_is_refused_not_attached(worker: Stack) -> None:
     victim = node_spec(f"v{uuid.uuid4().hex[:6]}")
     attacker = node_spec(f"a{uuid.uuid4().hex[:6]}")
-    control = ControlPlane(stack.client, f"nobody-{uuid.uuid4().hex[:8]}")
-    async with cleanup(stack.client) as ids:
+    control = worker.control
+    async with cleanup(worker.client) as ids:
         squatted = node_workflow_id(victim.node_id)
         ids.append(squatted)
-        await squat(stack.client, squatted, attacker)
-        with pytest.raises(IdentityConflict, match="nothing was started or attached"):
+        # Started by hand under the victim's id, with the attacker's spec, on the real worker.
+        await worker.client.start_workflow(
+            NodeWorkflow.run,
+            NodeWorkflowInput(spec=attacker, launch_mode=LaunchMode.API),
+            id=squatted,
+            task_queue=control.task_queue,
+        )
+        running = await control.wait_for_node(squatted, until={NodeStatus.RUNNING}, timeout=WAIT)
+        assert running.node_id == attacker.node_id
+        with pytest.raises(IdentityConflict, match="nothing was started or attached") as refused:
             await control.launch_node(victim)
-    assert stack.simulator.counters()["launch_requests"].get(victim.cluster_name) is None
+        assert attacker.tenant not in str(refused.value)
+        assert attacker.node_id not in str(refused.value)
+        await control.terminate_node(squatted)
+    launches = worker.simulator.counters()["launch_requests"]
+    assert launches.get(victim.cluster_name) is None
+    assert launches.get(attacker.cluster_name) == 1
+
+
+async def test_a_cluster_name_taken_by_another_node_fails_the_launch_before_it_starts(
+    worker: Stack,
+) -> None:
+    victim = node_spec(f"v{uuid.uuid4().hex[:6]}")
+    squatter = node_spec(f"s{uuid.uuid4().hex[:6]}")
+    engine = create_engine(worker.settings.database_url or "")
+    try:
+        taken = NewNode.from_spec(squatter, launch_mode=LaunchMode.API, workflow_id="node-squat")
+        await NodeRepository(engine).record_intent(
+            taken.model_copy(update={"cluster_name": victim.cluster_name})
+        )
+    finally:
+        await engine.dispose()
+    async with cleanup(worker.client) as ids:
+        started = await worker.control.launch_node(victim, launch_mode=LaunchMode.API)
+        ids.append(started.workflow_id)
+        handle = worker.client.get_workflow_handle(started.workflow_id)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 30)
+    cause = failure.value.cause.__cause__  # the record_intent activity's error
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "NodeIdentityConflict"
+    assert cause.non_retryable
+    assert "nothing was launched" in str(cause)
+    assert squatter.tenant not in str(cause)
+    assert worker.simulator.counters()["launch_requests"].get(victim.cluster_name) is None
 
 
 async def test_the_found_cross_tenant_collision_no_longer_attaches(stack: Stack) -> None:
