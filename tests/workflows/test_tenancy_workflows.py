@@ -26,6 +26,7 @@ from workflows.models import (
     DeploymentView,
     TerminateClusterInput,
     TerminateClusterResult,
+    TerminateDeploymentRequest,
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
@@ -142,5 +143,5 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
             spec = deployment.node(replica.replica)
             assert replica.workflow_id == f"node-{spec.node_id}"
             assert replica.cluster_name == fakes.rows[spec.node_id].cluster_name
-        await handle.execute_update(DeploymentWorkflow.terminate, {"reason": "done"})
+        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
         await handle.result()
