@@ -19,14 +19,18 @@ from temporalio.worker import Worker
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from tests.workflows.fakes import FakeActivities, Row
 from tests.workflows.test_node_workflow import SPEC, start, wait_status
-from workflows.deployment import DeploymentWorkflow
+from workflows.deployment import DeploymentWorkflow, legacy_node_workflow_id
 from workflows.models import (
     DeploymentInput,
     DeploymentSpec,
     DeploymentView,
+    NodePlan,
+    NodeState,
+    NodeWorkflowInput,
     TerminateClusterInput,
     TerminateClusterResult,
     TerminateDeploymentRequest,
+    TerminateNodeRequest,
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
@@ -145,3 +149,39 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
             assert replica.cluster_name == fakes.rows[spec.node_id].cluster_name
         await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
         await handle.result()
+
+
+async def test_a_resumed_node_keeps_the_cluster_name_in_its_plan(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Continue-as-new carries the plan: a node named under the old scheme is never renamed."""
+    fakes = FakeActivities()
+    plan = NodePlan(
+        node_id=SPEC.node_id,
+        cluster_name=SPEC.legacy_cluster_name,
+        launch_mode=LaunchMode.API,
+        **fakes.plan_args,
+    )
+    fakes.rows[SPEC.node_id] = Row(
+        node_id=SPEC.node_id,
+        cluster_name=SPEC.legacy_cluster_name,
+        workflow_id=legacy_node_workflow_id(SPEC),
+        launch_mode=LaunchMode.API,
+        status=NodeStatus.RUNNING,
+        tenant=SPEC.tenant,
+    )
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()
+    ):
+        handle = await env.client.start_workflow(
+            NodeWorkflow.run,
+            NodeWorkflowInput(spec=SPEC, resume=NodeState(plan=plan, status=NodeStatus.RUNNING)),
+            id=legacy_node_workflow_id(SPEC),
+            task_queue=task_queue,
+        )
+        view = await handle.query(NodeWorkflow.status)
+        assert view.cluster_name == SPEC.legacy_cluster_name
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+    assert fakes.calls["record_intent"] == []
+    assert [c.cluster_name for c in fakes.calls["down_cluster"]] == [SPEC.legacy_cluster_name]
