@@ -13,8 +13,8 @@ from controlplane.config import Settings
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
-from controlplane.reconcile import ClusterSeen, NodeSeen, compare, ours
-from controlplane.skypilot.backend import SkyPilotBackend
+from controlplane.reconcile import ClusterSeen, NodeSeen, Owner, compare, ours
+from controlplane.skypilot.backend import ApiBackend, SkyPilotBackend
 from workflows.models import ReconcileScanInput, ReconcileScanResult
 
 WATCHED = [
@@ -50,23 +50,44 @@ class ReconcileActivities:
             )
         return backend
 
+    async def _owner(self, backend: SkyPilotBackend) -> Owner:
+        """Our SkyPilot user as clusters record it, and this installation's name prefix.
+
+        With a service-account token the server decides who we are (it overrides the identity
+        we send), so ask it; without one, requests belong to SKYPILOT_USER_ID.
+        """
+        user: str | None = self.settings.skypilot_user_id
+        if self.settings.skypilot_service_account_token is not None:
+            user = None
+            if isinstance(backend, ApiBackend):
+                user = (await backend.client.health()).user_id
+            if user is None:
+                activity.logger.warning(
+                    "reconcile: the SkyPilot server did not say which user our token is; "
+                    "no cluster is treated as ours (nothing will be called an orphan)"
+                )
+        return Owner(prefix=self.settings.cluster_name_prefix, user=user)
+
     @activity.defn(name="reconcile_scan")
     @records_retries
     @translate_errors
     async def reconcile_scan(self, input: ReconcileScanInput) -> ReconcileScanResult:
-        records = await self._inventory_backend().list_clusters()
+        backend = self._inventory_backend()
+        owner = await self._owner(backend)
+        records = await backend.list_clusters()
         clusters = [
             ClusterSeen(
                 name=r.name,
                 status=r.status.value,
                 launched_at=datetime.fromtimestamp(r.launched_at, UTC) if r.launched_at else None,
+                user_hash=r.user_hash,
             )
             for r in records
         ]
         rows = await self.nodes.list(statuses=[s.value for s in WATCHED], limit=100_000)
         seen = {row.cluster_name for row in rows}
         for cluster in clusters:  # rows of our clusters that ended: an orphan's history
-            if ours(cluster.name) and cluster.name not in seen:
+            if ours(cluster, owner) and cluster.name not in seen:
                 row = await self.nodes.get_by_cluster(cluster.name)
                 if row is not None:
                     rows.append(row)
@@ -83,7 +104,11 @@ class ReconcileActivities:
         ]
         grace = input.orphan_grace_s or self.settings.reconcile_orphan_grace.total_seconds()
         findings = compare(
-            clusters, nodes, now=datetime.now(UTC), orphan_grace=timedelta(seconds=grace)
+            clusters,
+            nodes,
+            now=datetime.now(UTC),
+            orphan_grace=timedelta(seconds=grace),
+            owner=owner,
         )
         if self.metrics is not None and findings.orphans:
             self.metrics.orphans_found.inc(len(findings.orphans))

@@ -13,10 +13,17 @@ from temporalio import activity
 from activities.errors import permanent
 from controlplane.config import Settings
 from controlplane.db.models import EventRow
-from controlplane.db.repository import InvalidTransition, NewNode, NodeRepository, NodeRow
+from controlplane.db.repository import (
+    ClusterNameConflict,
+    InvalidTransition,
+    NewNode,
+    NodeRepository,
+    NodeRow,
+)
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, compensation_reason
 from controlplane.rollout import choose_mode
+from controlplane.spec import NodeSpec
 from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
@@ -73,23 +80,31 @@ class RecordActivities:
 
     @activity.defn(name="record_intent")
     async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
-        """Upsert the node's row as ``pending`` before anything exists in a cloud."""
+        """Upsert the node's row as ``pending`` before anything exists in a cloud.
+
+        The cluster is named here, under this installation's CLUSTER_NAME_PREFIX, and the name
+        is kept in the row: a node that already has a row keeps the name it was created with.
+        """
         spec = input.spec
         mode = input.launch_mode or self.mode_for(spec.tenant)
         self._check_mode_available(mode)
-        row = await self.nodes.record_intent(
-            NewNode(
-                node_id=spec.node_id,
-                tenant=spec.tenant,
-                deployment=spec.deployment,
-                replica=spec.replica,
-                cluster_name=spec.cluster_name,
-                spec=spec.model_dump(mode="json"),
-                launch_mode=mode.value,
-                workflow_id=input.workflow_id,
-                status_deadline_at=None,
+        try:
+            row = await self.nodes.record_intent(
+                NewNode(
+                    node_id=spec.node_id,
+                    tenant=spec.tenant,
+                    deployment=spec.deployment,
+                    replica=spec.replica,
+                    cluster_name=spec.cluster_name_for(self.settings.cluster_name_prefix),
+                    spec=spec.model_dump(mode="json"),
+                    launch_mode=mode.value,
+                    workflow_id=input.workflow_id,
+                    status_deadline_at=None,
+                )
             )
-        )
+        except ClusterNameConflict as exc:
+            raise permanent(f"{exc}; nothing was launched", "NodeIdentityConflict") from None
+        _require_same_node(row, spec)
         activity.logger.info(
             "node %s (%s) recorded, mode %s, status %s",
             row.node_id,
@@ -178,6 +193,7 @@ class RecordActivities:
         return LookupClusterResult(
             cluster_name=input.cluster_name,
             node_id=row.node_id if row else None,
+            tenant=row.tenant if row else None,
             workflow_id=row.workflow_id if live and row else None,
             status=NodeStatus(row.status) if row else None,
             launch_mode=mode,
@@ -185,4 +201,22 @@ class RecordActivities:
             cleanup_budget_s=s.node_cleanup_budget.total_seconds(),
             heartbeat_timeout_s=s.node_heartbeat_timeout.total_seconds(),
             retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
+        )
+
+
+def _require_same_node(row: NodeRow, spec: NodeSpec) -> None:
+    """An existing row is this node only if it records this very spec (an attach, not a theft).
+
+    The node id is a hash of the spec, so a mismatch means a forged id or a hash collision; the
+    error names only what the caller asked for.
+    """
+    try:
+        same = row.tenant == spec.tenant and NodeSpec.model_validate(row.spec) == spec
+    except ValueError:  # a row whose spec no longer validates is not this spec either
+        same = False
+    if not same:
+        raise permanent(
+            f"node {spec.node_id} is recorded with another spec than the one asked for; "
+            "nothing was launched or attached",
+            "NodeIdentityConflict",
         )

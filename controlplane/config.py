@@ -32,7 +32,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
-from controlplane.spec import TenantId
+from controlplane.spec import CLUSTER_PREFIX, TenantId, check_cluster_prefix
 from controlplane.urls import redact_url, url_credentials
 
 KEY_HELP = (
@@ -171,6 +171,14 @@ class Settings(BaseSettings):
     events_nats_duplicate_window: Duration = timedelta(hours=1)
     # --- the SkyPilot workspaces each tenant's credential may name (credential_policy.py) ---
     tenant_workspaces: str = ""  # JSON {"tenant": ["workspace", ...]}; unset = none allowed
+
+    # --- this installation's cluster names (controlplane/spec.py; the reconciler's filter) ---
+    cluster_name_prefix: str = CLUSTER_PREFIX
+
+    @field_validator("cluster_name_prefix")
+    @classmethod
+    def _cluster_prefix_shape(cls, value: str) -> str:
+        return check_cluster_prefix(value)
 
     @field_validator("skypilot_api_server_url", "control_plane_url", "r2_endpoint")
     @classmethod

@@ -1,7 +1,9 @@
 """Compare what SkyPilot runs with what the database says, and name every disagreement.
 
 Pure functions over two snapshots, so the rules are tested without a cloud:
-- orphan: a cluster with our name prefix, no live node row, older than a grace period;
+- orphan: a cluster of ours (our SkyPilot user AND this installation's name prefix), with no
+  live node row, older than a grace period. Another user's cluster is never ours, whatever its
+  name, and neither is another installation's on the same user (CLUSTER_NAME_PREFIX);
 - lost: the row says running, but SkyPilot lists no such cluster;
 - stuck: a row in launching or terminating past its deadline;
 - cleanup_failed: a row whose teardown was never confirmed (its cluster may still cost money).
@@ -15,13 +17,24 @@ from datetime import datetime, timedelta
 from pydantic import BaseModel
 
 from controlplane.lifecycle import NodeStatus
-from controlplane.spec import CLUSTER_PREFIX
 
 
 class ClusterSeen(BaseModel):
     name: str
     status: str
     launched_at: datetime | None = None
+    user_hash: str | None = None  # the SkyPilot user that owns it (cluster record's user_hash)
+
+
+class Owner(BaseModel):
+    """Who "we" are on a SkyPilot server that others may share.
+
+    ``user`` is our SkyPilot user id (the service account's, as the server authenticates it, or
+    SKYPILOT_USER_ID without auth); None when it could not be established: then nothing is ours.
+    """
+
+    prefix: str
+    user: str | None
 
 
 class NodeSeen(BaseModel):
@@ -57,8 +70,13 @@ LIVE_STATUSES = frozenset(
 )
 
 
-def ours(cluster_name: str) -> bool:
-    return cluster_name.startswith(f"{CLUSTER_PREFIX}-")
+def ours(cluster: ClusterSeen, owner: Owner) -> bool:
+    """Our user's, with our prefix: the only clusters the reconciler may call orphans."""
+    return (
+        owner.user is not None
+        and cluster.user_hash == owner.user
+        and cluster.name.startswith(f"{owner.prefix}-")
+    )
 
 
 def compare(
@@ -67,6 +85,7 @@ def compare(
     *,
     now: datetime,
     orphan_grace: timedelta,
+    owner: Owner,
 ) -> Findings:
     cluster_by_name = {c.name: c for c in clusters}
     rows_by_cluster: dict[str, list[NodeSeen]] = {}
@@ -75,7 +94,7 @@ def compare(
     findings = Findings()
 
     for name, cluster in sorted(cluster_by_name.items()):
-        if not ours(name):
+        if not ours(cluster, owner):
             continue
         rows = rows_by_cluster.get(name, [])
         if any(r.status in LIVE_STATUSES or r.status is NodeStatus.CLEANUP_FAILED for r in rows):

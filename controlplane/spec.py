@@ -3,10 +3,18 @@
 A node's identity (tenant, deployment, model, provider, region, GPU, replica) decides its node
 id and its cluster name, deterministically, so a retried or duplicated start finds the same
 node instead of launching a second one.
+
+Collision resistance (docs/security-tenancy.md): the node id is a UUIDv5 of the canonical
+identity (122 bits; the identity's fields cannot contain its ``|`` separator, so two identities
+never share a text). Workflow ids carry the whole node id. A cluster name carries 80 bits of
+SHA-256 of the identity: among 10^6 nodes the birthday bound puts the chance of any two names
+colliding below n^2/2^81 = 4e-13, and a name that does collide is refused when intent is
+recorded (the names are unique in the database): an error, never an attach or a launch.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import uuid
@@ -34,9 +42,14 @@ PROVIDERS = (
     "seeweb",
 )
 
-CLUSTER_PREFIX = "cpn"
+CLUSTER_PREFIX = "cpn"  # the default of CLUSTER_NAME_PREFIX
 CLUSTER_NAME_MAX = 40
+# SkyPilot's pattern narrowed to what every cloud accepts (GCP: lowercase, a letter first, no
+# trailing hyphen), within 40 characters.
 CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
+# An installation's prefix: no hyphen, so one prefix is never the start of another's "<p>-".
+CLUSTER_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
+CLUSTER_HASH_CHARS = 16  # base32: 80 bits
 _NODE_NAMESPACE = uuid.UUID("8f4b8f5e-6a56-4d0f-9a0e-0d6f2f7c1a11")
 
 TenantId = Annotated[
@@ -69,6 +82,17 @@ def _known_provider(value: object) -> object:
 
 
 Provider = Annotated[str, BeforeValidator(_known_provider)]
+
+
+def check_cluster_prefix(prefix: str) -> str:
+    """The prefix if valid (CLUSTER_NAME_PREFIX), else a ValueError saying what is expected."""
+    if not CLUSTER_PREFIX_RE.match(prefix):
+        raise ValueError(
+            "expected 1-8 lowercase letters or digits starting with a letter, no hyphen "
+            f"(e.g. {CLUSTER_PREFIX!r} or 'stg'): it starts every cluster name of this "
+            "installation, and the reconciler only touches clusters that carry it"
+        )
+    return prefix
 
 
 def slug(text: str, limit: int) -> str:
@@ -114,18 +138,35 @@ class NodeSpec(BaseModel):
 
     @property
     def cluster_name(self) -> str:
-        """``cpn-<tenant>-<model>-<hash>-<replica>``: readable, unique, at most 40 characters.
+        """The cluster name under the default prefix; workers use ``cluster_name_for``."""
+        return self.cluster_name_for(CLUSTER_PREFIX)
 
-        The hash covers the whole identity, so truncating the readable parts never makes two
-        nodes collide; the replica suffix keeps replicas apart even to the eye.
+    def cluster_name_for(self, prefix: str) -> str:
+        """``<prefix>-<tenant>-<model>-<hash>-<replica>``: readable, unique, at most 40 characters.
+
+        The 80-bit hash covers the whole identity, so truncating the readable parts never makes
+        two nodes collide; the replica suffix keeps replicas apart even to the eye.
+        """
+        check_cluster_prefix(prefix)
+        digest = hashlib.sha256(self.identity.encode()).digest()
+        hashed = base64.b32encode(digest).decode().lower()[:CLUSTER_HASH_CHARS]
+        return self._readable_name(prefix, f"{hashed}-{self.replica}")
+
+    @property
+    def legacy_cluster_name(self) -> str:
+        """The name nodes created before the 80-bit scheme got (24 bits of hash, ``cpn-``).
+
+        Kept only so replays and the starter find nodes that still run under it.
         """
         digest = hashlib.sha256(self.identity.encode()).hexdigest()[:6]
+        return self._readable_name(CLUSTER_PREFIX, f"{digest}-{self.replica}")
+
+    def _readable_name(self, prefix: str, tail: str) -> str:
         model_tail = self.model.rsplit("/", 1)[-1]
-        tail = f"{digest}-{self.replica}"
-        room = CLUSTER_NAME_MAX - len(CLUSTER_PREFIX) - len(tail) - 3
+        room = CLUSTER_NAME_MAX - len(prefix) - len(tail) - 3
         tenant_part = slug(self.tenant, min(8, room // 2)) or "t"
         model_part = slug(model_tail, room - len(tenant_part)) or "m"
-        name = f"{CLUSTER_PREFIX}-{tenant_part}-{model_part}-{tail}"
+        name = f"{prefix}-{tenant_part}-{model_part}-{tail}"
         assert CLUSTER_NAME_RE.match(name), name
         return name
 

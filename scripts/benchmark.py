@@ -87,6 +87,7 @@ from controlplane.db.schema import nodes
 from controlplane.devstack import Process
 from controlplane.lifecycle import NodeStatus
 from starter.api import ControlPlane
+from workflows.deployment import node_workflow_id
 
 PHASES = ("throughput", "baseline", "calls", "burst", "parked")
 TASK_QUEUE = "bench-nodes"
@@ -370,7 +371,7 @@ async def count_activities(bench: Bench) -> dict[str, int]:
     index = next(bench.indices)
     await lifecycle(bench, index)
     spec = node_spec(bench.run, index)
-    handle = bench.client.get_workflow_handle(f"node-{spec.cluster_name}")
+    handle = bench.client.get_workflow_handle(node_workflow_id(spec.node_id))
     history = await handle.fetch_history()
     kinds = Counter(event.event_type for event in history.events)
     return {
@@ -587,7 +588,7 @@ async def phase_burst(bench: Bench) -> dict[str, Any]:
 
     async def terminate(spec: Any) -> None:
         try:
-            await bench.control.terminate_node(f"node-{spec.cluster_name}")
+            await bench.control.terminate_node(node_workflow_id(spec.node_id))
         except TemporalError as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
 

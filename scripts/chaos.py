@@ -75,6 +75,7 @@ from controlplane.devstack import Process
 from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
+from workflows.deployment import node_workflow_id
 
 TASK_QUEUE = "chaos-nodes"
 TRANSIENT, PERMANENT = "ResourcesUnavailableError", "ProvisionPrechecksError"
@@ -275,7 +276,7 @@ async def workflow_outcome(chaos: Chaos, workflow_id: str) -> str:
 async def drive(chaos: Chaos, index: int) -> None:
     """Launch; once running, terminate; wait for the end. Never raises: records the outcome."""
     spec = chaos.spec(index)
-    workflow_id = f"node-{spec.cluster_name}"
+    workflow_id = node_workflow_id(spec.node_id)
     timeout = chaos.plan.node_timeout_s
     try:
         await retrying(lambda: chaos.control.launch_node(spec), 5, f"launch {spec.cluster_name}")

@@ -2,16 +2,18 @@
 
     python -m starter launch --tenant acme --model NousResearch/Meta-Llama-3-8B-Instruct \\
         --provider aws --region us-east-1 --gpu A100:1
-    python -m starter status --workflow-id node-cpn-...
-    python -m starter terminate --workflow-id node-cpn-...
+    python -m starter status --workflow-id node-<node id>
+    python -m starter terminate --workflow-id node-<node id>
 
     python -m starter reconcile --no-cleanup      # report orphans, lost, stuck, cleanup_failed
     python -m starter health                      # Temporal, Postgres, SkyPilot API, `sky`
     python -m starter events --since 0 --follow   # node events in commit order (JSON lines)
     python -m starter usage --tenant acme --by model   # GPU-seconds and node-hours
 
-Exit codes: 0 done, 1 failed, 2 bad input or configuration (nothing was started),
-3 no such workflow, 4 still terminating when the bounded wait ran out, 5 Temporal unreachable.
+An operator's tool: it acts across tenants (a service acting for one tenant uses
+ControlPlane.for_tenant). Exit codes: 0 done, 1 failed, 2 bad input or configuration (nothing
+was started), 3 no such workflow, 4 still terminating when the bounded wait ran out, 5 Temporal
+unreachable.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from controlplane.urls import redact_url, scrub
 from starter import events_cli
-from starter.api import ControlPlane, NotFound
+from starter.api import ControlPlane, IdentityConflict, NotFound
 from starter.connection import connect
 from starter.health import check as check_health
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
@@ -216,7 +218,9 @@ async def run(args: argparse.Namespace) -> int:
             f"cannot reach Temporal at TEMPORAL_ADDRESS={redact_url(settings.temporal_address)}: "
             f"{scrub(str(exc), settings.temporal_address)}"
         ) from None
-    cp = ControlPlane(client, settings.temporal_task_queue)
+    cp = ControlPlane(
+        client, settings.temporal_task_queue, cluster_prefix=settings.cluster_name_prefix
+    )
     if spec is not None:
         started = await cp.launch_node(spec, launch_mode=mode)
         result: dict[str, Any] = started.as_dict()
@@ -307,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(EXIT_UNREACHABLE, str(exc), "start the local stack with scripts/demo")
     except TimeoutError:
         return fail(EXIT_FAILED, "timed out waiting", "the workflow keeps going; query its status")
+    except IdentityConflict as exc:
+        return fail(EXIT_FAILED, str(exc), "nothing was started or attached")
     except WorkflowUpdateFailedError as exc:
         return fail(EXIT_FAILED, f"update failed: {exc.cause}")
     except RPCError as exc:

@@ -1,8 +1,12 @@
 """The typed API other services use: launch, terminate, query and list nodes and deployments.
 
 Inputs are validated here, before anything is started, so a bad spec never reaches Temporal.
-Workflow ids derive from the node's identity (``node-<cluster>``), so launching the same node
-twice attaches to the running workflow instead of launching again.
+Workflow ids derive from the node's identity (``node-<node id>``), so launching the same node
+twice attaches to the running workflow instead of launching again, and an attach is accepted
+only when that workflow runs the very spec asked for (starter/ownership.py).
+
+Trust model: whoever may start workflows in the Temporal namespace is trusted, and this API
+unscoped is an operator's tool. Services acting for one tenant use ``for_tenant(t)``.
 """
 
 from __future__ import annotations
@@ -10,15 +14,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import timedelta
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.spec import NodeSpec
-from workflows.deployment import DeploymentWorkflow, node_workflow_id
+from controlplane.spec import CLUSTER_PREFIX, NodeSpec
+from starter.ownership import parsed, start_input, started_input
+from workflows.deployment import (
+    DeploymentWorkflow,
+    deployment_workflow_id,
+    legacy_deployment_workflow_id,
+    legacy_node_workflow_id,
+    node_workflow_id,
+)
 from workflows.models import (
     DeploymentInput,
     DeploymentSpec,
@@ -37,22 +48,25 @@ from workflows.terminate import TerminateClusterWorkflow
 
 T = TypeVar("T")
 
+if TYPE_CHECKING:
+    from starter.tenant import TenantControlPlane
+
 
 class NotFound(LookupError):
     """No such workflow in this namespace."""
 
 
-def deployment_workflow_id(tenant: str, name: str) -> str:
-    return f"deployment-{tenant}-{name}"
+class IdentityConflict(RuntimeError):
+    """The workflow id is taken by another node or deployment than the one asked for."""
 
 
 class NodeStarted:
     """What ``launch_node`` did: started a new workflow, or attached to the live one."""
 
-    def __init__(self, workflow_id: str, spec: NodeSpec, attached: bool) -> None:
+    def __init__(self, workflow_id: str, spec: NodeSpec, attached: bool, cluster_name: str) -> None:
         self.workflow_id = workflow_id
         self.node_id = spec.node_id
-        self.cluster_name = spec.cluster_name
+        self.cluster_name = cluster_name
         self.attached = attached
 
     def as_dict(self) -> dict[str, object]:
@@ -67,15 +81,33 @@ class NodeStarted:
 class ControlPlane:
     """Thin, typed wrapper over a Temporal client for the node lifecycle workflows."""
 
-    def __init__(self, client: Client, task_queue: str) -> None:
+    def __init__(
+        self, client: Client, task_queue: str, *, cluster_prefix: str = CLUSTER_PREFIX
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
+        self.cluster_prefix = cluster_prefix  # the workers' CLUSTER_NAME_PREFIX
+
+    def for_tenant(self, tenant: str) -> TenantControlPlane:
+        """This API for one tenant: every call first checks its target is that tenant's."""
+        from starter.tenant import TenantControlPlane  # it builds on this module
+
+        return TenantControlPlane(self, tenant)
 
     # --- nodes -----------------------------------------------------------------------------------
     async def launch_node(
         self, spec: NodeSpec, *, launch_mode: LaunchMode | None = None
     ) -> NodeStarted:
-        workflow_id = node_workflow_id(spec.cluster_name)
+        """Start the node's workflow, or attach to the one running this very spec.
+
+        A node created before the full-node-id workflow ids still runs under its old id and
+        keeps it; it is attached to only if its input is this spec. Any other workflow under
+        either id is an IdentityConflict: nothing is started or attached.
+        """
+        legacy_id = legacy_node_workflow_id(spec)
+        if await self._is_running(legacy_id) and await self._runs_node(legacy_id, spec):
+            return NodeStarted(legacy_id, spec, True, spec.legacy_cluster_name)
+        workflow_id = node_workflow_id(spec.node_id)
         attached = await self._is_running(workflow_id)
         await self.client.start_workflow(
             NodeWorkflow.run,
@@ -85,7 +117,27 @@ class ControlPlane:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         )
-        return NodeStarted(workflow_id, spec, attached)
+        if not await self._runs_node(workflow_id, spec, invalid_ok=True):
+            raise IdentityConflict(
+                f"workflow {workflow_id!r} runs another node than the one asked for "
+                f"(node {spec.node_id}); nothing was started or attached"
+            )
+        return NodeStarted(workflow_id, spec, attached, spec.cluster_name_for(self.cluster_prefix))
+
+    async def _runs_node(
+        self, workflow_id: str, spec: NodeSpec, *, invalid_ok: bool = False
+    ) -> bool:
+        """Whether the workflow runs ``spec``.
+
+        ``invalid_ok``: an input that does not validate counts as a match. Such a workflow fails
+        at once, naming the field, and runs no node, so nobody's node is attached to by mistake.
+        This is what a start of an unvalidated spec (``model_construct``) leaves behind.
+        """
+        raw = await start_input(self.client, workflow_id, "NodeWorkflow")
+        if raw is None:
+            return False  # gone, or another workflow type under a node's id
+        started = parsed(raw, NodeWorkflowInput)
+        return invalid_ok if started is None else started.spec == spec
 
     async def node_status(self, workflow_id: str) -> NodeView:
         handle = self.client.get_workflow_handle_for(NodeWorkflow.run, workflow_id)
@@ -136,13 +188,26 @@ class ControlPlane:
         return await handle.result()
 
     async def terminate_cluster(
-        self, cluster_name: str, *, wait: timedelta, launch_mode: LaunchMode | None = None
+        self,
+        cluster_name: str,
+        *,
+        wait: timedelta,
+        launch_mode: LaunchMode | None = None,
+        tenant: str | None = None,
     ) -> TerminateClusterResult | None:
-        """Down a cluster by name; None if it is still terminating when ``wait`` runs out."""
+        """Down a cluster by name; None if it is still terminating when ``wait`` runs out.
+
+        With ``tenant``, the workflow refuses (fails with ClusterNotFound) unless the cluster
+        is one of that tenant's nodes; each tenant gets its own workflow id, so no caller ever
+        attaches to another's run and reads its result.
+        """
+        request = TerminateClusterInput(
+            cluster_name=cluster_name, launch_mode=launch_mode, tenant=tenant
+        )
         handle = await self.client.start_workflow(
             TerminateClusterWorkflow.run,
-            TerminateClusterInput(cluster_name=cluster_name, launch_mode=launch_mode),
-            id=f"terminate-{cluster_name}",
+            request,
+            id=f"terminate-{cluster_name}" + (f":{request.tenant}" if request.tenant else ""),
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
@@ -156,6 +221,10 @@ class ControlPlane:
     async def launch_deployment(
         self, spec: DeploymentSpec, replicas: int, *, launch_mode: LaunchMode | None = None
     ) -> str:
+        """Start the deployment, or attach to the one running this very spec (as launch_node)."""
+        legacy_id = legacy_deployment_workflow_id(spec.tenant, spec.name)
+        if await self._is_running(legacy_id) and await self._runs_deployment(legacy_id, spec):
+            return legacy_id
         workflow_id = deployment_workflow_id(spec.tenant, spec.name)
         await self.client.start_workflow(
             DeploymentWorkflow.run,
@@ -164,7 +233,22 @@ class ControlPlane:
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         )
+        if not await self._runs_deployment(workflow_id, spec, invalid_ok=True):
+            raise IdentityConflict(
+                f"workflow {workflow_id!r} runs another deployment than the one asked for; "
+                "nothing was started or attached"
+            )
         return workflow_id
+
+    async def _runs_deployment(
+        self, workflow_id: str, spec: DeploymentSpec, *, invalid_ok: bool = False
+    ) -> bool:
+        """Whether the workflow runs ``spec``; ``invalid_ok`` as for ``_runs_node``."""
+        raw = await start_input(self.client, workflow_id, "DeploymentWorkflow")
+        if raw is None:
+            return False
+        started = parsed(raw, DeploymentInput)
+        return invalid_ok if started is None else started.deployment == spec
 
     async def deployment_status(self, workflow_id: str) -> DeploymentView:
         handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
@@ -192,14 +276,28 @@ class ControlPlane:
 
     # --- listing ---------------------------------------------------------------------------------
     async def list_nodes(
-        self, *, running_only: bool = False, limit: int = 100
+        self, *, running_only: bool = False, limit: int = 100, tenant: str | None = None
     ) -> list[dict[str, object]]:
-        """Node workflows, newest first, with each live node's status from its query."""
+        """Node workflows, newest first, with each live node's status from its query.
+
+        With ``tenant``, only that tenant's: each workflow's start input is read to know whose
+        it is, so this scans every node workflow of the namespace (one history read each).
+        """
         query = "WorkflowType = 'NodeWorkflow'"
         if running_only:
             query += " AND ExecutionStatus = 'Running'"
         out: list[dict[str, object]] = []
-        async for execution in self.client.list_workflows(query, limit=limit):
+        async for execution in self.client.list_workflows(
+            query, limit=None if tenant is not None else limit
+        ):
+            if len(out) >= limit:
+                break
+            if tenant is not None:
+                started = await started_input(
+                    self.client, execution.id, "NodeWorkflow", NodeWorkflowInput
+                )
+                if started is None or started.spec.tenant != tenant:
+                    continue
             item: dict[str, object] = {
                 "workflow_id": execution.id,
                 "workflow_status": execution.status.name if execution.status else None,
@@ -233,4 +331,10 @@ class ControlPlane:
             raise
 
 
-__all__ = ["ControlPlane", "NodeStarted", "NotFound", "deployment_workflow_id"]
+__all__ = [
+    "ControlPlane",
+    "IdentityConflict",
+    "NodeStarted",
+    "NotFound",
+    "deployment_workflow_id",
+]

@@ -65,7 +65,9 @@ async def print_events(stack: DevStack, node_id: str) -> None:
 async def lifecycle(stack: DevStack, mode: LaunchMode) -> None:
     settings = load_settings({"TEMPORAL_ADDRESS": stack.temporal_address})
     client = await connect(settings)
-    control = ControlPlane(client, settings.temporal_task_queue)
+    control = ControlPlane(
+        client, settings.temporal_task_queue, cluster_prefix=settings.cluster_name_prefix
+    )
     spec = NodeSpec(
         tenant="acme",
         model="NousResearch/Meta-Llama-3-8B-Instruct",

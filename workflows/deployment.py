@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from controlplane.spec import NodeSpec
     from workflows.inputs import require_input
     from workflows.models import (
         DeploymentInput,
@@ -32,10 +33,27 @@ with workflow.unsafe.imports_passed_through():
     from workflows.node import NodeWorkflow
 
 TERMINATE_WAIT = timedelta(minutes=5)
+FULL_NODE_ID_PATCH = "workflow-id-carries-node-id"
 
 
-def node_workflow_id(cluster_name: str) -> str:
-    return f"node-{cluster_name}"
+def node_workflow_id(node_id: str) -> str:
+    """``node-<node id>``: the whole 122-bit node id, so two nodes never share a workflow id."""
+    return f"node-{node_id}"
+
+
+def legacy_node_workflow_id(spec: NodeSpec) -> str:
+    """The id nodes got before ``node_workflow_id`` (24 bits of hash): only to find them."""
+    return f"node-{spec.legacy_cluster_name}"
+
+
+def deployment_workflow_id(tenant: str, name: str) -> str:
+    """``deployment-<tenant>.<name>``: neither part can hold a ``.``, so no two pairs meet."""
+    return f"deployment-{tenant}.{name}"
+
+
+def legacy_deployment_workflow_id(tenant: str, name: str) -> str:
+    """The id before ``deployment_workflow_id``, to find old ones; ambiguous (``a-b``/``c``)."""
+    return f"deployment-{tenant}-{name}"
 
 
 @workflow.defn(name="DeploymentWorkflow", failure_exception_types=[ValidationError])
@@ -66,7 +84,12 @@ class DeploymentWorkflow:
         view = self._replicas.get(update.replica)
         if view is not None:
             self._replicas[update.replica] = view.model_copy(
-                update={"status": update.status, "endpoint": update.endpoint, "error": update.error}
+                update={
+                    "status": update.status,
+                    "endpoint": update.endpoint,
+                    "error": update.error,
+                    "cluster_name": update.cluster_name or view.cluster_name,
+                }
             )
 
     @workflow.update  # named "scale"
@@ -131,7 +154,11 @@ class DeploymentWorkflow:
 
     async def _start(self, replica: int) -> None:
         spec = self._input.deployment.node(replica)
-        workflow_id = node_workflow_id(spec.cluster_name)
+        if workflow.patched(FULL_NODE_ID_PATCH):
+            # The worker names the cluster when it records intent; the child reports it.
+            workflow_id, cluster_name = node_workflow_id(spec.node_id), None
+        else:
+            workflow_id, cluster_name = legacy_node_workflow_id(spec), spec.legacy_cluster_name
         handle = await workflow.start_child_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(spec=spec, launch_mode=self._input.launch_mode),
@@ -142,7 +169,7 @@ class DeploymentWorkflow:
         self._replicas[replica] = ReplicaView(
             replica=replica,
             node_id=spec.node_id,
-            cluster_name=spec.cluster_name,
+            cluster_name=cluster_name,
             workflow_id=workflow_id,
             status=NodeStatus.PENDING,
         )

@@ -75,7 +75,7 @@ class NodeView(_Model):
     """The status query's answer, and the workflow's result."""
 
     node_id: str
-    cluster_name: str
+    cluster_name: str | None = Field(default=None, description="None until intent is recorded")
     status: NodeStatus
     launch_mode: LaunchMode | None = None
     endpoint: str | None = None
@@ -129,7 +129,7 @@ class DeploymentInput(_Model):
 class ReplicaView(_Model):
     replica: int
     node_id: str
-    cluster_name: str
+    cluster_name: str | None = Field(default=None, description="None until the replica reports")
     workflow_id: str
     status: NodeStatus
     endpoint: str | None = None
@@ -157,6 +157,7 @@ class ReplicaStatusSignal(_Model):
     status: NodeStatus
     endpoint: str | None = None
     error: str | None = None
+    cluster_name: str | None = None
 
 
 # --- TerminateClusterWorkflow -------------------------------------------------------------------
@@ -165,6 +166,9 @@ class TerminateClusterInput(_Model):
 
     cluster_name: str = Field(pattern=r"^[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?$", max_length=100)
     launch_mode: LaunchMode | None = None
+    tenant: TenantId | None = Field(
+        default=None, description="refuse unless the cluster is this tenant's node"
+    )
 
 
 class TerminateClusterResult(_Model):
@@ -188,6 +192,7 @@ class LookupClusterResult(_Model):
 
     cluster_name: str
     node_id: str | None = None
+    tenant: str | None = None
     workflow_id: str | None = None
     status: NodeStatus | None = None
     launch_mode: LaunchMode

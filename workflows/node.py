@@ -531,6 +531,7 @@ class NodeWorkflow:
                     status=state.status,
                     endpoint=state.endpoint,
                     error=state.error,
+                    cluster_name=state.plan.cluster_name,
                 ),
             )
         except FailureError as error:  # the parent may have finished already
@@ -586,11 +587,8 @@ class NodeWorkflow:
     def _view(self) -> NodeView:
         state = self._state
         if state is None:
-            return NodeView(
-                node_id=self._spec.node_id,
-                cluster_name=self._spec.cluster_name,
-                status=NodeStatus.PENDING,
-            )
+            # The cluster name is decided when intent is recorded (CLUSTER_NAME_PREFIX).
+            return NodeView(node_id=self._spec.node_id, status=NodeStatus.PENDING)
         return NodeView(
             node_id=state.plan.node_id,
             cluster_name=state.plan.cluster_name,

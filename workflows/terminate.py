@@ -10,6 +10,7 @@ workflow itself keeps confirming until its cleanup budget runs out.
 from __future__ import annotations
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -38,6 +39,15 @@ class TerminateClusterWorkflow:
             LookupClusterInput(cluster_name=input.cluster_name, launch_mode=input.launch_mode),
             **DB_OPTIONS,
         )
+        if input.tenant is not None and found.tenant != input.tenant:
+            # Asked for a tenant: a cluster of another tenant, or of none, is "not found", worded
+            # with only what the caller gave. (No old run has a tenant: replays never get here.)
+            raise ApplicationError(
+                f"tenant {input.tenant!r} has no cluster named {input.cluster_name!r}; "
+                "nothing was terminated",
+                type="ClusterNotFound",
+                non_retryable=True,
+            )
         if found.workflow_id is not None:
             # A live node owns this cluster: its workflow tears it down and records it.
             await workflow.get_external_workflow_handle(found.workflow_id).signal(

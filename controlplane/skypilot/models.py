@@ -10,7 +10,7 @@ import json
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class RequestStatus(StrEnum):
@@ -160,6 +160,15 @@ class HealthInfo(BaseModel):
     commit: str | None = None
     basic_auth_enabled: bool | None = None
     service_account_token_enabled: bool | None = None
+    user_id: str | None = None  # the authenticated caller's id (``user.id``): clusters' user_hash
+
+    @model_validator(mode="before")
+    @classmethod
+    def _only_the_user_id(cls, data: Any) -> Any:
+        # Keep ``user.id`` and drop the rest of ``user`` (a basic-auth user's password hash).
+        if isinstance(data, dict) and isinstance(data.get("user"), dict):
+            data = {**data, "user_id": data["user"].get("id")}
+        return data
 
     @field_validator("api_version", mode="before")
     @classmethod

@@ -83,7 +83,7 @@ async def test_deployment_launch_scale_and_terminate(worker: Stack, repo: NodeRe
     assert not view.terminating
     for item in view.replicas:
         assert item.cluster_name == spec.node(item.replica).cluster_name
-        assert item.workflow_id == f"node-{item.cluster_name}"
+        assert item.workflow_id == f"node-{spec.node(item.replica).node_id}"
         assert item.endpoint
         assert item.cluster_name in item.endpoint
 
@@ -194,7 +194,7 @@ async def test_scale_down_while_launching_tears_the_dropped_replica_down(stack: 
                 assert sim.cluster_status(dropped.cluster_name) is None
             finally:
                 if workflow_id:  # leave nothing running in the session's Temporal server
-                    replicas = [f"node-{spec.node(r).cluster_name}" for r in range(2)]
+                    replicas = [f"node-{spec.node(r).node_id}" for r in range(2)]
                     for wid in (workflow_id, *replicas):
                         with suppress(RPCError):
                             await stack.client.get_workflow_handle(wid).terminate("test over")

@@ -514,9 +514,7 @@ async def test_secrets_stay_out_of_histories_logs_and_errors(
     assert_credential_delivered(ss.simulator, good.cluster_name)
     assert_credential_delivered(ss.simulator, bad.cluster_name)
 
-    exports = await export_task_queue(
-        ss.stack, {f"node-{good.cluster_name}", f"node-{bad.cluster_name}"}
-    )
+    exports = await export_task_queue(ss.stack, {f"node-{good.node_id}", f"node-{bad.node_id}"})
     check_exports(exports, ss.secrets, [good.cluster_name, bad.cluster_name])
 
     assert_clean(ss.secrets, "the errors raised to the caller", "\n".join(errors))

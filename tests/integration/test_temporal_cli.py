@@ -128,8 +128,8 @@ def test_the_block_uses_the_environment_for_address_and_task_queue() -> None:
     assert '--task-queue "${TEMPORAL_TASK_QUEUE:-gpu-nodes}"' in start
     assert "--type NodeWorkflow" in start
     workflow_id, spec = started_spec(start)
-    # The README's rule: the id is node-<cluster name>, so a second start attaches.
-    assert workflow_id == f"node-{spec.cluster_name}"
+    # The README's rule: the id is node-<node id>, so a second start attaches.
+    assert workflow_id == f"node-{spec.node_id}"
 
 
 async def test_the_readme_commands_launch_and_terminate_a_node(worker: Stack) -> None:
@@ -219,7 +219,7 @@ async def test_temporal_cli_cancel_during_launch_tears_the_node_down(stack: Stac
         finally:
             stack.simulator.set_faults(slow_response_s=0.0)
             with contextlib.suppress(Exception):  # never leave a node up behind a failure
-                await control.terminate_node(f"node-{spec.cluster_name}")
+                await control.terminate_node(f"node-{spec.node_id}")
     assert view.status in (NodeStatus.FAILED, NodeStatus.TERMINATED), (
         f"cancelled during launch, the node is {view.status.value} and its workflow "
         f"{description.status.name if description.status else '?'}"

@@ -42,7 +42,7 @@ from controlplane.skypilot.sim.config import DEFAULT_LAUNCH_FAILURE_TYPES, SimCo
 from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
-from starter.api import ControlPlane
+from starter.api import ControlPlane, NotFound
 from tests.conftest import Databases, _admin_candidates
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
@@ -186,6 +186,20 @@ async def node_lost(r: Recorder) -> None:
 
 
 async def deployment_scale_and_terminate(r: Recorder) -> None:
+    await scale_and_terminate_deployment(
+        r, "deployment_scale_and_terminate", "node_cancelled_while_running"
+    )
+
+
+async def deployment_node_id_children(r: Recorder) -> None:
+    """The same path with children under ``node-<node id>`` (patch workflow-id-carries-node-id)
+    reporting the cluster name the worker chose."""
+    await scale_and_terminate_deployment(
+        r, "deployment_node_id_children", "node_child_reports_cluster_name"
+    )
+
+
+async def scale_and_terminate_deployment(r: Recorder, name: str, child_name: str) -> None:
     spec = DeploymentSpec(
         tenant="replay",
         model=MODEL,
@@ -208,9 +222,9 @@ async def deployment_scale_and_terminate(r: Recorder) -> None:
     view = await r.main.terminate_deployment(workflow_id)
     assert all(x.status.final for x in view.replicas), view
     await r.handle(workflow_id).result()
-    await r.save("deployment_scale_and_terminate", r.handle(workflow_id))
+    await r.save(name, r.handle(workflow_id))
     # The replica the scale-down removed: a NodeWorkflow cancelled while running, as a child.
-    await r.save("node_cancelled_while_running", r.handle(view.replicas[1].workflow_id))
+    await r.save(child_name, r.handle(view.replicas[1].workflow_id))
 
 
 async def terminate_unmanaged_cluster(r: Recorder) -> None:
@@ -235,6 +249,18 @@ async def terminate_unmanaged_cluster(r: Recorder) -> None:
     await r.save("terminate_unmanaged_cluster", r.handle(f"terminate-{cluster}"))
 
 
+async def terminate_cluster_refused_for_tenant(r: Recorder) -> None:
+    """A tenant-scoped terminate of a cluster that is not the tenant's: refused, nothing downed."""
+    cluster = f"unmanaged-{uuid.uuid4().hex[:6]}"
+    try:
+        await r.main.for_tenant("replay").terminate_cluster(cluster, wait=WAIT)
+    except NotFound:
+        pass
+    else:
+        raise AssertionError("the terminate was meant to be refused")
+    await r.save("terminate_cluster_refused_for_tenant", r.handle(f"terminate-{cluster}:replay"))
+
+
 PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     f.__name__: f
     for f in (
@@ -245,6 +271,8 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_lost,
         deployment_scale_and_terminate,
         terminate_unmanaged_cluster,
+        deployment_node_id_children,
+        terminate_cluster_refused_for_tenant,
     )
 }
 

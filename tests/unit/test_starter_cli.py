@@ -359,7 +359,7 @@ class FakeControlPlane:
 
     behaviour: dict[str, Any] = {}
 
-    def __init__(self, client: object, task_queue: str) -> None:
+    def __init__(self, client: object, task_queue: str, *, cluster_prefix: str = "cpn") -> None:
         self.task_queue = task_queue
 
     async def node_status(self, workflow_id: str) -> NodeView:

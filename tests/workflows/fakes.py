@@ -46,6 +46,7 @@ class Row:
     request_id: str | None = None
     endpoint: str | None = None
     error: str | None = None
+    tenant: str | None = None
 
 
 @dataclass
@@ -103,6 +104,7 @@ class FakeActivities:
                 cluster_name=spec.cluster_name,
                 workflow_id=input.workflow_id,
                 launch_mode=input.launch_mode or LaunchMode.API,
+                tenant=spec.tenant,
             ),
         )
         plan = NodePlan(
@@ -153,6 +155,7 @@ class FakeActivities:
         return LookupClusterResult(
             cluster_name=input.cluster_name,
             node_id=row.node_id if row else None,
+            tenant=row.tenant if row else None,
             workflow_id=row.workflow_id if row and live else None,
             status=row.status if row else None,
             launch_mode=input.launch_mode or LaunchMode.API,
