@@ -4,7 +4,7 @@ A node's identity (tenant, deployment, model, provider, region, GPU, replica) de
 id and its cluster name, deterministically, so a retried or duplicated start finds the same
 node instead of launching a second one.
 
-Collision resistance (docs/security-tenancy.md): the node id is a UUIDv5 of the canonical
+Collision resistance (docs/security.md, finding 2): the node id is a UUIDv5 of the canonical
 identity (122 bits; the identity's fields cannot contain its ``|`` separator, so two identities
 never share a text). Workflow ids carry the whole node id. A cluster name carries 80 bits of
 SHA-256 of the identity: among 10^6 nodes the birthday bound puts the chance of any two names
