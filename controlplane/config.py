@@ -7,10 +7,6 @@ stack trace, and secret values (tokens, keys) never appear in a repr or an error
 
 from __future__ import annotations
 
-import base64
-import binascii
-import contextlib
-import hashlib
 import json
 from collections.abc import Mapping
 from datetime import timedelta
@@ -32,14 +28,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
+from controlplane.keyring import KEY_HELP as KEY_HELP  # re-exported: callers import them here
+from controlplane.keyring import decode_key as decode_key
+from controlplane.keyring import decode_keys
+from controlplane.keyring import key_id as key_id
 from controlplane.spec import CLUSTER_PREFIX, TenantId, check_cluster_prefix
 from controlplane.urls import redact_url, url_credentials
-
-KEY_HELP = (
-    "32 random bytes, base64- or hex-encoded. Generate one with: "
-    'python -c "import base64, os; print(base64.b64encode(os.urandom(32)).decode())"'
-)
-
 
 CODEC_TOKEN_MIN_LENGTH = 16
 CODEC_TOKEN_HELP = 'generate one: python -c "import secrets; print(secrets.token_urlsafe(32))"'
@@ -66,31 +60,6 @@ def _to_duration(value: Any) -> Any:
 
 
 Duration = Annotated[timedelta, BeforeValidator(_to_duration)]
-
-
-def decode_key(text: str) -> bytes:
-    """Decode a 32-byte key from hex or base64; the error never repeats the key."""
-    raw = text.strip()
-    candidates: list[bytes] = []
-    if len(raw) == 64:
-        with contextlib.suppress(ValueError):  # not hex: base64 is tried next
-            candidates.append(bytes.fromhex(raw))
-    for decoder in (base64.b64decode, base64.urlsafe_b64decode):
-        try:
-            candidates.append(decoder(raw + "=" * (-len(raw) % 4)))
-        except (binascii.Error, ValueError):
-            continue
-    for key in candidates:
-        if len(key) == 32:
-            return key
-    raise ValueError(
-        f"not a valid key (a passphrase or a key of the wrong length); expected {KEY_HELP}"
-    )
-
-
-def key_id(key: bytes) -> str:
-    """A short public fingerprint of a key, stored beside each ciphertext to pick the key."""
-    return hashlib.sha256(b"controlplane-key-id:" + key).hexdigest()[:12]
 
 
 class LogLevel(StrEnum):
@@ -366,8 +335,7 @@ class Settings(BaseSettings):
     def previous_encryption_keys(self) -> list[bytes]:
         if self.skypilot_credential_previous_keys is None:
             return []
-        raw = self.skypilot_credential_previous_keys.get_secret_value()
-        return [decode_key(part) for part in raw.split(",") if part.strip()]
+        return decode_keys(self.skypilot_credential_previous_keys.get_secret_value())
 
     @property
     def payload_encryption_key(self) -> bytes | None:
@@ -379,8 +347,7 @@ class Settings(BaseSettings):
     def payload_previous_keys(self) -> list[bytes]:
         if self.temporal_payload_previous_keys is None:
             return []
-        raw = self.temporal_payload_previous_keys.get_secret_value()
-        return [decode_key(part) for part in raw.split(",") if part.strip()]
+        return decode_keys(self.temporal_payload_previous_keys.get_secret_value())
 
     @property
     def codec_server_cors_origin_list(self) -> list[str]:

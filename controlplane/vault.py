@@ -10,11 +10,8 @@ provider and key id, and say what to do; they never carry secret material.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -24,10 +21,11 @@ from pydantic import (
     field_validator,
 )
 
-from controlplane.config import KEY_HELP, ConfigError, Settings, key_id
+from controlplane.config import ConfigError, Settings
 from controlplane.credential_policy import R2Keys, SecretName, Workspace, check_secret_names
 from controlplane.db.models import CredentialRef, Sealed, SealedRow
 from controlplane.db.repository import CredentialRepository
+from controlplane.keyring import KEY_HELP, KeyRing, OpenFailed, UnknownKeyId
 
 __all__ = [
     "CredentialPayload",
@@ -41,8 +39,6 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
-NONCE_BYTES = 12
-KEY_BYTES = 32
 PREVIOUS_KEYS_VARIABLE = "SKYPILOT_CREDENTIAL_PREVIOUS_KEYS"
 KEY_VARIABLE = "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY"
 
@@ -115,14 +111,11 @@ class Vault:
     """Seals with the current key; opens with the current or any previous key."""
 
     def __init__(self, current_key: bytes, previous_keys: Sequence[bytes] = ()) -> None:
-        for key in (current_key, *previous_keys):
-            if len(key) != KEY_BYTES:
-                raise ValueError(f"a credential key must be {KEY_BYTES} bytes; expected {KEY_HELP}")
-        self.current_key_id = key_id(current_key)
-        self._ciphers = {key_id(key): AESGCM(key) for key in (*previous_keys, current_key)}
+        self._ring = KeyRing(current_key, previous_keys, use="credential")
+        self.current_key_id = self._ring.current_key_id
 
     def __repr__(self) -> str:
-        return f"Vault(current_key_id={self.current_key_id!r}, key_ids={sorted(self._ciphers)!r})"
+        return f"Vault(current_key_id={self.current_key_id!r}, key_ids={sorted(self.key_ids)!r})"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Vault:
@@ -138,31 +131,29 @@ class Vault:
 
     @property
     def key_ids(self) -> frozenset[str]:
-        return frozenset(self._ciphers)
+        return self._ring.key_ids
 
     def seal(self, tenant: str, provider: str, payload: CredentialPayload) -> Sealed:
-        nonce = os.urandom(NONCE_BYTES)
         plaintext = json.dumps(payload.reveal(), separators=(",", ":")).encode()
-        ciphertext = self._ciphers[self.current_key_id].encrypt(
-            nonce, plaintext, _associated_data(tenant, provider)
+        sealed_key_id, nonce, ciphertext = self._ring.seal(
+            plaintext, _associated_data(tenant, provider)
         )
-        return Sealed(key_id=self.current_key_id, nonce=nonce, ciphertext=ciphertext)
+        return Sealed(key_id=sealed_key_id, nonce=nonce, ciphertext=ciphertext)
 
     def open(self, tenant: str, provider: str, sealed: Sealed) -> CredentialPayload:
         where = _where(tenant, provider)
-        cipher = self._ciphers.get(sealed.key_id)
-        if cipher is None:
+        try:
+            plaintext = self._ring.open(
+                sealed.key_id, sealed.nonce, sealed.ciphertext, _associated_data(tenant, provider)
+            )
+        except UnknownKeyId:
             raise VaultError(
                 f"cannot open {where}: they were sealed with key id {sealed.key_id!r}, which is "
                 f"neither the current key ({self.current_key_id!r}) nor a previous one; set "
                 f"{PREVIOUS_KEYS_VARIABLE} to the old key (comma-separated if several), then run "
                 "`python -m controlplane.credentials_cli rotate`"
-            )
-        try:
-            plaintext = cipher.decrypt(
-                sealed.nonce, sealed.ciphertext, _associated_data(tenant, provider)
-            )
-        except (InvalidTag, ValueError):
+            ) from None
+        except OpenFailed:
             raise VaultError(
                 f"cannot open {where} sealed with key id {sealed.key_id!r}: authentication "
                 "failed, so the row was altered, copied from another tenant or provider, or "

@@ -2,7 +2,7 @@
 
 :class:`EncryptionCodec` seals each serialized payload with AES-256-GCM under the current key
 (``TEMPORAL_PAYLOAD_ENCRYPTION_KEY``) and a random 12-byte nonce, and records the key's public
-fingerprint (``controlplane.config.key_id``) in the payload's metadata. Decoding picks the key by
+fingerprint (``controlplane.keyring.key_id``) in the payload's metadata. Decoding picks the key by
 that id among the current key and ``TEMPORAL_PAYLOAD_PREVIOUS_KEYS``, so keys rotate without
 making old histories unreadable. Payloads that are not encrypted pass through untouched, so
 histories written before encryption was turned on still decode.
@@ -16,11 +16,8 @@ Errors name the key id and the setting to fix; they never carry key material or 
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Iterable, Sequence
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -30,7 +27,8 @@ from temporalio.converter import (
     PayloadCodec,
 )
 
-from controlplane.config import KEY_HELP, Settings, key_id
+from controlplane.config import Settings
+from controlplane.keyring import NONCE_BYTES, TAG_BYTES, KeyRing, OpenFailed
 
 __all__ = [
     "ENCODING",
@@ -46,9 +44,6 @@ __all__ = [
 ENCODING = "encoding"
 ENCRYPTED_ENCODING = b"binary/encrypted"
 KEY_ID_METADATA = "encryption-key-id"
-NONCE_BYTES = 12
-TAG_BYTES = 16
-KEY_BYTES = 32
 KEY_VARIABLE = "TEMPORAL_PAYLOAD_ENCRYPTION_KEY"
 PREVIOUS_KEYS_VARIABLE = "TEMPORAL_PAYLOAD_PREVIOUS_KEYS"
 
@@ -65,24 +60,19 @@ class EncryptionCodec(PayloadCodec):
     """AES-256-GCM with key ids: seals with the current key, opens with current or previous."""
 
     def __init__(self, current_key: bytes, previous_keys: Iterable[bytes] = ()) -> None:
-        previous = list(previous_keys)
-        for key in (current_key, *previous):
-            if len(key) != KEY_BYTES:
-                raise ValueError(f"a payload key must be {KEY_BYTES} bytes; expected {KEY_HELP}")
-        self.current_key_id = key_id(current_key)
+        self._ring = KeyRing(current_key, previous_keys, use="payload")
+        self.current_key_id = self._ring.current_key_id
         self._current_id_bytes = self.current_key_id.encode()
-        # The current key wins if it also appears among the previous ones.
-        self._ciphers = {key_id(key): AESGCM(key) for key in (*previous, current_key)}
 
     def __repr__(self) -> str:
         return (
             f"EncryptionCodec(current_key_id={self.current_key_id!r}, "
-            f"key_ids={sorted(self._ciphers)!r})"
+            f"key_ids={sorted(self.key_ids)!r})"
         )
 
     @property
     def key_ids(self) -> frozenset[str]:
-        return frozenset(self._ciphers)
+        return self._ring.key_ids
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(payload) for payload in payloads]
@@ -91,10 +81,7 @@ class EncryptionCodec(PayloadCodec):
         return [self.decrypt(payload) for payload in payloads]
 
     def encrypt(self, payload: Payload) -> Payload:
-        nonce = os.urandom(NONCE_BYTES)
-        sealed = self._ciphers[self.current_key_id].encrypt(
-            nonce, payload.SerializeToString(), None
-        )
+        _, nonce, sealed = self._ring.seal(payload.SerializeToString(), None)
         return Payload(
             metadata={ENCODING: ENCRYPTED_ENCODING, KEY_ID_METADATA: self._current_id_bytes},
             data=nonce + sealed,
@@ -110,8 +97,7 @@ class EncryptionCodec(PayloadCodec):
                 f"{KEY_ID_METADATA} metadata, so it was not written by this control plane's codec"
             )
         shown_id = raw_id.decode("utf-8", errors="replace")[:64]
-        cipher = self._ciphers.get(shown_id)
-        if cipher is None:
+        if shown_id not in self._ring.key_ids:
             raise PayloadDecryptionError(
                 f"cannot decrypt a payload sealed with key id {shown_id!r}: it is neither the "
                 f"current key ({self.current_key_id!r}, {KEY_VARIABLE}) nor one of the previous "
@@ -125,8 +111,8 @@ class EncryptionCodec(PayloadCodec):
                 f"({len(data)} bytes, less than a nonce and a tag)"
             )
         try:
-            plaintext = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], None)
-        except InvalidTag:
+            plaintext = self._ring.open(shown_id, data[:NONCE_BYTES], data[NONCE_BYTES:], None)
+        except OpenFailed:
             raise PayloadDecryptionError(
                 f"cannot decrypt a payload sealed with key id {shown_id!r}: authentication "
                 "failed, so the payload was altered or corrupted after it was sealed"
