@@ -194,9 +194,7 @@ async def open_activities(
         await stack.enter_async_context(relay_in_background(settings, engine, metrics))
         yield Activities(
             records=records,
-            credentials=CredentialActivities(
-                CredentialRepository(engine), can_decrypt=store is not None
-            ),
+            credentials=CredentialActivities(CredentialRepository(engine), store=store),
             skypilot=SkyPilotActivities(
                 backends,
                 store,

@@ -6,33 +6,30 @@ from temporalio import activity
 
 from activities.errors import permanent
 from controlplane.db.repository import CredentialRepository
-from workflows.models import CredentialRef, CredentialRefInput, CredentialRefResult
+from controlplane.vault import CredentialStore
+from workflows.models import CredentialRefInput, CredentialRefResult
 
 
 class CredentialActivities:
-    """Returns only a pointer (tenant, provider, key id); launch_cluster decrypts at use."""
+    """Returns only a pointer (tenant, provider, key id); launch_cluster decrypts at use.
 
-    def __init__(self, repository: CredentialRepository, *, can_decrypt: bool) -> None:
+    ``store`` is None on a worker without SKYPILOT_CREDENTIAL_ENCRYPTION_KEY: it can still tell
+    that credentials are stored (through ``repository``), and refuses rather than launch without.
+    """
+
+    def __init__(self, repository: CredentialRepository, *, store: CredentialStore | None) -> None:
         self.repository = repository
-        self.can_decrypt = can_decrypt
+        self.store = store
 
     @activity.defn(name="credential_reference")
     async def credential_reference(self, input: CredentialRefInput) -> CredentialRefResult:
-        row = await self.repository.get(input.tenant, input.provider)
-        if row is None:
-            # The guide's nil: launch on the API server's own credentials.
+        if self.store is not None:
+            # None is the guide's nil: launch on the API server's own credentials.
+            return CredentialRefResult(ref=await self.store.reference(input.tenant, input.provider))
+        if await self.repository.get(input.tenant, input.provider) is None:
             return CredentialRefResult(ref=None)
-        if not self.can_decrypt:
-            raise permanent(
-                f"tenant {input.tenant} has stored {input.provider} credentials, but this worker "
-                "has no SKYPILOT_CREDENTIAL_ENCRYPTION_KEY; nothing was launched",
-                "ConfigurationError",
-            )
-        return CredentialRefResult(
-            ref=CredentialRef(
-                tenant=input.tenant,
-                provider=input.provider,
-                key_id=row.key_id,
-                updated_at=row.updated_at,
-            )
+        raise permanent(
+            f"tenant {input.tenant} has stored {input.provider} credentials, but this worker "
+            "has no SKYPILOT_CREDENTIAL_ENCRYPTION_KEY; nothing was launched",
+            "ConfigurationError",
         )

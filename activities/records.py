@@ -90,16 +90,11 @@ class RecordActivities:
         self._check_mode_available(mode)
         try:
             row = await self.nodes.record_intent(
-                NewNode(
-                    node_id=spec.node_id,
-                    tenant=spec.tenant,
-                    deployment=spec.deployment,
-                    replica=spec.replica,
-                    cluster_name=spec.cluster_name_for(self.settings.cluster_name_prefix),
-                    spec=spec.model_dump(mode="json"),
-                    launch_mode=mode.value,
+                NewNode.from_spec(
+                    spec,
+                    launch_mode=mode,
                     workflow_id=input.workflow_id,
-                    status_deadline_at=None,
+                    cluster_name_prefix=self.settings.cluster_name_prefix,
                 )
             )
         except ClusterNameConflict as exc:

@@ -30,10 +30,12 @@ from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, Wait
 from controlplane.skypilot.models import ClusterStatus
 from controlplane.skypilot.probe import model_is_ready
 from controlplane.skypilot.task import VLLM_PORT, TaskSettings, build_task
+from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialStore, VaultError
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
+    CredentialRef,
     DownClusterInput,
     DownClusterResult,
     LaunchInput,
@@ -84,15 +86,16 @@ class SkyPilotActivities:
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         backend = self._backend(input.launch_mode)
         payload = None
-        if input.credential is not None:
+        if (ref := input.credential) is not None:
+            _require_ref_of_spec(ref, input.spec)
             if self.credentials is None:
                 raise permanent(
-                    f"tenant {input.spec.tenant} has stored {input.spec.provider} credentials but "
+                    f"tenant {ref.tenant} has stored {ref.provider} credentials but "
                     "this worker has no SKYPILOT_CREDENTIAL_ENCRYPTION_KEY to open them",
                     "ConfigurationError",
                 )
             try:
-                payload = await self.credentials.resolve(input.spec.tenant, input.spec.provider)
+                payload = await self.credentials.resolve(ref.tenant, ref.provider)
             except VaultError as exc:  # a wrong key or an altered row: no retry can open it
                 raise permanent(f"{exc}; nothing was launched", "VaultError") from None
         try:
@@ -199,3 +202,15 @@ class SkyPilotActivities:
             )
         log.info("cluster %s is gone (already_gone=%s)", input.cluster_name, result.already_gone)
         return DownClusterResult(already_gone=result.already_gone, cancelled_requests=cancelled)
+
+
+def _require_ref_of_spec(ref: CredentialRef, spec: NodeSpec) -> None:
+    """The reference opens the credential; the spec says whose node this is. They must agree,
+    or a forged reference in the input could launch on another tenant's credentials."""
+    if (ref.tenant, ref.provider) != (spec.tenant, spec.provider):
+        raise permanent(
+            f"credential: the reference is for tenant {ref.tenant!r} and provider "
+            f"{ref.provider!r}, but the node is tenant {spec.tenant!r} on provider "
+            f"{spec.provider!r}; nothing was launched",
+            "CredentialReferenceMismatch",
+        )

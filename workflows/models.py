@@ -6,10 +6,9 @@ secret: credentials travel as references and are resolved inside the activity th
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from pydantic import BaseModel, ConfigDict, Field
 
+from controlplane.db.models import CredentialRef
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.reconcile import Finding, Findings
 from controlplane.spec import (
@@ -23,6 +22,7 @@ from controlplane.spec import (
 )
 
 __all__ = [
+    "CredentialRef",
     "EventType",
     "Finding",
     "Findings",
@@ -242,15 +242,6 @@ class RecordIntentResult(_Model):
 class CredentialRefInput(_Model):
     tenant: str
     provider: str
-
-
-class CredentialRef(_Model):
-    """A pointer to a tenant's stored credential; holds no secret."""
-
-    tenant: str
-    provider: str
-    key_id: str
-    updated_at: datetime | None = None
 
 
 class CredentialRefResult(_Model):

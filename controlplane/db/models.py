@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.lifecycle import LaunchMode
-from controlplane.spec import NodeSpec
+from controlplane.spec import CLUSTER_PREFIX, NodeSpec
 
 
 class _Record(BaseModel):
@@ -39,14 +39,17 @@ class NewNode(_Record):
         *,
         launch_mode: LaunchMode,
         workflow_id: str,
+        cluster_name_prefix: str = CLUSTER_PREFIX,
         status_deadline_at: datetime | None = None,
     ) -> NewNode:
+        """The row ``record_intent`` writes; the cluster is named under the installation's
+        CLUSTER_NAME_PREFIX."""
         return cls(
             node_id=spec.node_id,
             tenant=spec.tenant,
             deployment=spec.deployment,
             replica=spec.replica,
-            cluster_name=spec.cluster_name,
+            cluster_name=spec.cluster_name_for(cluster_name_prefix),
             spec=spec.model_dump(mode="json"),
             launch_mode=launch_mode,
             workflow_id=workflow_id,
@@ -89,8 +92,10 @@ class EventRow(_Record):
     created_at: datetime
 
 
-class TransitionResult(_Record):
-    """``applied`` is False when a retried transition found its work already done."""
+class TransitionOutcome(_Record):
+    """What the repository did with a transition: the row as it is now, and the event it
+    appended. ``applied`` is False when a retried transition found its work already done.
+    (The activity's smaller, history-safe answer is ``workflows.models.TransitionResult``.)"""
 
     applied: bool
     row: NodeRow
@@ -115,9 +120,14 @@ class SealedRow(Sealed):
 
 
 class CredentialRef(_Record):
-    """A non-secret pointer to stored credentials, safe for workflow history."""
+    """A non-secret pointer to stored credentials, safe for workflow history.
+
+    The one definition: the credential store returns it and workflows carry it to the launch.
+    """
+
+    model_config = ConfigDict(frozen=True, from_attributes=True, extra="forbid")
 
     tenant: str
     provider: str
     key_id: str
-    updated_at: datetime
+    updated_at: datetime | None = None  # always set by the store; optional on the wire

@@ -33,7 +33,7 @@ from controlplane.db.models import (
     NodeRow,
     Sealed,
     SealedRow,
-    TransitionResult,
+    TransitionOutcome,
 )
 from controlplane.db.schema import DEADLINE_STATUSES, node_events, nodes, tenant_credentials
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
@@ -51,7 +51,7 @@ __all__ = [
     "NodeRow",
     "RepositoryError",
     "SealedRow",
-    "TransitionResult",
+    "TransitionOutcome",
 ]
 
 
@@ -119,7 +119,7 @@ class NodeRepository:
         error: str | _Unset | None = UNSET,
         status_deadline_at: datetime | _Unset | None = UNSET,
         payload: Mapping[str, Any] | None = None,
-    ) -> TransitionResult:
+    ) -> TransitionOutcome:
         """Move the node to ``to_status`` and append its event, in one transaction.
 
         A retry of a change already made (row in ``to_status``, event with the dedupe key
@@ -145,7 +145,7 @@ class NodeRepository:
                 raise NodeNotFound(node_id)
             existing = await self._event_by_key(session, key)
             if existing is not None and existing.node_id == node_id and current.status == wanted:
-                return TransitionResult(applied=False, row=current, event=existing)
+                return TransitionOutcome(applied=False, row=current, event=existing)
             if current.status != wanted and current.status not in allowed:
                 raise InvalidTransition(node_id, current.status, wanted, allowed)
             if existing is not None:
@@ -189,7 +189,7 @@ class NodeRepository:
                 # Another transaction took the key between our check and our insert: leaving
                 # the status change without its event would break the outbox, so undo it.
                 raise DedupeKeyConflict(node_id, key, wanted)
-            return TransitionResult(applied=True, row=row, event=_event(event))
+            return TransitionOutcome(applied=True, row=row, event=_event(event))
 
     async def update_fields(
         self,

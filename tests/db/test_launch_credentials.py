@@ -81,9 +81,11 @@ async def launch(
     *,
     vault: Vault,
     workspaces: Mapping[str, frozenset[str]] | None = None,
+    ref: CredentialRef | None = None,
 ) -> None:
     spec = node_spec()
-    ref = CredentialRef(tenant="acme", provider="aws", key_id="k", updated_at=datetime.now(UTC))
+    if ref is None:
+        ref = CredentialRef(tenant="acme", provider="aws", key_id="k", updated_at=datetime.now(UTC))
     # Only launch() is reached before the refusals under test; the rest of the protocol is not.
     backends = {LaunchMode.API: cast(SkyPilotBackend, backend)}
     async with httpx.AsyncClient() as http:
@@ -180,3 +182,29 @@ async def test_a_tenants_own_r2_keys_reach_its_node_instead_of_the_platforms(
         "R2_ACCESS_KEY_ID": "acme-r2-id",
         "R2_SECRET_ACCESS_KEY": "acme-r2-s",
     }
+
+
+@pytest.mark.parametrize(
+    ("tenant", "provider"), [("globex", "aws"), ("acme", "gcp")], ids=["tenant", "provider"]
+)
+async def test_a_reference_for_another_tenant_or_provider_opens_nothing(
+    rows: CredentialRepository, tenant: str, provider: str
+) -> None:
+    """The launch opens the credential its reference names, and only if it is the spec's own:
+    a forged reference in the input cannot launch acme's node on globex's (or gcp's) secrets."""
+    vault = Vault(KEY)
+    other_token = "hf_someone-elses-token-0123456789"
+    payload = CredentialPayload(secrets={"HF_TOKEN": SecretStr(other_token)})
+    await CredentialStore(vault, rows).put(tenant, provider, payload)
+    forged = CredentialRef(tenant=tenant, provider=provider, key_id=vault.current_key_id)
+    backend = RecordingBackend()
+
+    with pytest.raises(ApplicationError) as caught:
+        await launch(rows, backend, vault=vault, ref=forged)
+
+    assert caught.value.non_retryable
+    assert caught.value.type == "CredentialReferenceMismatch"
+    assert f"tenant {tenant!r} and provider {provider!r}" in caught.value.message
+    assert "tenant 'acme' on provider 'aws'" in caught.value.message
+    assert other_token not in caught.value.message
+    assert backend.launched == []
