@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.credentials import CredentialActivities
 from activities.skypilot import SkyPilotActivities
 from controlplane.credential_policy import R2Keys
 from controlplane.db.repository import CredentialRepository
@@ -29,7 +30,7 @@ from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.task import SkyTask, TaskSettings
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialPayload, CredentialStore, Vault
-from workflows.models import CredentialRef, LaunchInput
+from workflows.models import CredentialRef, CredentialRefInput, LaunchInput
 
 KEY, OTHER_KEY = os.urandom(32), os.urandom(32)
 HF_TOKEN = "hf_launch-assembly-secret-0123456789"
@@ -208,3 +209,47 @@ async def test_a_reference_for_another_tenant_or_provider_opens_nothing(
     assert "tenant 'acme' on provider 'aws'" in caught.value.message
     assert other_token not in caught.value.message
     assert backend.launched == []
+
+
+async def test_the_reference_activity_answers_with_the_stores_reference(
+    rows: CredentialRepository,
+) -> None:
+    """With a key, credential_reference is ``CredentialStore.reference``: one way to make one."""
+    store = CredentialStore(Vault(KEY), rows)
+    await store.put("acme", "aws", CredentialPayload(secrets={"HF_TOKEN": SecretStr(HF_TOKEN)}))
+    activities = CredentialActivities(rows, store=store)
+
+    found = await ActivityEnvironment().run(
+        activities.credential_reference, CredentialRefInput(tenant="acme", provider="aws")
+    )
+    missing = await ActivityEnvironment().run(
+        activities.credential_reference, CredentialRefInput(tenant="acme", provider="gcp")
+    )
+
+    assert found.ref is not None
+    assert found.ref == await store.reference("acme", "aws")
+    assert found.ref.key_id == Vault(KEY).current_key_id
+    assert HF_TOKEN not in found.model_dump_json()
+    assert missing.ref is None
+
+
+async def test_without_a_key_the_reference_activity_refuses_stored_credentials(
+    rows: CredentialRepository,
+) -> None:
+    await CredentialStore(Vault(KEY), rows).put(
+        "acme", "aws", CredentialPayload(secrets={"HF_TOKEN": SecretStr(HF_TOKEN)})
+    )
+    activities = CredentialActivities(rows, store=None)
+
+    with pytest.raises(ApplicationError) as caught:
+        await ActivityEnvironment().run(
+            activities.credential_reference, CredentialRefInput(tenant="acme", provider="aws")
+        )
+    none_stored = await ActivityEnvironment().run(
+        activities.credential_reference, CredentialRefInput(tenant="globex", provider="aws")
+    )
+
+    assert caught.value.non_retryable
+    assert caught.value.type == "ConfigurationError"
+    assert "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY" in caught.value.message
+    assert none_stored.ref is None

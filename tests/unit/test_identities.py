@@ -15,6 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from controlplane.config import ConfigError, load_settings
+from controlplane.db.models import NewNode
+from controlplane.lifecycle import LaunchMode
 from controlplane.spec import CLUSTER_NAME_MAX, NodeSpec
 from workflows.deployment import (
     deployment_workflow_id,
@@ -136,3 +138,18 @@ def test_old_names_stay_what_running_nodes_were_given() -> None:
     """The README's example node, created under the old scheme, keeps its name and id."""
     assert spec().legacy_cluster_name == "cpn-acme-meta-llama-3-8b-instru-1df568-0"
     assert legacy_node_workflow_id(spec()) == "node-cpn-acme-meta-llama-3-8b-instru-1df568-0"
+
+
+def test_record_intents_row_names_the_cluster_under_the_installations_prefix() -> None:
+    """``NewNode.from_spec`` is what record_intent writes: one recipe for the row (issue 9)."""
+    node_spec = spec()
+    node = NewNode.from_spec(
+        node_spec, launch_mode=LaunchMode.CLI, workflow_id="node-1", cluster_name_prefix="stage"
+    )
+    default = NewNode.from_spec(node_spec, launch_mode=LaunchMode.API, workflow_id="node-1")
+
+    assert node.cluster_name == node_spec.cluster_name_for("stage")
+    assert node.cluster_name.startswith("stage-")
+    assert default.cluster_name == node_spec.cluster_name != node.cluster_name
+    assert node.spec == node_spec.model_dump(mode="json")
+    assert (node.node_id, node.tenant, node.replica) == (node_spec.node_id, "acme", 0)
