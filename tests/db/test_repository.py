@@ -384,7 +384,8 @@ async def test_migrated_database_is_at_head_and_matches_schema(
         rows = await connection.execute(
             text(
                 "SELECT conrelid::regclass::text, conname FROM pg_constraint "
-                "WHERE conrelid::regclass::text IN ('nodes', 'node_events', 'tenant_credentials')"
+                "WHERE conrelid::regclass::text IN ('nodes', 'node_events', 'tenant_credentials', "
+                "'model_probes', 'launch_slots')"
             )
         )
         actual = {(table, name) for table, name in rows}
