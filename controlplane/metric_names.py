@@ -32,6 +32,8 @@ NODE_TERMINATE: Final = "controlplane_node_terminate_seconds"
 COMPENSATIONS: Final = "controlplane_compensations_total"
 ORPHANS_FOUND: Final = "controlplane_orphans_found_total"
 CLEANUP_FAILED_NODES: Final = "controlplane_cleanup_failed_nodes"  # gauge
+MODEL_PROBE_FAILURES: Final = "controlplane_model_probe_failures_total"
+LAUNCH_QUEUE: Final = "controlplane_launch_queue_seconds"  # histogram
 
 # --- Temporal SDK worker metrics (prefix temporal_, durations in milliseconds) ------------
 TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: Final = (
@@ -56,6 +58,8 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     COMPENSATIONS: ("reason",),
     ORPHANS_FOUND: (),
     CLEANUP_FAILED_NODES: (),
+    MODEL_PROBE_FAILURES: ("reason",),
+    LAUNCH_QUEUE: (),
     TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_WORKER_TASK_SLOTS_AVAILABLE: (*_TEMPORAL, "worker_type"),
@@ -69,6 +73,7 @@ HISTOGRAMS: Final[frozenset[str]] = frozenset(
         SKYPILOT_API_REQUEST_DURATION,
         NODE_LAUNCH_TO_READY,
         NODE_TERMINATE,
+        LAUNCH_QUEUE,
         TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY,
         TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY,
     }

@@ -13,6 +13,16 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from temporalio import workflow
 
+from workflows.fleet_models import (
+    AcquireSlotInput,
+    AcquireSlotResult,
+    ClusterSweepInput,
+    ClusterSweepResult,
+    ProbeShardInput,
+    ProbeShardResult,
+    ReleaseSlotInput,
+    ReleaseSlotResult,
+)
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
@@ -61,6 +71,10 @@ CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealth
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
+SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
+PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
+ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
+RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
 
 ALL = (
     RECORD_INTENT,
@@ -72,4 +86,8 @@ ALL = (
     DOWN_CLUSTER,
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
+    SWEEP_CLUSTERS,
+    PROBE_MODEL_SHARD,
+    ACQUIRE_LAUNCH_SLOT,
+    RELEASE_LAUNCH_SLOT,
 )
