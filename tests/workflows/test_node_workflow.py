@@ -364,7 +364,8 @@ async def test_model_verdicts_make_the_node_unhealthy_and_healthy_again(
         await handle.signal(NodeWorkflow.model_health, sick)
         await wait_status(handle, NodeStatus.UNHEALTHY)
         view = await handle.query(NodeWorkflow.status)
-        assert "3 probes" in (view.error or "") and "HTTP 503" in (view.error or "")
+        assert "3 probes" in (view.error or "")
+        assert "HTTP 503" in (view.error or "")
         await handle.signal(NodeWorkflow.model_health, ModelHealthSignal(healthy=True))
         await wait_status(handle, NodeStatus.RUNNING)
         assert (await handle.query(NodeWorkflow.status)).error is None
@@ -411,7 +412,8 @@ async def test_a_queued_launch_waits_pending_with_a_reason_then_launches(
             await asyncio.sleep(0.05)
         view = await handle.query(NodeWorkflow.status)
         assert view.status is NodeStatus.PENDING
-        assert view.reason is not None and "SKYPILOT_MAX_INFLIGHT_LAUNCHES" in view.reason
+        assert view.reason is not None
+        assert "SKYPILOT_MAX_INFLIGHT_LAUNCHES" in view.reason
         assert fakes.launches == 0
         fakes.behaviour.admission_open.set()
         await wait_status(handle, NodeStatus.RUNNING)
