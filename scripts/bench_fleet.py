@@ -296,7 +296,22 @@ async def status_latencies(sim_url: str, stop: asyncio.Event) -> list[float]:
 
 
 async def phase_admission(home: Path, admin_url: str | None, sizes: FleetSizes) -> dict[str, Any]:
-    """The burst on a stack of its own, so its budget and LONG workers touch nothing else."""
+    """The burst with the default budget, and (``before``) the same burst with no budget."""
+    after = await admission_burst(home, admin_url, sizes, budget=None)
+    before = await admission_burst(home, admin_url, sizes, budget=UNCAPPED)
+    return {**after, "before_no_admission": before}
+
+
+UNCAPPED = 10_000  # the most SKYPILOT_MAX_INFLIGHT_LAUNCHES accepts: no cap in effect
+
+
+async def admission_burst(
+    home: Path, admin_url: str | None, sizes: FleetSizes, *, budget: int | None
+) -> dict[str, Any]:
+    """One burst on a stack of its own, so its budget and LONG workers touch nothing else.
+
+    ``budget`` None is the default SKYPILOT_MAX_INFLIGHT_LAUNCHES, as deployed.
+    """
     stack = Stack(home)
     try:
         temporal, address = start_temporal(home, "temporal-admission")
@@ -322,7 +337,9 @@ async def phase_admission(home: Path, admin_url: str | None, sizes: FleetSizes) 
             simulator_url=sim.url,
             task_queue=queue,
         )
-        env.pop("SKYPILOT_MAX_INFLIGHT_LAUNCHES")  # the default budget, as deployed
+        env.pop("SKYPILOT_MAX_INFLIGHT_LAUNCHES")
+        if budget is not None:
+            env["SKYPILOT_MAX_INFLIGHT_LAUNCHES"] = str(budget)
         worker = stack.add(start_worker(home, env, "worker-admission"))
         client = await connect_temporal(address)
         control = ControlPlane(client, queue)
@@ -357,7 +374,8 @@ async def phase_admission(home: Path, admin_url: str | None, sizes: FleetSizes) 
 
         await bounded(50, specs, terminate)
         terminated = (await count_by_status(engine, ids)).get(NodeStatus.TERMINATED.value, 0)
-        budget = int(Settings.model_fields["skypilot_max_inflight_launches"].default)
+        if budget is None:
+            budget = int(Settings.model_fields["skypilot_max_inflight_launches"].default)
         return {
             "nodes": len(specs),
             "long_workers": sizes.admission_long_workers,

@@ -911,10 +911,15 @@ def print_fleet(phases: dict[str, Any]) -> None:
         header = ["nodes", "SkyPilot calls/min", "probes/min", "events/node-h", "worker MiB"]
         print(table(rows, header))
         print(x["label"])
-    for name in ("liveness", "admission"):
-        if name in phases:
-            print(f"\n{name.capitalize()}")
-            print(table([[k, v] for k, v in phases[name].items()], ["", "value"]))
+    if "liveness" in phases:
+        print("\nLiveness")
+        print(table([[k, v] for k, v in phases["liveness"].items()], ["", "value"]))
+    if "admission" in phases:
+        after = phases["admission"]
+        before = after["before_no_admission"]
+        print("\nAdmission burst (before: no budget; after: the default budget)")
+        rows = [[k, before.get(k, "-"), v] for k, v in after.items() if k != "before_no_admission"]
+        print(table(rows, ["", "before", "after"]))
 
 
 def print_report(report: dict[str, Any]) -> None:
