@@ -61,6 +61,14 @@ class ActivityRef(Generic[In, Out]):
         )
         return result
 
+    async def run_local(self, arg: In, **options: Any) -> Out:
+        """Execute it as a local activity: in the workflow's own task, with no activity task
+        on the queue and no activity events in the history (for short database steps)."""
+        result: Out = await workflow.execute_local_activity(
+            self.name, arg, result_type=self.result_type, **options
+        )
+        return result
+
 
 RECORD_INTENT = ActivityRef("record_intent", RecordIntentInput, RecordIntentResult)
 RECORD_TRANSITION = ActivityRef("record_transition", TransitionInput, TransitionResult)

@@ -57,6 +57,7 @@ class FleetHealthWorkflow:
             return
         report.clusters_listed = swept.clusters_listed
         report.serving_nodes = swept.serving_nodes
+        report.status_calls = swept.status_calls
         for change in swept.changed:
             # The node confirms once more and acts (records lost, downs the rest) itself.
             if await self._signal(report, change.workflow_id, "check_health", None):

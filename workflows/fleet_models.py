@@ -36,6 +36,7 @@ class FleetHealthInput(_Model):
 class FleetHealthReport(_Model):
     clusters_listed: int = 0
     serving_nodes: int = 0
+    status_calls: int = 0  # the cluster list(s), plus one fresh look per suspect
     clusters_changed: list[str] = Field(default_factory=list)
     models_probed: int = 0
     probe_failures: int = 0

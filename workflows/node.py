@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -30,7 +30,7 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
     from controlplane.lifecycle import SERVING_STATUSES
     from workflows import activity_refs as acts
@@ -55,6 +55,8 @@ with workflow.unsafe.imports_passed_through():
         WaitReadyInput,
     )
 
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
 TRANSIENT_LAUNCH_ERRORS = frozenset({"ResourcesUnavailableError", "RequestInterruptedError"})
 DEADLINE_ERRORS = frozenset({"LaunchTimeout", "ReadinessTimeout"})
 LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
@@ -70,6 +72,9 @@ ADMISSION_PATCH = "launch-admission"
 # The serve loop's only timer: continue-as-new at least this often, to keep histories short.
 SERVE_RENEW = timedelta(hours=24)
 QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
+# The node's database steps (intent, credential reference, transitions, slot release) run as
+# local activities: a third of the events and no activity-task round trip each.
+LOCAL_DB_PATCH = "local-db-steps"
 DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "schedule_to_close_timeout": timedelta(minutes=15),
@@ -154,6 +159,7 @@ class NodeWorkflow:
         self._model_verdict: ModelHealthSignal | None = None
         self._queued = False
         self._slot_asked = False
+        self._local_db: bool | None = None
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -237,11 +243,11 @@ class NodeWorkflow:
 
     async def _record_intent(self, input: NodeWorkflowInput) -> None:
         info = workflow.info()
-        intent = await acts.RECORD_INTENT.run(
+        intent = await self._db(
+            acts.RECORD_INTENT,
             RecordIntentInput(
                 spec=input.spec, workflow_id=info.workflow_id, launch_mode=input.launch_mode
             ),
-            **DB_OPTIONS,
         )
         if intent.owner_workflow_id != info.workflow_id and not intent.status.final:
             raise ApplicationError(
@@ -272,9 +278,9 @@ class NodeWorkflow:
         launch_may_have_started = state.status is NodeStatus.LAUNCHING
         try:
             ref = (
-                await acts.CREDENTIAL_REFERENCE.run(
+                await self._db(
+                    acts.CREDENTIAL_REFERENCE,
                     CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
-                    **DB_OPTIONS,
                 )
             ).ref
             launch_may_have_started = True
@@ -432,8 +438,9 @@ class NodeWorkflow:
         if not self._slot_asked:
             return
         try:
-            await acts.RELEASE_LAUNCH_SLOT.run(
-                ReleaseSlotInput(node_id=self._require_state().plan.node_id), **DB_OPTIONS
+            await self._db(
+                acts.RELEASE_LAUNCH_SLOT,
+                ReleaseSlotInput(node_id=self._require_state().plan.node_id),
             )
         except FailureError as error:
             workflow.logger.warning("launch slot not released (its lease ends it): %s", error)
@@ -624,7 +631,8 @@ class NodeWorkflow:
     ) -> None:
         state = self._require_state()
         deadline_s = (deadline - workflow.now()).total_seconds() if deadline is not None else None
-        await acts.RECORD_TRANSITION.run(
+        await self._db(
+            acts.RECORD_TRANSITION,
             TransitionInput(
                 node_id=state.plan.node_id,
                 to_status=to_status,
@@ -636,10 +644,18 @@ class NodeWorkflow:
                 deadline_s=deadline_s,
                 dedupe_suffix=dedupe_suffix,
             ),
-            **DB_OPTIONS,
         )
         state.status = to_status
         await self._tell_parent()
+
+    async def _db(self, ref: acts.ActivityRef[In, Out], arg: In) -> Out:
+        """A database step: a local activity from this change on, a regular one in the runs
+        whose history began before it (decided once per run, at its first step)."""
+        if self._local_db is None:
+            self._local_db = workflow.patched(LOCAL_DB_PATCH)
+        if self._local_db:
+            return await ref.run_local(arg, **DB_OPTIONS)
+        return await ref.run(arg, **DB_OPTIONS)
 
     async def _tell_parent(self) -> None:
         parent = workflow.info().parent
