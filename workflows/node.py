@@ -3,8 +3,9 @@
 1. record intent (the row exists before anything exists in a cloud), 2. fetch the credential
 reference, 3. launch, 4. wait for ready (SkyPilot done, cluster UP, model answering /health),
 bounded by the launch timeout, 5. record running. Then it stays alive as the node's entity: a
-status query, a terminate update with a bounded wait, a periodic health check that marks a
-vanished cluster lost, and continue-as-new when suggested.
+status query, a terminate update with a bounded wait, the fleet-health sweep's signals (a
+vanished cluster: lost; a model that stopped answering: unhealthy, then running again), and
+continue-as-new when suggested (runs from before the sweep check their cluster on a timer).
 
 Once a launch may have started, any failure, timeout or cancellation cancels the SkyPilot
 request, downs the cluster and records ``failed`` with the reason. A cluster whose down cannot
