@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -41,7 +42,17 @@ from workflows.fleet_models import (
 
 log = logging.getLogger(__name__)
 
-PROBE_CONCURRENCY = 64  # per shard activity: enough for thousands of nodes per probe interval
+# Probes in flight per shard activity: at least this many, and enough that a shard whose every
+# model hangs (each probe waits MODEL_PROBE_TIMEOUT) still ends within SHARD_BUDGET_S, well
+# inside the sweep activity's start-to-close timeout.
+MIN_PROBE_CONCURRENCY = 64
+MAX_PROBE_CONCURRENCY = 1024
+SHARD_BUDGET_S = 60.0
+
+
+def probe_concurrency(nodes: int, timeout_s: float) -> int:
+    needed = math.ceil(nodes * timeout_s / SHARD_BUDGET_S)
+    return max(MIN_PROBE_CONCURRENCY, min(MAX_PROBE_CONCURRENCY, needed))
 
 
 class HealthActivities:
@@ -116,7 +127,9 @@ class HealthActivities:
         """Probe every serving node of this shard; record the counts; return the changed."""
         s = self.settings
         targets = await self.probes.shard(input.shard, input.shards)
-        gate = asyncio.Semaphore(PROBE_CONCURRENCY)
+        gate = asyncio.Semaphore(
+            probe_concurrency(len(targets), s.model_probe_timeout.total_seconds())
+        )
 
         async def one(target: ProbeTarget) -> tuple[ProbeRecord, ModelChange | None]:
             async with gate:
