@@ -34,6 +34,8 @@ from workflows.fleet_models import (
     ClusterChange,
     ClusterSweepInput,
     ClusterSweepResult,
+    CountServingInput,
+    CountServingResult,
     ModelChange,
     ModelHealthSignal,
     ProbeShardInput,
@@ -120,6 +122,14 @@ class HealthActivities:
             serving_nodes=len(rows),
             status_calls=calls,
             changed=changed,
+        )
+
+    @activity.defn(name="count_serving_nodes")
+    async def count_serving_nodes(self, input: CountServingInput) -> CountServingResult:
+        """How many nodes the probes cover: decides how many shards a sweep uses."""
+        counts = await self.nodes.count_by_status()
+        return CountServingResult(
+            serving_nodes=sum(counts.get(s.value, 0) for s in SERVING_STATUSES)
         )
 
     @activity.defn(name="probe_model_shard")

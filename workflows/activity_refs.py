@@ -18,6 +18,8 @@ from workflows.fleet_models import (
     AcquireSlotResult,
     ClusterSweepInput,
     ClusterSweepResult,
+    CountServingInput,
+    CountServingResult,
     ProbeShardInput,
     ProbeShardResult,
     ReleaseSlotInput,
@@ -80,6 +82,7 @@ DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
 SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
+COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServingResult)
 PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
 ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
@@ -95,6 +98,7 @@ ALL = (
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
     SWEEP_CLUSTERS,
+    COUNT_SERVING,
     PROBE_MODEL_SHARD,
     ACQUIRE_LAUNCH_SLOT,
     RELEASE_LAUNCH_SLOT,
