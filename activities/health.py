@@ -27,9 +27,9 @@ from controlplane.health.sweep import Serving, suspects
 from controlplane.health.verdict import judge
 from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
-from controlplane.reconcile import ours
 from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.models import ClusterStatus
+from controlplane.spec import CLUSTER_PREFIX
 from workflows.fleet_models import (
     ClusterChange,
     ClusterSweepInput,
@@ -73,6 +73,8 @@ class HealthActivities:
         self.settings = settings
         self.http = http
         self.metrics = metrics
+        # This installation's clusters only (the cluster-name prefix).
+        self.prefix = f"{CLUSTER_PREFIX}-"
 
     @activity.defn(name="sweep_clusters")
     @translate_errors
@@ -95,7 +97,7 @@ class HealthActivities:
                     continue
                 records = await backend.list_clusters()
                 calls += 1
-                listed = {r.name: r.status for r in records if ours(r.name)}
+                listed = {r.name: r.status for r in records if r.name.startswith(self.prefix)}
                 listed_total += len(listed)
                 for node, seen in suspects(serving, listed):
                     confirmed = await backend.cluster_status(node.cluster_name)
