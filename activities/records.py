@@ -100,7 +100,7 @@ class RecordActivities:
         except ClusterNameConflict as exc:
             raise permanent(f"{exc}; nothing was launched", "NodeIdentityConflict") from None
         _require_same_node(row, spec)
-        activity.logger.info(
+        activity.logger.debug(  # DEBUG: one INFO line per lifecycle step costs CPU at scale
             "node %s (%s) recorded, mode %s, status %s",
             row.node_id,
             row.cluster_name,
@@ -155,7 +155,7 @@ class RecordActivities:
     async def _observe(self, input: TransitionInput, row: NodeRow, event: EventRow | None) -> None:
         """Lifecycle metrics, recorded once: only when the transition was really applied."""
         assert self.metrics is not None
-        if input.to_status is NodeStatus.RUNNING and row.ready_at is not None:
+        if input.event_type is EventType.READY and row.ready_at is not None:
             seconds = (row.ready_at - row.created_at).total_seconds()
             self.metrics.launch_to_ready.observe(seconds)
         elif (

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from controlplane.lifecycle import NodeStatus
+from controlplane.lifecycle import SERVING_STATUSES, NodeStatus
 
 
 class ClusterSeen(BaseModel):
@@ -66,7 +66,13 @@ class Findings(BaseModel):
 
 
 LIVE_STATUSES = frozenset(
-    {NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING, NodeStatus.TERMINATING}
+    {
+        NodeStatus.PENDING,
+        NodeStatus.LAUNCHING,
+        NodeStatus.RUNNING,
+        NodeStatus.UNHEALTHY,
+        NodeStatus.TERMINATING,
+    }
 )
 
 
@@ -128,7 +134,7 @@ def compare(
                         detail="cluster still listed" if present else "cluster no longer listed",
                     )
                 )
-            elif row.status is NodeStatus.RUNNING and name not in cluster_by_name:
+            elif row.status in SERVING_STATUSES and name not in cluster_by_name:
                 findings.lost.append(
                     Finding(
                         kind="lost",

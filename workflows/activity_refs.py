@@ -13,6 +13,18 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from temporalio import workflow
 
+from workflows.fleet_models import (
+    AcquireSlotInput,
+    AcquireSlotResult,
+    ClusterSweepInput,
+    ClusterSweepResult,
+    CountServingInput,
+    CountServingResult,
+    ProbeShardInput,
+    ProbeShardResult,
+    ReleaseSlotInput,
+    ReleaseSlotResult,
+)
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
@@ -51,6 +63,14 @@ class ActivityRef(Generic[In, Out]):
         )
         return result
 
+    async def run_local(self, arg: In, **options: Any) -> Out:
+        """Execute it as a local activity: in the workflow's own task, with no activity task
+        on the queue and no activity events in the history (for short database steps)."""
+        result: Out = await workflow.execute_local_activity(
+            self.name, arg, result_type=self.result_type, **options
+        )
+        return result
+
 
 RECORD_INTENT = ActivityRef("record_intent", RecordIntentInput, RecordIntentResult)
 RECORD_TRANSITION = ActivityRef("record_transition", TransitionInput, TransitionResult)
@@ -61,6 +81,11 @@ CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealth
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
+SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
+COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServingResult)
+PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
+ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
+RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
 
 ALL = (
     RECORD_INTENT,
@@ -72,4 +97,9 @@ ALL = (
     DOWN_CLUSTER,
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
+    SWEEP_CLUSTERS,
+    COUNT_SERVING,
+    PROBE_MODEL_SHARD,
+    ACQUIRE_LAUNCH_SLOT,
+    RELEASE_LAUNCH_SLOT,
 )

@@ -3,8 +3,9 @@
 1. record intent (the row exists before anything exists in a cloud), 2. fetch the credential
 reference, 3. launch, 4. wait for ready (SkyPilot done, cluster UP, model answering /health),
 bounded by the launch timeout, 5. record running. Then it stays alive as the node's entity: a
-status query, a terminate update with a bounded wait, a periodic health check that marks a
-vanished cluster lost, and continue-as-new when suggested.
+status query, a terminate update with a bounded wait, the fleet-health sweep's signals (a
+vanished cluster: lost; a model that stopped answering: unhealthy, then running again), and
+continue-as-new when suggested (runs from before the sweep check their cluster on a timer).
 
 Once a launch may have started, any failure, timeout or cancellation cancels the SkyPilot
 request, downs the cluster and records ``failed`` with the reason. A cluster whose down cannot
@@ -14,8 +15,9 @@ be confirmed is recorded ``cleanup_failed``: never ``terminated`` while it may b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -29,10 +31,12 @@ from temporalio.exceptions import (
 from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import ValidationError
+    from pydantic import BaseModel, ValidationError
 
+    from controlplane.lifecycle import SERVING_STATUSES
     from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
     from workflows import activity_refs as acts
+    from workflows.fleet_models import AcquireSlotInput, ModelHealthSignal, ReleaseSlotInput
     from workflows.inputs import require_input
     from workflows.models import (
         ClusterHealthInput,
@@ -53,6 +57,8 @@ with workflow.unsafe.imports_passed_through():
         WaitReadyInput,
     )
 
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
 TRANSIENT_LAUNCH_ERRORS = TRANSIENT_ERROR_TYPES  # relaunched by the loop below (one definition)
 DEADLINE_ERRORS = frozenset({"LaunchTimeout", "ReadinessTimeout"})
 LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
@@ -61,6 +67,16 @@ DB_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["InvalidTransition", "NodeAlreadyManaged", "ConfigurationError"],
 )
+# Running nodes wait for the fleet sweep's signals (workflows/fleet_health.py) instead of
+# checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
+FLEET_HEALTH_PATCH = "fleet-health-signals"
+ADMISSION_PATCH = "launch-admission"
+# The serve loop's only timer: continue-as-new at least this often, to keep histories short.
+SERVE_RENEW = timedelta(hours=24)
+QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
+# The node's database steps (intent, credential reference, transitions, slot release) run as
+# local activities: a third of the events and no activity-task round trip each.
+LOCAL_DB_PATCH = "local-db-steps"
 DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "schedule_to_close_timeout": timedelta(minutes=15),
@@ -142,6 +158,10 @@ class NodeWorkflow:
         self._launch_task: asyncio.Task[None] | None = None
         self._cancelled = False
         self._health_check_requested = False
+        self._model_verdict: ModelHealthSignal | None = None
+        self._queued = False
+        self._slot_asked = False
+        self._local_db: bool | None = None
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -163,6 +183,11 @@ class NodeWorkflow:
     def check_health(self) -> None:
         """Check the cluster now rather than at the next interval (the reconciler asks this)."""
         self._health_check_requested = True
+
+    @workflow.signal(name="model_health")
+    def model_health(self, verdict: ModelHealthSignal) -> None:
+        """The model probes' changed verdict: unhealthy after the threshold, or healthy again."""
+        self._model_verdict = verdict
 
     @workflow.update  # named "terminate"; a bare decorator keeps the async return type
     async def terminate(self, request: TerminateNodeRequest) -> TerminateNodeResponse:
@@ -204,7 +229,7 @@ class NodeWorkflow:
                 self.request_terminate(TerminateNodeRequest(reason="workflow cancelled"))
                 await asyncio.shield(asyncio.ensure_future(self._finish_cancelled_launch()))
                 raise
-        if state.status is NodeStatus.RUNNING:
+        if state.status in SERVING_STATUSES:
             try:
                 await self._serve()
             except asyncio.CancelledError:
@@ -213,18 +238,18 @@ class NodeWorkflow:
                 state.terminate_reason = state.terminate_reason or "workflow cancelled"
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
-        if state.status in (NodeStatus.RUNNING, NodeStatus.TERMINATING):
+        if state.status in (*SERVING_STATUSES, NodeStatus.TERMINATING):
             await self._terminate_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
     async def _record_intent(self, input: NodeWorkflowInput) -> None:
         info = workflow.info()
-        intent = await acts.RECORD_INTENT.run(
+        intent = await self._db(
+            acts.RECORD_INTENT,
             RecordIntentInput(
                 spec=input.spec, workflow_id=info.workflow_id, launch_mode=input.launch_mode
             ),
-            **DB_OPTIONS,
         )
         if intent.owner_workflow_id != info.workflow_id and not intent.status.final:
             raise ApplicationError(
@@ -255,13 +280,16 @@ class NodeWorkflow:
         launch_may_have_started = state.status is NodeStatus.LAUNCHING
         try:
             ref = (
-                await acts.CREDENTIAL_REFERENCE.run(
+                await self._db(
+                    acts.CREDENTIAL_REFERENCE,
                     CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
-                    **DB_OPTIONS,
                 )
             ).ref
             launch_may_have_started = True
-            await self._launch_until_ready(ref, deadline)
+            try:
+                await self._launch_until_ready(ref, deadline)
+            finally:
+                await asyncio.shield(asyncio.ensure_future(self._release_launch_slot()))
             await self._transition(
                 NodeStatus.RUNNING, EventType.READY, [NodeStatus.LAUNCHING], endpoint=state.endpoint
             )
@@ -297,6 +325,7 @@ class NodeWorkflow:
         plan = state.plan
         attempt = 0
         while True:
+            await self._admit(deadline)
             launched = await acts.LAUNCH_CLUSTER.run(
                 LaunchInput(
                     spec=self._spec,
@@ -379,8 +408,51 @@ class NodeWorkflow:
                 error=reason,
             )
 
+    async def _admit(self, deadline: Any) -> None:
+        """Wait durably, still pending, until this launch fits the API server's budget."""
+        if self._slot_asked or not workflow.patched(ADMISSION_PATCH):
+            return
+        state = self._require_state()
+        self._slot_asked = self._queued = True
+        try:
+            admitted = await acts.ACQUIRE_LAUNCH_SLOT.run(
+                AcquireSlotInput(
+                    node_id=state.plan.node_id,
+                    launch_mode=state.plan.launch_mode,
+                    timeout_s=max(self._remaining(deadline), 1.0),
+                ),
+                **self._skypilot_options(deadline),
+            )
+        finally:
+            self._queued = False
+        if not admitted.granted:
+            raise ApplicationError(
+                f"launch of {state.plan.cluster_name} was not admitted within "
+                f"{state.plan.launch_timeout_s:.0f}s (SKYPILOT_LAUNCH_TIMEOUT): "
+                f"{admitted.ahead} node(s) queued ahead, {admitted.budget} launches in flight "
+                "(SKYPILOT_MAX_INFLIGHT_LAUNCHES); nothing was launched",
+                type="LaunchTimeout",
+                non_retryable=True,
+            )
+
+    async def _release_launch_slot(self) -> None:
+        """Give the slot back once the launch resolved; a failure only waits for its lease."""
+        if not self._slot_asked:
+            return
+        try:
+            await self._db(
+                acts.RELEASE_LAUNCH_SLOT,
+                ReleaseSlotInput(node_id=self._require_state().plan.node_id),
+            )
+        except FailureError as error:
+            workflow.logger.warning("launch slot not released (its lease ends it): %s", error)
+        self._slot_asked = False
+
     # --- running ---------------------------------------------------------------------------------
     async def _serve(self) -> None:
+        if workflow.patched(FLEET_HEALTH_PATCH):
+            await self._serve_on_signals()
+            return
         state = self._require_state()
         plan = state.plan
         while True:
@@ -405,6 +477,63 @@ class NodeWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
 
+    async def _serve_on_signals(self) -> None:
+        """Wait for signals only: the fleet sweep says when a cluster or a model changed.
+
+        The one timer is the continue-as-new one, so a healthy node costs Temporal a few
+        events a day instead of an activity per health interval.
+        """
+        state = self._require_state()
+        renew_at = workflow.now() + SERVE_RENEW
+        while True:
+            with contextlib.suppress(TimeoutError):  # the renew timer: continue as new below
+                await workflow.wait_condition(
+                    lambda: (
+                        self._terminate_requested
+                        or self._health_check_requested
+                        or self._model_verdict is not None
+                        or workflow.info().is_continue_as_new_suggested()
+                    ),
+                    timeout=max(renew_at - workflow.now(), timedelta(seconds=1)),
+                )
+            if self._terminate_requested:
+                return
+            if self._health_check_requested:
+                self._health_check_requested = False
+                if await self._cluster_lost():
+                    return
+                continue
+            if self._model_verdict is not None:
+                verdict, self._model_verdict = self._model_verdict, None
+                await self._apply_model_verdict(verdict)
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
+
+    async def _apply_model_verdict(self, verdict: ModelHealthSignal) -> None:
+        """Record running -> unhealthy or back; repair is not this workflow's job (yet)."""
+        state = self._require_state()
+        if not verdict.healthy and state.status is NodeStatus.RUNNING:
+            state.unhealthy_episodes += 1
+            state.error = (
+                f"model failed {verdict.consecutive_failures} probes in a row: {verdict.detail}"
+            )
+            await self._transition(
+                NodeStatus.UNHEALTHY,
+                EventType.UNHEALTHY,
+                [NodeStatus.RUNNING],
+                error=state.error,
+                dedupe_suffix=str(state.unhealthy_episodes),
+            )
+        elif verdict.healthy and state.status is NodeStatus.UNHEALTHY:
+            state.error = None
+            await self._transition(
+                NodeStatus.RUNNING,
+                EventType.HEALTHY,
+                [NodeStatus.UNHEALTHY],
+                dedupe_suffix=str(state.unhealthy_episodes),
+            )
+
     async def _cluster_lost(self) -> bool:
         """Check the cluster; if it vanished or stopped, record it lost and clean up."""
         state = self._require_state()
@@ -424,7 +553,10 @@ class NodeWorkflow:
             return False
         state.error = f"cluster is {health.cluster_status} while the node was running"
         await self._transition(
-            NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING], error=state.error
+            NodeStatus.LOST,
+            EventType.LOST,
+            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
+            error=state.error,
         )
         if health.present:
             await self._down(cancel_launches=False)
@@ -436,7 +568,7 @@ class NodeWorkflow:
         await self._transition(
             NodeStatus.TERMINATING,
             EventType.TERMINATING,
-            [NodeStatus.RUNNING, NodeStatus.TERMINATING],
+            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY, NodeStatus.TERMINATING],
             deadline=workflow.now() + timedelta(seconds=state.plan.terminate_timeout_s),
         )
         if await self._down(cancel_launches=False):
@@ -477,6 +609,7 @@ class NodeWorkflow:
                     NodeStatus.PENDING,
                     NodeStatus.LAUNCHING,
                     NodeStatus.RUNNING,
+                    NodeStatus.UNHEALTHY,
                     NodeStatus.TERMINATING,
                     NodeStatus.LOST,
                 ],
@@ -500,7 +633,8 @@ class NodeWorkflow:
     ) -> None:
         state = self._require_state()
         deadline_s = (deadline - workflow.now()).total_seconds() if deadline is not None else None
-        await acts.RECORD_TRANSITION.run(
+        await self._db(
+            acts.RECORD_TRANSITION,
             TransitionInput(
                 node_id=state.plan.node_id,
                 to_status=to_status,
@@ -512,10 +646,18 @@ class NodeWorkflow:
                 deadline_s=deadline_s,
                 dedupe_suffix=dedupe_suffix,
             ),
-            **DB_OPTIONS,
         )
         state.status = to_status
         await self._tell_parent()
+
+    async def _db(self, ref: acts.ActivityRef[In, Out], arg: In) -> Out:
+        """A database step: a local activity from this change on, a regular one in the runs
+        whose history began before it (decided once per run, at its first step)."""
+        if self._local_db is None:
+            self._local_db = workflow.patched(LOCAL_DB_PATCH)
+        if self._local_db:
+            return await ref.run_local(arg, **DB_OPTIONS)
+        return await ref.run(arg, **DB_OPTIONS)
 
     async def _tell_parent(self) -> None:
         parent = workflow.info().parent
@@ -597,6 +739,7 @@ class NodeWorkflow:
             endpoint=state.endpoint,
             request_id=state.request_id,
             error=state.error,
+            reason=QUEUED_REASON if self._queued else None,
         )
 
     def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:

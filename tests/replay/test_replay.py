@@ -23,18 +23,28 @@ from temporalio.worker import Replayer, WorkflowReplayResult
 from temporalio.workflow import NondeterminismError
 
 from workflows.deployment import DeploymentWorkflow
+from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-WORKFLOWS: list[type] = [NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow]
+WORKFLOWS: list[type] = [
+    NodeWorkflow,
+    DeploymentWorkflow,
+    TerminateClusterWorkflow,
+    FleetHealthWorkflow,
+]
 MAIN_PATHS = {
     "node_happy_path": "NodeWorkflow",
     "node_launch_failure": "NodeWorkflow",
     "node_relaunch_after_transient_failure": "NodeWorkflow",
     "node_cancelled_during_launch": "NodeWorkflow",
     "node_cancelled_while_running": "NodeWorkflow",
-    "node_lost": "NodeWorkflow",
+    "node_lost": "NodeWorkflow",  # before the fleet sweep: the node's own health timer
+    "node_lost_found_by_sweep": "NodeWorkflow",
+    "node_model_unhealthy_then_healthy": "NodeWorkflow",
+    "node_queued_for_a_launch_slot": "NodeWorkflow",
+    "fleet_health_sweep": "FleetHealthWorkflow",
     "deployment_scale_and_terminate": "DeploymentWorkflow",
     "terminate_unmanaged_cluster": "TerminateClusterWorkflow",
     "deployment_node_id_children": "DeploymentWorkflow",
@@ -126,6 +136,7 @@ CHANGED: list[type] = [with_extra_timer(cls) for cls in WORKFLOWS]
 @pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
 async def test_a_changed_workflow_is_reported_as_nondeterministic(path: Path) -> None:
     _, history = load(path)
-    # The extra timer's command meets the history's first activity (or child, or patch marker).
+    # The extra timer's command meets the history's first activity (or child) instead, or its
+    # first patch marker (a history recorded after a workflow.patched change).
     with pytest.raises(NondeterminismError, match=r"TMPRL1100.*(Timer|patch marker)"):
         await replay(history, CHANGED)

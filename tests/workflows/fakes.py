@@ -15,6 +15,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from controlplane.lifecycle import LaunchMode, NodeStatus
+from workflows.fleet_models import (
+    AcquireSlotInput,
+    AcquireSlotResult,
+    ReleaseSlotInput,
+    ReleaseSlotResult,
+)
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
@@ -62,6 +68,7 @@ class Behaviour:
     down_blocks: asyncio.Event | None = None
     cluster_status: str = "UP"
     transition_error_for: NodeStatus | None = None
+    admission_open: asyncio.Event | None = None  # set: queued launches get their slot
 
 
 class FakeActivities:
@@ -212,8 +219,24 @@ class FakeActivities:
             raise self.behaviour.down_error
         return DownClusterResult(already_gone=False)
 
+    @activity.defn(name="acquire_launch_slot")
+    async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
+        self.calls["acquire_launch_slot"].append(input)
+        gate = self.behaviour.admission_open
+        while gate is not None and not gate.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        return AcquireSlotResult(granted=True, budget=1)
+
+    @activity.defn(name="release_launch_slot")
+    async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
+        self.calls["release_launch_slot"].append(input)
+        return ReleaseSlotResult(released=True)
+
     def all(self) -> list[Any]:
         return [
+            self.acquire_launch_slot,
+            self.release_launch_slot,
             self.record_intent,
             self.record_transition,
             self.lookup_cluster,
