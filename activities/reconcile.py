@@ -20,6 +20,7 @@ WATCHED = [
     NodeStatus.PENDING,
     NodeStatus.LAUNCHING,
     NodeStatus.RUNNING,
+    NodeStatus.UNHEALTHY,
     NodeStatus.TERMINATING,
     NodeStatus.CLEANUP_FAILED,
 ]

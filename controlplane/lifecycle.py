@@ -16,6 +16,7 @@ class NodeStatus(StrEnum):
     PENDING = "pending"
     LAUNCHING = "launching"
     RUNNING = "running"
+    UNHEALTHY = "unhealthy"  # running, but its model failed MODEL_PROBE_THRESHOLD probes in a row
     TERMINATING = "terminating"
     TERMINATED = "terminated"
     FAILED = "failed"  # the launch failed and was cleaned up
@@ -32,6 +33,10 @@ FINAL_STATUSES = frozenset(
 )
 
 
+# A node whose cluster is up and whose workflow serves it, whether or not its model answers.
+SERVING_STATUSES = frozenset({NodeStatus.RUNNING, NodeStatus.UNHEALTHY})
+
+
 class EventType(StrEnum):
     """The outbox's event types: the guide's three, plus the teardown ones."""
 
@@ -42,3 +47,5 @@ class EventType(StrEnum):
     TERMINATED = "node.terminated"
     LOST = "node.lost"
     CLEANUP_FAILED = "node.cleanup_failed"
+    UNHEALTHY = "node.unhealthy"  # running -> unhealthy: the model stopped answering
+    HEALTHY = "node.healthy"  # unhealthy -> running: it answers again

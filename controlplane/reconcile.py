@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from controlplane.lifecycle import NodeStatus
+from controlplane.lifecycle import SERVING_STATUSES, NodeStatus
 from controlplane.spec import CLUSTER_PREFIX
 
 
@@ -53,7 +53,13 @@ class Findings(BaseModel):
 
 
 LIVE_STATUSES = frozenset(
-    {NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING, NodeStatus.TERMINATING}
+    {
+        NodeStatus.PENDING,
+        NodeStatus.LAUNCHING,
+        NodeStatus.RUNNING,
+        NodeStatus.UNHEALTHY,
+        NodeStatus.TERMINATING,
+    }
 )
 
 
@@ -109,7 +115,7 @@ def compare(
                         detail="cluster still listed" if present else "cluster no longer listed",
                     )
                 )
-            elif row.status is NodeStatus.RUNNING and name not in cluster_by_name:
+            elif row.status in SERVING_STATUSES and name not in cluster_by_name:
                 findings.lost.append(
                     Finding(
                         kind="lost",

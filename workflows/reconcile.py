@@ -82,7 +82,10 @@ class ReconcileWorkflow:
                     report.cleaned.append(finding.cluster_name)
                     continue
                 await self._record(
-                    finding.node_id, NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING]
+                    finding.node_id,
+                    NodeStatus.LOST,
+                    EventType.LOST,
+                    [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
                 )
                 report.cleaned.append(finding.cluster_name)
             except ActivityError as error:

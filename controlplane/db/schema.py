@@ -149,9 +149,41 @@ class TenantCredential(Base):
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
 
 
+class ModelProbe(Base):
+    """The last model probe of a serving node, so any worker can carry on counting failures."""
+
+    __tablename__ = "model_probes"
+
+    node_id: Mapped[str] = mapped_column(Text, ForeignKey("nodes.node_id"), primary_key=True)
+    last_probe_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class LaunchSlot(Base):
+    """Launch admission: a row per node waiting for (``granted_at`` NULL) or holding a slot.
+
+    ``budget_key`` names the API server (or the CLI) whose in-flight launches are capped. A
+    waiter refreshes ``seen_at`` while it waits; a holder's lease ends at ``expires_at``, so a
+    workflow that vanished cannot keep a slot or block the queue.
+    """
+
+    __tablename__ = "launch_slots"
+    __table_args__ = (Index("ix_launch_slots_queue", "budget_key", "granted_at", "enqueued_at"),)
+
+    node_id: Mapped[str] = mapped_column(Text, ForeignKey("nodes.node_id"), primary_key=True)
+    budget_key: Mapped[str] = mapped_column(Text)
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    seen_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+    granted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
 # The Core tables, for the repositories' INSERT ... ON CONFLICT and RETURNING statements.
 nodes = cast(Table, Node.__table__)
 node_events = cast(Table, NodeEvent.__table__)
 tenant_credentials = cast(Table, TenantCredential.__table__)
 node_event_feed = cast(Table, NodeEventFeed.__table__)
 event_feed_state = cast(Table, EventFeedState.__table__)
+model_probes = cast(Table, ModelProbe.__table__)
+launch_slots = cast(Table, LaunchSlot.__table__)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -570,6 +571,61 @@ def test_preemption_removes_the_cluster(http: httpx.Client) -> None:
     result(http, launch(http, "c-spot"))
     wait_until(lambda: clusters(http, "c-spot") == [])
     assert http.get("/sim/counters").json()["live_clusters"] == []
+
+
+def test_model_crash_hang_and_recover_while_the_cluster_stays_up(
+    http: httpx.Client, server: SimulatorServer
+) -> None:
+    result(http, launch(http, "c-sick"))
+    health = f"{server.url}/sim/models/c-sick/health"
+    models = f"{server.url}/sim/models/c-sick/v1/models"
+    wait_until(lambda: httpx.get(health).status_code == 200)
+
+    assert http.post("/sim/models/c-sick/crash").json()["model_fault"] == "crash"
+    assert httpx.get(health).status_code == 503
+    assert httpx.get(models).status_code == 503
+    (record,) = clusters(http, "c-sick")
+    assert record["status"] == "UP"  # SkyPilot still sees a healthy cluster
+
+    assert http.post("/sim/models/c-sick/hang").status_code == 200
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.get(health, timeout=0.3)
+    assert clusters(http, "c-sick")[0]["status"] == "UP"
+
+    assert http.post("/sim/models/c-sick/recover").json()["model_fault"] is None
+    assert httpx.get(health).status_code == 200
+    assert httpx.get(models).json()["data"][0]["id"] == "org/model"
+
+    assert server.model_fault("c-sick", "crash")
+    assert httpx.get(health).status_code == 503
+    assert server.model_fault("c-sick", None)
+    assert httpx.get(health).status_code == 200
+
+
+def test_a_hung_model_call_ends_when_the_model_recovers(
+    http: httpx.Client, server: SimulatorServer
+) -> None:
+    result(http, launch(http, "c-hang"))
+    health = f"{server.url}/sim/models/c-hang/health"
+    wait_until(lambda: httpx.get(health).status_code == 200)
+    assert server.model_fault("c-hang", "hang")
+    with httpx.Client(timeout=5) as probe:
+        answers: list[int] = []
+        waiter = threading.Thread(target=lambda: answers.append(probe.get(health).status_code))
+        waiter.start()
+        time.sleep(0.3)
+        assert answers == []  # still hanging
+        assert server.model_fault("c-hang", None)
+        waiter.join(5)
+    assert answers == [200]
+
+
+def test_model_faults_name_the_cluster_and_the_fault(http: httpx.Client) -> None:
+    assert http.post("/sim/models/c-missing/crash").status_code == 404
+    result(http, launch(http, "c-known"))
+    response = http.post("/sim/models/c-known/explode")
+    assert response.status_code == 404
+    assert "crash, hang, recover" in response.json()["detail"]
 
 
 def test_counters_count_every_call(http: httpx.Client) -> None:

@@ -44,6 +44,13 @@ class ClusterStatus(StrEnum):
     STOPPED = "STOPPED"
 
 
+class ModelFault(StrEnum):
+    """What is wrong with a cluster's model server while the cluster itself stays UP."""
+
+    CRASH = "crash"  # /health answers 503, as a crashed vLLM behind a live proxy would
+    HANG = "hang"  # /health never answers
+
+
 # Request name → (module, function) of the server function that runs it.
 ENTRYPOINTS: dict[str, tuple[str, str]] = {
     "sky.launch": ("sky.execution", "launch"),
@@ -180,6 +187,9 @@ class Cluster:
     to_down: bool = False
     jobs: int = 0
     preempt_timer: asyncio.TimerHandle | None = None
+    # Injected by POST /sim/models/{name}/crash|hang; /recover clears it and frees hung calls.
+    model_fault: ModelFault | None = None
+    model_recovered: asyncio.Event = field(default_factory=asyncio.Event)
 
     def set_status(self, status: ClusterStatus) -> None:
         self.status = status

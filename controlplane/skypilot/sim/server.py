@@ -22,6 +22,7 @@ import uvicorn
 
 from controlplane.skypilot.sim.app import create_app
 from controlplane.skypilot.sim.config import Faults, SimConfig
+from controlplane.skypilot.sim.records import ModelFault
 from controlplane.skypilot.sim.state import SimState
 
 log = logging.getLogger(__name__)
@@ -210,6 +211,11 @@ class SimulatorServer:
 
     def preempt(self, cluster_name: str) -> bool:
         return self._call(lambda: self.state.preempt(cluster_name))
+
+    def model_fault(self, cluster_name: str, fault: str | None) -> bool:
+        """Crash ("crash"), hang ("hang") or recover (None) the cluster's model server."""
+        chosen = ModelFault(fault) if fault is not None else None
+        return self._call(lambda: self.state.set_model_fault(cluster_name, chosen))
 
     def cluster_status(self, cluster_name: str) -> str | None:
         """The cluster's status (INIT/UP/STOPPED), or None when it does not exist."""

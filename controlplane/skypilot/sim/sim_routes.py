@@ -1,7 +1,8 @@
 """Endpoints that are not SkyPilot's: the simulator's controls and the clusters' model servers.
 
 ``/sim/models/{cluster}/...`` stands in for the vLLM server a real cluster would run (what
-``/endpoints`` points at); the other ``/sim/*`` routes let tests, demos and benchmarks read
+``/endpoints`` points at; ``POST /sim/models/{cluster}/crash|hang|recover`` break and mend it);
+the other ``/sim/*`` routes let tests, demos and benchmarks read
 counters, inject faults, reset, and preempt clusters. None of them need auth.
 """
 
@@ -15,7 +16,7 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from controlplane.skypilot.sim.records import Cluster, ClusterStatus, cluster_record
+from controlplane.skypilot.sim.records import Cluster, ClusterStatus, ModelFault, cluster_record
 from controlplane.skypilot.sim.routes import sim_state
 
 router = APIRouter(prefix="/sim")
@@ -100,21 +101,49 @@ def _warm(http: HttpRequest, cluster: Cluster) -> bool:
     return cluster.up_since is not None and time.monotonic() - cluster.up_since >= warmup
 
 
-@router.get("/models/{name}/health")
-async def model_health(http: HttpRequest, name: str) -> JSONResponse:
-    """vLLM's /health: 503 while the model loads, 200 once it serves."""
+async def _answering_cluster(http: HttpRequest, name: str) -> Cluster | JSONResponse:
+    """The serving cluster, after any injected hang; a 503 answer if its model is down."""
     cluster = _serving_cluster(http, name)
+    while cluster.model_fault is ModelFault.HANG:
+        await cluster.model_recovered.wait()  # never answers until /recover (or the cluster goes)
+        cluster = _serving_cluster(http, name)
+    if cluster.model_fault is ModelFault.CRASH:
+        return JSONResponse({"status": "crashed"}, status_code=503)
     if not _warm(http, cluster):
         return JSONResponse({"status": "loading"}, status_code=503)
+    return cluster
+
+
+@router.get("/models/{name}/health")
+async def model_health(http: HttpRequest, name: str) -> JSONResponse:
+    """vLLM's /health: 503 while the model loads (or after a crash), 200 once it serves."""
+    answer = await _answering_cluster(http, name)
+    if isinstance(answer, JSONResponse):
+        return answer
     return JSONResponse({"status": "ok"})
+
+
+@router.post("/models/{name}/{fault}")
+async def model_fault(http: HttpRequest, name: str, fault: str) -> dict[str, Any]:
+    """crash: /health answers 503; hang: it never answers; recover: undo both. The cluster
+    stays UP throughout, as a dead vLLM on a live VM does."""
+    if fault not in ("crash", "hang", "recover"):
+        raise HTTPException(
+            status_code=404, detail=f"unknown model fault {fault!r}; expected crash, hang, recover"
+        )
+    chosen = None if fault == "recover" else ModelFault(fault)
+    if not sim_state(http).set_model_fault(name, chosen):
+        raise HTTPException(status_code=404, detail=f"Cluster {name!r} not found")
+    return {"cluster": name, "model_fault": chosen.value if chosen else None}
 
 
 @router.get("/models/{name}/v1/models")
 async def model_list(http: HttpRequest, name: str) -> JSONResponse:
     """vLLM's OpenAI-compatible model list, once the model is loaded."""
-    cluster = _serving_cluster(http, name)
-    if not _warm(http, cluster):
-        return JSONResponse({"status": "loading"}, status_code=503)
+    answer = await _answering_cluster(http, name)
+    if isinstance(answer, JSONResponse):
+        return answer
+    cluster = answer
     model = cluster.spec.envs.get("MODEL_ID") or cluster.name
     return JSONResponse(
         {

@@ -29,7 +29,13 @@ from controlplane.skypilot.sim.contract import (
 )
 from controlplane.skypilot.sim.exceptions import SkyPilotError, request_error, sky_error
 from controlplane.skypilot.sim.payloads import RequestBody
-from controlplane.skypilot.sim.records import Cluster, ClusterStatus, Request, RequestStatus
+from controlplane.skypilot.sim.records import (
+    Cluster,
+    ClusterStatus,
+    ModelFault,
+    Request,
+    RequestStatus,
+)
 from controlplane.skypilot.sim.taskspec import TaskSpec
 
 log = logging.getLogger(__name__)
@@ -304,6 +310,7 @@ class SimState:
         cluster.set_status(status)
 
     def remove_cluster(self, cluster: Cluster) -> None:
+        cluster.model_recovered.set()  # a hung model call of a vanished cluster ends (404)
         if self.is_current(cluster):
             del self.clusters[cluster.name]
             self._note(cluster.name, "gone_at")
@@ -316,6 +323,22 @@ class SimState:
             return False
         log.info("simulated preemption of cluster %s", name)
         self.remove_cluster(cluster)
+        return True
+
+    def set_model_fault(self, name: str, fault: ModelFault | None) -> bool:
+        """Crash or hang the cluster's model (None recovers it); False if the cluster is unknown.
+
+        The cluster's own status does not change: SkyPilot keeps reporting it UP.
+        """
+        cluster = self.clusters.get(name)
+        if cluster is None:
+            return False
+        log.info("simulated model fault on %s: %s", name, fault)
+        cluster.model_fault = fault
+        if fault is ModelFault.HANG:
+            cluster.model_recovered.clear()
+        else:
+            cluster.model_recovered.set()  # hung calls go on, and now see the new state
         return True
 
     def _preempt_if_current(self, cluster: Cluster) -> None:
@@ -345,6 +368,7 @@ class SimState:
             self.cancel(request)
         for cluster in list(self.clusters.values()):
             self._cancel_timer(cluster)
+            cluster.model_recovered.set()
         self._clear()
 
     def shutdown(self) -> None:
@@ -357,3 +381,4 @@ class SimState:
             self.cancel(request, sky_error("RequestInterruptedError", message))
         for cluster in self.clusters.values():
             self._cancel_timer(cluster)
+            cluster.model_recovered.set()
