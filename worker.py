@@ -26,10 +26,12 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from activities.credentials import CredentialActivities
+from activities.deployment_events import DeploymentEventActivities
 from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
 from activities.skypilot import SkyPilotActivities
 from controlplane.config import ConfigError, Settings, load_settings
+from controlplane.db.deployment_events import DeploymentEventRepository
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.repository import CredentialRepository, NodeRepository
@@ -68,9 +70,12 @@ class Activities:
     credentials: CredentialActivities
     skypilot: SkyPilotActivities
     reconcile: ReconcileActivities
+    deployment_events: DeploymentEventActivities | None = None
 
     def all(self) -> list[Any]:
+        extra = [self.deployment_events.record_deployment_events] if self.deployment_events else []
         return [
+            *extra,
             self.records.record_intent,
             self.records.record_transition,
             self.records.lookup_cluster,
@@ -183,6 +188,7 @@ async def open_activities(
             reconcile=ReconcileActivities(
                 backends, nodes, settings, records.default_mode(), metrics
             ),
+            deployment_events=DeploymentEventActivities(DeploymentEventRepository(engine)),
         )
 
 

@@ -26,6 +26,8 @@ from workflows.models import (
     LookupClusterResult,
     ReconcileScanInput,
     ReconcileScanResult,
+    RecordDeploymentEventsInput,
+    RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
     TransitionInput,
@@ -61,6 +63,9 @@ CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealth
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
+RECORD_DEPLOYMENT_EVENTS = ActivityRef(
+    "record_deployment_events", RecordDeploymentEventsInput, RecordDeploymentEventsResult
+)
 
 ALL = (
     RECORD_INTENT,
@@ -72,4 +77,5 @@ ALL = (
     DOWN_CLUSTER,
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
+    RECORD_DEPLOYMENT_EVENTS,
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -27,6 +28,8 @@ from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
     NodePlan,
+    RecordDeploymentEventsInput,
+    RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
     TransitionInput,
@@ -60,6 +63,8 @@ class Behaviour:
     down_error: ApplicationError | None = None
     down_blocks: asyncio.Event | None = None
     cluster_status: str = "UP"
+    cluster_statuses: dict[str, str] = field(default_factory=dict)  # per cluster, wins
+    failing_models: set[str] = field(default_factory=set)  # their launches never get ready
     transition_error_for: NodeStatus | None = None
 
 
@@ -86,6 +91,9 @@ class FakeActivities:
             "max_retries": max_retries,
             "retry_backoff_s": 1.0,
         }
+        self.deployment_events: list[str] = []
+        self.launch_times: dict[str, datetime] = {}
+        self.deployment_event_keys: set[str] = set()
         self.launch_started = asyncio.Event()
         self.launches = 0
 
@@ -170,6 +178,7 @@ class FakeActivities:
     @activity.defn(name="launch_cluster")
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         self.calls["launch_cluster"].append(input)
+        self.launch_times[input.cluster_name] = activity.info().scheduled_time
         self.launches += 1
         self.launch_started.set()
         if self.behaviour.launch_error is not None:
@@ -181,6 +190,18 @@ class FakeActivities:
         self.calls["wait_ready"].append(input)
         if self.behaviour.wait_errors:
             raise self.behaviour.wait_errors.pop(0)
+        launched = next(
+            (
+                c
+                for c in reversed(self.calls["launch_cluster"])
+                if c.cluster_name == input.cluster_name
+            ),
+            None,
+        )
+        if launched is not None and launched.spec.model in self.behaviour.failing_models:
+            raise ApplicationError(
+                "model crashed on start", type="ReadinessTimeout", non_retryable=True
+            )
         if self.behaviour.wait_error is not None:
             raise self.behaviour.wait_error
         if self.behaviour.wait_still_running:
@@ -195,7 +216,9 @@ class FakeActivities:
     @activity.defn(name="cluster_health")
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
         self.calls["cluster_health"].append(input)
-        status = self.behaviour.cluster_status
+        status = self.behaviour.cluster_statuses.get(
+            input.cluster_name, self.behaviour.cluster_status
+        )
         return ClusterHealthResult(cluster_status=status, present=status != "TERMINATED")
 
     @activity.defn(name="down_cluster")
@@ -209,8 +232,22 @@ class FakeActivities:
             raise self.behaviour.down_error
         return DownClusterResult(already_gone=False)
 
+    @activity.defn(name="record_deployment_events")
+    async def record_deployment_events(
+        self, input: RecordDeploymentEventsInput
+    ) -> RecordDeploymentEventsResult:
+        written = 0
+        for offset, event in enumerate(input.events):
+            key = f"{input.workflow_id}:{input.generation}:{input.first_sequence + offset}"
+            if key not in self.deployment_event_keys:
+                self.deployment_event_keys.add(key)
+                self.deployment_events.append(event.event_type.value)
+                written += 1
+        return RecordDeploymentEventsResult(written=written)
+
     def all(self) -> list[Any]:
         return [
+            self.record_deployment_events,
             self.record_intent,
             self.record_transition,
             self.lookup_cluster,
