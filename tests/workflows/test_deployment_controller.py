@@ -148,22 +148,24 @@ async def test_terminating_replicas_do_not_count(env: WorkflowEnvironment, task_
 
 
 async def test_no_replica_starts_after_terminate(env: WorkflowEnvironment, task_queue: str) -> None:
-    """A scale accepted while a terminate is queued must not start replicas after it."""
+    """A scale accepted before a terminate, another queued after it: none may start replicas
+    once the terminate is accepted, and the deployment must end with every replica final."""
     fakes = FakeActivities()
-    handle = await deploy(env, task_queue, 2)  # no worker yet: both messages queue up
-    terminate = asyncio.create_task(
-        handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-    )
-    await asyncio.sleep(0.5)
-    scale = asyncio.create_task(
-        handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=4))
-    )
-    await asyncio.sleep(0.5)
+    handle = await deploy(env, task_queue, 2)  # no worker yet: the messages queue up in order
+    requests = []
+    for request in (
+        handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=3)),
+        handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest()),
+        handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=5)),
+    ):
+        requests.append(asyncio.create_task(request))
+        await asyncio.sleep(0.5)
     async with worker(env, task_queue, fakes):
-        await asyncio.gather(terminate, scale, return_exceptions=True)
+        answers = await asyncio.gather(*requests, return_exceptions=True)
         result = await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(answers[2], WorkflowUpdateFailedError), answers[2]
     assert all(r.status.final for r in result.replicas)
-    assert len(fakes.calls["record_intent"]) <= 2, "a replica started after terminate"
+    assert len(fakes.calls["record_intent"]) <= 3, "a replica started after terminate"
     assert not [r for r in fakes.rows.values() if not r.status.final]
 
 
