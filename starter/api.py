@@ -8,7 +8,7 @@ twice attaches to the running workflow instead of launching again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
@@ -16,21 +16,25 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from controlplane.config import Settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from workflows.deployment import DeploymentWorkflow, node_workflow_id
 from workflows.models import (
     DeploymentInput,
+    DeploymentPolicy,
     DeploymentSpec,
     DeploymentView,
     NodeView,
     NodeWorkflowInput,
+    ReplaceOrder,
     ScaleDeploymentRequest,
     TerminateClusterInput,
     TerminateClusterResult,
     TerminateDeploymentRequest,
     TerminateNodeRequest,
     TerminateNodeResponse,
+    UpdateDeploymentRequest,
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
@@ -40,6 +44,18 @@ T = TypeVar("T")
 
 class NotFound(LookupError):
     """No such workflow in this namespace."""
+
+
+def deployment_policy(settings: Settings) -> DeploymentPolicy:
+    """The controller's policy from the DEPLOYMENT_* settings."""
+    return DeploymentPolicy(
+        replace_order=ReplaceOrder(settings.deployment_replace_order),
+        backoff_initial_s=settings.deployment_backoff_initial.total_seconds(),
+        backoff_max_s=settings.deployment_backoff_max.total_seconds(),
+        crash_loop_threshold=settings.deployment_crash_loop_threshold,
+        rollout_deadline_s=settings.deployment_rollout_deadline.total_seconds(),
+        spot_fallback_after=settings.deployment_spot_fallback_after,
+    )
 
 
 def deployment_workflow_id(tenant: str, name: str) -> str:
@@ -154,12 +170,23 @@ class ControlPlane:
 
     # --- deployments -----------------------------------------------------------------------------
     async def launch_deployment(
-        self, spec: DeploymentSpec, replicas: int, *, launch_mode: LaunchMode | None = None
+        self,
+        spec: DeploymentSpec,
+        replicas: int,
+        *,
+        launch_mode: LaunchMode | None = None,
+        policy: DeploymentPolicy | None = None,
     ) -> str:
+        """Start (or attach to) a deployment; a terminated name starts a new generation."""
         workflow_id = deployment_workflow_id(spec.tenant, spec.name)
         await self.client.start_workflow(
             DeploymentWorkflow.run,
-            DeploymentInput(deployment=spec, replicas=replicas, launch_mode=launch_mode),
+            DeploymentInput(
+                deployment=spec,
+                replicas=replicas,
+                launch_mode=launch_mode,
+                policy=policy or DeploymentPolicy(),
+            ),
             id=workflow_id,
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -178,6 +205,34 @@ class ControlPlane:
             ),
             workflow_id,
         )
+
+    async def update_deployment(
+        self, workflow_id: str, request: UpdateDeploymentRequest
+    ) -> DeploymentView:
+        """Start a rolling update; answers once it has begun (see ``wait_for_rollout``)."""
+        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
+        return await self._guard(
+            handle.execute_update(DeploymentWorkflow.update, request), workflow_id
+        )
+
+    async def wait_for_rollout(
+        self,
+        workflow_id: str,
+        *,
+        timeout: timedelta,
+        poll: float = 2.0,
+        on_progress: Callable[[DeploymentView], None] | None = None,
+    ) -> DeploymentView:
+        """Poll until the rollout is done or rolled back, or ``timeout`` passes."""
+        deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
+        while True:
+            view = await self.deployment_status(workflow_id)
+            if on_progress is not None:
+                on_progress(view)
+            rolling = view.rollout is not None and view.rollout.phase == "rolling"
+            if not rolling or asyncio.get_running_loop().time() >= deadline:
+                return view
+            await asyncio.sleep(poll)
 
     async def terminate_deployment(
         self, workflow_id: str, reason: str = "requested"

@@ -5,6 +5,7 @@ crash-loop guard and backoff, rolling updates and rollback, spot fallback."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -197,7 +198,8 @@ async def test_continues_as_new_carrying_the_replica_table(
 
 async def test_replica_numbers_have_no_999_cap(env: WorkflowEnvironment, task_queue: str) -> None:
     spec = SPEC.node(1000)
-    assert spec.replica == 1000 and spec.cluster_name.endswith("-1000")
+    assert spec.replica == 1000
+    assert spec.cluster_name.endswith("-1000")
     assert len(NodeSpec.model_validate({**spec.model_dump(), "replica": 10**12}).cluster_name) <= 40
 
 
@@ -241,8 +243,9 @@ async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
         )
         assert len(started) == 3
         times = [fakes.launch_times[r.cluster_name] for r in started]
-        gaps = [(b - a).total_seconds() for a, b in zip(times, times[1:], strict=False)]
-        assert gaps[0] >= 10 and gaps[1] >= 20 and gaps[1] > gaps[0], f"no backoff: {gaps}"
+        gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(times)]
+        assert gaps[0] >= 10, f"no backoff: {gaps}"
+        assert gaps[1] >= 20, f"backoff did not double: {gaps}"
         fakes.behaviour.failing_models.clear()
         await handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=2))
         view = await until(env, handle, running(2), "healed after scale")
@@ -262,7 +265,8 @@ async def test_rolling_update_replaces_old_only_after_new_ready(
         view = await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/llama-2", max_surge=1)
         )
-        assert view.rollout is not None and view.rollout.phase == "rolling"
+        assert view.rollout is not None
+        assert view.rollout.phase == "rolling"
         seen_old_and_new = False
         for _ in range(200):
             view = await handle.query(DeploymentWorkflow.status)
@@ -273,7 +277,8 @@ async def test_rolling_update_replaces_old_only_after_new_ready(
             if view.rollout.phase == "done":
                 break
             await env.sleep(1)
-        assert view.rollout is not None and view.rollout.phase == "done"
+        assert view.rollout is not None
+        assert view.rollout.phase == "done"
         assert seen_old_and_new
         models = {fakes.rows[r.node_id].cluster_name: r for r in view.replicas}
         assert len(models) == 4
@@ -303,7 +308,8 @@ async def test_update_that_never_gets_ready_rolls_back(
             step=5,
         )
         assert view.revision == 0
-        assert "crash-loop" in (view.rollout.reason or "") if view.rollout else False
+        assert view.rollout is not None
+        assert "crash-loop" in (view.rollout.reason or "")
         assert "deployment.rollout_rolled_back" in fakes.deployment_events
         kept = {r.replica for r in view.replicas if r.status is NodeStatus.RUNNING}
         assert kept == {r.replica for r in before.replicas}, "the old replicas must keep serving"
@@ -335,7 +341,8 @@ async def test_update_after_terminate_is_rejected(
             assert "terminating" in str(rejected.value.cause)
         fakes.behaviour.down_blocks.set()
         result = await handle.result()
-    assert len(result.replicas) == 1 and result.replicas[0].status is NodeStatus.TERMINATED
+    assert len(result.replicas) == 1
+    assert result.replicas[0].status is NodeStatus.TERMINATED
 
 
 async def test_spot_falls_back_to_on_demand_after_capacity_failures(
