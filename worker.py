@@ -25,8 +25,10 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
+from activities.admission import AdmissionActivities
 from activities.credentials import CredentialActivities
 from activities.deployment_events import DeploymentEventActivities
+from activities.health import HealthActivities
 from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
 from activities.skypilot import SkyPilotActivities
@@ -34,6 +36,8 @@ from controlplane.config import ConfigError, Settings, load_settings
 from controlplane.db.deployment_events import DeploymentEventRepository
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
+from controlplane.db.launch_slots import LaunchSlotRepository
+from controlplane.db.probes import ProbeRepository
 from controlplane.db.repository import CredentialRepository, NodeRepository
 from controlplane.events.service import relay_in_background
 from controlplane.lifecycle import LaunchMode
@@ -47,8 +51,9 @@ from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import TaskSettings
 from controlplane.vault import CredentialStore, Vault
 from starter.connection import connect
-from starter.schedules import ensure_reconcile_schedule
+from starter.schedules import ensure_fleet_health_schedules, ensure_reconcile_schedule
 from workflows.deployment import DeploymentWorkflow
+from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
 from workflows.reconcile import ReconcileWorkflow
 from workflows.terminate import TerminateClusterWorkflow
@@ -60,6 +65,7 @@ WORKFLOWS: Sequence[type] = (
     DeploymentWorkflow,
     TerminateClusterWorkflow,
     ReconcileWorkflow,
+    FleetHealthWorkflow,
 )
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
@@ -70,6 +76,8 @@ class Activities:
     credentials: CredentialActivities
     skypilot: SkyPilotActivities
     reconcile: ReconcileActivities
+    health: HealthActivities
+    admission: AdmissionActivities
     deployment_events: DeploymentEventActivities | None = None
 
     def all(self) -> list[Any]:
@@ -85,6 +93,10 @@ class Activities:
             self.skypilot.cluster_health,
             self.skypilot.down_cluster,
             self.reconcile.reconcile_scan,
+            self.health.sweep_clusters,
+            self.health.probe_model_shard,
+            self.admission.acquire_launch_slot,
+            self.admission.release_launch_slot,
         ]
 
 
@@ -189,6 +201,10 @@ async def open_activities(
                 backends, nodes, settings, records.default_mode(), metrics
             ),
             deployment_events=DeploymentEventActivities(DeploymentEventRepository(engine)),
+            health=HealthActivities(
+                backends, nodes, ProbeRepository(engine), settings, probe_http, metrics
+            ),
+            admission=AdmissionActivities(LaunchSlotRepository(engine), settings, metrics),
         )
 
 
@@ -263,6 +279,14 @@ async def serve(settings: Settings) -> int:
             client, settings.temporal_task_queue, settings.reconcile_interval
         )
         log.info("reconciler schedule %s (every %s)", outcome, settings.reconcile_interval)
+        fleet = await ensure_fleet_health_schedules(
+            client,
+            settings.temporal_task_queue,
+            cluster_interval=settings.node_health_check_interval,
+            probe_interval=settings.model_probe_interval,
+            shards=settings.model_probe_shards,
+        )
+        log.info("fleet health schedules %s", fleet)
         log.info(
             "worker polling task queue %s on %s (namespace %s)",
             settings.temporal_task_queue,

@@ -145,7 +145,7 @@ class RecordActivities:
     async def _observe(self, input: TransitionInput, row: NodeRow, event: EventRow | None) -> None:
         """Lifecycle metrics, recorded once: only when the transition was really applied."""
         assert self.metrics is not None
-        if input.to_status is NodeStatus.RUNNING and row.ready_at is not None:
+        if input.event_type is EventType.READY and row.ready_at is not None:
             seconds = (row.ready_at - row.created_at).total_seconds()
             self.metrics.launch_to_ready.observe(seconds)
         elif (

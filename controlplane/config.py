@@ -118,6 +118,17 @@ class Settings(BaseSettings):
     node_cleanup_budget: Duration = timedelta(minutes=30)
     node_heartbeat_timeout: Duration = timedelta(seconds=30)
 
+    # --- fleet health (controlplane/health, workflows/fleet_health.py) ---
+    model_probe_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
+    model_probe_interval: Duration = timedelta(seconds=30)
+    model_probe_timeout: Duration = timedelta(seconds=5)
+    model_probe_threshold: int = Field(default=3, ge=1, le=100)
+    model_probe_startup_grace: Duration = timedelta(minutes=2)
+    model_probe_check_models: bool = False
+    model_probe_shards: int = Field(default=16, ge=1, le=1024)
+    # 2 x the real API server's 4 LONG workers on 2 vCPU (docs/performance.md, "Admission").
+    skypilot_max_inflight_launches: int = Field(default=8, ge=1, le=10_000)
+
     # --- operations ---
     skypilot_api_rollout_percent: int = Field(default=100, ge=0, le=100)
     reconcile_interval: Duration = timedelta(minutes=5)
@@ -191,11 +202,20 @@ class Settings(BaseSettings):
         "deployment_rollout_deadline",
         "events_relay_poll_interval",
         "events_nats_duplicate_window",
+        "model_probe_interval",
+        "model_probe_timeout",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"must be positive; expected {DURATION_HELP}")
+        return value
+
+    @field_validator("model_probe_startup_grace")
+    @classmethod
+    def _not_negative(cls, value: timedelta) -> timedelta:
+        if value < timedelta(0):
+            raise ValueError(f"must be zero or more; expected {DURATION_HELP}")
         return value
 
     @field_validator("skypilot_service_account_token")

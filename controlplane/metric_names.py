@@ -32,6 +32,8 @@ NODE_TERMINATE: Final = "controlplane_node_terminate_seconds"
 COMPENSATIONS: Final = "controlplane_compensations_total"
 ORPHANS_FOUND: Final = "controlplane_orphans_found_total"
 CLEANUP_FAILED_NODES: Final = "controlplane_cleanup_failed_nodes"  # gauge
+MODEL_PROBE_FAILURES: Final = "controlplane_model_probe_failures_total"
+LAUNCH_QUEUE: Final = "controlplane_launch_queue_seconds"  # histogram
 
 # --- events out: the JetStream relay (only while EVENTS_NATS_URL is set) -------------------
 EVENT_RELAY_LAG_EVENTS: Final = "controlplane_event_relay_lag_events"  # gauge
@@ -62,6 +64,8 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     CLEANUP_FAILED_NODES: (),
     EVENT_RELAY_LAG_EVENTS: (),
     EVENT_RELAY_LAG_SECONDS: (),
+    MODEL_PROBE_FAILURES: ("reason",),
+    LAUNCH_QUEUE: (),
     TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_WORKER_TASK_SLOTS_AVAILABLE: (*_TEMPORAL, "worker_type"),
@@ -75,6 +79,7 @@ HISTOGRAMS: Final[frozenset[str]] = frozenset(
         SKYPILOT_API_REQUEST_DURATION,
         NODE_LAUNCH_TO_READY,
         NODE_TERMINATE,
+        LAUNCH_QUEUE,
         TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY,
         TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY,
     }

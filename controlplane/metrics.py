@@ -94,6 +94,18 @@ class Metrics:
             "Age of the oldest feed event the JetStream relay has not published (0 if none)",
             registry=r,
         )
+        self.probe_failures = Counter(
+            "controlplane_model_probe_failures",
+            "Failed liveness probes of serving nodes' models, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.launch_queue_wait = Histogram(
+            "controlplane_launch_queue_seconds",
+            "How long a launch waited for a slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)",
+            buckets=LIFECYCLE_BUCKETS,
+            registry=r,
+        )
         for state in NodeStatus:
             self.nodes.labels(state=state.value).set(0)
 

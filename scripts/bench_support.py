@@ -243,11 +243,22 @@ class Simulator:
         found: dict[str, float] = await self._post("/sim/timings", changes)
         return found
 
+    async def model_fault(self, cluster_name: str, fault: str | None) -> None:
+        """Crash ("crash") or hang ("hang") the cluster's model, or recover it (None)."""
+        await self._post(f"/sim/models/{cluster_name}/{fault or 'recover'}", {})
+
+    async def preempt(self, cluster_name: str) -> None:
+        await self._post(f"/sim/clusters/{cluster_name}/preempt", {})
+
 
 def start_simulator(home: Path, **timings: float) -> Simulator:
-    """The simulator with TCP_NODELAY (no ~40 ms stall per call a real API server does not have)."""
+    """The simulator with TCP_NODELAY (no ~40 ms stall per call a real API server does not have);
+    ``long_workers=N`` caps its LONG queue as a real server's few workers do."""
     argv = [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0", "--token", SIM_TOKEN]
     argv.append("--tcp-nodelay")
+    long_workers = timings.pop("long_workers", None)
+    if long_workers is not None:
+        argv += ["--long-workers", str(int(long_workers))]
     flags = {
         "launch_delay_s": "--launch-delay",
         "model_warmup_s": "--model-warmup",
@@ -256,9 +267,10 @@ def start_simulator(home: Path, **timings: float) -> Simulator:
     }
     for name, value in timings.items():
         argv += [flags[name], str(value)]
-    log_path = home / "simulator.log"
+    name = "simulator" if long_workers is None else "simulator-long-workers"
+    log_path = home / f"{name}.log"
     offset = log_size(log_path)
-    process = spawn("simulator", argv, log_path)
+    process = spawn(name, argv, log_path)
     content = wait_for_text(log_path, "listening on ", process.proc, 60, offset)
     url = content.split("listening on ", 1)[1].split()[0]
     return Simulator(process, url)
@@ -408,6 +420,13 @@ def worker_env(
             "SKYPILOT_LAUNCH_TIMEOUT": "10m",
             "SKYPILOT_TERMINATE_TIMEOUT": "1m",
             "NODE_HEALTH_CHECK_INTERVAL": "30m",
+            # The fleet-health sweeps stay out of the other phases' way (the fleet phases set
+            # their own intervals on the schedules); probes count from the moment a node is up.
+            "MODEL_PROBE_INTERVAL": "30m",
+            "MODEL_PROBE_TIMEOUT": "1s",
+            "MODEL_PROBE_STARTUP_GRACE": "0s",
+            # No admission cap but in the admission phase (its own worker sets the budget).
+            "SKYPILOT_MAX_INFLIGHT_LAUNCHES": "10000",
             "NODE_HEARTBEAT_TIMEOUT": "10s",
             "RECONCILE_INTERVAL": "24h",
             "METRICS_PORT": "0",

@@ -20,6 +20,9 @@ Phases, in order:
               simulator -> nodes.ready_at).
   burst       N launches at once: all reach running; worker peak RSS (VmHWM); time to drain;
               then all are terminated.
+  health, liveness, admission
+              fleet health and launch admission: see scripts/bench_fleet.py (run before parked,
+              whose nodes would otherwise join the health phase's fleet).
   parked      P running nodes parked at once: worker RSS, dev-server RSS and database size as
               they accumulate; then everything is dropped (dev server, database), not terminated.
 
@@ -43,6 +46,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from bench_fleet import (
+    SMALL_FLEET,
+    FleetSizes,
+    Rig,
+    phase_admission,
+    phase_health,
+    phase_liveness,
+)
 from bench_support import (
     BASELINE_WORKFLOW,
     FINAL,
@@ -83,12 +94,13 @@ from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
+from controlplane.config import Settings
 from controlplane.db.schema import nodes
 from controlplane.devstack import Process
 from controlplane.lifecycle import NodeStatus
 from starter.api import ControlPlane
 
-PHASES = ("throughput", "baseline", "calls", "burst", "parked")
+PHASES = ("throughput", "baseline", "calls", "burst", "health", "liveness", "admission", "parked")
 TASK_QUEUE = "bench-nodes"
 BASELINE_QUEUE = "bench-baseline"
 ZERO_LATENCY = {
@@ -145,6 +157,7 @@ class Options:
     quiet_load: float
     quiet_timeout_s: float
     small: bool
+    fleet: FleetSizes = field(default_factory=FleetSizes)
 
 
 def parse_args(argv: Sequence[str]) -> Options:
@@ -164,6 +177,11 @@ def parse_args(argv: Sequence[str]) -> Options:
     p.add_argument("--parked", type=int, help="running nodes to park (default 5000)")
     p.add_argument("--parked-inflight", type=int, help="launches in flight while parking")
     p.add_argument("--parked-hold", type=float, dest="parked_hold_s")
+    p.add_argument("--health-nodes", help="running-node counts, e.g. 20,100,1000,5000")
+    p.add_argument("--health-interval", type=float, help="sweep and probe interval (10 s)")
+    p.add_argument("--health-window", type=float, help="seconds measured per size (120)")
+    p.add_argument("--liveness-nodes", type=int, help="models crashed at once (50)")
+    p.add_argument("--admission-burst", type=int, help="launches at once (1000)")
     p.add_argument("--admin-url", help="PostgreSQL to create the run's database on")
     p.add_argument("--logs", type=Path, help="where run logs go (default .cache/benchmark)")
     p.add_argument("--quiet-load", type=float, default=0.0, help="wait for loadavg below this")
@@ -181,6 +199,18 @@ def parse_args(argv: Sequence[str]) -> Options:
     }
     if args.launch_delays:
         given["launch_delays"] = tuple(float(v) for v in args.launch_delays.split(","))
+    fleet: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("health_interval_s", args.health_interval),
+            ("health_window_s", args.health_window),
+            ("liveness_nodes", args.liveness_nodes),
+            ("admission_burst", args.admission_burst),
+        )
+        if value is not None
+    }
+    if args.health_nodes:
+        fleet["health_nodes"] = tuple(int(v) for v in args.health_nodes.split(","))
     return Options(
         sizes=replace(sizes, **given),
         phases=phases,
@@ -190,6 +220,7 @@ def parse_args(argv: Sequence[str]) -> Options:
         quiet_load=args.quiet_load,
         quiet_timeout_s=args.quiet_timeout_s,
         small=args.small,
+        fleet=replace(SMALL_FLEET if args.small else FleetSizes(), **fleet),
     )
 
 
@@ -675,6 +706,31 @@ async def phase_parked(bench: Bench) -> dict[str, Any]:
     }
 
 
+def rig(bench: Bench) -> Rig:
+    """The fleet phases' view of the stack: they park nodes as the parked phase does."""
+
+    async def park(count: int) -> list[str]:
+        found: list[str] = []
+
+        async def one(index: int) -> None:
+            found.append(await launch_until_running(bench, index))
+
+        await bounded(
+            bench.options.sizes.parked_inflight, [next(bench.indices) for _ in range(count)], one
+        )
+        return found
+
+    return Rig(
+        client=bench.client,
+        engine=bench.engine,
+        sim=bench.sim,
+        worker_pid=bench.worker.proc.pid,
+        task_queue=TASK_QUEUE,
+        park=park,
+        threshold=int(Settings.model_fields["model_probe_threshold"].default),
+    )
+
+
 # --- targets and the report -----------------------------------------------------------------------
 @dataclass
 class Target:
@@ -702,6 +758,39 @@ def targets(phases: dict[str, Any]) -> list[Target]:
         p99 = run["ready_detection"]["p99_ms"]
         name = f"ready-detection p99 ms (launch {run['launch_delay_s']:g}s)"
         found.append(Target(name, p99, "< 1000", p99 < 1000))
+    found += fleet_targets(phases)
+    return found
+
+
+def fleet_targets(phases: dict[str, Any]) -> list[Target]:
+    found: list[Target] = []
+    health = phases.get("health")
+    if health:
+        calls = [r["skypilot_calls_per_min"] for r in health["by_size"]]
+        noise = max(2.0, 0.1 * max(calls))
+        sizes = "/".join(str(r["running_nodes"]) for r in health["by_size"])
+        found.append(
+            Target(
+                f"health SkyPilot calls/min spread across {sizes} nodes",
+                health["calls_per_min_spread"],
+                f"<= {noise:g} (noise)",
+                health["calls_per_min_spread"] <= noise,
+            )
+        )
+        events = health["by_size"][-1]["temporal_events_per_node_hour"]
+        found.append(Target("Temporal events per running node-hour", events, "<= 10", events <= 10))
+    live = phases.get("liveness")
+    if live:
+        for key, limit in (("crash_to_unhealthy", "unhealthy"), ("preempt_to_lost", "lost")):
+            p99 = live[key]["p99_ms"]
+            bound = live[f"{limit}_limit_ms"]
+            found.append(
+                Target(f"{key.replace('_', ' ')} p99 ms", p99, f"< {bound:g}", p99 < bound)
+            )
+    admission = phases.get("admission")
+    if admission:
+        p99 = admission["status_latency"]["p99_ms"]
+        found.append(Target("status p99 ms during the admission burst", p99, "< 1000", p99 < 1000))
     return found
 
 
@@ -722,6 +811,22 @@ def broken(phases: dict[str, Any]) -> list[str]:
             f"burst: {burst['reached_running']} running, "
             f"{burst['terminated']} terminated of {burst['nodes']}"
         )
+    live = phases.get("liveness")
+    if live:
+        for key in ("unhealthy_detected", "recovered", "lost_detected"):
+            if live[key] != live["nodes"]:
+                problems.append(f"liveness: {key} {live[key]} of {live['nodes']}")
+    admission = phases.get("admission")
+    if admission:
+        if admission["reached_running"] != admission["nodes"]:
+            problems.append(
+                f"admission: {admission['reached_running']} of {admission['nodes']} running"
+            )
+        if admission["peak_in_flight"] > admission["budget"]:
+            problems.append(
+                f"admission: {admission['peak_in_flight']} launches in flight, over the budget "
+                f"of {admission['budget']}"
+            )
     parked = phases.get("parked")
     if parked and parked["parked_running"] != parked["nodes"]:
         problems.append(f"parked: {parked['parked_running']} of {parked['nodes']} running")
@@ -789,6 +894,34 @@ def print_parked(parked: dict[str, Any]) -> None:
     print(f"growth per 1,000 parked nodes (MiB): {growth}")
 
 
+def print_fleet(phases: dict[str, Any]) -> None:
+    health = phases.get("health")
+    if health:
+        print(f"\nFleet health load (sweep and probes every {health['interval_s']:g}s)")
+        keys = [
+            "running_nodes",
+            "skypilot_calls_per_min",
+            "model_probes_per_min",
+            "temporal_events_per_node_hour",
+            "worker_rss_mib",
+        ]
+        rows: list[list[object]] = [[r[k] for k in keys] for r in health["by_size"]]
+        x = health["extrapolated"]
+        rows.append([f"{x['running_nodes']} (EXTRAPOLATED)", *(x.get(k, "-") for k in keys[1:])])
+        header = ["nodes", "SkyPilot calls/min", "probes/min", "events/node-h", "worker MiB"]
+        print(table(rows, header))
+        print(x["label"])
+    if "liveness" in phases:
+        print("\nLiveness")
+        print(table([[k, v] for k, v in phases["liveness"].items()], ["", "value"]))
+    if "admission" in phases:
+        after = phases["admission"]
+        before = after["before_no_admission"]
+        print("\nAdmission burst (before: no budget; after: the default budget)")
+        rows = [[k, before.get(k, "-"), v] for k, v in after.items() if k != "before_no_admission"]
+        print(table(rows, ["", "before", "after"]))
+
+
 def print_report(report: dict[str, Any]) -> None:
     phases = report["phases"]
     if "throughput" in phases or "baseline" in phases:
@@ -801,6 +934,7 @@ def print_report(report: dict[str, Any]) -> None:
         print("\nBurst")
         rows = [[k, v] for k, v in phases["burst"].items() if k != "first_errors"]
         print(table(rows, ["", "value"]))
+    print_fleet(phases)
     if "parked" in phases:
         print_parked(phases["parked"])
     print("\nTargets")
@@ -830,6 +964,12 @@ async def run(options: Options, home: Path) -> dict[str, Any]:
             phases["calls"] = await phase_calls(bench)
         if "burst" in options.phases:
             phases["burst"] = await phase_burst(bench)
+        if "health" in options.phases:
+            phases["health"] = await phase_health(rig(bench), options.fleet)
+        if "liveness" in options.phases:
+            phases["liveness"] = await phase_liveness(rig(bench), options.fleet)
+        if "admission" in options.phases:
+            phases["admission"] = await phase_admission(home, options.admin_url, options.fleet)
         if "parked" in options.phases:
             phases["parked"] = await phase_parked(bench)
     finally:
@@ -849,6 +989,7 @@ def main(argv: Sequence[str]) -> int:
         "quiet": quiet,
         "command": " ".join([".venv/bin/python", "scripts/benchmark.py", *argv]),
         "sizes": asdict(options.sizes),
+        "fleet_sizes": asdict(options.fleet),
         "settings": {"NODE_HEALTH_CHECK_INTERVAL": "30m", "RECONCILE_INTERVAL": "24h"},
         "logs": str(home),
         "duration_s": round(time.monotonic() - started, 1),

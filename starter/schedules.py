@@ -1,4 +1,4 @@
-"""The reconciler's Temporal Schedule, created idempotently (by the worker or a command)."""
+"""The reconciler's and the fleet health sweeps' Temporal Schedules, created idempotently."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from temporalio.client import (
     ScheduleUpdateInput,
 )
 
+from workflows.fleet_health import FleetHealthWorkflow
+from workflows.fleet_models import FleetHealthInput
 from workflows.models import ReconcileInput
 from workflows.reconcile import ReconcileWorkflow
 
@@ -41,12 +43,21 @@ async def ensure_reconcile_schedule(client: Client, task_queue: str, interval: t
 
     Returns "created" or "updated"; safe to call from every worker at every start.
     """
-    schedule = reconcile_schedule(task_queue, interval)
+    return await ensure_schedule(
+        client, RECONCILE_SCHEDULE_ID, reconcile_schedule(task_queue, interval)
+    )
+
+
+async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule) -> str:
+    """Create ``schedule_id``, or replace an existing one's action, spec and policy.
+
+    Returns "created" or "updated"; an operator's pause (and its note) stays.
+    """
     try:
-        await client.create_schedule(RECONCILE_SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
         return "created"
     except ScheduleAlreadyRunningError:
-        handle = client.get_schedule_handle(RECONCILE_SCHEDULE_ID)
+        handle = client.get_schedule_handle(schedule_id)
 
         def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
             # Replace only what this function owns: an operator's pause (and its note) stays.
@@ -60,3 +71,51 @@ async def ensure_reconcile_schedule(client: Client, task_queue: str, interval: t
 
         await handle.update(update)
         return "updated"
+
+
+# --- fleet health (workflows/fleet_health.py) ---------------------------------------------------
+CLUSTER_SWEEP_SCHEDULE_ID = "controlplane-cluster-sweep"
+MODEL_PROBE_SCHEDULE_ID = "controlplane-model-probes"
+
+
+def fleet_health_schedule(
+    workflow_id: str, task_queue: str, interval: timedelta, input: FleetHealthInput
+) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            FleetHealthWorkflow.run, input, id=workflow_id, task_queue=task_queue
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
+        # A sweep still running when the next is due: skip the next, never pile up.
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_fleet_health_schedules(
+    client: Client,
+    task_queue: str,
+    *,
+    cluster_interval: timedelta,
+    probe_interval: timedelta,
+    shards: int,
+) -> dict[str, str]:
+    """The cluster sweep (every NODE_HEALTH_CHECK_INTERVAL) and the model probes (every
+    MODEL_PROBE_INTERVAL): one schedule each, created or updated; safe from every worker."""
+    clusters = fleet_health_schedule(
+        "controlplane-cluster-sweep-run",
+        task_queue,
+        cluster_interval,
+        FleetHealthInput(clusters=True, models=False),
+    )
+    models = fleet_health_schedule(
+        "controlplane-model-probes-run",
+        task_queue,
+        probe_interval,
+        FleetHealthInput(clusters=False, models=True, shards=shards),
+    )
+    return {
+        CLUSTER_SWEEP_SCHEDULE_ID: await ensure_schedule(
+            client, CLUSTER_SWEEP_SCHEDULE_ID, clusters
+        ),
+        MODEL_PROBE_SCHEDULE_ID: await ensure_schedule(client, MODEL_PROBE_SCHEDULE_ID, models),
+    }

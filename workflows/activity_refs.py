@@ -13,6 +13,16 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel
 from temporalio import workflow
 
+from workflows.fleet_models import (
+    AcquireSlotInput,
+    AcquireSlotResult,
+    ClusterSweepInput,
+    ClusterSweepResult,
+    ProbeShardInput,
+    ProbeShardResult,
+    ReleaseSlotInput,
+    ReleaseSlotResult,
+)
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
@@ -66,6 +76,10 @@ RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScan
 RECORD_DEPLOYMENT_EVENTS = ActivityRef(
     "record_deployment_events", RecordDeploymentEventsInput, RecordDeploymentEventsResult
 )
+SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
+PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
+ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
+RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
 
 ALL = (
     RECORD_INTENT,
@@ -78,4 +92,8 @@ ALL = (
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
     RECORD_DEPLOYMENT_EVENTS,
+    SWEEP_CLUSTERS,
+    PROBE_MODEL_SHARD,
+    ACQUIRE_LAUNCH_SLOT,
+    RELEASE_LAUNCH_SLOT,
 )

@@ -65,6 +65,7 @@ class NodeState(_Model):
     endpoint: str | None = None
     error: str | None = None
     terminate_reason: str | None = None
+    unhealthy_episodes: int = 0  # how often it became unhealthy: the events' dedupe suffix
 
 
 class RepairPolicy(_Model):
@@ -99,6 +100,7 @@ class NodeView(_Model):
     endpoint: str | None = None
     request_id: str | None = None
     error: str | None = None
+    reason: str | None = None  # why it waits, e.g. queued for a launch slot
 
 
 class TerminateNodeRequest(_Model):

@@ -14,6 +14,7 @@ be confirmed is recorded ``cleanup_failed``: never ``terminated`` while it may b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +32,9 @@ from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from controlplane.lifecycle import SERVING_STATUSES
     from workflows import activity_refs as acts
+    from workflows.fleet_models import AcquireSlotInput, ModelHealthSignal, ReleaseSlotInput
     from workflows.inputs import require_input
     from workflows.models import (
         ClusterHealthInput,
@@ -60,6 +63,13 @@ DB_RETRY = RetryPolicy(
     maximum_interval=timedelta(seconds=30),
     non_retryable_error_types=["InvalidTransition", "NodeAlreadyManaged", "ConfigurationError"],
 )
+# Running nodes wait for the fleet sweep's signals (workflows/fleet_health.py) instead of
+# checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
+FLEET_HEALTH_PATCH = "fleet-health-signals"
+ADMISSION_PATCH = "launch-admission"
+# The serve loop's only timer: continue-as-new at least this often, to keep histories short.
+SERVE_RENEW = timedelta(hours=24)
+QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
 DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "schedule_to_close_timeout": timedelta(minutes=15),
@@ -141,6 +151,9 @@ class NodeWorkflow:
         self._launch_task: asyncio.Task[None] | None = None
         self._cancelled = False
         self._health_check_requested = False
+        self._model_verdict: ModelHealthSignal | None = None
+        self._queued = False
+        self._slot_asked = False
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -162,6 +175,11 @@ class NodeWorkflow:
     def check_health(self) -> None:
         """Check the cluster now rather than at the next interval (the reconciler asks this)."""
         self._health_check_requested = True
+
+    @workflow.signal(name="model_health")
+    def model_health(self, verdict: ModelHealthSignal) -> None:
+        """The model probes' changed verdict: unhealthy after the threshold, or healthy again."""
+        self._model_verdict = verdict
 
     @workflow.update  # named "terminate"; a bare decorator keeps the async return type
     async def terminate(self, request: TerminateNodeRequest) -> TerminateNodeResponse:
@@ -203,7 +221,7 @@ class NodeWorkflow:
                 self.request_terminate(TerminateNodeRequest(reason="workflow cancelled"))
                 await asyncio.shield(asyncio.ensure_future(self._finish_cancelled_launch()))
                 raise
-        if state.status is NodeStatus.RUNNING:
+        if state.status in SERVING_STATUSES:
             try:
                 await self._serve()
             except asyncio.CancelledError:
@@ -212,7 +230,7 @@ class NodeWorkflow:
                 state.terminate_reason = state.terminate_reason or "workflow cancelled"
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
-        if state.status in (NodeStatus.RUNNING, NodeStatus.TERMINATING):
+        if state.status in (*SERVING_STATUSES, NodeStatus.TERMINATING):
             await self._terminate_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
@@ -260,7 +278,10 @@ class NodeWorkflow:
                 )
             ).ref
             launch_may_have_started = True
-            await self._launch_until_ready(ref, deadline)
+            try:
+                await self._launch_until_ready(ref, deadline)
+            finally:
+                await asyncio.shield(asyncio.ensure_future(self._release_launch_slot()))
             await self._transition(
                 NodeStatus.RUNNING, EventType.READY, [NodeStatus.LAUNCHING], endpoint=state.endpoint
             )
@@ -296,6 +317,7 @@ class NodeWorkflow:
         plan = state.plan
         attempt = 0
         while True:
+            await self._admit(deadline)
             launched = await acts.LAUNCH_CLUSTER.run(
                 LaunchInput(
                     spec=self._spec,
@@ -378,8 +400,50 @@ class NodeWorkflow:
                 error=reason,
             )
 
+    async def _admit(self, deadline: Any) -> None:
+        """Wait durably, still pending, until this launch fits the API server's budget."""
+        if self._slot_asked or not workflow.patched(ADMISSION_PATCH):
+            return
+        state = self._require_state()
+        self._slot_asked = self._queued = True
+        try:
+            admitted = await acts.ACQUIRE_LAUNCH_SLOT.run(
+                AcquireSlotInput(
+                    node_id=state.plan.node_id,
+                    launch_mode=state.plan.launch_mode,
+                    timeout_s=max(self._remaining(deadline), 1.0),
+                ),
+                **self._skypilot_options(deadline),
+            )
+        finally:
+            self._queued = False
+        if not admitted.granted:
+            raise ApplicationError(
+                f"launch of {state.plan.cluster_name} was not admitted within "
+                f"{state.plan.launch_timeout_s:.0f}s (SKYPILOT_LAUNCH_TIMEOUT): "
+                f"{admitted.ahead} node(s) queued ahead, {admitted.budget} launches in flight "
+                "(SKYPILOT_MAX_INFLIGHT_LAUNCHES); nothing was launched",
+                type="LaunchTimeout",
+                non_retryable=True,
+            )
+
+    async def _release_launch_slot(self) -> None:
+        """Give the slot back once the launch resolved; a failure only waits for its lease."""
+        if not self._slot_asked:
+            return
+        try:
+            await acts.RELEASE_LAUNCH_SLOT.run(
+                ReleaseSlotInput(node_id=self._require_state().plan.node_id), **DB_OPTIONS
+            )
+        except FailureError as error:
+            workflow.logger.warning("launch slot not released (its lease ends it): %s", error)
+        self._slot_asked = False
+
     # --- running ---------------------------------------------------------------------------------
     async def _serve(self) -> None:
+        if workflow.patched(FLEET_HEALTH_PATCH):
+            await self._serve_on_signals()
+            return
         state = self._require_state()
         plan = state.plan
         while True:
@@ -404,6 +468,63 @@ class NodeWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
 
+    async def _serve_on_signals(self) -> None:
+        """Wait for signals only: the fleet sweep says when a cluster or a model changed.
+
+        The one timer is the continue-as-new one, so a healthy node costs Temporal a few
+        events a day instead of an activity per health interval.
+        """
+        state = self._require_state()
+        renew_at = workflow.now() + SERVE_RENEW
+        while True:
+            with contextlib.suppress(TimeoutError):  # the renew timer: continue as new below
+                await workflow.wait_condition(
+                    lambda: (
+                        self._terminate_requested
+                        or self._health_check_requested
+                        or self._model_verdict is not None
+                        or workflow.info().is_continue_as_new_suggested()
+                    ),
+                    timeout=max(renew_at - workflow.now(), timedelta(seconds=1)),
+                )
+            if self._terminate_requested:
+                return
+            if self._health_check_requested:
+                self._health_check_requested = False
+                if await self._cluster_lost():
+                    return
+                continue
+            if self._model_verdict is not None:
+                verdict, self._model_verdict = self._model_verdict, None
+                await self._apply_model_verdict(verdict)
+                continue
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
+
+    async def _apply_model_verdict(self, verdict: ModelHealthSignal) -> None:
+        """Record running -> unhealthy or back; repair is not this workflow's job (yet)."""
+        state = self._require_state()
+        if not verdict.healthy and state.status is NodeStatus.RUNNING:
+            state.unhealthy_episodes += 1
+            state.error = (
+                f"model failed {verdict.consecutive_failures} probes in a row: {verdict.detail}"
+            )
+            await self._transition(
+                NodeStatus.UNHEALTHY,
+                EventType.UNHEALTHY,
+                [NodeStatus.RUNNING],
+                error=state.error,
+                dedupe_suffix=str(state.unhealthy_episodes),
+            )
+        elif verdict.healthy and state.status is NodeStatus.UNHEALTHY:
+            state.error = None
+            await self._transition(
+                NodeStatus.RUNNING,
+                EventType.HEALTHY,
+                [NodeStatus.UNHEALTHY],
+                dedupe_suffix=str(state.unhealthy_episodes),
+            )
+
     async def _cluster_lost(self) -> bool:
         """Check the cluster; if it vanished or stopped, record it lost and clean up."""
         state = self._require_state()
@@ -423,7 +544,10 @@ class NodeWorkflow:
             return False
         state.error = f"cluster is {health.cluster_status} while the node was running"
         await self._transition(
-            NodeStatus.LOST, EventType.LOST, [NodeStatus.RUNNING], error=state.error
+            NodeStatus.LOST,
+            EventType.LOST,
+            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
+            error=state.error,
         )
         if health.present:
             await self._down(cancel_launches=False)
@@ -435,7 +559,7 @@ class NodeWorkflow:
         await self._transition(
             NodeStatus.TERMINATING,
             EventType.TERMINATING,
-            [NodeStatus.RUNNING, NodeStatus.TERMINATING],
+            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY, NodeStatus.TERMINATING],
             deadline=workflow.now() + timedelta(seconds=state.plan.terminate_timeout_s),
         )
         if await self._down(cancel_launches=False):
@@ -476,6 +600,7 @@ class NodeWorkflow:
                     NodeStatus.PENDING,
                     NodeStatus.LAUNCHING,
                     NodeStatus.RUNNING,
+                    NodeStatus.UNHEALTHY,
                     NodeStatus.TERMINATING,
                     NodeStatus.LOST,
                 ],
@@ -598,6 +723,7 @@ class NodeWorkflow:
             endpoint=state.endpoint,
             request_id=state.request_id,
             error=state.error,
+            reason=QUEUED_REASON if self._queued else None,
         )
 
     def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import BigInteger, and_, cast, func, select
+from sqlalchemy import BigInteger, ColumnElement, and_, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 
 from controlplane.db.repository import SessionSource, _sessionmaker
@@ -43,9 +43,10 @@ class ProbeRecord(BaseModel):
     last_error: str | None = None
 
 
-def shard_of(column: object, shards: int) -> object:
+def shard_of(column: ColumnElement[str], shards: int) -> ColumnElement[int]:
     """Postgres's hash of the node id, in 0..shards-1 (the bigint cast avoids abs overflow)."""
-    return func.mod(func.abs(cast(func.hashtext(column), BigInteger)), shards)
+    hashed: ColumnElement[int] = func.mod(func.abs(cast(func.hashtext(column), BigInteger)), shards)
+    return hashed
 
 
 class ProbeRepository:

@@ -152,8 +152,8 @@ class NodeRepository:
                 raise DedupeKeyConflict(node_id, key, wanted)
 
             values: dict[str, object] = {"status": wanted.value, "updated_at": func.now(), **fields}
-            if wanted is NodeStatus.RUNNING and current.status != wanted:
-                values["ready_at"] = func.now()
+            if wanted is NodeStatus.RUNNING and current.ready_at is None:
+                values["ready_at"] = func.now()  # once: a recovered unhealthy node keeps it
             if wanted is NodeStatus.TERMINATED and current.status != wanted:
                 values["terminated_at"] = func.now()
             updated = await session.execute(

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import httpx
 
+from controlplane.health.probe import endpoint_url
+
 
 def health_url(endpoint: str) -> str:
-    """SkyPilot's endpoints are "host:port" (sometimes with a scheme or path); add /health."""
-    base = endpoint if "://" in endpoint else f"http://{endpoint}"
-    return base.rstrip("/") + "/health"
+    """The readiness URL: the endpoint's /health (SkyPilot's endpoints are "host:port")."""
+    return endpoint_url(endpoint, "/health")
 
 
 async def model_is_ready(http: httpx.AsyncClient, endpoint: str, *, timeout: float = 5.0) -> bool:

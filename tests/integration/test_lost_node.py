@@ -1,4 +1,5 @@
-"""A running node whose cluster vanishes (spot preemption) is recorded lost by its health check."""
+"""A running node whose cluster vanishes (spot preemption) is recorded lost after the fleet
+sweep (one cluster list for every node) tells its workflow to look."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
+from tests.support.fleet import sweeping
 from workflows.node import NodeWorkflow
 
-# NODE_HEALTH_CHECK_INTERVAL is 2 s in the stack: a few intervals, plus the check itself.
+# The sweep runs every 2 s here (NODE_HEALTH_CHECK_INTERVAL in the stack): a few sweeps, plus
+# the node's own confirmation.
 LOST_WITHIN_S = 12.0
 
 
@@ -54,7 +57,8 @@ async def test_preempted_cluster_marks_running_node_lost(
     preempted_at = time.monotonic()
 
     handle = worker.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
-    result = await asyncio.wait_for(handle.result(), timeout=LOST_WITHIN_S)
+    async with sweeping(worker.client, worker.settings.temporal_task_queue, every=2.0):
+        result = await asyncio.wait_for(handle.result(), timeout=LOST_WITHIN_S)
     assert time.monotonic() - preempted_at < LOST_WITHIN_S
     assert result.status is NodeStatus.LOST
     assert result.error is not None

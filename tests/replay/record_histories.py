@@ -44,8 +44,11 @@ from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from tests.conftest import Databases, _admin_candidates
+from tests.support.fleet import sweeping
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
+from workflows.fleet_health import FleetHealthWorkflow
+from workflows.fleet_models import FleetHealthInput
 from workflows.models import DeploymentSpec
 
 log = logging.getLogger("record_histories")
@@ -55,6 +58,12 @@ TOKEN = "sky_replay-recorder-service-account-token"
 ENCRYPTION_KEY = base64.b64encode(b"replay-recorder-key-32-bytes-xx!").decode()
 MODEL = "NousResearch/Meta-Llama-3-8B-Instruct"
 WAIT = timedelta(seconds=60)
+# Probes as quick as the recordings need; sweeps are started by hand, not by a schedule.
+PROBES = {
+    "MODEL_PROBE_TIMEOUT": "500ms",
+    "MODEL_PROBE_THRESHOLD": "2",
+    "MODEL_PROBE_STARTUP_GRACE": "0s",
+}
 
 
 @dataclass
@@ -64,6 +73,7 @@ class Recorder:
     main: ControlPlane  # health checks far apart: no health-check noise in the histories
     watched: ControlPlane  # health checks every second: for the lost node
     slow: ControlPlane  # a slow simulator and quick heartbeats: a cancel reaches the launch
+    admission: ControlPlane  # SKYPILOT_MAX_INFLIGHT_LAUNCHES=1: the second launch queues
     out: Path
 
     async def save(self, name: str, handle: WorkflowHandle[object, object]) -> None:
@@ -174,15 +184,65 @@ async def node_cancelled_during_launch(r: Recorder) -> None:
     await r.save("node_cancelled_during_launch", handle)
 
 
-async def node_lost(r: Recorder) -> None:
+async def node_lost_found_by_sweep(r: Recorder) -> None:
+    """node_lost.json is the same path before the fleet sweep (a per-node health timer)."""
     spec = node_spec("lost")
     started = await r.watched.launch_node(spec)
     await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
     assert r.simulator.preempt(spec.cluster_name)
-    view = await r.watched.wait_for_node(started.workflow_id, until=set(), timeout=WAIT)
+    async with sweeping(r.client, r.watched.task_queue, every=0.5):
+        view = await r.watched.wait_for_node(started.workflow_id, until=set(), timeout=WAIT)
     assert view.status is NodeStatus.LOST, view
     await r.handle(started.workflow_id).result()
-    await r.save("node_lost", r.handle(started.workflow_id))
+    await r.save("node_lost_found_by_sweep", r.handle(started.workflow_id))
+
+
+async def node_model_unhealthy_then_healthy(r: Recorder) -> None:
+    """Also records one FleetHealthWorkflow run: the sweep that found the crashed model."""
+    spec = node_spec("sick")
+    started = await r.watched.launch_node(spec)
+    await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert r.simulator.model_fault(spec.cluster_name, "crash")
+    queue = r.watched.task_queue
+    found = None
+    while found is None:
+        run_id = f"fleet-health-{uuid.uuid4().hex[:8]}"
+        report = await r.client.execute_workflow(
+            FleetHealthWorkflow.run, FleetHealthInput(shards=2), id=run_id, task_queue=queue
+        )
+        if spec.cluster_name in report.models_changed:
+            found = run_id
+    await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.UNHEALTHY}, timeout=WAIT)
+    assert r.simulator.model_fault(spec.cluster_name, None)
+    async with sweeping(r.client, queue, every=0.5):
+        await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    answer = await r.watched.terminate_node(started.workflow_id)
+    assert answer.status is NodeStatus.TERMINATED, answer
+    await r.handle(started.workflow_id).result()
+    await r.save("node_model_unhealthy_then_healthy", r.handle(started.workflow_id))
+    await r.save("fleet_health_sweep", r.handle(found))
+
+
+async def node_queued_for_a_launch_slot(r: Recorder) -> None:
+    first = await r.admission.launch_node(node_spec("slot-first"))
+
+    async def launching() -> bool:
+        return (await r.admission.node_status(first.workflow_id)).status is not NodeStatus.PENDING
+
+    await until(launching, "the first launch admitted")
+    second = await r.admission.launch_node(node_spec("slot-second"))
+
+    async def queued() -> bool:
+        return (await r.admission.node_status(second.workflow_id)).reason is not None
+
+    await until(queued, "the second launch queued")
+    for started in (first, second):
+        await r.admission.wait_for_node(
+            started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
+        )
+        await r.admission.terminate_node(started.workflow_id)
+        await r.handle(started.workflow_id).result()
+    await r.save("node_queued_for_a_launch_slot", r.handle(second.workflow_id))
 
 
 async def deployment_scale_and_terminate(r: Recorder) -> None:
@@ -242,7 +302,9 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_launch_failure,
         node_relaunch_after_transient_failure,
         node_cancelled_during_launch,
-        node_lost,
+        node_lost_found_by_sweep,
+        node_model_unhealthy_then_healthy,
+        node_queued_for_a_launch_slot,
         deployment_scale_and_terminate,
         terminate_unmanaged_cluster,
     )
@@ -282,9 +344,12 @@ def settings_for(
     *,
     health: str = "1h",
     heartbeat: str = "3s",
+    extra: dict[str, str] | None = None,
 ) -> Settings:
     return load_settings(
         {
+            **PROBES,
+            **(extra or {}),
             "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
             "TEMPORAL_TASK_QUEUE": queue,
             "DATABASE_URL": url,
@@ -325,7 +390,14 @@ async def record(names: list[str], out: Path) -> None:
         main = settings_for(env, simulator, url, "replay-main")
         watched = settings_for(env, simulator, url, "replay-watched", health="1s")
         slow = settings_for(env, slow_simulator, url, "replay-slow", heartbeat="1s")
-        for settings in (main, watched, slow):
+        admission = settings_for(
+            env,
+            slow_simulator,
+            url,
+            "replay-admission",
+            extra={"SKYPILOT_MAX_INFLIGHT_LAUNCHES": "1"},
+        )
+        for settings in (main, watched, slow, admission):
             activities = await stack.enter_async_context(open_activities(settings))
             await stack.enter_async_context(create_worker(env.client, settings, activities))
         recorder = Recorder(
@@ -334,6 +406,7 @@ async def record(names: list[str], out: Path) -> None:
             main=ControlPlane(env.client, main.temporal_task_queue),
             watched=ControlPlane(env.client, watched.temporal_task_queue),
             slow=ControlPlane(env.client, slow.temporal_task_queue),
+            admission=ControlPlane(env.client, admission.temporal_task_queue),
             out=out,
         )
         for name in names:

@@ -23,18 +23,28 @@ from temporalio.worker import Replayer, WorkflowReplayResult
 from temporalio.workflow import NondeterminismError
 
 from workflows.deployment import DeploymentWorkflow
+from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
-WORKFLOWS: list[type] = [NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow]
+WORKFLOWS: list[type] = [
+    NodeWorkflow,
+    DeploymentWorkflow,
+    TerminateClusterWorkflow,
+    FleetHealthWorkflow,
+]
 MAIN_PATHS = {
     "node_happy_path": "NodeWorkflow",
     "node_launch_failure": "NodeWorkflow",
     "node_relaunch_after_transient_failure": "NodeWorkflow",
     "node_cancelled_during_launch": "NodeWorkflow",
     "node_cancelled_while_running": "NodeWorkflow",
-    "node_lost": "NodeWorkflow",
+    "node_lost": "NodeWorkflow",  # before the fleet sweep: the node's own health timer
+    "node_lost_found_by_sweep": "NodeWorkflow",
+    "node_model_unhealthy_then_healthy": "NodeWorkflow",
+    "node_queued_for_a_launch_slot": "NodeWorkflow",
+    "fleet_health_sweep": "FleetHealthWorkflow",
     "deployment_scale_and_terminate": "DeploymentWorkflow",
     "terminate_unmanaged_cluster": "TerminateClusterWorkflow",
 }

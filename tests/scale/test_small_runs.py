@@ -102,12 +102,51 @@ def test_benchmark_small_evaluates_and_prints_every_target(benchmark_run: tuple[
     stdout, report = benchmark_run
     delays = len(report["phases"]["calls"]["by_launch_delay"])
     targets = report["targets"]
-    assert len(targets) == 2 + 2 * delays
+    assert len(targets) == 2 + 2 * delays + 5  # + the fleet-health and admission targets
     for target in targets:
         assert isinstance(target["passed"], bool)
         assert math.isfinite(target["value"])
         verdict = "PASS" if target["passed"] else "MISS"
         assert any(target["name"] in line and verdict in line for line in stdout.splitlines())
+
+
+def test_benchmark_small_health_load_is_one_cluster_list_per_sweep(
+    benchmark_run: tuple[str, Any],
+) -> None:
+    _, report = benchmark_run
+    health = report["phases"]["health"]
+    sizes = [run["running_nodes"] for run in health["by_size"]]
+    assert sizes == sorted(sizes)
+    assert len(set(sizes)) == len(sizes) >= 2
+    for run in health["by_size"]:
+        # Only the sweep's cluster list and its result: no per-node SkyPilot call.
+        assert set(run["per_endpoint_per_min"]) <= {"POST /status", "GET /api/get"}
+        assert run["sweep_runs"] > 0
+        assert run["model_probes_per_min"] > 0  # every model was probed
+        assert run["temporal_events_per_node_hour"] > 0
+    assert "EXTRAPOLATED" in health["extrapolated"]["label"]
+    assert health["extrapolated"]["running_nodes"] == 20_000
+
+
+def test_benchmark_small_detects_every_broken_model_and_lost_cluster(
+    benchmark_run: tuple[str, Any],
+) -> None:
+    _, report = benchmark_run
+    live = report["phases"]["liveness"]
+    assert live["nodes"] > 0
+    assert live["unhealthy_detected"] == live["recovered"] == live["lost_detected"] == live["nodes"]
+    assert live["crash_to_unhealthy"]["n"] == live["nodes"]
+
+
+def test_benchmark_small_admission_burst_drains_within_the_budget(
+    benchmark_run: tuple[str, Any],
+) -> None:
+    _, report = benchmark_run
+    admission = report["phases"]["admission"]
+    assert admission["reached_running"] == admission["terminated"] == admission["nodes"]
+    assert 0 < admission["peak_in_flight"] <= admission["budget"]
+    assert admission["nodes"] > admission["budget"]  # the budget was really in the way
+    assert admission["status_latency"]["n"] > 0
 
 
 # --- the chaos run --------------------------------------------------------------------------------

@@ -51,6 +51,21 @@ def test_reads_the_guide_variable_names() -> None:
     assert settings.encryption_key == base64.b64decode(KEY)
 
 
+def test_fleet_health_defaults() -> None:
+    settings = load_settings({})
+    assert settings.model_probe_path == "/health"
+    assert settings.model_probe_interval == timedelta(seconds=30)
+    assert settings.model_probe_timeout == timedelta(seconds=5)
+    assert settings.model_probe_threshold == 3
+    assert settings.model_probe_startup_grace == timedelta(minutes=2)
+    assert settings.model_probe_check_models is False
+    assert settings.model_probe_shards == 16
+    assert settings.skypilot_max_inflight_launches == 8
+    assert load_settings({"MODEL_PROBE_STARTUP_GRACE": "0s"}).model_probe_startup_grace == (
+        timedelta(0)
+    )
+
+
 def test_hex_key_is_accepted() -> None:
     key = os.urandom(32)
     settings = load_settings({"SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": key.hex()})
@@ -91,6 +106,15 @@ def test_hex_key_is_accepted() -> None:
             "starts with 'sky_'",
         ),
         ({"TEMPORAL_TLS_CERT": "/nonexistent/cert.pem"}, "TEMPORAL_TLS_CERT", "PEM file"),
+        ({"MODEL_PROBE_PATH": "health"}, "MODEL_PROBE_PATH", "should match pattern"),
+        ({"MODEL_PROBE_INTERVAL": "0s"}, "MODEL_PROBE_INTERVAL", "positive"),
+        ({"MODEL_PROBE_STARTUP_GRACE": "-1m"}, "MODEL_PROBE_STARTUP_GRACE", "zero or more"),
+        ({"MODEL_PROBE_THRESHOLD": "0"}, "MODEL_PROBE_THRESHOLD", "greater than or equal to 1"),
+        (
+            {"SKYPILOT_MAX_INFLIGHT_LAUNCHES": "0"},
+            "SKYPILOT_MAX_INFLIGHT_LAUNCHES",
+            "greater than or equal to 1",
+        ),
     ],
 )
 def test_startup_failures_name_the_variable(

@@ -74,6 +74,7 @@ REQUIRED_ALERTS = {
     "NodeLaunchToReadySlow",
     "OrphanClustersFound",
     "CleanupFailedNodes",
+    "NodesUnhealthy",
     "ControlPlaneWorkerDown",
 }
 RUNBOOK_URL = re.compile(
@@ -687,6 +688,7 @@ def test_alert_expressions_match_the_brief() -> None:
     assert rules["NodeLaunchToReadySlow"].endswith("> 900")
     assert "increase(controlplane_orphans_found_total[1h])" in rules["OrphanClustersFound"]
     assert rules["CleanupFailedNodes"].endswith("> 0")
+    assert rules["NodesUnhealthy"] == 'max(controlplane_nodes{state="unhealthy"}) > 0'
     assert 'up{job="controlplane-worker"} == 0' in rules["ControlPlaneWorkerDown"]
     down = next(r for r in alert_rules() if r["alert"] == "ControlPlaneWorkerDown")
     assert down["for"] == "2m"

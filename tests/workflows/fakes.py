@@ -16,6 +16,12 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from controlplane.lifecycle import LaunchMode, NodeStatus
+from workflows.fleet_models import (
+    AcquireSlotInput,
+    AcquireSlotResult,
+    ReleaseSlotInput,
+    ReleaseSlotResult,
+)
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
@@ -66,6 +72,7 @@ class Behaviour:
     cluster_statuses: dict[str, str] = field(default_factory=dict)  # per cluster, wins
     failing_models: set[str] = field(default_factory=set)  # their launches never get ready
     transition_error_for: NodeStatus | None = None
+    admission_open: asyncio.Event | None = None  # set: queued launches get their slot
 
 
 class FakeActivities:
@@ -245,9 +252,25 @@ class FakeActivities:
                 written += 1
         return RecordDeploymentEventsResult(written=written)
 
+    @activity.defn(name="acquire_launch_slot")
+    async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
+        self.calls["acquire_launch_slot"].append(input)
+        gate = self.behaviour.admission_open
+        while gate is not None and not gate.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        return AcquireSlotResult(granted=True, budget=1)
+
+    @activity.defn(name="release_launch_slot")
+    async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
+        self.calls["release_launch_slot"].append(input)
+        return ReleaseSlotResult(released=True)
+
     def all(self) -> list[Any]:
         return [
             self.record_deployment_events,
+            self.acquire_launch_slot,
+            self.release_launch_slot,
             self.record_intent,
             self.record_transition,
             self.lookup_cluster,

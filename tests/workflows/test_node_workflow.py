@@ -18,6 +18,7 @@ from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.workflows.fakes import FakeActivities
 from workflows.deployment import DeploymentWorkflow
+from workflows.fleet_models import ModelHealthSignal
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
@@ -273,7 +274,8 @@ async def test_health_check_marks_vanished_cluster_lost(
         handle = await start(env, task_queue)
         await wait_status(handle, NodeStatus.RUNNING)
         fakes.behaviour.cluster_status = "TERMINATED"
-        result = await handle.result()  # time skips to the next health check
+        await handle.signal(NodeWorkflow.check_health)  # as the fleet sweep does on a change
+        result = await handle.result()
     assert result.status is NodeStatus.LOST
     assert "TERMINATED" in (result.error or "")
     assert events(fakes)[-1] == "node.lost"
@@ -326,3 +328,109 @@ async def test_missing_input_fails_the_workflow_instead_of_retrying_the_task(
             await handle.result()
     assert "needs its input as JSON" in str(failure.value.cause)
     assert fakes.calls == {}
+
+
+# --- fleet health: signals instead of per-node timers; launch admission -----------------------
+async def test_a_running_node_checks_nothing_on_its_own(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities(health_interval_s=60)
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        await env.sleep(6 * 3600)  # six hours of health intervals skip by
+        assert (await handle.query(NodeWorkflow.status)).status is NodeStatus.RUNNING
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+    assert fakes.calls["cluster_health"] == []  # the fleet sweep watches the cluster
+    history = await handle.fetch_history()
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    # The continue-as-new timer and the terminate update's bound: nothing per interval.
+    assert sorted(timers) == [300, 24 * 3600]
+
+
+async def test_model_verdicts_make_the_node_unhealthy_and_healthy_again(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        sick = ModelHealthSignal(healthy=False, consecutive_failures=3, detail="HTTP 503")
+        await handle.signal(NodeWorkflow.model_health, sick)
+        await wait_status(handle, NodeStatus.UNHEALTHY)
+        view = await handle.query(NodeWorkflow.status)
+        assert "3 probes" in (view.error or "")
+        assert "HTTP 503" in (view.error or "")
+        await handle.signal(NodeWorkflow.model_health, ModelHealthSignal(healthy=True))
+        await wait_status(handle, NodeStatus.RUNNING)
+        assert (await handle.query(NodeWorkflow.status)).error is None
+        await handle.signal(NodeWorkflow.model_health, sick)  # a second episode
+        await wait_status(handle, NodeStatus.UNHEALTHY)
+        await handle.signal(NodeWorkflow.model_health, sick)  # a repeat changes nothing
+        response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        assert response.status is NodeStatus.TERMINATED
+    assert events(fakes)[2:] == [
+        "node.unhealthy",
+        "node.healthy",
+        "node.unhealthy",
+        "node.terminating",
+        "node.terminated",
+    ]
+
+
+async def test_an_unhealthy_node_whose_cluster_vanished_is_lost(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        await handle.signal(NodeWorkflow.model_health, ModelHealthSignal(healthy=False))
+        await wait_status(handle, NodeStatus.UNHEALTHY)
+        fakes.behaviour.cluster_status = "STOPPED"
+        await handle.signal(NodeWorkflow.check_health)
+        result = await handle.result()
+    assert result.status is NodeStatus.LOST
+    assert len(fakes.calls["down_cluster"]) == 1  # the stopped cluster is downed
+
+
+async def test_a_queued_launch_waits_pending_with_a_reason_then_launches(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.admission_open = asyncio.Event()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        for _ in range(200):
+            if fakes.calls["acquire_launch_slot"]:
+                break
+            await asyncio.sleep(0.05)
+        view = await handle.query(NodeWorkflow.status)
+        assert view.status is NodeStatus.PENDING
+        assert view.reason is not None
+        assert "SKYPILOT_MAX_INFLIGHT_LAUNCHES" in view.reason
+        assert fakes.launches == 0
+        fakes.behaviour.admission_open.set()
+        await wait_status(handle, NodeStatus.RUNNING)
+        assert (await handle.query(NodeWorkflow.status)).reason is None
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+    assert len(fakes.calls["release_launch_slot"]) == 1  # given back once the launch resolved
+
+
+async def test_a_launch_never_admitted_fails_at_its_deadline_without_launching(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities(launch_timeout_s=30)
+    fakes.behaviour.admission_open = asyncio.Event()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError):
+            await handle.result()
+    assert fakes.launches == 0
+    assert fakes.statuses() == [NodeStatus.FAILED]
+    assert len(fakes.calls["release_launch_slot"]) == 1  # its place in the queue is given up

@@ -1,0 +1,68 @@
+"""Launch admission activities: wait (heartbeating) for a launch slot, and give it back.
+
+The wait is one activity, not a timer per poll in the workflow, so a node queued for minutes
+costs Temporal a handful of events. If the worker dies, the retry on another worker finds the
+node's place in the queue kept (it is in Postgres).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from temporalio import activity
+
+from controlplane.admission import budget_key, poll_interval_s, waiter_ttl
+from controlplane.config import Settings
+from controlplane.db.launch_slots import LaunchSlotRepository
+from controlplane.metrics import Metrics
+from workflows.fleet_models import (
+    AcquireSlotInput,
+    AcquireSlotResult,
+    ReleaseSlotInput,
+    ReleaseSlotResult,
+)
+
+# A slot outlives the launch's deadline by this much, then it is free again whatever happened.
+LEASE_MARGIN = timedelta(minutes=5)
+
+
+class AdmissionActivities:
+    def __init__(
+        self, slots: LaunchSlotRepository, settings: Settings, metrics: Metrics | None = None
+    ) -> None:
+        self.slots = slots
+        self.settings = settings
+        self.metrics = metrics
+
+    @activity.defn(name="acquire_launch_slot")
+    async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
+        """Return once granted, or ``granted=False`` when ``timeout_s`` passed in the queue."""
+        s = self.settings
+        budget = s.skypilot_max_inflight_launches
+        key = budget_key(input.launch_mode, s)
+        deadline = time.monotonic() + input.timeout_s
+        lease = timedelta(seconds=input.timeout_s) + LEASE_MARGIN
+        ttl = waiter_ttl(s.node_heartbeat_timeout)
+        while True:
+            answer = await self.slots.try_acquire(
+                input.node_id, key, budget=budget, lease=lease, waiter_ttl=ttl
+            )
+            waited = (
+                (answer.granted_at or answer.enqueued_at) - answer.enqueued_at
+            ).total_seconds()
+            if answer.granted:
+                if self.metrics is not None:
+                    self.metrics.launch_queue_wait.observe(waited)
+                return AcquireSlotResult(granted=True, waited_s=waited, budget=budget)
+            activity.heartbeat(answer.ahead)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self.slots.release(input.node_id)  # leave the queue: the launch is over
+                return AcquireSlotResult(granted=False, ahead=answer.ahead, budget=budget)
+            await asyncio.sleep(min(poll_interval_s(answer.ahead), remaining))
+
+    @activity.defn(name="release_launch_slot")
+    async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
+        return ReleaseSlotResult(released=await self.slots.release(input.node_id))

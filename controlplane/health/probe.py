@@ -1,0 +1,74 @@
+"""One liveness probe of a serving node's model: its health path, and optionally /v1/models.
+
+vLLM's /health can answer 200 before the weights are loaded, so with ``check_models`` a probe
+also asks /v1/models and passes only when the node's model id is listed there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+
+# Low-cardinality reasons, the probe-failure counter's label values.
+TIMEOUT = "timeout"
+UNREACHABLE = "unreachable"
+BAD_STATUS = "bad_status"
+MODEL_NOT_LISTED = "model_not_listed"
+REASONS = (TIMEOUT, UNREACHABLE, BAD_STATUS, MODEL_NOT_LISTED)
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    ok: bool
+    reason: str | None = None  # one of REASONS when not ok
+    detail: str | None = None  # for people: what was asked and what came back
+
+
+def endpoint_url(endpoint: str, path: str) -> str:
+    """SkyPilot's endpoints are "host:port" (sometimes with a scheme or path); add ``path``."""
+    base = endpoint if "://" in endpoint else f"http://{endpoint}"
+    return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+async def _get(http: httpx.AsyncClient, url: str, timeout: float) -> httpx.Response | ProbeOutcome:
+    try:
+        return await http.get(url, timeout=timeout)
+    except httpx.TimeoutException:
+        return ProbeOutcome(False, TIMEOUT, f"GET {url}: no answer within {timeout:g}s")
+    except httpx.TransportError as exc:
+        return ProbeOutcome(False, UNREACHABLE, f"GET {url}: {type(exc).__name__}")
+
+
+async def probe_model(
+    http: httpx.AsyncClient,
+    endpoint: str,
+    *,
+    path: str,
+    timeout: float,
+    model_id: str | None = None,
+) -> ProbeOutcome:
+    """Healthy when ``path`` answers 200 (and, given ``model_id``, /v1/models lists it)."""
+    url = endpoint_url(endpoint, path)
+    answer = await _get(http, url, timeout)
+    if isinstance(answer, ProbeOutcome):
+        return answer
+    if answer.status_code != 200:
+        return ProbeOutcome(False, BAD_STATUS, f"GET {url}: HTTP {answer.status_code}")
+    if model_id is None:
+        return ProbeOutcome(True)
+    models_url = endpoint_url(endpoint, "/v1/models")
+    listed = await _get(http, models_url, timeout)
+    if isinstance(listed, ProbeOutcome):
+        return listed
+    if listed.status_code != 200:
+        return ProbeOutcome(False, BAD_STATUS, f"GET {models_url}: HTTP {listed.status_code}")
+    try:
+        ids = {str(item.get("id")) for item in listed.json().get("data", [])}
+    except (ValueError, AttributeError, TypeError):
+        ids = set()
+    if model_id not in ids:
+        return ProbeOutcome(
+            False, MODEL_NOT_LISTED, f"GET {models_url}: {model_id!r} not among {sorted(ids)}"
+        )
+    return ProbeOutcome(True)

@@ -1,0 +1,194 @@
+"""Fleet health on the real pieces: a crashed or hung model makes its node unhealthy and a
+recovered one makes it running again; launches beyond the budget wait their turn, queued."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from controlplane.config import load_settings
+from controlplane.db.engine import create_engine
+from controlplane.db.launch_slots import LaunchSlotRepository
+from controlplane.db.repository import NodeRepository
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.metrics import Metrics
+from starter.api import ControlPlane
+from tests.integration.conftest import Stack, new_spec
+from tests.support.fleet import sweep_once, sweeping
+from worker import create_worker, open_activities
+from workflows.fleet_models import FleetHealthInput
+
+PROBES = {
+    "MODEL_PROBE_INTERVAL": "1s",
+    "MODEL_PROBE_TIMEOUT": "500ms",
+    "MODEL_PROBE_THRESHOLD": "2",
+    "MODEL_PROBE_STARTUP_GRACE": "0s",
+    "MODEL_PROBE_CHECK_MODELS": "true",
+}
+READY = timedelta(seconds=30)
+# interval x threshold, plus the sweep's own run and the workflow's transition, on a busy box.
+DETECTED_WITHIN_S = 1.0 * 2 + 10.0
+
+
+@dataclass
+class Fleet:
+    stack: Stack
+    control: ControlPlane
+    metrics: Metrics
+    nodes: NodeRepository
+    slots: LaunchSlotRepository
+    task_queue: str
+
+
+@pytest.fixture
+async def fleet(stack: Stack, request: pytest.FixtureRequest) -> AsyncIterator[Fleet]:
+    extra: dict[str, str] = getattr(request, "param", {})
+    settings = load_settings({**stack.env, **PROBES, **extra})
+    metrics = Metrics()
+    engine = create_engine(settings.database_url or "")
+    try:
+        async with (
+            open_activities(settings, metrics) as activities,
+            create_worker(stack.client, settings, activities),
+        ):
+            yield Fleet(
+                stack,
+                ControlPlane(stack.client, settings.temporal_task_queue),
+                metrics,
+                NodeRepository(engine),
+                LaunchSlotRepository(engine),
+                settings.temporal_task_queue,
+            )
+    finally:
+        await engine.dispose()
+
+
+async def until(check: Callable[[], object], timeout: float, what: str) -> float:
+    started = time.monotonic()
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return time.monotonic() - started
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what} not within {timeout:.0f}s")
+        await asyncio.sleep(0.1)
+
+
+async def status_of(fleet: Fleet, workflow_id: str) -> NodeStatus:
+    return (await fleet.control.node_status(workflow_id)).status
+
+
+def probe_failures(metrics: Metrics, reason: str) -> float:
+    value = metrics.registry.get_sample_value(
+        "controlplane_model_probe_failures_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
+@pytest.mark.parametrize(("fault", "reason"), [("crash", "bad_status"), ("hang", "timeout")])
+async def test_a_broken_model_makes_its_node_unhealthy_and_recovery_running_again(
+    fleet: Fleet, fault: str, reason: str
+) -> None:
+    spec = new_spec()
+    started = await fleet.control.launch_node(spec, launch_mode=LaunchMode.API)
+    view = await fleet.control.wait_for_node(
+        started.workflow_id, until={NodeStatus.RUNNING}, timeout=READY
+    )
+    assert view.status is NodeStatus.RUNNING
+    sim = fleet.stack.simulator
+    async with sweeping(fleet.stack.client, fleet.task_queue, every=1.0):
+        assert sim.model_fault(spec.cluster_name, fault)
+        took = await until(
+            lambda: _is(fleet, started.workflow_id, NodeStatus.UNHEALTHY),
+            DETECTED_WITHIN_S,
+            "node.unhealthy",
+        )
+        print(f"{fault} detected in {took:.1f}s")
+        assert sim.cluster_status(spec.cluster_name) == "UP"  # the cluster was never touched
+        view = await fleet.control.node_status(started.workflow_id)
+        assert view.error is not None
+        assert "probes in a row" in view.error
+        assert probe_failures(fleet.metrics, reason) >= 2
+
+        assert sim.model_fault(spec.cluster_name, None)
+        await until(
+            lambda: _is(fleet, started.workflow_id, NodeStatus.RUNNING),
+            DETECTED_WITHIN_S,
+            "node.healthy",
+        )
+    row = await fleet.nodes.get(spec.node_id)
+    assert row is not None
+    assert row.status == NodeStatus.RUNNING.value
+    kinds = [e.event_type for e in await fleet.nodes.events(spec.node_id)]
+    assert kinds == ["node.launched", "node.ready", "node.unhealthy", "node.healthy"]
+    answer = await fleet.control.terminate_node(started.workflow_id)
+    assert answer.status is NodeStatus.TERMINATED
+
+
+async def _is(fleet: Fleet, workflow_id: str, status: NodeStatus) -> bool:
+    return await status_of(fleet, workflow_id) is status
+
+
+async def test_a_healthy_fleet_costs_one_cluster_list_per_sweep(fleet: Fleet) -> None:
+    specs = [new_spec() for _ in range(3)]
+    started = [await fleet.control.launch_node(s, launch_mode=LaunchMode.API) for s in specs]
+    for one in started:
+        await fleet.control.wait_for_node(
+            one.workflow_id, until={NodeStatus.RUNNING}, timeout=READY
+        )
+    sim = fleet.stack.simulator
+    before = sim.counters()["calls"]
+    report = await sweep_once(fleet.stack.client, fleet.task_queue, FleetHealthInput(shards=2))
+    after = sim.counters()["calls"]
+    assert after.get("POST /status", 0) - before.get("POST /status", 0) == 1
+    assert report.serving_nodes >= 3
+    assert report.models_probed >= 3
+    mine = {s.cluster_name for s in specs}
+    assert not mine & set(report.clusters_changed)
+    assert not mine & set(report.models_changed)
+    for one in started:
+        await fleet.control.terminate_node(one.workflow_id)
+
+
+@pytest.mark.parametrize(
+    "fleet",
+    [{"SKYPILOT_MAX_INFLIGHT_LAUNCHES": "1", "SKYPILOT_LAUNCH_TIMEOUT": "60s"}],
+    indirect=True,
+)
+async def test_launches_beyond_the_budget_wait_queued_in_order(fleet: Fleet) -> None:
+    sim = fleet.stack.simulator
+    sim.set_timings(launch_delay_s=1.5)
+    try:
+        specs = [new_spec() for _ in range(3)]
+        started = []
+        for spec in specs:
+            started.append(await fleet.control.launch_node(spec, launch_mode=LaunchMode.API))
+            await asyncio.sleep(0.3)  # a clear arrival order
+        queued = await fleet.control.node_status(started[2].workflow_id)
+        assert queued.status is NodeStatus.PENDING
+        assert queued.reason is not None
+        assert "queued" in queued.reason
+        peak = 0
+        ready_order: list[str] = []
+        deadline = time.monotonic() + 60
+        while len(ready_order) < 3 and time.monotonic() < deadline:
+            peak = max(peak, await fleet.slots.in_flight(f"api:{sim.url}"))
+            for one in started:
+                view = await fleet.control.node_status(one.workflow_id)
+                if view.status is NodeStatus.RUNNING and one.workflow_id not in ready_order:
+                    ready_order.append(one.workflow_id)
+            await asyncio.sleep(0.1)
+        assert ready_order == [one.workflow_id for one in started]  # first come, first served
+        assert peak == 1
+        assert await fleet.slots.in_flight(f"api:{sim.url}") == 0  # every slot given back
+    finally:
+        sim.set_timings(launch_delay_s=0.5)
+    for one in started:
+        await fleet.control.terminate_node(one.workflow_id)

@@ -1,0 +1,140 @@
+"""Fleet health's pure rules: a probe's outcome, the verdict it leads to, the sweep's suspects,
+and the admission budget's key and polling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from controlplane.admission import budget_key, poll_interval_s, waiter_ttl
+from controlplane.config import load_settings
+from controlplane.health.probe import (
+    BAD_STATUS,
+    MODEL_NOT_LISTED,
+    TIMEOUT,
+    UNREACHABLE,
+    endpoint_url,
+    probe_model,
+)
+from controlplane.health.sweep import Serving, suspects
+from controlplane.health.verdict import Judgement, judge
+from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.skypilot.models import ClusterStatus
+from controlplane.skypilot.probe import health_url
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+LONG_AGO = NOW - timedelta(hours=1)
+
+
+def verdict(ok: bool, status: NodeStatus, so_far: int, ready_at: datetime = LONG_AGO) -> Judgement:
+    return judge(
+        ok=ok,
+        status=status,
+        failures_so_far=so_far,
+        threshold=3,
+        ready_at=ready_at,
+        now=NOW,
+        startup_grace=timedelta(minutes=2),
+    )
+
+
+def test_failures_make_a_running_node_unhealthy_only_at_the_threshold() -> None:
+    assert verdict(False, NodeStatus.RUNNING, 0) == judge_result(1, None)
+    assert verdict(False, NodeStatus.RUNNING, 1) == judge_result(2, None)
+    assert verdict(False, NodeStatus.RUNNING, 2) == judge_result(3, False)
+    # Already unhealthy: keep counting, say nothing new.
+    assert verdict(False, NodeStatus.UNHEALTHY, 3) == judge_result(4, None)
+
+
+def test_one_success_resets_the_count_and_heals_an_unhealthy_node() -> None:
+    assert verdict(True, NodeStatus.RUNNING, 2) == judge_result(0, None)
+    assert verdict(True, NodeStatus.UNHEALTHY, 7) == judge_result(0, True)
+
+
+def test_failures_in_the_startup_grace_do_not_count() -> None:
+    just_ready = NOW - timedelta(seconds=30)
+    assert verdict(False, NodeStatus.RUNNING, 2, ready_at=just_ready) == judge_result(2, None)
+
+
+def judge_result(failures: int, tell: bool | None) -> Judgement:
+    return Judgement(failures, tell)
+
+
+def transport(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+def test_endpoint_urls() -> None:
+    assert endpoint_url("10.0.0.1:8000", "/health") == "http://10.0.0.1:8000/health"
+    assert endpoint_url("https://h/x/", "ping") == "https://h/x/ping"
+    assert health_url("h:1") == "http://h:1/health"
+
+
+async def test_probe_outcomes_name_what_went_wrong() -> None:
+    def answer(status: int) -> Callable[[httpx.Request], httpx.Response]:
+        return lambda request: httpx.Response(status, json={})
+
+    def timeout(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=request)
+
+    def refused(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async with transport(answer(200)) as http:
+        assert (await probe_model(http, "h:1", path="/health", timeout=1)).ok
+    async with transport(answer(503)) as http:
+        outcome = await probe_model(http, "h:1", path="/health", timeout=1)
+        assert (outcome.ok, outcome.reason) == (False, BAD_STATUS)
+        assert outcome.detail == "GET http://h:1/health: HTTP 503"
+    async with transport(timeout) as http:
+        outcome = await probe_model(http, "h:1", path="/live", timeout=0.5)
+        assert (outcome.ok, outcome.reason) == (False, TIMEOUT)
+        assert "http://h:1/live" in (outcome.detail or "")
+    async with transport(refused) as http:
+        assert (await probe_model(http, "h:1", path="/health", timeout=1)).reason == UNREACHABLE
+
+
+@pytest.mark.parametrize(
+    ("listed", "ok"), [(["org/model"], True), (["other/model"], False), ([], False)]
+)
+async def test_the_models_check_needs_the_nodes_model_listed(listed: list[str], ok: bool) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": m} for m in listed]})
+        return httpx.Response(200, json={"status": "ok"})  # /health answers early
+
+    async with transport(handler) as http:
+        outcome = await probe_model(http, "h:1", path="/health", timeout=1, model_id="org/model")
+    assert outcome.ok is ok
+    if not ok:
+        assert outcome.reason == MODEL_NOT_LISTED
+        assert "'org/model' not among" in (outcome.detail or "")
+
+
+def test_the_sweep_suspects_only_clusters_that_look_changed() -> None:
+    nodes = [Serving(f"n{i}", f"cpn-c{i}", f"node-cpn-c{i}", "api") for i in range(5)]
+    listed = {
+        "cpn-c0": ClusterStatus.UP,
+        "cpn-c1": ClusterStatus.STOPPED,
+        "cpn-c2": ClusterStatus.INIT,
+        "cpn-c3": ClusterStatus.AUTOSTOPPING,
+    }  # cpn-c4 is absent
+    found = {(n.node_id, status) for n, status in suspects(nodes, listed)}
+    assert found == {
+        ("n1", ClusterStatus.STOPPED),
+        ("n2", ClusterStatus.INIT),
+        ("n4", ClusterStatus.TERMINATED),
+    }
+
+
+def test_admission_budget_keys_and_polling() -> None:
+    settings = load_settings({"SKYPILOT_API_SERVER_URL": "http://sky:46580"})
+    assert budget_key(LaunchMode.API, settings) == "api:http://sky:46580"
+    assert budget_key(LaunchMode.CLI, settings) == "cli:sky"
+    assert poll_interval_s(0) == 0.5
+    assert poll_interval_s(10_000) == 5.0
+    assert waiter_ttl(timedelta(seconds=10)) == timedelta(seconds=60)
+    assert waiter_ttl(timedelta(minutes=1)) == timedelta(minutes=3)
