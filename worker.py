@@ -92,6 +92,7 @@ class Activities:
             self.skypilot.wait_ready,
             self.skypilot.cluster_health,
             self.skypilot.down_cluster,
+            self.skypilot.restart_model,
             self.reconcile.reconcile_scan,
             self.health.sweep_clusters,
             self.health.probe_model_shard,

@@ -22,15 +22,19 @@ from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
 from controlplane.skypilot.models import ClusterStatus
 from controlplane.skypilot.probe import model_is_ready
-from controlplane.skypilot.task import VLLM_PORT, TaskSettings, build_task
+from controlplane.skypilot.task import VLLM_PORT, SkyTask, TaskSettings, build_task
+from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialStore
 from workflows.models import (
     ClusterHealthInput,
     ClusterHealthResult,
+    CredentialRef,
     DownClusterInput,
     DownClusterResult,
     LaunchInput,
     LaunchResult,
+    RestartModelInput,
+    RestartModelResult,
     WaitReadyInput,
     WaitReadyResult,
 )
@@ -67,22 +71,29 @@ class SkyPilotActivities:
             )
         return backend
 
+    async def _task(
+        self, spec: NodeSpec, credential: CredentialRef | None
+    ) -> tuple[SkyTask, str | None]:
+        """The node's task with its secrets, and its workspace: resolved here, used at once."""
+        payload = None
+        if credential is not None:
+            if self.credentials is None:
+                raise permanent(
+                    f"tenant {spec.tenant} has stored {spec.provider} credentials but "
+                    "this worker has no SKYPILOT_CREDENTIAL_ENCRYPTION_KEY to open them",
+                    "ConfigurationError",
+                )
+            payload = await self.credentials.resolve(spec.tenant, spec.provider)
+        task = build_task(
+            spec, self.task_settings, node_secrets=payload.secrets if payload else None
+        )
+        return task, payload.workspace if payload else None
+
     @activity.defn(name="launch_cluster")
     @translate_errors
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         backend = self._backend(input.launch_mode)
-        payload = None
-        if input.credential is not None:
-            if self.credentials is None:
-                raise permanent(
-                    f"tenant {input.spec.tenant} has stored {input.spec.provider} credentials but "
-                    "this worker has no SKYPILOT_CREDENTIAL_ENCRYPTION_KEY to open them",
-                    "ConfigurationError",
-                )
-            payload = await self.credentials.resolve(input.spec.tenant, input.spec.provider)
-        task = build_task(
-            input.spec, self.task_settings, node_secrets=payload.secrets if payload else None
-        )
+        task, workspace = await self._task(input.spec, input.credential)
         activity.logger.info(
             "launching %s via %s for tenant %s",
             input.cluster_name,
@@ -94,9 +105,27 @@ class SkyPilotActivities:
                 input.cluster_name,
                 task,
                 idempotency_key=input.node_id,
-                workspace=payload.workspace if payload else None,
+                workspace=workspace,
             )
         return LaunchResult(request_id=request_id)
+
+    @activity.defn(name="restart_model")
+    @translate_errors
+    async def restart_model(self, input: RestartModelInput) -> RestartModelResult:
+        """Repair in place: the node's task runs again on its own cluster (SkyPilot exec),
+        stopping the stale model server first; the cluster and its GPU are kept."""
+        backend = self._backend(input.launch_mode)
+        task, workspace = await self._task(input.spec, input.credential)
+        activity.logger.info("restarting the model of %s in place", input.cluster_name)
+        async with heartbeating():
+            await backend.restart_model(
+                input.cluster_name,
+                task,
+                idempotency_key=f"{input.node_id}:repair:{input.attempt}",
+                workspace=workspace,
+                timeout=input.timeout_s,
+            )
+        return RestartModelResult(job_submitted=True)
 
     @activity.defn(name="wait_ready")
     async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:

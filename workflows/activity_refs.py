@@ -40,6 +40,8 @@ from workflows.models import (
     RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
+    RestartModelInput,
+    RestartModelResult,
     TransitionInput,
     TransitionResult,
     WaitReadyInput,
@@ -73,6 +75,7 @@ CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealth
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
+RESTART_MODEL = ActivityRef("restart_model", RestartModelInput, RestartModelResult)
 RECORD_DEPLOYMENT_EVENTS = ActivityRef(
     "record_deployment_events", RecordDeploymentEventsInput, RecordDeploymentEventsResult
 )
@@ -92,6 +95,7 @@ ALL = (
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
     RECORD_DEPLOYMENT_EVENTS,
+    RESTART_MODEL,
     SWEEP_CLUSTERS,
     PROBE_MODEL_SHARD,
     ACQUIRE_LAUNCH_SLOT,

@@ -380,7 +380,7 @@ class DeploymentWorkflow:
         was_exhausted = record.repair_exhausted
         if was_final and not status.final:
             return  # a late signal from before the end
-        if record.repairs < repairs and status is NodeStatus.RUNNING:
+        if record.status is NodeStatus.UNHEALTHY and status is NodeStatus.RUNNING and repairs:
             self._event(
                 DeploymentEventType.REPLICA_REPAIRED,
                 f"replica {record.replica} healthy again after {repairs} restart(s) in place",

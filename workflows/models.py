@@ -65,6 +65,9 @@ class NodeState(_Model):
     endpoint: str | None = None
     error: str | None = None
     terminate_reason: str | None = None
+    repair_times: list[datetime] = Field(default_factory=list)  # restarts in place, recent
+    repairs: int = 0
+    repair_exhausted: bool = False
     unhealthy_episodes: int = 0  # how often it became unhealthy: the events' dedupe suffix
 
 
@@ -93,6 +96,8 @@ class NodeWorkflowInput(_Model):
 class NodeView(_Model):
     """The status query's answer, and the workflow's result."""
 
+    repairs: int = 0
+    repair_exhausted: bool = False
     node_id: str
     cluster_name: str
     status: NodeStatus
@@ -441,6 +446,22 @@ class LaunchInput(_Model):
 
 class LaunchResult(_Model):
     request_id: str | None = None
+
+
+class RestartModelInput(_Model):
+    """Repair in place: run the node's task again on its own cluster (SkyPilot ``exec``)."""
+
+    spec: NodeSpec
+    cluster_name: str
+    node_id: str
+    launch_mode: LaunchMode
+    credential: CredentialRef | None = None
+    attempt: int
+    timeout_s: float
+
+
+class RestartModelResult(_Model):
+    job_submitted: bool
 
 
 class WaitReadyInput(_Model):

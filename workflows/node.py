@@ -48,7 +48,9 @@ with workflow.unsafe.imports_passed_through():
         NodeView,
         NodeWorkflowInput,
         RecordIntentInput,
+        RepairPolicy,
         ReplicaStatusSignal,
+        RestartModelInput,
         TerminateNodeRequest,
         TerminateNodeResponse,
         TransitionInput,
@@ -67,6 +69,9 @@ DB_RETRY = RetryPolicy(
 # checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
 FLEET_HEALTH_PATCH = "fleet-health-signals"
 ADMISSION_PATCH = "launch-admission"
+# An unhealthy model is restarted on its own cluster (SkyPilot exec) before anyone replaces it.
+REPAIR_PATCH = "node-repair-in-place"
+RESTART_TIMEOUT = timedelta(minutes=5)
 # The serve loop's only timer: continue-as-new at least this often, to keep histories short.
 SERVE_RENEW = timedelta(hours=24)
 QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
@@ -152,6 +157,9 @@ class NodeWorkflow:
         self._cancelled = False
         self._health_check_requested = False
         self._model_verdict: ModelHealthSignal | None = None
+        self._repair_input = input.repair
+        self._repair_policy = input.repair or RepairPolicy()
+        self._repair_on: bool | None = None
         self._queued = False
         self._slot_asked = False
 
@@ -483,6 +491,7 @@ class NodeWorkflow:
                         self._terminate_requested
                         or self._health_check_requested
                         or self._model_verdict is not None
+                        or self._needs_repair()
                         or workflow.info().is_continue_as_new_suggested()
                     ),
                     timeout=max(renew_at - workflow.now(), timedelta(seconds=1)),
@@ -497,9 +506,20 @@ class NodeWorkflow:
             if self._model_verdict is not None:
                 verdict, self._model_verdict = self._model_verdict, None
                 await self._apply_model_verdict(verdict)
+                if state.status is NodeStatus.UNHEALTHY and self._repair_on is None:
+                    self._repair_on = self._repair_policy.enabled and workflow.patched(REPAIR_PATCH)
+                continue
+            if self._needs_repair():
+                await self._repair_in_place()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
+            workflow.continue_as_new(
+                NodeWorkflowInput(
+                    spec=self._spec,
+                    resume=state,
+                    repair=self._repair_input,
+                )
+            )
 
     async def _apply_model_verdict(self, verdict: ModelHealthSignal) -> None:
         """Record running -> unhealthy or back; repair is not this workflow's job (yet)."""
@@ -518,11 +538,81 @@ class NodeWorkflow:
             )
         elif verdict.healthy and state.status is NodeStatus.UNHEALTHY:
             state.error = None
+            state.repair_exhausted = False
             await self._transition(
                 NodeStatus.RUNNING,
                 EventType.HEALTHY,
                 [NodeStatus.UNHEALTHY],
                 dedupe_suffix=str(state.unhealthy_episodes),
+            )
+
+    def _needs_repair(self) -> bool:
+        state = self._state
+        return (
+            bool(self._repair_on)
+            and state is not None
+            and state.status is NodeStatus.UNHEALTHY
+            and not state.repair_exhausted
+        )
+
+    async def _repair_in_place(self) -> None:
+        """One repair: restart the model server on this cluster, then wait for the probes.
+
+        After ``attempts`` restarts within ``window_s`` the node is ``repair_exhausted``: its
+        deployment replaces it; a standalone node stays unhealthy, still holding its GPU, for
+        an operator (docs/runbooks/troubleshooting.md, "Repair in place").
+        """
+        state = self._require_state()
+        policy = self._repair_policy
+        now = workflow.now()
+        window = timedelta(seconds=policy.window_s)
+        state.repair_times = [t for t in state.repair_times if now - t < window]
+        if len(state.repair_times) >= policy.attempts:
+            state.repair_exhausted = True
+            state.error = (
+                f"model still unhealthy after {len(state.repair_times)} restart(s) in place "
+                f"within {policy.window_s:.0f}s; last: {state.error}"
+            )[:1000]
+            workflow.logger.warning("%s: %s", state.plan.cluster_name, state.error)
+            await self._tell_parent()
+            return
+        state.repair_times.append(now)
+        state.repairs += 1
+        plan = state.plan
+        try:
+            ref = (
+                await acts.CREDENTIAL_REFERENCE.run(
+                    CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
+                    **DB_OPTIONS,
+                )
+            ).ref
+            await acts.RESTART_MODEL.run(
+                RestartModelInput(
+                    spec=self._spec,
+                    cluster_name=plan.cluster_name,
+                    node_id=plan.node_id,
+                    launch_mode=plan.launch_mode,
+                    credential=ref,
+                    attempt=state.repairs,
+                    timeout_s=RESTART_TIMEOUT.total_seconds(),
+                ),
+                start_to_close_timeout=RESTART_TIMEOUT + timedelta(minutes=1),
+                heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
+                retry_policy=self._skypilot_retry(),
+            )
+        except ActivityError as error:  # counts as a failed repair; the next one may work
+            workflow.logger.warning(
+                "restart in place of %s failed: %s", plan.cluster_name, describe(error)
+            )
+        await self._tell_parent()
+        with contextlib.suppress(TimeoutError):  # not healthy in time: the next repair
+            await workflow.wait_condition(
+                lambda: (
+                    self._terminate_requested
+                    or self._health_check_requested
+                    or self._model_verdict is not None
+                ),
+                timeout=timedelta(seconds=policy.recover_wait_s),
             )
 
     async def _cluster_lost(self) -> bool:
@@ -655,6 +745,8 @@ class NodeWorkflow:
                     status=state.status,
                     endpoint=state.endpoint,
                     error=state.error,
+                    repairs=state.repairs,
+                    repair_exhausted=state.repair_exhausted,
                 ),
             )
         except FailureError as error:  # the parent may have finished already
@@ -724,6 +816,8 @@ class NodeWorkflow:
             request_id=state.request_id,
             error=state.error,
             reason=QUEUED_REASON if self._queued else None,
+            repairs=state.repairs,
+            repair_exhausted=state.repair_exhausted,
         )
 
     def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:

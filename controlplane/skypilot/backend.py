@@ -48,6 +48,18 @@ class SkyPilotBackend(Protocol):
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None: ...
 
+    async def restart_model(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        timeout: float,
+    ) -> None:
+        """Run the node's task again as a new job on its existing cluster (``exec``): the model
+        server restarts in place, on the GPU the cluster already holds."""
+
     async def cancel_launches(self, cluster_name: str) -> list[str]:
         """Cancel every unfinished launch request for the cluster (explicit ids only)."""
 
@@ -86,6 +98,20 @@ class ApiBackend:
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return (await self.client.endpoints(cluster_name, port)).get(port)
 
+    async def restart_model(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        timeout: float,
+    ) -> None:
+        request_id = await self.client.exec(
+            cluster_name, task, idempotency_key=idempotency_key, workspace=workspace
+        )
+        await self.client.wait_for_request(request_id, timeout=timeout)
+
     async def cancel_launches(self, cluster_name: str) -> list[str]:
         live = [
             r.request_id
@@ -123,6 +149,9 @@ class ObservedCLI:
 
     async def launch(self, cluster_name: str, task: SkyTask, *, workspace: str | None) -> None:
         await self._observe("launch", self._cli.launch(cluster_name, task, workspace=workspace))
+
+    async def exec(self, cluster_name: str, task: SkyTask, *, workspace: str | None) -> None:
+        await self._observe("exec", self._cli.exec(cluster_name, task, workspace=workspace))
 
     async def down(self, cluster_name: str) -> TerminateResult:
         return await self._observe("down", self._cli.down(cluster_name))
@@ -178,6 +207,18 @@ class CliBackend:
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return await self.cli.endpoint(cluster_name, port)
+
+    async def restart_model(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        timeout: float,
+    ) -> None:
+        # `sky exec -d` returns once the job is submitted; no request id to reattach to.
+        await self.cli.exec(cluster_name, task, workspace=workspace)
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
         return []  # a CLI launch is a process; cancelling its activity kills it

@@ -177,6 +177,29 @@ class SkyCLI:
         if done.returncode != 0:
             raise error_from_output(operation, done)
 
+    async def exec(self, cluster_name: str, task: SkyTask, *, workspace: str | None = None) -> None:
+        """`sky exec -d`: run the task as a new job on the existing cluster (no provisioning)."""
+        operation = "sky.exec"
+        _check_cluster_name(cluster_name, operation)
+        secrets = task.secret_values()
+        secret_text = render_dotenv(secrets)
+        with _private_directory() as directory:
+            args = ["exec", "-d"]
+            if workspace is not None:  # validated by the node's launch
+                args += ["--workspace", workspace]
+            if secrets:
+                args += ["--secret-file", _write_private(directory, "secrets.env", secret_text)]
+            args += ["--", cluster_name, _write_private(directory, "task.yaml", task.render())]
+            done = await self._run(
+                operation,
+                args,
+                timeout=self.launch_timeout,
+                subject=cluster_name,
+                secrets=list(secrets.values()),
+            )
+        if done.returncode != 0:
+            raise error_from_output(operation, done)
+
     async def down(self, cluster_name: str, *, purge: bool = False) -> TerminateResult:
         """Tear the cluster down. One SkyPilot does not know counts as done (``already_gone``)."""
         args = ["down", "-y", *(["--purge"] if purge else []), "--", cluster_name]

@@ -26,8 +26,13 @@ python -m pip install --upgrade pip
 python -m pip install "torch==${TORCH_VERSION}" "vllm==${VLLM_VERSION}"
 """
 
+# The first lines stop a server an earlier job of this node left behind (crashed or hung), so
+# running the task again on the same cluster (``exec``: repair in place) restarts the model on
+# the GPU it already holds. ``[v]llm`` keeps pkill from matching this script's own command line.
 RUN = """\
 set -euo pipefail
+pkill -f "[v]llm.entrypoints.openai.api_server" || true
+while pgrep -f "[v]llm.entrypoints.openai.api_server" >/dev/null; do sleep 1; done
 exec python -m vllm.entrypoints.openai.api_server \\
   --host 0.0.0.0 --port "${VLLM_PORT}" \\
   --model "${MODEL_ID}" \\

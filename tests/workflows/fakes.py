@@ -38,6 +38,8 @@ from workflows.models import (
     RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
+    RestartModelInput,
+    RestartModelResult,
     TransitionInput,
     TransitionResult,
     WaitReadyInput,
@@ -252,6 +254,11 @@ class FakeActivities:
                 written += 1
         return RecordDeploymentEventsResult(written=written)
 
+    @activity.defn(name="restart_model")
+    async def restart_model(self, input: RestartModelInput) -> RestartModelResult:
+        self.calls["restart_model"].append(input)
+        return RestartModelResult(job_submitted=True)
+
     @activity.defn(name="acquire_launch_slot")
     async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
         self.calls["acquire_launch_slot"].append(input)
@@ -269,6 +276,7 @@ class FakeActivities:
     def all(self) -> list[Any]:
         return [
             self.record_deployment_events,
+            self.restart_model,
             self.acquire_launch_slot,
             self.release_launch_slot,
             self.record_intent,

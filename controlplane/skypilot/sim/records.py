@@ -186,6 +186,7 @@ class Cluster:
     autostop: int = -1
     to_down: bool = False
     jobs: int = 0
+    exec_jobs: int = 0  # jobs run by POST /exec: the model server restarted in place
     preempt_timer: asyncio.TimerHandle | None = None
     # Injected by POST /sim/models/{name}/crash|hang; /recover clears it and frees hung calls.
     model_fault: ModelFault | None = None

@@ -29,6 +29,7 @@ from controlplane.skypilot.sim.middleware import (
 )
 from controlplane.skypilot.sim.payloads import (
     EndpointsBody,
+    ExecBody,
     LaunchBody,
     RequestBody,
     RequestCancelBody,
@@ -90,6 +91,11 @@ def _submit(
 @router.post("/launch")
 async def launch(http: HttpRequest, body: LaunchBody) -> None:
     _submit(http, "sky.launch", body, operations.launch, long=True, cluster_name=body.cluster_name)
+
+
+@router.post("/exec")
+async def exec_task(http: HttpRequest, body: ExecBody) -> None:
+    _submit(http, "sky.exec", body, operations.exec_task, long=True, cluster_name=body.cluster_name)
 
 
 @router.post("/down")
