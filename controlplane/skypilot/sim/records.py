@@ -54,6 +54,7 @@ class ModelFault(StrEnum):
 # Request name → (module, function) of the server function that runs it.
 ENTRYPOINTS: dict[str, tuple[str, str]] = {
     "sky.launch": ("sky.execution", "launch"),
+    "sky.exec": ("sky.execution", "exec"),
     "sky.down": ("sky.core", "user_initiated_down"),
     "sky.stop": ("sky.core", "stop"),
     "sky.status": ("sky.core", "status"),
