@@ -12,7 +12,8 @@ from pydantic import SecretStr
 from controlplane.lifecycle import NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
 from tests.integration.conftest import SIM_TOKEN
-from tests.integration.test_fleet_health import Fleet, fleet, until  # noqa: F401 (fixture)
+from tests.integration.test_fleet_health import Fleet, until
+from tests.integration.test_fleet_health import fleet as fleet  # the fixture
 from tests.support.fleet import sweeping
 from workflows.models import DeploymentPolicy, DeploymentSpec, DeploymentView
 
@@ -46,9 +47,7 @@ async def test_preempted_crashed_and_hung_replicas_heal_back_to_three(fleet: Fle
     workflow_id = await control.launch_deployment(
         spec(), 3, policy=DeploymentPolicy(backoff_initial_s=1, backoff_max_s=5)
     )
-    await until(
-        lambda: _view_is(control, workflow_id, healthy), 60, "the deployment at 3 running"
-    )
+    await until(lambda: _view_is(control, workflow_id, healthy), 60, "the deployment at 3 running")
     before = await control.deployment_status(workflow_id)
     preempted, crashed, hung = before.replicas
     async with sweeping(fleet.stack.client, fleet.task_queue, every=1.0):
