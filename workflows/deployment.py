@@ -26,6 +26,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError, FailureE
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from controlplane import metric_names
     from workflows import activity_refs as acts
     from workflows import deployment_plan as rules
     from workflows.inputs import require_input
@@ -238,6 +239,7 @@ class DeploymentWorkflow:
             self._passes += 1
             await self._flush_events()
             if st.terminating and self._all_ended():
+                self._record_metrics()
                 break
             if self._should_continue_as_new():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -539,15 +541,16 @@ class DeploymentWorkflow:
         meter = workflow.metric_meter().with_additional_attributes(
             {"tenant": st.spec.tenant, "deployment": st.spec.name}
         )
+        done = st.terminating and self._all_ended()  # an ended deployment wants nothing
+        meter.create_gauge(metric_names.DEPLOYMENT_DESIRED, "Replicas a deployment wants").set(
+            0 if done else st.desired
+        )
+        meter.create_gauge(metric_names.DEPLOYMENT_SERVING, "Replicas running, not retiring").set(
+            len(rules.serving(st))
+        )
         meter.create_gauge(
-            "controlplane_deployment_desired_replicas", "Replicas a deployment wants"
-        ).set(st.desired)
-        meter.create_gauge(
-            "controlplane_deployment_serving_replicas", "Replicas running and answering"
-        ).set(len(rules.serving(st)))
-        meter.create_gauge(
-            "controlplane_deployment_degraded", "1 when the crash-loop guard stopped replacing"
-        ).set(1 if st.degraded else 0)
+            metric_names.DEPLOYMENT_DEGRADED, "1 when the crash-loop guard stopped replacing"
+        ).set(1 if st.degraded and not done else 0)
 
     # --- the path of executions started before the controller (replay only) -------------------
     def _legacy_status(self) -> DeploymentView:
