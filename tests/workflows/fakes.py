@@ -73,6 +73,7 @@ class Behaviour:
     cluster_status: str = "UP"
     cluster_statuses: dict[str, str] = field(default_factory=dict)  # per cluster, wins
     failing_models: set[str] = field(default_factory=set)  # their launches never get ready
+    slow_models: set[str] = field(default_factory=set)  # their launches are still going
     transition_error_for: NodeStatus | None = None
     admission_open: asyncio.Event | None = None  # set: queued launches get their slot
 
@@ -207,6 +208,8 @@ class FakeActivities:
             ),
             None,
         )
+        if launched is not None and launched.spec.model in self.behaviour.slow_models:
+            raise ApplicationError("launch still running", type="WaitTimeoutError")
         if launched is not None and launched.spec.model in self.behaviour.failing_models:
             raise ApplicationError(
                 "model crashed on start", type="ReadinessTimeout", non_retryable=True

@@ -423,3 +423,54 @@ async def test_cleanup_failed_replica_keeps_its_marker_and_is_replaced(
         await env.sleep(3600)
         view = await handle.query(DeploymentWorkflow.status)
         assert view.replicas[0].status is NodeStatus.CLEANUP_FAILED, "marker dropped unconfirmed"
+
+
+async def test_update_not_ready_by_its_deadline_rolls_back(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities(max_retries=1000)
+    fakes.behaviour.slow_models.add("org/slow")  # never fails, never gets ready
+    async with worker(env, task_queue, fakes):
+        handle = await deploy(env, task_queue, 2)
+        before = await until(env, handle, running(2), "2 running")
+        await handle.execute_update(
+            DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/slow", deadline_s=120)
+        )
+        view = await until(
+            env,
+            handle,
+            lambda v: v.rollout is not None and v.rollout.phase == "rolled_back",
+            "rolled back at the deadline",
+            step=10,
+        )
+        assert view.rollout is not None
+        assert "deadline" in (view.rollout.reason or "")
+        view = await until(
+            env,
+            handle,
+            lambda v: (
+                running(2)(v) and all(r.revision == 0 for r in v.replicas if not r.status.final)
+            ),
+            "the launching new replica retired",
+        )
+        assert {r.replica for r in view.replicas if r.status is NodeStatus.RUNNING} == {
+            r.replica for r in before.replicas
+        }
+        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
+        await handle.result()
+
+
+async def test_cancelled_deployment_tears_every_replica_down(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Children are abandoned on close (continue-as-new keeps them), so a cancel must reach
+    each replica as a terminate request."""
+    fakes = FakeActivities()
+    async with worker(env, task_queue, fakes):
+        handle = await deploy(env, task_queue, 2)
+        view = await until(env, handle, running(2), "2 running")
+        await handle.cancel()
+        for replica in view.replicas:
+            node = env.client.get_workflow_handle_for(NodeWorkflow.run, replica.workflow_id)
+            assert (await node.result()).status is NodeStatus.TERMINATED
+    assert sorted(fakes.statuses()) == [NodeStatus.TERMINATED, NodeStatus.TERMINATED]
