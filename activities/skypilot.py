@@ -164,7 +164,17 @@ class SkyPilotActivities:
                         "ReadinessTimeout",
                     )
                 await asyncio.sleep(self.probe_interval_s)
-        return WaitReadyResult(endpoint=endpoint)
+            location = await self._location(backend, input.cluster_name)
+        return WaitReadyResult(endpoint=endpoint, location=location)
+
+    @staticmethod
+    async def _location(backend: SkyPilotBackend, cluster_name: str) -> str | None:
+        """Where the cluster landed (its record's cloud/region); None if SkyPilot won't say."""
+        try:
+            return await backend.location(cluster_name)
+        except SkyPilotError as exc:
+            log.warning("no location for %s: %s", cluster_name, exc)
+            return None
 
     @activity.defn(name="cluster_health")
     @translate_errors

@@ -132,6 +132,7 @@ class DeploymentWorkflow:
             repair_exhausted=update.repair_exhausted,
             repairs=update.repairs,
         )
+        record.location = update.location or record.location
 
     @workflow.update  # named "scale"
     async def scale(self, request: ScaleDeploymentRequest) -> DeploymentView:

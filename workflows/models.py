@@ -65,6 +65,7 @@ class NodeState(_Model):
     endpoint: str | None = None
     error: str | None = None
     terminate_reason: str | None = None
+    location: str | None = None  # cloud/region the cluster landed in
     repair_times: list[datetime] = Field(default_factory=list)  # restarts in place, recent
     repairs: int = 0
     repair_exhausted: bool = False
@@ -96,8 +97,6 @@ class NodeWorkflowInput(_Model):
 class NodeView(_Model):
     """The status query's answer, and the workflow's result."""
 
-    repairs: int = 0
-    repair_exhausted: bool = False
     node_id: str
     cluster_name: str
     status: NodeStatus
@@ -106,6 +105,9 @@ class NodeView(_Model):
     request_id: str | None = None
     error: str | None = None
     reason: str | None = None  # why it waits, e.g. queued for a launch slot
+    repairs: int = 0  # restarts in place
+    repair_exhausted: bool = False
+    location: str | None = None  # cloud/region it landed in, from the cluster record
 
 
 class TerminateNodeRequest(_Model):
@@ -193,6 +195,7 @@ class ReplicaRecord(_Model):
     repair_exhausted: bool = False
     repairs: int = 0
     replaces: int | None = None
+    location: str | None = None
 
     @property
     def counts(self) -> bool:
@@ -279,6 +282,7 @@ class ReplicaView(_Model):
     retiring: bool = False
     repair_exhausted: bool = False
     repairs: int = 0
+    location: str | None = None
 
 
 class RolloutView(_Model):
@@ -341,6 +345,7 @@ class ReplicaStatusSignal(_Model):
     error: str | None = None
     repair_exhausted: bool = False
     repairs: int = 0
+    location: str | None = None
 
 
 # --- TerminateClusterWorkflow -------------------------------------------------------------------
@@ -473,6 +478,7 @@ class WaitReadyInput(_Model):
 
 class WaitReadyResult(_Model):
     endpoint: str
+    location: str | None = Field(default=None, description="cloud/region, from the cluster record")
 
 
 class TransitionInput(_Model):
@@ -485,6 +491,7 @@ class TransitionInput(_Model):
     error: str | None = None
     deadline_s: float | None = None
     dedupe_suffix: str | None = None
+    location: str | None = None  # where the node landed: in the node.ready event's payload
 
 
 class TransitionResult(_Model):

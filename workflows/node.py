@@ -291,7 +291,11 @@ class NodeWorkflow:
             finally:
                 await asyncio.shield(asyncio.ensure_future(self._release_launch_slot()))
             await self._transition(
-                NodeStatus.RUNNING, EventType.READY, [NodeStatus.LAUNCHING], endpoint=state.endpoint
+                NodeStatus.RUNNING,
+                EventType.READY,
+                [NodeStatus.LAUNCHING],
+                endpoint=state.endpoint,
+                location=state.location,
             )
         except (asyncio.CancelledError, FailureError) as error:
             await asyncio.shield(
@@ -373,6 +377,7 @@ class NodeWorkflow:
                 await workflow.sleep(timedelta(seconds=backoff))
                 continue
             state.endpoint = ready.endpoint
+            state.location = ready.location
             return
 
     async def _compensate(self, error: BaseException, *, cluster_may_exist: bool) -> None:
@@ -711,6 +716,7 @@ class NodeWorkflow:
         error: str | None = None,
         deadline: Any = None,
         dedupe_suffix: str | None = None,
+        location: str | None = None,
     ) -> None:
         state = self._require_state()
         deadline_s = (deadline - workflow.now()).total_seconds() if deadline is not None else None
@@ -725,6 +731,7 @@ class NodeWorkflow:
                 error=error,
                 deadline_s=deadline_s,
                 dedupe_suffix=dedupe_suffix,
+                location=location,
             ),
             **DB_OPTIONS,
         )
@@ -747,6 +754,7 @@ class NodeWorkflow:
                     error=state.error,
                     repairs=state.repairs,
                     repair_exhausted=state.repair_exhausted,
+                    location=state.location,
                 ),
             )
         except FailureError as error:  # the parent may have finished already
@@ -818,6 +826,7 @@ class NodeWorkflow:
             reason=QUEUED_REASON if self._queued else None,
             repairs=state.repairs,
             repair_exhausted=state.repair_exhausted,
+            location=state.location,
         )
 
     def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:

@@ -31,6 +31,14 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def location_of(records: list[ClusterRecord], cluster_name: str) -> str | None:
+    record = next((r for r in records if r.name == cluster_name), None)
+    if record is None or not record.cloud:
+        return None
+    cloud = record.cloud.lower()
+    return f"{cloud}/{record.region}" if record.region else cloud
+
+
 class SkyPilotBackend(Protocol):
     mode: LaunchMode
 
@@ -47,6 +55,9 @@ class SkyPilotBackend(Protocol):
     async def cluster_status(self, cluster_name: str) -> ClusterStatus: ...
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None: ...
+
+    async def location(self, cluster_name: str) -> str | None:
+        """``cloud/region`` of the cluster's record: where a launch with candidates landed."""
 
     async def restart_model(
         self,
@@ -97,6 +108,9 @@ class ApiBackend:
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return (await self.client.endpoints(cluster_name, port)).get(port)
+
+    async def location(self, cluster_name: str) -> str | None:
+        return location_of(await self.client.status([cluster_name]), cluster_name)
 
     async def restart_model(
         self,
@@ -207,6 +221,9 @@ class CliBackend:
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return await self.cli.endpoint(cluster_name, port)
+
+    async def location(self, cluster_name: str) -> str | None:
+        return location_of(await self.cli.status([cluster_name]), cluster_name)
 
     async def restart_model(
         self,

@@ -80,6 +80,10 @@ async def test_preempted_crashed_and_hung_replicas_heal_back_to_three(fleet: Fle
         assert now.cluster_name == repaired.cluster_name
         assert (sim.exec_jobs(repaired.cluster_name) or 0) >= 1
     assert crashed.cluster_name in live
+    assert {r.location for r in view.replicas if not r.status.final} == {"aws/us-east-1"}
+    recorded = await fleet.nodes.events(view.replicas[-1].node_id)  # the replacement's events
+    ready = [e for e in recorded if e.event_type == "node.ready"]
+    assert ready[0].payload["location"] == "aws/us-east-1"
     assert by_replica[preempted.replica].status is NodeStatus.LOST
     events = [e.event_type.value for e in view.recent_events]
     assert "deployment.replica_repaired" in events

@@ -74,6 +74,7 @@ class Behaviour:
     cluster_statuses: dict[str, str] = field(default_factory=dict)  # per cluster, wins
     failing_models: set[str] = field(default_factory=set)  # their launches never get ready
     slow_models: set[str] = field(default_factory=set)  # their launches are still going
+    location: str | None = "aws/us-east-1"  # where wait_ready says the cluster landed
     transition_error_for: NodeStatus | None = None
     admission_open: asyncio.Event | None = None  # set: queued launches get their slot
 
@@ -223,7 +224,9 @@ class FakeActivities:
             while True:
                 activity.heartbeat()
                 await asyncio.sleep(0.05)
-        return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
+        return WaitReadyResult(
+            endpoint=f"127.0.0.1:8000/{input.cluster_name}", location=self.behaviour.location
+        )
 
     @activity.defn(name="cluster_health")
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:

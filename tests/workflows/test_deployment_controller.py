@@ -474,3 +474,23 @@ async def test_cancelled_deployment_tears_every_replica_down(
             node = env.client.get_workflow_handle_for(NodeWorkflow.run, replica.workflow_id)
             assert (await node.result()).status is NodeStatus.TERMINATED
     assert sorted(fakes.statuses()) == [NodeStatus.TERMINATED, NodeStatus.TERMINATED]
+
+
+async def test_replicas_record_where_they_landed(env: WorkflowEnvironment, task_queue: str) -> None:
+    fakes = FakeActivities()
+    fakes.behaviour.location = "gcp/us-central1"  # the second candidate had the capacity
+    spec = SPEC.model_copy(
+        update={"fallback_locations": ({"provider": "gcp", "region": "us-central1"},)}
+    )
+    async with worker(env, task_queue, fakes):
+        handle = await deploy(
+            env, task_queue, 1, spec=DeploymentSpec.model_validate(spec.model_dump())
+        )
+        view = await until(env, handle, running(1), "running")
+        assert view.replicas[0].location == "gcp/us-central1"
+        launched = fakes.calls["launch_cluster"][0].spec
+        assert [loc.infra for loc in launched.locations] == ["aws/us-east-1", "gcp/us-central1"]
+        ready = [c for c in fakes.calls["record_transition"] if c.to_status is NodeStatus.RUNNING]
+        assert ready[0].location == "gcp/us-central1"  # into the node.ready event's payload
+        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
+        await handle.result()
