@@ -98,3 +98,28 @@ async def _view_is(control: object, workflow_id: str, check: object) -> bool:
     assert isinstance(control, ControlPlane)
     assert callable(check)
     return bool(check(await control.deployment_status(workflow_id)))
+
+
+async def test_a_launch_fails_over_to_the_next_candidate_location(fleet: Fleet) -> None:
+    """One launch request, ordered alternatives: the first has no capacity, the node lands on
+    the second and records it."""
+    sim = fleet.stack.simulator
+    candidates = spec().model_copy(
+        update={"fallback_locations": ({"provider": "gcp", "region": "us-central1"},)}
+    )
+    sim.set_faults(unavailable_locations=["aws/us-east-1"])
+    try:
+        workflow_id = await fleet.control.launch_deployment(
+            DeploymentSpec.model_validate(candidates.model_dump()), 1
+        )
+        await until(
+            lambda: _view_is(fleet.control, workflow_id, lambda v: v.serving_replicas == 1),
+            60,
+            "a replica running",
+        )
+    finally:
+        sim.set_faults(unavailable_locations=[])
+    view = await fleet.control.deployment_status(workflow_id)
+    assert view.replicas[0].location == "gcp/us-central1"
+    assert sim.counters()["launch_requests"][view.replicas[0].cluster_name] == 1
+    await fleet.control.terminate_deployment(workflow_id)

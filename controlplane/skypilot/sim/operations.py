@@ -86,6 +86,8 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
     if body.dryrun:
         return {"job_id": None, "handle": EMPTY_PICKLED_VALUE}
     failure = state.take_launch_failure()
+    if failure is None and not spec.land(state.faults.unavailable_locations):
+        failure = "ResourcesUnavailableError"
     async with state.cluster_lock(body.cluster_name):
         cluster = state.clusters.get(body.cluster_name)
         if cluster is not None and cluster.status == ClusterStatus.UP and failure is None:
