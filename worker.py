@@ -95,6 +95,7 @@ class Activities:
             self.skypilot.restart_model,
             self.reconcile.reconcile_scan,
             self.health.sweep_clusters,
+            self.health.count_serving_nodes,
             self.health.probe_model_shard,
             self.admission.acquire_launch_slot,
             self.admission.release_launch_slot,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,13 +27,15 @@ from controlplane.health.sweep import Serving, suspects
 from controlplane.health.verdict import judge
 from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
-from controlplane.reconcile import ours
 from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.models import ClusterStatus
+from controlplane.spec import CLUSTER_PREFIX
 from workflows.fleet_models import (
     ClusterChange,
     ClusterSweepInput,
     ClusterSweepResult,
+    CountServingInput,
+    CountServingResult,
     ModelChange,
     ModelHealthSignal,
     ProbeShardInput,
@@ -41,7 +44,17 @@ from workflows.fleet_models import (
 
 log = logging.getLogger(__name__)
 
-PROBE_CONCURRENCY = 64  # per shard activity: enough for thousands of nodes per probe interval
+# Probes in flight per shard activity: at least this many, and enough that a shard whose every
+# model hangs (each probe waits MODEL_PROBE_TIMEOUT) still ends within SHARD_BUDGET_S, well
+# inside the sweep activity's start-to-close timeout.
+MIN_PROBE_CONCURRENCY = 64
+MAX_PROBE_CONCURRENCY = 1024
+SHARD_BUDGET_S = 60.0
+
+
+def probe_concurrency(nodes: int, timeout_s: float) -> int:
+    needed = math.ceil(nodes * timeout_s / SHARD_BUDGET_S)
+    return max(MIN_PROBE_CONCURRENCY, min(MAX_PROBE_CONCURRENCY, needed))
 
 
 class HealthActivities:
@@ -60,6 +73,8 @@ class HealthActivities:
         self.settings = settings
         self.http = http
         self.metrics = metrics
+        # This installation's clusters only (the cluster-name prefix).
+        self.prefix = f"{CLUSTER_PREFIX}-"
 
     @activity.defn(name="sweep_clusters")
     @translate_errors
@@ -82,7 +97,7 @@ class HealthActivities:
                     continue
                 records = await backend.list_clusters()
                 calls += 1
-                listed = {r.name: r.status for r in records if ours(r.name)}
+                listed = {r.name: r.status for r in records if r.name.startswith(self.prefix)}
                 listed_total += len(listed)
                 for node, seen in suspects(serving, listed):
                     confirmed = await backend.cluster_status(node.cluster_name)
@@ -111,12 +126,22 @@ class HealthActivities:
             changed=changed,
         )
 
+    @activity.defn(name="count_serving_nodes")
+    async def count_serving_nodes(self, input: CountServingInput) -> CountServingResult:
+        """How many nodes the probes cover: decides how many shards a sweep uses."""
+        counts = await self.nodes.count_by_status()
+        return CountServingResult(
+            serving_nodes=sum(counts.get(s.value, 0) for s in SERVING_STATUSES)
+        )
+
     @activity.defn(name="probe_model_shard")
     async def probe_model_shard(self, input: ProbeShardInput) -> ProbeShardResult:
         """Probe every serving node of this shard; record the counts; return the changed."""
         s = self.settings
         targets = await self.probes.shard(input.shard, input.shards)
-        gate = asyncio.Semaphore(PROBE_CONCURRENCY)
+        gate = asyncio.Semaphore(
+            probe_concurrency(len(targets), s.model_probe_timeout.total_seconds())
+        )
 
         async def one(target: ProbeTarget) -> tuple[ProbeRecord, ModelChange | None]:
             async with gate:

@@ -90,7 +90,7 @@ class RecordActivities:
                 status_deadline_at=None,
             )
         )
-        activity.logger.info(
+        activity.logger.debug(  # DEBUG: one INFO line per lifecycle step costs CPU at scale
             "node %s (%s) recorded, mode %s, status %s",
             row.node_id,
             row.cluster_name,

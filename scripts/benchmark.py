@@ -404,8 +404,19 @@ async def count_activities(bench: Bench) -> dict[str, int]:
     handle = bench.client.get_workflow_handle(f"node-{spec.cluster_name}")
     history = await handle.fetch_history()
     kinds = Counter(event.event_type for event in history.events)
+    remote = kinds[HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+    local = sum(
+        1
+        for event in history.events
+        if event.HasField("marker_recorded_event_attributes")
+        and event.marker_recorded_event_attributes.marker_name == "core_local_activity"
+    )
     return {
-        "activities": kinds[HistoryEventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED],
+        # Local activities (the node's database steps) count: the baseline runs as many
+        # activities as the lifecycle does, all of them regular.
+        "activities": remote + local,
+        "remote_activities": remote,
+        "local_activities": local,
         "workflow_tasks": kinds[HistoryEventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED],
         "updates": kinds[HistoryEventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED],
         "history_events": len(history.events),

@@ -18,6 +18,8 @@ from workflows.fleet_models import (
     AcquireSlotResult,
     ClusterSweepInput,
     ClusterSweepResult,
+    CountServingInput,
+    CountServingResult,
     ProbeShardInput,
     ProbeShardResult,
     ReleaseSlotInput,
@@ -65,6 +67,14 @@ class ActivityRef(Generic[In, Out]):
         )
         return result
 
+    async def run_local(self, arg: In, **options: Any) -> Out:
+        """Execute it as a local activity: in the workflow's own task, with no activity task
+        on the queue and no activity events in the history (for short database steps)."""
+        result: Out = await workflow.execute_local_activity(
+            self.name, arg, result_type=self.result_type, **options
+        )
+        return result
+
 
 RECORD_INTENT = ActivityRef("record_intent", RecordIntentInput, RecordIntentResult)
 RECORD_TRANSITION = ActivityRef("record_transition", TransitionInput, TransitionResult)
@@ -80,6 +90,7 @@ RECORD_DEPLOYMENT_EVENTS = ActivityRef(
     "record_deployment_events", RecordDeploymentEventsInput, RecordDeploymentEventsResult
 )
 SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
+COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServingResult)
 PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
 ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
@@ -97,6 +108,7 @@ ALL = (
     RECORD_DEPLOYMENT_EVENTS,
     RESTART_MODEL,
     SWEEP_CLUSTERS,
+    COUNT_SERVING,
     PROBE_MODEL_SHARD,
     ACQUIRE_LAUNCH_SLOT,
     RELEASE_LAUNCH_SLOT,

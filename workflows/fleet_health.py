@@ -19,6 +19,7 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_refs as acts
     from workflows.fleet_models import (
         ClusterSweepInput,
+        CountServingInput,
         FleetHealthInput,
         FleetHealthReport,
         ProbeShardInput,
@@ -27,6 +28,12 @@ with workflow.unsafe.imports_passed_through():
     from workflows.inputs import require_input
     from workflows.node import describe
 
+COUNT_OPTIONS = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_attempts=2),
+}
+# A small fleet needs fewer probe activities: each costs history events whatever its size.
+NODES_PER_SHARD = 250
 SWEEP_OPTIONS = {
     "start_to_close_timeout": timedelta(minutes=2),
     "heartbeat_timeout": timedelta(seconds=30),
@@ -57,12 +64,21 @@ class FleetHealthWorkflow:
             return
         report.clusters_listed = swept.clusters_listed
         report.serving_nodes = swept.serving_nodes
+        report.status_calls = swept.status_calls
         for change in swept.changed:
             # The node confirms once more and acts (records lost, downs the rest) itself.
             if await self._signal(report, change.workflow_id, "check_health", None):
                 report.clusters_changed.append(change.cluster_name)
 
-    async def _models(self, report: FleetHealthReport, shards: int) -> None:
+    async def _models(self, report: FleetHealthReport, max_shards: int) -> None:
+        try:
+            counted = await acts.COUNT_SERVING.run_local(CountServingInput(), **COUNT_OPTIONS)
+        except ActivityError as error:
+            workflow.logger.warning("could not count serving nodes: %s", describe(error))
+            return
+        if counted.serving_nodes == 0:
+            return
+        shards = min(max_shards, -(-counted.serving_nodes // NODES_PER_SHARD))
         results = await asyncio.gather(
             *(
                 acts.PROBE_MODEL_SHARD.run(

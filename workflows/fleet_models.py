@@ -26,7 +26,8 @@ class ModelHealthSignal(_Model):
 
 # --- FleetHealthWorkflow ------------------------------------------------------------------------
 class FleetHealthInput(_Model):
-    """One sweep: the cluster list (``clusters``) and/or the model probes, in ``shards`` parts."""
+    """One sweep: the cluster list (``clusters``) and/or the model probes, in up to ``shards``
+    parts (fewer for a small fleet: one per NODES_PER_SHARD serving nodes)."""
 
     clusters: bool = True
     models: bool = True
@@ -36,6 +37,7 @@ class FleetHealthInput(_Model):
 class FleetHealthReport(_Model):
     clusters_listed: int = 0
     serving_nodes: int = 0
+    status_calls: int = 0  # the cluster list(s), plus one fresh look per suspect
     clusters_changed: list[str] = Field(default_factory=list)
     models_probed: int = 0
     probe_failures: int = 0
@@ -60,6 +62,14 @@ class ClusterSweepResult(_Model):
     serving_nodes: int
     status_calls: int
     changed: list[ClusterChange] = Field(default_factory=list)
+
+
+class CountServingInput(_Model):
+    pass
+
+
+class CountServingResult(_Model):
+    serving_nodes: int
 
 
 class ProbeShardInput(_Model):

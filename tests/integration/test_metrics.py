@@ -330,6 +330,8 @@ async def test_metrics_endpoint_after_a_lifecycle(observed: Observed, repo: Node
         "wait_ready",
         "down_cluster",
         "reconcile_scan",
-        "record_transition",
     }
+    # The node's database steps are local activities (workflows/node.py, local-db-steps).
+    local = m.of("temporal_local_activity_execution_latency_count", task_queue=queue)
+    assert {s.labels["activity_type"] for s in local} >= {"record_intent", "record_transition"}
     assert m.value("temporal_worker_start_total", task_queue=queue) == 1

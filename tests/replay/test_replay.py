@@ -136,6 +136,6 @@ CHANGED: list[type] = [with_extra_timer(cls) for cls in WORKFLOWS]
 async def test_a_changed_workflow_is_reported_as_nondeterministic(path: Path) -> None:
     _, history = load(path)
     # The extra timer's command meets the history's first activity (or child) instead, or its
-    # first patch marker (the deployment controller's comes before any activity).
+    # first patch marker (a history recorded after a workflow.patched change).
     with pytest.raises(NondeterminismError, match=r"TMPRL1100.*(Timer|patch marker)"):
         await replay(history, CHANGED)

@@ -3,6 +3,7 @@ and the admission budget's key and polling."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -138,3 +139,13 @@ def test_admission_budget_keys_and_polling() -> None:
     assert poll_interval_s(10_000) == 5.0
     assert waiter_ttl(timedelta(seconds=10)) == timedelta(seconds=60)
     assert waiter_ttl(timedelta(minutes=1)) == timedelta(minutes=3)
+
+
+def test_a_shard_of_hung_models_still_ends_within_its_budget() -> None:
+    from activities.health import SHARD_BUDGET_S, probe_concurrency
+
+    assert probe_concurrency(10, 5.0) == 64
+    for nodes in (3_125, 10_000):
+        concurrency = probe_concurrency(nodes, 5.0)
+        assert math.ceil(nodes / concurrency) * 5.0 <= SHARD_BUDGET_S + 5.0
+    assert probe_concurrency(10**6, 5.0) == 1024  # bounded: add shards (or workers) beyond

@@ -434,3 +434,24 @@ async def test_a_launch_never_admitted_fails_at_its_deadline_without_launching(
     assert fakes.launches == 0
     assert fakes.statuses() == [NodeStatus.FAILED]
     assert len(fakes.calls["release_launch_slot"]) == 1  # its place in the queue is given up
+
+
+async def test_database_steps_are_local_activities(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+    history = await handle.fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    # Only the SkyPilot steps and the (possibly long) wait for a launch slot are on the queue.
+    assert scheduled == ["acquire_launch_slot", "launch_cluster", "wait_ready", "down_cluster"]
+    assert len(fakes.calls["record_transition"]) == 4  # launched, ready, terminating, terminated
+    assert len(fakes.calls["record_intent"]) == 1
