@@ -77,6 +77,7 @@ class DeploymentWorkflow:
         )
         self._controller: bool | None = True if input.resume is not None else None
         self._wake = False
+        self._passes_begun = 0  # reconcile passes started / finished: handlers wait on them
         self._passes = 0
         self._handles: dict[int, workflow.ChildWorkflowHandle[NodeWorkflow, NodeView]] = {}
         self._pending_events: list[DeploymentEvent] = []
@@ -177,7 +178,8 @@ class DeploymentWorkflow:
             else st.revision
         )
         deadline = request.deadline_s or self._policy.rollout_deadline_s
-        st.revision += 1
+        st.revision = st.next_revision
+        st.next_revision += 1
         st.spec = new_spec
         st.rollout = RolloutState(
             revision=st.revision,
@@ -236,6 +238,7 @@ class DeploymentWorkflow:
                 check_at = workflow.now() + timedelta(seconds=self._policy.serving_check_interval_s)
                 await self._confirm_leaks()
             self._wake = False
+            self._passes_begun += 1
             await self._step()
             self._passes += 1
             await self._flush_events()
@@ -466,8 +469,8 @@ class DeploymentWorkflow:
         st.not_before = None
 
     async def _reconciled(self) -> None:
-        """Wait until the loop has acted on what this handler changed."""
-        target = self._passes + 1
+        """Wait until a pass that began after this handler's change has finished."""
+        target = self._passes_begun + 1
         self._wake = True
         await workflow.wait_condition(lambda: self._passes >= target or self._state.terminating)
 

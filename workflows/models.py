@@ -244,7 +244,8 @@ class DeploymentState(_Model):
     """Everything the controller knows; what continue-as-new carries."""
 
     spec: DeploymentSpec
-    revision: int = 0
+    revision: int = 0  # the target: what replicas are rolled to (back to the old one on rollback)
+    next_revision: int = 1  # never reused, so a rolled-back revision's replicas stay apart
     desired: int
     generation: Generation
     next_replica: int = 0

@@ -313,6 +313,20 @@ async def test_update_that_never_gets_ready_rolls_back(
         assert "deployment.rollout_rolled_back" in fakes.deployment_events
         kept = {r.replica for r in view.replicas if r.status is NodeStatus.RUNNING}
         assert kept == {r.replica for r in before.replicas}, "the old replicas must keep serving"
+        # A new update after the rollback gets a revision of its own and rolls out.
+        fakes.behaviour.failing_models.clear()
+        view = await handle.execute_update(
+            DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/fixed")
+        )
+        assert view.revision == 2
+        view = await until(
+            env,
+            handle,
+            lambda v: v.rollout is not None and v.rollout.phase == "done",
+            "the next rollout done",
+            step=5,
+        )
+        assert {r.revision for r in view.replicas if not r.status.final} == {2}
         await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
         await handle.result()
 
