@@ -437,6 +437,15 @@ async def test_cleanup_failed_replica_keeps_its_marker_and_is_replaced(
         await env.sleep(3600)
         view = await handle.query(DeploymentWorkflow.status)
         assert view.replicas[0].status is NodeStatus.CLEANUP_FAILED, "marker dropped unconfirmed"
+        # The reconciler confirms the teardown (the row says terminated): the marker clears.
+        fakes.rows[view.replicas[0].node_id].status = NodeStatus.TERMINATED
+        view = await until(
+            env,
+            handle,
+            lambda v: v.replicas[0].status is NodeStatus.TERMINATED,
+            "the leak marker cleared after confirmation",
+            step=60,
+        )
 
 
 async def test_update_not_ready_by_its_deadline_rolls_back(
