@@ -27,11 +27,13 @@ from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
 from activities.admission import AdmissionActivities
 from activities.credentials import CredentialActivities
+from activities.deployment_events import DeploymentEventActivities
 from activities.health import HealthActivities
 from activities.reconcile import ReconcileActivities
 from activities.records import RecordActivities
 from activities.skypilot import SkyPilotActivities
 from controlplane.config import ConfigError, Settings, load_settings
+from controlplane.db.deployment_events import DeploymentEventRepository
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.launch_slots import LaunchSlotRepository
@@ -78,9 +80,12 @@ class Activities:
     reconcile: ReconcileActivities
     health: HealthActivities
     admission: AdmissionActivities
+    deployment_events: DeploymentEventActivities | None = None
 
     def all(self) -> list[Any]:
+        extra = [self.deployment_events.record_deployment_events] if self.deployment_events else []
         return [
+            *extra,
             self.records.record_intent,
             self.records.record_transition,
             self.records.lookup_cluster,
@@ -89,6 +94,7 @@ class Activities:
             self.skypilot.wait_ready,
             self.skypilot.cluster_health,
             self.skypilot.down_cluster,
+            self.skypilot.restart_model,
             self.reconcile.reconcile_scan,
             self.health.sweep_clusters,
             self.health.count_serving_nodes,
@@ -218,6 +224,7 @@ async def open_activities(
             reconcile=ReconcileActivities(
                 backends, nodes, settings, records.default_mode(), metrics
             ),
+            deployment_events=DeploymentEventActivities(DeploymentEventRepository(engine)),
             health=HealthActivities(
                 backends, nodes, ProbeRepository(engine), settings, probe_http, metrics
             ),

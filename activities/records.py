@@ -143,7 +143,12 @@ class RecordActivities:
                 event_type=input.event_type.value,
                 allowed_from=frozenset(s.value for s in input.allowed_from),
                 dedupe_key=dedupe,
-                payload={"error": input.error} if input.error else None,
+                payload={
+                    key: value
+                    for key, value in (("error", input.error), ("location", input.location))
+                    if value
+                }
+                or None,
                 **fields,  # type: ignore[arg-type]
             )
         except InvalidTransition as exc:

@@ -29,7 +29,7 @@ from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
 from controlplane.skypilot.models import ClusterStatus
 from controlplane.skypilot.probe import model_is_ready
-from controlplane.skypilot.task import VLLM_PORT, TaskSettings, build_task
+from controlplane.skypilot.task import VLLM_PORT, SkyTask, TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialStore, VaultError
 from workflows.models import (
@@ -40,6 +40,8 @@ from workflows.models import (
     DownClusterResult,
     LaunchInput,
     LaunchResult,
+    RestartModelInput,
+    RestartModelResult,
     WaitReadyInput,
     WaitReadyResult,
 )
@@ -80,14 +82,14 @@ class SkyPilotActivities:
             )
         return backend
 
-    @activity.defn(name="launch_cluster")
-    @records_retries
-    @translate_errors
-    async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
-        backend = self._backend(input.launch_mode)
+    async def _task(
+        self, spec: NodeSpec, credential: CredentialRef | None
+    ) -> tuple[SkyTask, str | None]:
+        """The node's task with its secrets, and its workspace: opened by the credential
+        reference (checked against the spec), policy-checked, used at once."""
         payload = None
-        if (ref := input.credential) is not None:
-            _require_ref_of_spec(ref, input.spec)
+        if (ref := credential) is not None:
+            _require_ref_of_spec(ref, spec)
             if self.credentials is None:
                 raise permanent(
                     f"tenant {ref.tenant} has stored {ref.provider} credentials but "
@@ -98,18 +100,25 @@ class SkyPilotActivities:
                 payload = await self.credentials.resolve(ref.tenant, ref.provider)
             except VaultError as exc:  # a wrong key or an altered row: no retry can open it
                 raise permanent(f"{exc}; nothing was launched", "VaultError") from None
+        workspace = payload.workspace if payload else None
         try:
-            check_workspace(
-                input.spec.tenant, payload.workspace if payload else None, self.tenant_workspaces
-            )
+            check_workspace(spec.tenant, workspace, self.tenant_workspaces)
             task = build_task(
-                input.spec,
+                spec,
                 self.task_settings,
                 node_secrets=payload.secrets if payload else None,
                 tenant_r2=payload.r2 if payload else None,
             )
         except CredentialPolicyError as exc:
             raise permanent(f"{exc}; nothing was launched", "CredentialPolicyError") from None
+        return task, workspace
+
+    @activity.defn(name="launch_cluster")
+    @records_retries
+    @translate_errors
+    async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
+        backend = self._backend(input.launch_mode)
+        task, workspace = await self._task(input.spec, input.credential)
         activity.logger.info(
             "launching %s via %s for tenant %s",
             input.cluster_name,
@@ -121,9 +130,27 @@ class SkyPilotActivities:
                 input.cluster_name,
                 task,
                 idempotency_key=input.node_id,
-                workspace=payload.workspace if payload else None,
+                workspace=workspace,
             )
         return LaunchResult(request_id=request_id)
+
+    @activity.defn(name="restart_model")
+    @translate_errors
+    async def restart_model(self, input: RestartModelInput) -> RestartModelResult:
+        """Repair in place: the node's task runs again on its own cluster (SkyPilot exec),
+        stopping the stale model server first; the cluster and its GPU are kept."""
+        backend = self._backend(input.launch_mode)
+        task, workspace = await self._task(input.spec, input.credential)
+        activity.logger.info("restarting the model of %s in place", input.cluster_name)
+        async with heartbeating():
+            await backend.restart_model(
+                input.cluster_name,
+                task,
+                idempotency_key=f"{input.node_id}:repair:{input.attempt}",
+                workspace=workspace,
+                timeout=input.timeout_s,
+            )
+        return RestartModelResult(job_submitted=True)
 
     @activity.defn(name="wait_ready")
     @records_retries
@@ -163,7 +190,17 @@ class SkyPilotActivities:
                         "ReadinessTimeout",
                     )
                 await asyncio.sleep(self.probe_interval_s)
-        return WaitReadyResult(endpoint=endpoint)
+            location = await self._location(backend, input.cluster_name)
+        return WaitReadyResult(endpoint=endpoint, location=location)
+
+    @staticmethod
+    async def _location(backend: SkyPilotBackend, cluster_name: str) -> str | None:
+        """Where the cluster landed (its record's cloud/region); None if SkyPilot won't say."""
+        try:
+            return await backend.location(cluster_name)
+        except SkyPilotError as exc:
+            log.warning("no location for %s: %s", cluster_name, exc)
+            return None
 
     @activity.defn(name="cluster_health")
     @records_retries

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 from pydantic import (
@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 
+    # --- deployments (the controller's policy, passed in each deployment's input) ---
+    deployment_replace_order: Literal["new_first", "old_first"] = "new_first"
+    deployment_backoff_initial: Duration = timedelta(seconds=30)
+    deployment_backoff_max: Duration = timedelta(minutes=10)
+    deployment_crash_loop_threshold: int = Field(default=3, ge=1, le=100)
+    deployment_rollout_deadline: Duration = timedelta(minutes=30)
+    deployment_spot_fallback_after: int | None = Field(default=None, ge=1, le=100)
+
     # --- the rest of the system ---
     database_url: str | None = None
     temporal_address: str = "localhost:7233"
@@ -183,6 +191,9 @@ class Settings(BaseSettings):
         "node_heartbeat_timeout",
         "reconcile_interval",
         "reconcile_orphan_grace",
+        "deployment_backoff_initial",
+        "deployment_backoff_max",
+        "deployment_rollout_deadline",
         "events_relay_poll_interval",
         "events_nats_duplicate_window",
         "model_probe_interval",

@@ -39,6 +39,13 @@ LAUNCH_QUEUE: Final = "controlplane_launch_queue_seconds"  # histogram
 EVENT_RELAY_LAG_EVENTS: Final = "controlplane_event_relay_lag_events"  # gauge
 EVENT_RELAY_LAG_SECONDS: Final = "controlplane_event_relay_lag_seconds"  # gauge: oldest unsent
 
+# --- deployments: set by DeploymentWorkflow through the Temporal runtime's metric meter ------
+# They come out of the same exporter as temporal_* (with its namespace, service_name,
+# task_queue and workflow_type labels), as gauges per tenant and deployment.
+DEPLOYMENT_DESIRED: Final = "controlplane_deployment_desired_replicas"
+DEPLOYMENT_SERVING: Final = "controlplane_deployment_serving_replicas"
+DEPLOYMENT_DEGRADED: Final = "controlplane_deployment_degraded"  # 1: the crash-loop guard holds
+
 # --- Temporal SDK worker metrics (prefix temporal_, durations in milliseconds) ------------
 TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: Final = (
     "temporal_workflow_task_schedule_to_start_latency"
@@ -49,6 +56,7 @@ TEMPORAL_WORKER_TASK_SLOTS_USED: Final = "temporal_worker_task_slots_used"
 TEMPORAL_REQUEST_FAILURE: Final = "temporal_request_failure"
 
 _TEMPORAL: Final = ("namespace", "service_name", "task_queue")
+_DEPLOYMENT: Final = (*_TEMPORAL, "workflow_type", "tenant", "deployment")
 
 #: Every series, with the label names it carries (``le`` of histograms not included).
 ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
@@ -66,6 +74,9 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     EVENT_RELAY_LAG_SECONDS: (),
     MODEL_PROBE_FAILURES: ("reason",),
     LAUNCH_QUEUE: (),
+    DEPLOYMENT_DESIRED: _DEPLOYMENT,
+    DEPLOYMENT_SERVING: _DEPLOYMENT,
+    DEPLOYMENT_DEGRADED: _DEPLOYMENT,
     TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_WORKER_TASK_SLOTS_AVAILABLE: (*_TEMPORAL, "worker_type"),
@@ -85,7 +96,12 @@ HISTOGRAMS: Final[frozenset[str]] = frozenset(
     }
 )
 
+#: The series workflows set through the Temporal runtime's meter (not prometheus_client).
+WORKFLOW_SERIES: Final[frozenset[str]] = frozenset(
+    {DEPLOYMENT_DESIRED, DEPLOYMENT_SERVING, DEPLOYMENT_DEGRADED}
+)
+
 #: The series this process defines itself (the rest come from the Temporal runtime).
 CONTROLPLANE_SERIES: Final[frozenset[str]] = frozenset(
-    name for name in ALL_SERIES if not name.startswith("temporal_")
+    name for name in ALL_SERIES if not name.startswith("temporal_") and name not in WORKFLOW_SERIES
 )

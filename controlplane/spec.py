@@ -73,6 +73,13 @@ GpuType = Annotated[
 DeploymentName = Annotated[
     str, StringConstraints(strip_whitespace=True, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
 ]
+PackageVersion = Annotated[
+    str, StringConstraints(strip_whitespace=True, pattern=r"^[0-9][0-9A-Za-z.+-]{0,31}$")
+]
+Generation = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]{1,12}$")]
+# Replica numbers are never reused; this bound keeps cluster names within 40 characters and
+# is out of reach (a replica a second for 30 million years), so it is no cap in practice.
+MAX_REPLICA = 10**15 - 1
 
 
 def _known_provider(value: object) -> object:
@@ -101,6 +108,19 @@ def slug(text: str, limit: int) -> str:
     return cleaned[:limit].strip("-")
 
 
+class Location(BaseModel):
+    """A provider/region pair a node may be launched in."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: Provider
+    region: Region
+
+    @property
+    def infra(self) -> str:
+        return f"{self.provider}/{self.region}"
+
+
 class NodeSpec(BaseModel):
     """One GPU inference node. Plain JSON, typeable into the Temporal web UI."""
 
@@ -114,11 +134,30 @@ class NodeSpec(BaseModel):
     gpu_count: int = Field(ge=1, le=16)
     spot: bool = False
     deployment: DeploymentName = "default"
-    replica: int = Field(default=0, ge=0, le=999)
+    replica: int = Field(default=0, ge=0, le=MAX_REPLICA)
+    # Optional parts of the identity: absent, they leave a node's id as it always was.
+    generation: Generation | None = Field(
+        default=None, description="a deployment's generation: a reused name gets new node ids"
+    )
+    vllm_version: PackageVersion | None = Field(default=None, description="default: VLLM_VERSION")
+    torch_version: PackageVersion | None = Field(default=None, description="default: TORCH_VERSION")
+    fallback_locations: tuple[Location, ...] = Field(
+        default=(),
+        max_length=8,
+        description="tried in order after provider/region when it has no capacity",
+    )
 
     @property
     def identity(self) -> str:
         """The canonical text of what makes this node this node."""
+        optional = [
+            f"gen={self.generation}" if self.generation else "",
+            f"vllm={self.vllm_version}" if self.vllm_version else "",
+            f"torch={self.torch_version}" if self.torch_version else "",
+            "at=" + ",".join(loc.infra for loc in self.fallback_locations)
+            if self.fallback_locations
+            else "",
+        ]
         return "|".join(
             [
                 self.tenant,
@@ -129,6 +168,7 @@ class NodeSpec(BaseModel):
                 f"{self.gpu_type}:{self.gpu_count}",
                 "spot" if self.spot else "ondemand",
                 str(self.replica),
+                *[part for part in optional if part],
             ]
         )
 
@@ -177,3 +217,9 @@ class NodeSpec(BaseModel):
     @property
     def infra(self) -> str:
         return f"{self.provider}/{self.region}"
+
+    @property
+    def locations(self) -> tuple[Location, ...]:
+        """Every candidate location, in order of preference (provider/region first)."""
+        first = Location(provider=self.provider, region=self.region)
+        return (first, *(loc for loc in self.fallback_locations if loc != first))

@@ -36,8 +36,8 @@ from controlplane.config import ConfigError, load_settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from controlplane.urls import redact_url, scrub
-from starter import events_cli
-from starter.api import ControlPlane, IdentityConflict, NotFound
+from starter import events_cli, update_cli
+from starter.api import ControlPlane, IdentityConflict, NotFound, deployment_policy
 from starter.connection import connect
 from starter.health import check as check_health
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
@@ -159,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("health", help="check Temporal, Postgres, the SkyPilot API server and `sky`")
     events_cli.add_commands(sub)
+    update_cli.add_command(sub)
     return parser
 
 
@@ -200,6 +201,7 @@ async def run(args: argparse.Namespace) -> int:
     mode = LaunchMode(args.mode) if getattr(args, "mode", None) else None
     spec = node_spec(args) if args.command == "launch" else None
     deployment = deployment_spec(args) if args.command == "deploy" else None
+    update = update_cli.request(args, parse_gpu) if args.command == "update" else None
     if args.command in ("deploy", "scale"):
         ScaleDeploymentRequest(replicas=args.replicas)  # the same bounds the workflow enforces
     if args.command == "terminate" and args.cluster:
@@ -236,7 +238,9 @@ async def run(args: argparse.Namespace) -> int:
         emit(result)
         return EXIT_OK
     if deployment is not None:
-        workflow_id = await cp.launch_deployment(deployment, args.replicas, launch_mode=mode)
+        workflow_id = await cp.launch_deployment(
+            deployment, args.replicas, launch_mode=mode, policy=deployment_policy(settings)
+        )
         emit({"workflow_id": workflow_id, "replicas": args.replicas})
         return EXIT_OK
     if args.command == "status":
@@ -259,6 +263,8 @@ async def run(args: argparse.Namespace) -> int:
         response = await cp.terminate_node(args.workflow_id)
         emit(response.model_dump(mode="json"))
         return EXIT_STILL_TERMINATING if response.still_terminating else EXIT_OK
+    if update is not None:
+        return await update_cli.run(cp, args, update)
     if args.command == "scale":
         emit((await cp.scale_deployment(args.workflow_id, args.replicas)).model_dump(mode="json"))
         return EXIT_OK

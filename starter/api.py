@@ -12,7 +12,7 @@ unscoped is an operator's tool. Services acting for one tenant use ``for_tenant(
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
@@ -20,6 +20,7 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.service import RPCError, RPCStatusCode
 
+from controlplane.config import Settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import CLUSTER_PREFIX, NodeSpec
 from starter.ownership import parsed, start_input, started_input
@@ -32,16 +33,19 @@ from workflows.deployment import (
 )
 from workflows.models import (
     DeploymentInput,
+    DeploymentPolicy,
     DeploymentSpec,
     DeploymentView,
     NodeView,
     NodeWorkflowInput,
+    ReplaceOrder,
     ScaleDeploymentRequest,
     TerminateClusterInput,
     TerminateClusterResult,
     TerminateDeploymentRequest,
     TerminateNodeRequest,
     TerminateNodeResponse,
+    UpdateDeploymentRequest,
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
@@ -58,6 +62,18 @@ class NotFound(LookupError):
 
 class IdentityConflict(RuntimeError):
     """The workflow id is taken by another node or deployment than the one asked for."""
+
+
+def deployment_policy(settings: Settings) -> DeploymentPolicy:
+    """The controller's policy from the DEPLOYMENT_* settings."""
+    return DeploymentPolicy(
+        replace_order=ReplaceOrder(settings.deployment_replace_order),
+        backoff_initial_s=settings.deployment_backoff_initial.total_seconds(),
+        backoff_max_s=settings.deployment_backoff_max.total_seconds(),
+        crash_loop_threshold=settings.deployment_crash_loop_threshold,
+        rollout_deadline_s=settings.deployment_rollout_deadline.total_seconds(),
+        spot_fallback_after=settings.deployment_spot_fallback_after,
+    )
 
 
 class NodeStarted:
@@ -219,16 +235,27 @@ class ControlPlane:
 
     # --- deployments -----------------------------------------------------------------------------
     async def launch_deployment(
-        self, spec: DeploymentSpec, replicas: int, *, launch_mode: LaunchMode | None = None
+        self,
+        spec: DeploymentSpec,
+        replicas: int,
+        *,
+        launch_mode: LaunchMode | None = None,
+        policy: DeploymentPolicy | None = None,
     ) -> str:
-        """Start the deployment, or attach to the one running this very spec (as launch_node)."""
+        """Start the deployment, or attach to the one running this very spec (as launch_node);
+        a terminated name starts a new generation."""
         legacy_id = legacy_deployment_workflow_id(spec.tenant, spec.name)
         if await self._is_running(legacy_id) and await self._runs_deployment(legacy_id, spec):
             return legacy_id
         workflow_id = deployment_workflow_id(spec.tenant, spec.name)
         await self.client.start_workflow(
             DeploymentWorkflow.run,
-            DeploymentInput(deployment=spec, replicas=replicas, launch_mode=launch_mode),
+            DeploymentInput(
+                deployment=spec,
+                replicas=replicas,
+                launch_mode=launch_mode,
+                policy=policy or DeploymentPolicy(),
+            ),
             id=workflow_id,
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -262,6 +289,34 @@ class ControlPlane:
             ),
             workflow_id,
         )
+
+    async def update_deployment(
+        self, workflow_id: str, request: UpdateDeploymentRequest
+    ) -> DeploymentView:
+        """Start a rolling update; answers once it has begun (see ``wait_for_rollout``)."""
+        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
+        return await self._guard(
+            handle.execute_update(DeploymentWorkflow.update, request), workflow_id
+        )
+
+    async def wait_for_rollout(
+        self,
+        workflow_id: str,
+        *,
+        timeout: timedelta,
+        poll: float = 2.0,
+        on_progress: Callable[[DeploymentView], None] | None = None,
+    ) -> DeploymentView:
+        """Poll until the rollout is done or rolled back, or ``timeout`` passes."""
+        deadline = asyncio.get_running_loop().time() + timeout.total_seconds()
+        while True:
+            view = await self.deployment_status(workflow_id)
+            if on_progress is not None:
+                on_progress(view)
+            rolling = view.rollout is not None and view.rollout.phase == "rolling"
+            if not rolling or asyncio.get_running_loop().time() >= deadline:
+                return view
+            await asyncio.sleep(poll)
 
     async def terminate_deployment(
         self, workflow_id: str, reason: str = "requested"

@@ -38,8 +38,12 @@ from workflows.models import (
     LookupClusterResult,
     ReconcileScanInput,
     ReconcileScanResult,
+    RecordDeploymentEventsInput,
+    RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
+    RestartModelInput,
+    RestartModelResult,
     TransitionInput,
     TransitionResult,
     WaitReadyInput,
@@ -81,6 +85,10 @@ CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealth
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
+RESTART_MODEL = ActivityRef("restart_model", RestartModelInput, RestartModelResult)
+RECORD_DEPLOYMENT_EVENTS = ActivityRef(
+    "record_deployment_events", RecordDeploymentEventsInput, RecordDeploymentEventsResult
+)
 SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
 COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServingResult)
 PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
@@ -97,6 +105,8 @@ ALL = (
     DOWN_CLUSTER,
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
+    RECORD_DEPLOYMENT_EVENTS,
+    RESTART_MODEL,
     SWEEP_CLUSTERS,
     COUNT_SERVING,
     PROBE_MODEL_SHARD,

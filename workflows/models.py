@@ -6,6 +6,9 @@ secret: credentials travel as references and are resolved inside the activity th
 
 from __future__ import annotations
 
+from datetime import datetime
+from enum import StrEnum
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.db.models import CredentialRef
@@ -13,9 +16,12 @@ from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.reconcile import Finding, Findings
 from controlplane.spec import (
     DeploymentName,
+    Generation,
     GpuType,
+    Location,
     ModelId,
     NodeSpec,
+    PackageVersion,
     Provider,
     Region,
     TenantId,
@@ -61,7 +67,24 @@ class NodeState(_Model):
     endpoint: str | None = None
     error: str | None = None
     terminate_reason: str | None = None
+    location: str | None = None  # cloud/region the cluster landed in
+    repair_times: list[datetime] = Field(default_factory=list)  # restarts in place, recent
+    repairs: int = 0
+    repair_exhausted: bool = False
     unhealthy_episodes: int = 0  # how often it became unhealthy: the events' dedupe suffix
+
+
+class RepairPolicy(_Model):
+    """In-place repair of an unhealthy model: restart its server on the cluster it has.
+
+    After ``attempts`` restarts within ``window_s`` that did not bring it back, the node is
+    ``repair_exhausted``: a deployment replaces it; a standalone node stays unhealthy.
+    """
+
+    enabled: bool = True
+    attempts: int = Field(default=3, ge=1, le=100)
+    window_s: float = Field(default=1800.0, gt=0)
+    recover_wait_s: float = Field(default=300.0, gt=0)
 
 
 class NodeWorkflowInput(_Model):
@@ -69,6 +92,7 @@ class NodeWorkflowInput(_Model):
 
     spec: NodeSpec
     launch_mode: LaunchMode | None = None
+    repair: RepairPolicy | None = None
     resume: NodeState | None = Field(default=None, description="set by continue-as-new only")
 
 
@@ -83,6 +107,9 @@ class NodeView(_Model):
     request_id: str | None = None
     error: str | None = None
     reason: str | None = None  # why it waits, e.g. queued for a launch slot
+    repairs: int = 0  # restarts in place
+    repair_exhausted: bool = False
+    location: str | None = None  # cloud/region it landed in, from the cluster record
 
 
 class TerminateNodeRequest(_Model):
@@ -107,8 +134,13 @@ class DeploymentSpec(_Model):
     gpu_count: int = Field(ge=1, le=16)
     spot: bool = False
     name: DeploymentName = "default"
+    vllm_version: PackageVersion | None = None
+    torch_version: PackageVersion | None = None
+    fallback_locations: tuple[Location, ...] = Field(default=(), max_length=8)
 
-    def node(self, replica: int) -> NodeSpec:
+    def node(
+        self, replica: int, *, generation: str | None = None, spot: bool | None = None
+    ) -> NodeSpec:
         return NodeSpec(
             tenant=self.tenant,
             model=self.model,
@@ -116,16 +148,129 @@ class DeploymentSpec(_Model):
             region=self.region,
             gpu_type=self.gpu_type,
             gpu_count=self.gpu_count,
-            spot=self.spot,
+            spot=self.spot if spot is None else spot,
             deployment=self.name,
             replica=replica,
+            generation=generation,
+            vllm_version=self.vllm_version,
+            torch_version=self.torch_version,
+            fallback_locations=self.fallback_locations,
         )
+
+
+class ReplaceOrder(StrEnum):
+    NEW_FIRST = "new_first"  # launch the replacement, retire the broken one once it is ready
+    OLD_FIRST = "old_first"  # retire the broken one at once (frees its GPU quota first)
+
+
+class DeploymentPolicy(_Model):
+    """How the controller heals and rolls out; the starter fills it from DEPLOYMENT_* settings."""
+
+    replace_order: ReplaceOrder = ReplaceOrder.NEW_FIRST
+    backoff_initial_s: float = Field(default=30.0, gt=0)
+    backoff_max_s: float = Field(default=600.0, gt=0)
+    crash_loop_threshold: int = Field(default=3, ge=1, le=100)
+    rollout_deadline_s: float = Field(default=1800.0, gt=0)
+    spot_fallback_after: int | None = Field(
+        default=None, ge=1, le=100, description="capacity failures on spot before on-demand"
+    )
+    serving_check_interval_s: float = Field(default=600.0, gt=0)
+    history_limit: int = Field(
+        default=20000, ge=100, description="continue-as-new past this many history events"
+    )
+
+
+class ReplicaRecord(_Model):
+    """One replica as the controller tracks it; carried across continue-as-new."""
+
+    replica: int
+    node_id: str
+    cluster_name: str | None  # None until the child records intent and reports it
+    workflow_id: str
+    status: NodeStatus
+    revision: int = 0
+    spot: bool = False
+    endpoint: str | None = None
+    error: str | None = None
+    ever_ready: bool = False
+    retiring: bool = False
+    repair_exhausted: bool = False
+    repairs: int = 0
+    replaces: int | None = None
+    location: str | None = None
+
+    @property
+    def counts(self) -> bool:
+        """Serving, or about to: what counts toward desired."""
+        return (
+            not self.retiring
+            and not self.repair_exhausted
+            and self.status
+            in (NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING, NodeStatus.UNHEALTHY)
+        )
+
+
+class DeploymentEventType(StrEnum):
+    """Deployment-level events, written to the outbox beside the nodes' own."""
+
+    REPLICA_REPAIRED = "deployment.replica_repaired"
+    REPLICA_REPLACED = "deployment.replica_replaced"
+    ROLLOUT_STARTED = "deployment.rollout_started"
+    ROLLOUT_FINISHED = "deployment.rollout_finished"
+    ROLLOUT_ROLLED_BACK = "deployment.rollout_rolled_back"
+    DEGRADED = "deployment.degraded"
+    RECOVERED = "deployment.recovered"
+    SPOT_FALLBACK = "deployment.spot_fallback"
+
+
+class DeploymentEvent(_Model):
+    event_type: DeploymentEventType
+    detail: str
+    replica: int | None = None
+    node_id: str | None = None
+    at: datetime
+
+
+class RolloutState(_Model):
+    revision: int
+    previous_revision: int
+    previous_spec: DeploymentSpec
+    max_surge: int
+    max_unavailable: int
+    deadline_at: datetime
+    phase: str = "rolling"  # rolling | done | rolled_back
+    reason: str | None = None
+
+
+class DeploymentState(_Model):
+    """Everything the controller knows; what continue-as-new carries."""
+
+    spec: DeploymentSpec
+    revision: int = 0  # the target: what replicas are rolled to (back to the old one on rollback)
+    next_revision: int = 1  # never reused, so a rolled-back revision's replicas stay apart
+    desired: int
+    generation: Generation
+    next_replica: int = 0
+    replicas: list[ReplicaRecord] = Field(default_factory=list)
+    terminating: bool = False
+    never_ready_streak: int = 0
+    degraded: bool = False
+    degraded_reason: str | None = None
+    spot_capacity_failures: int = 0
+    on_demand_fallback: bool = False
+    not_before: datetime | None = None
+    rollout: RolloutState | None = None
+    recent_events: list[DeploymentEvent] = Field(default_factory=list)
+    events_written: int = 0
 
 
 class DeploymentInput(_Model):
     deployment: DeploymentSpec
     replicas: int = Field(ge=0, le=100)
     launch_mode: LaunchMode | None = None
+    policy: DeploymentPolicy = Field(default_factory=DeploymentPolicy)
+    repair: RepairPolicy = Field(default_factory=lambda: RepairPolicy())
+    resume: DeploymentState | None = Field(default=None, description="set by continue-as-new only")
 
 
 class ReplicaView(_Model):
@@ -136,6 +281,23 @@ class ReplicaView(_Model):
     status: NodeStatus
     endpoint: str | None = None
     error: str | None = None
+    revision: int = 0
+    retiring: bool = False
+    repair_exhausted: bool = False
+    repairs: int = 0
+    location: str | None = None
+
+
+class RolloutView(_Model):
+    """An update's progress: replicas on the old and the new spec, and who is being replaced."""
+
+    revision: int
+    phase: str
+    old_replicas: int
+    new_replicas: int
+    new_ready: int
+    replacing: list[int] = Field(default_factory=list)
+    reason: str | None = None
 
 
 class DeploymentView(_Model):
@@ -144,10 +306,35 @@ class DeploymentView(_Model):
     desired_replicas: int
     terminating: bool
     replicas: list[ReplicaView]
+    serving_replicas: int = 0
+    revision: int = 0
+    generation: str | None = None
+    degraded: bool = False
+    degraded_reason: str | None = None
+    on_demand_fallback: bool = False
+    rollout: RolloutView | None = None
+    recent_events: list[DeploymentEvent] = Field(default_factory=list)
 
 
 class ScaleDeploymentRequest(_Model):
     replicas: int = Field(ge=0, le=100)
+
+
+class UpdateDeploymentRequest(_Model):
+    """A new node spec for every replica, rolled out; fields left out keep their value."""
+
+    model: ModelId | None = None
+    vllm_version: PackageVersion | None = None
+    torch_version: PackageVersion | None = None
+    gpu_type: GpuType | None = None
+    gpu_count: int | None = Field(default=None, ge=1, le=16)
+    provider: Provider | None = None
+    region: Region | None = None
+    spot: bool | None = None
+    fallback_locations: tuple[Location, ...] | None = Field(default=None, max_length=8)
+    max_surge: int = Field(default=1, ge=1, le=100)
+    max_unavailable: int = Field(default=0, ge=0, le=100)
+    deadline_s: float | None = Field(default=None, gt=0)
 
 
 class TerminateDeploymentRequest(_Model):
@@ -160,6 +347,9 @@ class ReplicaStatusSignal(_Model):
     endpoint: str | None = None
     error: str | None = None
     cluster_name: str | None = None
+    repair_exhausted: bool = False
+    repairs: int = 0
+    location: str | None = None
 
 
 # --- TerminateClusterWorkflow -------------------------------------------------------------------
@@ -262,6 +452,22 @@ class LaunchResult(_Model):
     request_id: str | None = None
 
 
+class RestartModelInput(_Model):
+    """Repair in place: run the node's task again on its own cluster (SkyPilot ``exec``)."""
+
+    spec: NodeSpec
+    cluster_name: str
+    node_id: str
+    launch_mode: LaunchMode
+    credential: CredentialRef | None = None
+    attempt: int
+    timeout_s: float
+
+
+class RestartModelResult(_Model):
+    job_submitted: bool
+
+
 class WaitReadyInput(_Model):
     cluster_name: str
     launch_mode: LaunchMode
@@ -271,6 +477,7 @@ class WaitReadyInput(_Model):
 
 class WaitReadyResult(_Model):
     endpoint: str
+    location: str | None = Field(default=None, description="cloud/region, from the cluster record")
 
 
 class TransitionInput(_Model):
@@ -283,6 +490,7 @@ class TransitionInput(_Model):
     error: str | None = None
     deadline_s: float | None = None
     dedupe_suffix: str | None = None
+    location: str | None = None  # where the node landed: in the node.ready event's payload
 
 
 class TransitionResult(_Model):
@@ -320,6 +528,23 @@ class ReconcileScanResult(_Model):
     terminate_timeout_s: float
     heartbeat_timeout_s: float
     retry_backoff_s: float
+
+
+class RecordDeploymentEventsInput(_Model):
+    """A batch of a deployment's events; ``first_sequence`` makes each one's dedupe key."""
+
+    tenant: str
+    deployment: str
+    workflow_id: str
+    generation: str
+    first_sequence: int
+    events: list[DeploymentEvent]
+    desired: int
+    serving: int
+
+
+class RecordDeploymentEventsResult(_Model):
+    written: int
 
 
 class DownClusterResult(_Model):

@@ -50,7 +50,9 @@ with workflow.unsafe.imports_passed_through():
         NodeView,
         NodeWorkflowInput,
         RecordIntentInput,
+        RepairPolicy,
         ReplicaStatusSignal,
+        RestartModelInput,
         TerminateNodeRequest,
         TerminateNodeResponse,
         TransitionInput,
@@ -71,6 +73,9 @@ DB_RETRY = RetryPolicy(
 # checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
 FLEET_HEALTH_PATCH = "fleet-health-signals"
 ADMISSION_PATCH = "launch-admission"
+# An unhealthy model is restarted on its own cluster (SkyPilot exec) before anyone replaces it.
+REPAIR_PATCH = "node-repair-in-place"
+RESTART_TIMEOUT = timedelta(minutes=5)
 # The serve loop's only timer: continue-as-new at least this often, to keep histories short.
 SERVE_RENEW = timedelta(hours=24)
 QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
@@ -159,6 +164,9 @@ class NodeWorkflow:
         self._cancelled = False
         self._health_check_requested = False
         self._model_verdict: ModelHealthSignal | None = None
+        self._repair_input = input.repair
+        self._repair_policy = input.repair or RepairPolicy()
+        self._repair_on: bool | None = None
         self._queued = False
         self._slot_asked = False
         self._local_db: bool | None = None
@@ -291,7 +299,11 @@ class NodeWorkflow:
             finally:
                 await asyncio.shield(asyncio.ensure_future(self._release_launch_slot()))
             await self._transition(
-                NodeStatus.RUNNING, EventType.READY, [NodeStatus.LAUNCHING], endpoint=state.endpoint
+                NodeStatus.RUNNING,
+                EventType.READY,
+                [NodeStatus.LAUNCHING],
+                endpoint=state.endpoint,
+                location=state.location,
             )
         except (asyncio.CancelledError, FailureError) as error:
             await asyncio.shield(
@@ -373,6 +385,7 @@ class NodeWorkflow:
                 await workflow.sleep(timedelta(seconds=backoff))
                 continue
             state.endpoint = ready.endpoint
+            state.location = ready.location
             return
 
     async def _compensate(self, error: BaseException, *, cluster_may_exist: bool) -> None:
@@ -492,6 +505,7 @@ class NodeWorkflow:
                         self._terminate_requested
                         or self._health_check_requested
                         or self._model_verdict is not None
+                        or self._needs_repair()
                         or workflow.info().is_continue_as_new_suggested()
                     ),
                     timeout=max(renew_at - workflow.now(), timedelta(seconds=1)),
@@ -506,9 +520,20 @@ class NodeWorkflow:
             if self._model_verdict is not None:
                 verdict, self._model_verdict = self._model_verdict, None
                 await self._apply_model_verdict(verdict)
+                if state.status is NodeStatus.UNHEALTHY and self._repair_on is None:
+                    self._repair_on = self._repair_policy.enabled and workflow.patched(REPAIR_PATCH)
+                continue
+            if self._needs_repair():
+                await self._repair_in_place()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
-            workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
+            workflow.continue_as_new(
+                NodeWorkflowInput(
+                    spec=self._spec,
+                    resume=state,
+                    repair=self._repair_input,
+                )
+            )
 
     async def _apply_model_verdict(self, verdict: ModelHealthSignal) -> None:
         """Record running -> unhealthy or back; repair is not this workflow's job (yet)."""
@@ -527,11 +552,81 @@ class NodeWorkflow:
             )
         elif verdict.healthy and state.status is NodeStatus.UNHEALTHY:
             state.error = None
+            state.repair_exhausted = False
             await self._transition(
                 NodeStatus.RUNNING,
                 EventType.HEALTHY,
                 [NodeStatus.UNHEALTHY],
                 dedupe_suffix=str(state.unhealthy_episodes),
+            )
+
+    def _needs_repair(self) -> bool:
+        state = self._state
+        return (
+            bool(self._repair_on)
+            and state is not None
+            and state.status is NodeStatus.UNHEALTHY
+            and not state.repair_exhausted
+        )
+
+    async def _repair_in_place(self) -> None:
+        """One repair: restart the model server on this cluster, then wait for the probes.
+
+        After ``attempts`` restarts within ``window_s`` the node is ``repair_exhausted``: its
+        deployment replaces it; a standalone node stays unhealthy, still holding its GPU, for
+        an operator (docs/runbooks/troubleshooting.md, "Repair in place").
+        """
+        state = self._require_state()
+        policy = self._repair_policy
+        now = workflow.now()
+        window = timedelta(seconds=policy.window_s)
+        state.repair_times = [t for t in state.repair_times if now - t < window]
+        if len(state.repair_times) >= policy.attempts:
+            state.repair_exhausted = True
+            state.error = (
+                f"model still unhealthy after {len(state.repair_times)} restart(s) in place "
+                f"within {policy.window_s:.0f}s; last: {state.error}"
+            )[:1000]
+            workflow.logger.warning("%s: %s", state.plan.cluster_name, state.error)
+            await self._tell_parent()
+            return
+        state.repair_times.append(now)
+        state.repairs += 1
+        plan = state.plan
+        try:
+            ref = (
+                await self._db(
+                    acts.CREDENTIAL_REFERENCE,
+                    CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
+                )
+            ).ref
+            await acts.RESTART_MODEL.run(
+                RestartModelInput(
+                    spec=self._spec,
+                    cluster_name=plan.cluster_name,
+                    node_id=plan.node_id,
+                    launch_mode=plan.launch_mode,
+                    credential=ref,
+                    attempt=state.repairs,
+                    timeout_s=RESTART_TIMEOUT.total_seconds(),
+                ),
+                start_to_close_timeout=RESTART_TIMEOUT + timedelta(minutes=1),
+                heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
+                retry_policy=self._skypilot_retry(),
+            )
+        except ActivityError as error:  # counts as a failed repair; the next one may work
+            workflow.logger.warning(
+                "restart in place of %s failed: %s", plan.cluster_name, describe(error)
+            )
+        await self._tell_parent()
+        with contextlib.suppress(TimeoutError):  # not healthy in time: the next repair
+            await workflow.wait_condition(
+                lambda: (
+                    self._terminate_requested
+                    or self._health_check_requested
+                    or self._model_verdict is not None
+                ),
+                timeout=timedelta(seconds=policy.recover_wait_s),
             )
 
     async def _cluster_lost(self) -> bool:
@@ -630,6 +725,7 @@ class NodeWorkflow:
         error: str | None = None,
         deadline: Any = None,
         dedupe_suffix: str | None = None,
+        location: str | None = None,
     ) -> None:
         state = self._require_state()
         deadline_s = (deadline - workflow.now()).total_seconds() if deadline is not None else None
@@ -645,6 +741,7 @@ class NodeWorkflow:
                 error=error,
                 deadline_s=deadline_s,
                 dedupe_suffix=dedupe_suffix,
+                location=location,
             ),
         )
         state.status = to_status
@@ -674,6 +771,9 @@ class NodeWorkflow:
                     endpoint=state.endpoint,
                     error=state.error,
                     cluster_name=state.plan.cluster_name,
+                    repairs=state.repairs,
+                    repair_exhausted=state.repair_exhausted,
+                    location=state.location,
                 ),
             )
         except FailureError as error:  # the parent may have finished already
@@ -740,6 +840,9 @@ class NodeWorkflow:
             request_id=state.request_id,
             error=state.error,
             reason=QUEUED_REASON if self._queued else None,
+            repairs=state.repairs,
+            repair_exhausted=state.repair_exhausted,
+            location=state.location,
         )
 
     def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:

@@ -179,6 +179,31 @@ class LaunchSlot(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
+class DeploymentEventRecord(Base):
+    """The deployments' outbox: repairs, replacements, rollouts, degraded/recovered.
+
+    Append-only like ``node_events`` (same trigger function); a deployment event often has no
+    node (a rollout, the crash-loop guard), so it has a table of its own rather than a
+    nullable ``node_events.node_id`` that every node-event reader would have to handle.
+    """
+
+    __tablename__ = "deployment_events"
+    __table_args__ = (Index("ix_deployment_events_deployment", "tenant", "deployment"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(Text)
+    deployment: Mapped[str] = mapped_column(Text)
+    generation: Mapped[str] = mapped_column(Text)
+    workflow_id: Mapped[str] = mapped_column(Text)
+    event_type: Mapped[str] = mapped_column(Text)
+    replica: Mapped[int | None] = mapped_column(BigInteger)
+    node_id: Mapped[str | None] = mapped_column(Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    dedupe_key: Mapped[str] = mapped_column(Text, unique=True)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=_now())
+
+
 # The Core tables, for the repositories' INSERT ... ON CONFLICT and RETURNING statements.
 nodes = cast(Table, Node.__table__)
 node_events = cast(Table, NodeEvent.__table__)
@@ -187,3 +212,4 @@ node_event_feed = cast(Table, NodeEventFeed.__table__)
 event_feed_state = cast(Table, EventFeedState.__table__)
 model_probes = cast(Table, ModelProbe.__table__)
 launch_slots = cast(Table, LaunchSlot.__table__)
+deployment_events = cast(Table, DeploymentEventRecord.__table__)

@@ -32,6 +32,14 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
+def location_of(records: list[ClusterRecord], cluster_name: str) -> str | None:
+    record = next((r for r in records if r.name == cluster_name), None)
+    if record is None or not record.cloud:
+        return None
+    cloud = record.cloud.lower()
+    return f"{cloud}/{record.region}" if record.region else cloud
+
+
 class SkyPilotBackend(Protocol):
     mode: LaunchMode
 
@@ -48,6 +56,21 @@ class SkyPilotBackend(Protocol):
     async def cluster_status(self, cluster_name: str) -> ClusterStatus: ...
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None: ...
+
+    async def location(self, cluster_name: str) -> str | None:
+        """``cloud/region`` of the cluster's record: where a launch with candidates landed."""
+
+    async def restart_model(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        timeout: float,
+    ) -> None:
+        """Run the node's task again as a new job on its existing cluster (``exec``): the model
+        server restarts in place, on the GPU the cluster already holds."""
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
         """Cancel every unfinished launch request for the cluster (explicit ids only)."""
@@ -86,6 +109,23 @@ class ApiBackend:
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return (await self.client.endpoints(cluster_name, port)).get(port)
+
+    async def location(self, cluster_name: str) -> str | None:
+        return location_of(await self.client.status([cluster_name]), cluster_name)
+
+    async def restart_model(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        timeout: float,
+    ) -> None:
+        request_id = await self.client.exec(
+            cluster_name, task, idempotency_key=idempotency_key, workspace=workspace
+        )
+        await self.client.wait_for_request(request_id, timeout=timeout)
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
         live = [
@@ -139,6 +179,9 @@ class ObservedCLI:
 
     async def cancel(self, request_ids: list[str], cluster_name: str) -> list[str]:
         return await self._observe("cancel", self._cli.cancel(request_ids, subject=cluster_name))
+
+    async def exec(self, cluster_name: str, task: SkyTask, *, workspace: str | None) -> None:
+        await self._observe("exec", self._cli.exec(cluster_name, task, workspace=workspace))
 
     async def down(self, cluster_name: str) -> TerminateResult:
         return await self._observe("down", self._cli.down(cluster_name))
@@ -227,6 +270,21 @@ class CliBackend:
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return await self.cli.endpoint(cluster_name, port)
+
+    async def location(self, cluster_name: str) -> str | None:
+        return location_of(await self.cli.status([cluster_name]), cluster_name)
+
+    async def restart_model(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        timeout: float,
+    ) -> None:
+        # `sky exec -d` returns once the job is submitted; no request id to reattach to.
+        await self.cli.exec(cluster_name, task, workspace=workspace)
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
         live = [

@@ -274,6 +274,34 @@ class SkyCLI:
             cancelled += _CANCELLED_ONE.findall(done.stdout)
         return cancelled
 
+    async def exec(self, cluster_name: str, task: SkyTask, *, workspace: str | None = None) -> None:
+        """`sky exec -d`: run the task as a new job on the existing cluster (no provisioning).
+
+        Like ``launch``, the task and its secrets reach ``sky`` as anonymous in-memory files."""
+        operation = "sky.exec"
+        _check_cluster_name(cluster_name, operation)
+        secrets = task.secret_values()
+        files = {"task.yaml": task.render()}
+        if secrets:
+            files["secrets.env"] = render_dotenv(secrets)
+        with anonymous_files(files) as fds:
+            args = ["exec", "-d"]
+            if workspace is not None:  # validated by the node's launch
+                args += ["--workspace", workspace]
+            if secrets:
+                args += ["--secret-file", fd_path(fds["secrets.env"])]
+            args += ["--", cluster_name, fd_path(fds["task.yaml"])]
+            done = await self._run(
+                operation,
+                args,
+                timeout=self.launch_timeout,
+                subject=cluster_name,
+                secrets=list(secrets.values()),
+                pass_fds=tuple(fds.values()),
+            )
+        if done.returncode != 0:
+            raise error_from_output(operation, done)
+
     async def down(self, cluster_name: str, *, purge: bool = False) -> TerminateResult:
         """Tear the cluster down. One SkyPilot does not know counts as done (``already_gone``)."""
         args = ["down", "-y", *(["--purge"] if purge else []), "--", cluster_name]

@@ -605,6 +605,34 @@ class SkyPilotClient:
             ),
         )
 
+    async def exec(
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str | None = None,
+        workspace: str | None = None,
+    ) -> str:
+        """Submit ``POST /exec``: run the task as a new job on the existing, UP cluster (no
+        provisioning, no setup). Returns its request id; the result is ``[job_id, handle]``."""
+        body: dict[str, Any] = {
+            "task": task.render(with_secrets=True),
+            "cluster_name": cluster_name,
+        }
+        if workspace:
+            body["override_skypilot_config"] = {"active_workspace": workspace}
+        return await self._observed(
+            "exec",
+            lambda: self._submit(
+                "exec",
+                "/exec",
+                body,
+                cluster_name=cluster_name,
+                request_name="sky.exec",
+                idempotency_key=idempotency_key,
+            ),
+        )
+
     async def down(
         self, cluster_name: str, *, purge: bool = False, idempotency_key: str | None = None
     ) -> str:

@@ -31,8 +31,13 @@ python -m pip install --upgrade pip
 python -m pip install "torch==${TORCH_VERSION}" "vllm==${VLLM_VERSION}"
 """
 
+# The first lines stop a server an earlier job of this node left behind (crashed or hung), so
+# running the task again on the same cluster (``exec``: repair in place) restarts the model on
+# the GPU it already holds. ``[v]llm`` keeps pkill from matching this script's own command line.
 RUN = """\
 set -euo pipefail
+pkill -f "[v]llm.entrypoints.openai.api_server" || true
+while pgrep -f "[v]llm.entrypoints.openai.api_server" >/dev/null; do sleep 1; done
 exec python -m vllm.entrypoints.openai.api_server \\
   --host 0.0.0.0 --port "${VLLM_PORT}" \\
   --model "${MODEL_ID}" \\
@@ -101,8 +106,8 @@ def build_task(
         raise CredentialPolicyError(f"tenant {spec.tenant!r} credential secrets: {exc}") from None
     envs: dict[str, str] = {
         "CONTROL_PLANE_URL": settings.control_plane_url,
-        "VLLM_VERSION": settings.vllm_version,
-        "TORCH_VERSION": settings.torch_version,
+        "VLLM_VERSION": spec.vllm_version or settings.vllm_version,
+        "TORCH_VERSION": spec.torch_version or settings.torch_version,
         "MODEL_ID": spec.model,
         "NODE_ID": spec.node_id,
         "TENANT_ID": spec.tenant,
@@ -129,16 +134,25 @@ def build_task(
 
     document: dict[str, Any] = {
         "name": spec.cluster_name,
-        "resources": {
-            "infra": spec.infra,
-            "accelerators": spec.accelerators,
-            "use_spot": spec.spot,
-            "ports": [VLLM_PORT],
-            "autostop": {"idle_minutes": IDLE_AUTOSTOP_MINUTES, "down": False},
-        },
+        "resources": resources(spec),
         "num_nodes": 1,
         "envs": envs,
         "setup": SETUP,
         "run": RUN,
     }
     return SkyTask(name=spec.cluster_name, document=document, secrets=secrets)
+
+
+def resources(spec: NodeSpec) -> dict[str, Any]:
+    """The task's ``resources:``. Several candidate locations become SkyPilot's ``ordered``
+    alternatives, so one launch fails over across them in the spec's order of preference."""
+    common: dict[str, Any] = {
+        "accelerators": spec.accelerators,
+        "use_spot": spec.spot,
+        "ports": [VLLM_PORT],
+        "autostop": {"idle_minutes": IDLE_AUTOSTOP_MINUTES, "down": False},
+    }
+    locations = spec.locations
+    if len(locations) == 1:
+        return {"infra": spec.infra, **common}
+    return {**common, "ordered": [{"infra": location.infra} for location in locations]}

@@ -233,3 +233,20 @@ def test_env_vars_without_user_id_crash_as_text_plain(backend: Backend) -> None:
     assert response.status_code == 500
     assert response.headers["content-type"].startswith("text/plain")
     assert "X-Skypilot-Request-ID" not in response.headers
+
+
+async def test_exec_on_unknown_cluster_fails_not_found_with_its_marker(
+    client: SkyPilotClient,
+) -> None:
+    """POST /exec (repair in place): the body ExecBody takes, the request name it is listed
+    under, and the error when the cluster is not there (nothing is provisioned)."""
+    name = unique("ct-exec")
+    request_id = await client.exec(name, cpu_task("exec"), idempotency_key="node:repair:1")
+    records = await client.find_requests(name, name="sky.exec")
+    assert [r.request_id for r in records] == [request_id]
+    assert (records[0].entrypoint_command or "").endswith("key=node:repair:1")
+    with pytest.raises(RequestFailedError) as failure:
+        await client.wait_for_request(request_id, timeout=60)
+    assert failure.value.not_found, failure.value
+    assert failure.value.error_type == "ClusterDoesNotExist", failure.value
+    assert await client.cluster_status(name) is ClusterStatus.TERMINATED

@@ -385,7 +385,8 @@ async def test_migrated_database_is_at_head_and_matches_schema(
             text(
                 "SELECT conrelid::regclass::text, conname FROM pg_constraint "
                 "WHERE conrelid::regclass::text IN ('nodes', 'node_events', 'tenant_credentials', "
-                "'node_event_feed', 'event_feed_state', 'model_probes', 'launch_slots')"
+                "'node_event_feed', 'event_feed_state', 'model_probes', 'launch_slots', "
+                "'deployment_events')"
             )
         )
         actual = {(table, name) for table, name in rows}

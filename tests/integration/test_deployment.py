@@ -82,8 +82,10 @@ async def test_deployment_launch_scale_and_terminate(worker: Stack, repo: NodeRe
     assert view.desired_replicas == 2
     assert not view.terminating
     for item in view.replicas:
-        assert item.cluster_name == spec.node(item.replica).cluster_name
-        assert item.workflow_id == f"node-{spec.node(item.replica).node_id}"
+        # A deployment's generation (new for a reused name) is part of its nodes' identity.
+        node = spec.node(item.replica, generation=view.generation)
+        assert item.cluster_name == node.cluster_name
+        assert item.workflow_id == f"node-{node.node_id}"
         assert item.endpoint
         assert item.cluster_name in item.endpoint
 
@@ -119,10 +121,10 @@ async def test_deployment_launch_scale_and_terminate(worker: Stack, repo: NodeRe
     assert clusters[1] not in live
     assert clusters[2] not in live
     for replica in (1, 2):
-        row = await repo.get(spec.node(replica).node_id)
+        row = await repo.get(spec.node(replica, generation=view.generation).node_id)
         assert row is not None
         assert row.status == NodeStatus.TERMINATED.value
-    row = await repo.get(spec.node(0).node_id)
+    row = await repo.get(spec.node(0, generation=view.generation).node_id)
     assert row is not None
     assert row.status == NodeStatus.RUNNING.value
 
@@ -140,7 +142,7 @@ async def test_deployment_launch_scale_and_terminate(worker: Stack, repo: NodeRe
     launches = sim.counters()["launch_requests"]
     assert [launches.get(name) for name in clusters.values()] == [1, 1, 1]
     for replica in range(3):
-        node_id = spec.node(replica).node_id
+        node_id = spec.node(replica, generation=result.generation).node_id
         row = await repo.get(node_id)
         assert row is not None
         assert row.status == NodeStatus.TERMINATED.value
@@ -165,20 +167,22 @@ async def test_scale_down_while_launching_tears_the_dropped_replica_down(stack: 
         )
         control = stack.control
         spec = new_deployment()
-        dropped = spec.node(1)
         workflow_id = ""
+        replicas: list[str] = []
         async with (
             open_activities(settings) as activities,
             create_worker(stack.client, settings, activities),
         ):
             try:
                 workflow_id = await control.launch_deployment(spec, 2, launch_mode=LaunchMode.API)
-                await wait_deployment(
+                launching = await wait_deployment(
                     control,
                     workflow_id,
                     lambda v: statuses(v) == dict.fromkeys(range(2), NodeStatus.LAUNCHING),
                     "2 replicas launching",
                 )
+                dropped = spec.node(1, generation=launching.generation)
+                replicas = [r.workflow_id for r in launching.replicas]
                 await asyncio.sleep(0.5)  # both replicas are inside wait_ready now
                 assert sim.cluster_status(dropped.cluster_name) == "INIT"
                 await control.scale_deployment(workflow_id, 1)

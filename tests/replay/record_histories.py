@@ -45,11 +45,12 @@ from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, NotFound
 from tests.conftest import Databases, _admin_candidates
 from tests.support.fleet import sweeping
+from tests.support.replicas import named
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
-from workflows.models import DeploymentSpec
+from workflows.models import DeploymentPolicy, DeploymentSpec, UpdateDeploymentRequest
 
 log = logging.getLogger("record_histories")
 
@@ -223,6 +224,61 @@ async def node_model_unhealthy_then_healthy(r: Recorder) -> None:
     await r.save("fleet_health_sweep", r.handle(found))
 
 
+async def node_repaired_in_place(r: Recorder) -> None:
+    """A crashed model restarted on its own cluster (SkyPilot exec), then healthy again."""
+    spec = node_spec("repair")
+    started = await r.watched.launch_node(spec)
+    await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert r.simulator.model_fault(spec.cluster_name, "crash")
+
+    async def repaired() -> bool:
+        view = await r.watched.node_status(started.workflow_id)
+        return view.repairs >= 1 and view.status is NodeStatus.RUNNING
+
+    async with sweeping(r.client, r.watched.task_queue, every=0.5):
+        await until(repaired, "restarted in place and healthy again")
+    assert (r.simulator.exec_jobs(spec.cluster_name) or 0) >= 1
+    answer = await r.watched.terminate_node(started.workflow_id)
+    assert answer.status is NodeStatus.TERMINATED, answer
+    await r.handle(started.workflow_id).result()
+    await r.save("node_repaired_in_place", r.handle(started.workflow_id))
+
+
+async def deployment_controller_heals_and_rolls_out(r: Recorder) -> None:
+    """The controller: a preempted replica replaced, a rolling update, then terminate."""
+    spec = DeploymentSpec(
+        tenant="replay",
+        model=MODEL,
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        name=f"heal-{uuid.uuid4().hex[:6]}",
+    )
+    policy = DeploymentPolicy(backoff_initial_s=1, backoff_max_s=2)
+    workflow_id = await r.watched.launch_deployment(spec, replicas=2, policy=policy)
+
+    async def serving(count: int, total: int) -> bool:
+        view = await r.watched.deployment_status(workflow_id)
+        return view.serving_replicas == count and len(view.replicas) == total
+
+    await until(lambda: serving(2, 2), "two replicas running")
+    first = (await r.watched.deployment_status(workflow_id)).replicas[0]
+    assert r.simulator.preempt(named(first))
+    async with sweeping(r.client, r.watched.task_queue, every=0.5):
+        await until(lambda: serving(2, 3), "the preempted replica replaced")
+    await r.watched.update_deployment(
+        workflow_id, UpdateDeploymentRequest(model="NousResearch/Meta-Llama-3.1-8B-Instruct")
+    )
+    view = await r.watched.wait_for_rollout(workflow_id, timeout=WAIT)
+    assert view.rollout is not None, view
+    assert view.rollout.phase == "done", view
+    view = await r.watched.terminate_deployment(workflow_id)
+    assert all(x.status.final for x in view.replicas), view
+    await r.handle(workflow_id).result()
+    await r.save("deployment_controller_heals_and_rolls_out", r.handle(workflow_id))
+
+
 async def node_queued_for_a_launch_slot(r: Recorder) -> None:
     first = await r.admission.launch_node(node_spec("slot-first"))
 
@@ -331,6 +387,8 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_lost_found_by_sweep,
         node_model_unhealthy_then_healthy,
         node_queued_for_a_launch_slot,
+        node_repaired_in_place,
+        deployment_controller_heals_and_rolls_out,
         deployment_scale_and_terminate,
         terminate_unmanaged_cluster,
         deployment_node_id_children,

@@ -46,6 +46,8 @@ MAIN_PATHS = {
     "node_queued_for_a_launch_slot": "NodeWorkflow",
     "fleet_health_sweep": "FleetHealthWorkflow",
     "deployment_scale_and_terminate": "DeploymentWorkflow",
+    "deployment_controller_heals_and_rolls_out": "DeploymentWorkflow",
+    "node_repaired_in_place": "NodeWorkflow",
     "terminate_unmanaged_cluster": "TerminateClusterWorkflow",
     "deployment_node_id_children": "DeploymentWorkflow",
     "node_child_reports_cluster_name": "NodeWorkflow",

@@ -198,3 +198,42 @@ def test_bad_go_durations(text: str) -> None:
 def test_format_duration_round_trips() -> None:
     for text in ("10m", "30s", "1h30m"):
         assert parse_duration(format_duration(parse_duration(text))) == parse_duration(text)
+
+
+def test_deployment_settings_fill_the_controllers_policy() -> None:
+    from starter.api import deployment_policy
+    from workflows.models import ReplaceOrder
+
+    policy = deployment_policy(
+        load_settings(
+            {
+                "DEPLOYMENT_REPLACE_ORDER": "old_first",
+                "DEPLOYMENT_BACKOFF_INITIAL": "5s",
+                "DEPLOYMENT_BACKOFF_MAX": "1m",
+                "DEPLOYMENT_CRASH_LOOP_THRESHOLD": "4",
+                "DEPLOYMENT_ROLLOUT_DEADLINE": "1h",
+                "DEPLOYMENT_SPOT_FALLBACK_AFTER": "2",
+            }
+        )
+    )
+    assert policy.replace_order is ReplaceOrder.OLD_FIRST
+    assert (policy.backoff_initial_s, policy.backoff_max_s) == (5, 60)
+    assert policy.crash_loop_threshold == 4
+    assert policy.rollout_deadline_s == 3600
+    assert policy.spot_fallback_after == 2
+    assert deployment_policy(load_settings({})).spot_fallback_after is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DEPLOYMENT_REPLACE_ORDER", "sideways"),
+        ("DEPLOYMENT_BACKOFF_INITIAL", "0s"),
+        ("DEPLOYMENT_CRASH_LOOP_THRESHOLD", "0"),
+        ("DEPLOYMENT_SPOT_FALLBACK_AFTER", "-1"),
+    ],
+)
+def test_bad_deployment_settings_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as failure:
+        load_settings({name: value})
+    assert name in str(failure.value)

@@ -209,7 +209,7 @@ BAD_LAUNCHES = [
         "model",
         id="bad-model",
     ),
-    pytest.param(launch_args("--replica", "1000"), "replica", id="replica-too-large"),
+    pytest.param(launch_args("--replica", str(10**15)), "replica", id="replica-too-large"),
     pytest.param(launch_args("--deployment", "Blue Team"), "deployment", id="bad-deployment"),
     pytest.param(
         ["deploy", *NODE, "--gpu", "A100:x", "--replicas", "2"], "--gpu", id="deploy-bad-gpu"
@@ -237,6 +237,21 @@ BAD_OTHER_COMMANDS = [
         ["terminate", "--cluster", "not a cluster name!"],
         "cluster_name",
         id="terminate-bad-cluster-name",
+    ),
+    pytest.param(
+        ["update", "--workflow-id", "deployment-acme-blue", "--model", "x", "--max-surge", "0"],
+        "max_surge",
+        id="update-no-surge",
+    ),
+    pytest.param(
+        ["update", "--workflow-id", "deployment-acme-blue", "--model", "../etc"],
+        "model",
+        id="update-bad-model",
+    ),
+    pytest.param(
+        ["update", "--workflow-id", "deployment-acme-blue", "--gpu", "H100:99"],
+        "gpu_count",
+        id="update-too-many-gpus",
     ),
 ]
 

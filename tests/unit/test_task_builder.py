@@ -146,3 +146,30 @@ def test_secrets_are_rendered_only_on_purpose() -> None:
 def test_secret_names_may_not_shadow_envs() -> None:
     with pytest.raises(ValueError, match="MODEL_ID"):
         build_task(spec(), SETTINGS, node_secrets={"MODEL_ID": SecretStr("x")})
+
+
+def test_fallback_locations_become_ordered_alternatives() -> None:
+    node = spec(fallback_locations=[{"provider": "gcp", "region": "us-central1"}])
+    resources = yaml.safe_load(build_task(node, SETTINGS).render())["resources"]
+    assert "infra" not in resources
+    assert resources["ordered"] == [{"infra": "aws/us-east-1"}, {"infra": "gcp/us-central1"}]
+    assert resources["accelerators"] == "A100:1"
+    assert node.cluster_name != spec().cluster_name  # the candidates are part of the identity
+
+
+def test_versions_generation_and_large_replicas_keep_names_valid() -> None:
+    plain = spec()
+    assert plain.node_id == spec(generation=None, vllm_version=None).node_id  # ids unchanged
+    pinned = spec(vllm_version="0.12.0", torch_version="2.9.0", generation="abc123", replica=10**14)
+    envs = yaml.safe_load(build_task(pinned, SETTINGS).render())["envs"]
+    assert envs["VLLM_VERSION"] == "0.12.0"
+    assert envs["TORCH_VERSION"] == "2.9.0"
+    assert CLUSTER_NAME_RE.match(pinned.cluster_name)
+    assert len(pinned.cluster_name) <= 40
+    assert spec(generation="g2").node_id != spec(generation="g1").node_id
+
+
+def test_the_run_script_stops_a_stale_server_without_matching_itself() -> None:
+    run = yaml.safe_load(build_task(spec(), SETTINGS).render())["run"]
+    assert run.index("pkill") < run.index("exec python -m vllm")
+    assert '"[v]llm.entrypoints.openai.api_server"' in run

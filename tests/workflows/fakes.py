@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from temporalio import activity
@@ -33,8 +34,12 @@ from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
     NodePlan,
+    RecordDeploymentEventsInput,
+    RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
+    RestartModelInput,
+    RestartModelResult,
     TransitionInput,
     TransitionResult,
     WaitReadyInput,
@@ -67,6 +72,10 @@ class Behaviour:
     down_error: ApplicationError | None = None
     down_blocks: asyncio.Event | None = None
     cluster_status: str = "UP"
+    cluster_statuses: dict[str, str] = field(default_factory=dict)  # per cluster, wins
+    failing_models: set[str] = field(default_factory=set)  # their launches never get ready
+    slow_models: set[str] = field(default_factory=set)  # their launches are still going
+    location: str | None = "aws/us-east-1"  # where wait_ready says the cluster landed
     transition_error_for: NodeStatus | None = None
     admission_open: asyncio.Event | None = None  # set: queued launches get their slot
 
@@ -94,6 +103,9 @@ class FakeActivities:
             "max_retries": max_retries,
             "retry_backoff_s": 1.0,
         }
+        self.deployment_events: list[str] = []
+        self.launch_times: dict[str, datetime] = {}
+        self.deployment_event_keys: set[str] = set()
         self.launch_started = asyncio.Event()
         self.launches = 0
 
@@ -180,6 +192,7 @@ class FakeActivities:
     @activity.defn(name="launch_cluster")
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         self.calls["launch_cluster"].append(input)
+        self.launch_times[input.cluster_name] = activity.info().scheduled_time
         self.launches += 1
         self.launch_started.set()
         if self.behaviour.launch_error is not None:
@@ -191,6 +204,20 @@ class FakeActivities:
         self.calls["wait_ready"].append(input)
         if self.behaviour.wait_errors:
             raise self.behaviour.wait_errors.pop(0)
+        launched = next(
+            (
+                c
+                for c in reversed(self.calls["launch_cluster"])
+                if c.cluster_name == input.cluster_name
+            ),
+            None,
+        )
+        if launched is not None and launched.spec.model in self.behaviour.slow_models:
+            raise ApplicationError("launch still running", type="WaitTimeoutError")
+        if launched is not None and launched.spec.model in self.behaviour.failing_models:
+            raise ApplicationError(
+                "model crashed on start", type="ReadinessTimeout", non_retryable=True
+            )
         if self.behaviour.wait_error is not None:
             raise self.behaviour.wait_error
         if self.behaviour.wait_still_running:
@@ -200,12 +227,16 @@ class FakeActivities:
             while True:
                 activity.heartbeat()
                 await asyncio.sleep(0.05)
-        return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
+        return WaitReadyResult(
+            endpoint=f"127.0.0.1:8000/{input.cluster_name}", location=self.behaviour.location
+        )
 
     @activity.defn(name="cluster_health")
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
         self.calls["cluster_health"].append(input)
-        status = self.behaviour.cluster_status
+        status = self.behaviour.cluster_statuses.get(
+            input.cluster_name, self.behaviour.cluster_status
+        )
         return ClusterHealthResult(cluster_status=status, present=status != "TERMINATED")
 
     @activity.defn(name="down_cluster")
@@ -218,6 +249,24 @@ class FakeActivities:
         if self.behaviour.down_error is not None:
             raise self.behaviour.down_error
         return DownClusterResult(already_gone=False)
+
+    @activity.defn(name="record_deployment_events")
+    async def record_deployment_events(
+        self, input: RecordDeploymentEventsInput
+    ) -> RecordDeploymentEventsResult:
+        written = 0
+        for offset, event in enumerate(input.events):
+            key = f"{input.workflow_id}:{input.generation}:{input.first_sequence + offset}"
+            if key not in self.deployment_event_keys:
+                self.deployment_event_keys.add(key)
+                self.deployment_events.append(event.event_type.value)
+                written += 1
+        return RecordDeploymentEventsResult(written=written)
+
+    @activity.defn(name="restart_model")
+    async def restart_model(self, input: RestartModelInput) -> RestartModelResult:
+        self.calls["restart_model"].append(input)
+        return RestartModelResult(job_submitted=True)
 
     @activity.defn(name="acquire_launch_slot")
     async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
@@ -235,6 +284,8 @@ class FakeActivities:
 
     def all(self) -> list[Any]:
         return [
+            self.record_deployment_events,
+            self.restart_model,
             self.acquire_launch_slot,
             self.release_launch_slot,
             self.record_intent,

@@ -32,6 +32,9 @@ class Faults(BaseModel):
     late_commit_s: float = Field(default=0.0, ge=0.0)
     slow_response_s: float = Field(default=0.0, ge=0.0)
     preempt_after_s: float | None = Field(default=None, ge=0.0)
+    # Locations ("aws/us-east-1") with no capacity: a launch skips them among its ordered/any_of
+    # alternatives and fails with ResourcesUnavailableError when none is left.
+    unavailable_locations: list[str] = Field(default_factory=list)
     seed: int | None = None
 
 

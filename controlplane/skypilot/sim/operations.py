@@ -8,12 +8,14 @@ current Faults.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, TypeVar
 
 from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
 from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
 from controlplane.skypilot.sim.payloads import (
     EndpointsBody,
+    ExecBody,
     LaunchBody,
     RequestCancelBody,
     StatusBody,
@@ -84,6 +86,8 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
     if body.dryrun:
         return {"job_id": None, "handle": EMPTY_PICKLED_VALUE}
     failure = state.take_launch_failure()
+    if failure is None and not spec.land(state.faults.unavailable_locations):
+        failure = "ResourcesUnavailableError"
     async with state.cluster_lock(body.cluster_name):
         cluster = state.clusters.get(body.cluster_name)
         if cluster is not None and cluster.status == ClusterStatus.UP and failure is None:
@@ -108,6 +112,30 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
         request.on_cancel = None
         state.mark_up(cluster)
         return _launch_result(cluster, body, spec)
+
+
+async def exec_task(state: SimState, request: Request) -> dict[str, Any]:
+    """Run a task on an UP cluster as a new job. The node's task restarts its model server, so
+    a crashed or hung model comes back (after the warm-up) on the same cluster and GPU."""
+    body = _body(request, ExecBody)
+    parse_task(body.task)
+    check_cluster_name(body.cluster_name)
+    await asyncio.sleep(state.config.status_delay_s)
+    cluster = state.clusters.get(body.cluster_name)
+    if cluster is None:
+        raise _does_not_exist(body.cluster_name)
+    if cluster.status != ClusterStatus.UP:
+        raise sky_error(
+            "ClusterNotUpError",
+            f"Cluster {body.cluster_name!r} is not up; it is {cluster.status.value}.",
+        )
+    if body.dryrun:
+        return {"job_id": None, "handle": EMPTY_PICKLED_VALUE}
+    cluster.jobs += 1
+    cluster.exec_jobs += 1
+    state.set_model_fault(body.cluster_name, None)
+    cluster.up_since = time.monotonic()  # the restarted server warms up again
+    return {"job_id": cluster.jobs, "handle": EMPTY_PICKLED_VALUE}
 
 
 def _does_not_exist(name: str) -> SkyPilotError:

@@ -69,6 +69,16 @@ class RequestBody(BaseModel):
         return filled
 
 
+class ExecBody(RequestBody):
+    """sky/server/requests/payloads.py ExecBody (0.14.1): a task run on an existing cluster."""
+
+    task: str
+    cluster_name: str
+    dryrun: bool = False
+    down: bool = False
+    backend: str | None = None
+
+
 class LaunchBody(RequestBody):
     task: str
     cluster_name: str

@@ -54,6 +54,7 @@ class ModelFault(StrEnum):
 # Request name → (module, function) of the server function that runs it.
 ENTRYPOINTS: dict[str, tuple[str, str]] = {
     "sky.launch": ("sky.execution", "launch"),
+    "sky.exec": ("sky.execution", "exec"),
     "sky.down": ("sky.core", "user_initiated_down"),
     "sky.stop": ("sky.core", "stop"),
     "sky.status": ("sky.core", "status"),
@@ -186,6 +187,7 @@ class Cluster:
     autostop: int = -1
     to_down: bool = False
     jobs: int = 0
+    exec_jobs: int = 0  # jobs run by POST /exec: the model server restarted in place
     preempt_timer: asyncio.TimerHandle | None = None
     # Injected by POST /sim/models/{name}/crash|hang; /recover clears it and frees hung calls.
     model_fault: ModelFault | None = None

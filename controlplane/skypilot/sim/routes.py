@@ -30,6 +30,7 @@ from controlplane.skypilot.sim.middleware import (
 )
 from controlplane.skypilot.sim.payloads import (
     EndpointsBody,
+    ExecBody,
     LaunchBody,
     RequestBody,
     RequestCancelBody,
@@ -107,6 +108,11 @@ async def launch(http: HttpRequest, body: LaunchBody) -> None:
         cluster_name=body.cluster_name,
         droppable=True,
     )
+
+
+@router.post("/exec")
+async def exec_task(http: HttpRequest, body: ExecBody) -> None:
+    _submit(http, "sky.exec", body, operations.exec_task, long=True, cluster_name=body.cluster_name)
 
 
 @router.post("/down")

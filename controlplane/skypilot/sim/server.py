@@ -217,6 +217,15 @@ class SimulatorServer:
         chosen = ModelFault(fault) if fault is not None else None
         return self._call(lambda: self.state.set_model_fault(cluster_name, chosen))
 
+    def exec_jobs(self, cluster_name: str) -> int | None:
+        """How many POST /exec jobs ran on the cluster (model restarts in place), or None."""
+
+        def read() -> int | None:
+            cluster = self.state.clusters.get(cluster_name)
+            return None if cluster is None else cluster.exec_jobs
+
+        return self._call(read)
+
     def cluster_status(self, cluster_name: str) -> str | None:
         """The cluster's status (INIT/UP/STOPPED), or None when it does not exist."""
 

@@ -1,6 +1,6 @@
 """A `sky`-compatible command line backed by the simulator, so CLI mode runs end to end locally.
 
-It answers the subcommands the CLI runner uses — ``launch``, ``down``, ``stop``,
+It answers the subcommands the CLI runner uses — ``launch``, ``exec``, ``down``, ``stop``,
 ``status -o json``, ``status --endpoint``, ``api status -o json``, ``api logs`` and
 ``api cancel`` — with the real 0.14.1 CLI's exit codes and the output lines the runner reads.
 Like the real CLI it finds its server at SKYPILOT_API_SERVER_ENDPOINT, else in the client config
@@ -63,16 +63,30 @@ def _fail(error: SkyPilotError) -> int:
     return 1
 
 
-async def launch(args: argparse.Namespace) -> int:
+async def _task(args: argparse.Namespace) -> SkyTask:
     document = yaml.safe_load(await asyncio.to_thread(Path(args.entrypoint).read_text))
     secrets = {}
     if args.secret_file:
         values = dotenv_values(args.secret_file)
         secrets = {k: SecretStr(v or "") for k, v in values.items()}
-    for item in args.env:  # like the real CLI: task envs, KEY=VALUE
+    for item in getattr(args, "env", None) or []:  # like the real CLI: task envs, KEY=VALUE
         key, _, value = item.partition("=")
         document.setdefault("envs", {})[key] = value
-    task = SkyTask(name=args.cluster, document=document, secrets=secrets)
+    return SkyTask(name=args.cluster, document=document, secrets=secrets)
+
+
+async def exec_task(args: argparse.Namespace) -> int:
+    """`sky exec -d CLUSTER TASK.yaml`: a new job on the existing cluster."""
+    task = await _task(args)
+    async with _client() as sky:
+        request_id = await sky.exec(args.cluster, task, workspace=args.workspace)
+        await sky.wait_for_request(request_id, timeout=3600)
+    print(f"Submitted a job to cluster: {args.cluster}", flush=True)
+    return 0
+
+
+async def launch(args: argparse.Namespace) -> int:
+    task = await _task(args)
     async with _client() as sky:
         request_id = await sky.launch(
             args.cluster, task, workspace=args.workspace, retry_until_up=args.retry_until_up
@@ -158,6 +172,12 @@ def parser() -> argparse.ArgumentParser:
     launch_p.add_argument("--secret-file")
     launch_p.add_argument("--env", action="append", default=[])
     launch_p.add_argument("entrypoint")
+    exec_p = sub.add_parser("exec")
+    exec_p.add_argument("-d", "--detach-run", action="store_true")
+    exec_p.add_argument("-w", "--workspace")
+    exec_p.add_argument("--secret-file")
+    exec_p.add_argument("cluster")
+    exec_p.add_argument("entrypoint")
     for name in ("down", "stop"):
         p_ = sub.add_parser(name)
         p_.add_argument("-y", "--yes", action="store_true")
@@ -186,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     handler = {
         "launch": launch,
+        "exec": exec_task,
         "down": down_or_stop,
         "stop": down_or_stop,
         "status": status,

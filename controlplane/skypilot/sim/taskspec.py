@@ -144,6 +144,19 @@ class TaskSpec:
     autostop_minutes: int = -1
     autostop_down: bool = False
     envs: dict[str, str] = field(default_factory=dict)
+    # Every ``any_of``/``ordered`` alternative's (cloud, region), in order; cloud/region above
+    # are the first one's until a launch picks where it lands (``land``).
+    alternatives: list[tuple[str, str]] = field(default_factory=list)
+
+    def land(self, unavailable: list[str]) -> bool:
+        """Pick the first alternative with capacity; False when there is none."""
+        options = self.alternatives or [(self.cloud, self.region)]
+        blocked = {location.lower() for location in unavailable}
+        for cloud, region in options:
+            if f"{cloud}/{region}".lower() not in blocked:
+                self.cloud, self.region = cloud, region
+                return True
+        return False
 
     @property
     def accelerators_str(self) -> str:
@@ -250,12 +263,19 @@ def _resources_spec(resources: dict[Any, Any]) -> TaskSpec:
     prefix = "Invalid resources YAML: "
     config = {k: v for k, v in resources.items() if v is not None}
     _check_known_keys(config, RESOURCES_KEYS, prefix)
+    places: list[tuple[str, str]] = []
     for alt_key in ("any_of", "ordered"):
         alternatives = config.get(alt_key)
         if isinstance(alternatives, list) and alternatives and isinstance(alternatives[0], dict):
-            config = {**{k: v for k, v in config.items() if k != alt_key}, **alternatives[0]}
+            base = {k: v for k, v in config.items() if k != alt_key}
+            for alternative in alternatives:
+                place = TaskSpec()
+                _apply_infra(place, {**base, **alternative}, prefix)
+                places.append((place.cloud, place.region))
+            config = {**base, **alternatives[0]}
             _check_known_keys(config, RESOURCES_KEYS, prefix)
     spec = TaskSpec()
+    spec.alternatives = places
     _apply_infra(spec, config, prefix)
     spec.accelerators = _accelerators(config.get("accelerators"), prefix)
     spec.cpus = _cpus(config.get("cpus"))
