@@ -144,7 +144,7 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
 
         view = await running()
         for replica in view.replicas:
-            spec = deployment.node(replica.replica)
+            spec = deployment.node(replica.replica, generation=view.generation)
             assert replica.workflow_id == f"node-{spec.node_id}"
             assert replica.cluster_name == fakes.rows[spec.node_id].cluster_name
         await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
