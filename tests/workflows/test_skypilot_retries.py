@@ -126,14 +126,10 @@ async def node_worker(
             else fakes.launch_cluster,
             "down_cluster": sky.down_cluster if "down_cluster" in real else fakes.down_cluster,
         }
+        # Every activity the workflow may call (fakes.all()), with the chosen ones made real.
         activities: list[Callable[..., Any]] = [
-            fakes.record_intent,
-            fakes.record_transition,
-            fakes.lookup_cluster,
-            fakes.credential_reference,
-            fakes.wait_ready,
-            fakes.cluster_health,
-            *chosen.values(),
+            chosen.get(getattr(fake, "__temporal_activity_definition").name, fake)
+            for fake in fakes.all()
         ]
         async with Worker(
             env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=activities
