@@ -54,6 +54,7 @@ from controlplane.db.schema import launch_slots, node_events, nodes
 from controlplane.lifecycle import NodeStatus
 from starter.api import ControlPlane
 from starter.schedules import ensure_fleet_health_schedules
+from workflows.deployment import node_workflow_id
 
 EXTRAPOLATE_TO = 20_000
 SAMPLED_WORKFLOWS = 50
@@ -144,7 +145,7 @@ async def node_events_total(client: Client, workflow_ids: Sequence[str]) -> int:
 
 async def health_at(rig: Rig, sizes: FleetSizes, node_ids: list[str]) -> dict[str, Any]:
     """Measure one window at the current number of running nodes."""
-    sampled = [f"node-{c}" for c in await cluster_names(rig.engine, node_ids[:SAMPLED_WORKFLOWS])]
+    sampled = [node_workflow_id(node_id) for node_id in node_ids[:SAMPLED_WORKFLOWS]]
     await asyncio.sleep(sizes.health_interval_s)  # the sweeps are at their new pace
     before = await rig.sim.counters()
     events_before = await node_events_total(rig.client, sampled)
@@ -370,7 +371,7 @@ async def admission_burst(
         running = (await count_by_status(engine, ids)).get(NodeStatus.RUNNING.value, 0)
 
         async def terminate(spec: Any) -> None:
-            await control.terminate_node(f"node-{spec.cluster_name}")
+            await control.terminate_node(node_workflow_id(spec.node_id))
 
         await bounded(50, specs, terminate)
         terminated = (await count_by_status(engine, ids)).get(NodeStatus.TERMINATED.value, 0)

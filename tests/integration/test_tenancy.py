@@ -221,8 +221,12 @@ async def test_a_cluster_name_taken_by_another_node_fails_the_launch_before_it_s
         handle = worker.client.get_workflow_handle(started.workflow_id)
         with pytest.raises(WorkflowFailureError) as failure:
             await asyncio.wait_for(handle.result(), 30)
-    cause = failure.value.cause.__cause__  # the record_intent activity's error
-    assert isinstance(cause, ApplicationError)
+    cause: BaseException | None = failure.value  # the record_intent step's error, in the chain
+    while cause is not None and not (
+        isinstance(cause, ApplicationError) and cause.type == "NodeIdentityConflict"
+    ):
+        cause = cause.__cause__ or getattr(cause, "cause", None)
+    assert isinstance(cause, ApplicationError), failure.value
     assert cause.type == "NodeIdentityConflict"
     assert cause.non_retryable
     assert "nothing was launched" in str(cause)
