@@ -45,6 +45,7 @@ from controlplane.skypilot.task import TaskSettings
 from controlplane.vault import CredentialStore, Vault
 from starter.connection import connect
 from starter.schedules import ensure_reconcile_schedule
+from starter.search_attributes import warn_if_missing
 from workflows.deployment import DeploymentWorkflow
 from workflows.node import NodeWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -245,6 +246,7 @@ async def serve(settings: Settings) -> int:
             exc,
         )
         return 1
+    await warn_if_missing(client)
     async with open_activities(settings, metrics) as activities:
         worker = create_worker(client, settings, activities)
         stop = asyncio.Event()

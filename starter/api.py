@@ -13,11 +13,18 @@ from datetime import timedelta
 from typing import TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
+from controlplane import search_attributes as names
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
+from starter.search_attributes import missing_search_attributes
+from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow, node_workflow_id
 from workflows.models import (
     DeploymentInput,
@@ -34,6 +41,7 @@ from workflows.models import (
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
+from workflows.user_metadata import deployment_summary, node_summary
 
 T = TypeVar("T")
 
@@ -70,6 +78,17 @@ class ControlPlane:
     def __init__(self, client: Client, task_queue: str) -> None:
         self.client = client
         self.task_queue = task_queue
+        self._labelled: bool | None = None
+
+    async def labelled(self) -> bool:
+        """Whether the namespace has our search attributes (checked once): then starts set them."""
+        if self._labelled is None:
+            missing = await missing_search_attributes(self.client)
+            self._labelled = missing == []
+        return self._labelled
+
+    async def _attributes(self, make: TypedSearchAttributes) -> TypedSearchAttributes:
+        return make if await self.labelled() else TypedSearchAttributes.empty
 
     # --- nodes -----------------------------------------------------------------------------------
     async def launch_node(
@@ -84,6 +103,11 @@ class ControlPlane:
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=await self._attributes(
+                attrs.node_attributes(spec, NodeStatus.PENDING)
+            ),
+            static_summary=node_summary(spec),
+            static_details=f"node {spec.node_id}, cluster {spec.cluster_name}",
         )
         return NodeStarted(workflow_id, spec, attached)
 
@@ -163,6 +187,10 @@ class ControlPlane:
             id=workflow_id,
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=await self._attributes(
+                attrs.deployment_attributes(spec.tenant, spec.name, "launching")
+            ),
+            static_summary=deployment_summary(spec.tenant, spec.name, spec.model, replicas),
         )
         return workflow_id
 
@@ -192,12 +220,22 @@ class ControlPlane:
 
     # --- listing ---------------------------------------------------------------------------------
     async def list_nodes(
-        self, *, running_only: bool = False, limit: int = 100
+        self,
+        *,
+        running_only: bool = False,
+        limit: int = 100,
+        tenant: str | None = None,
+        deployment: str | None = None,
+        status: NodeStatus | None = None,
     ) -> list[dict[str, object]]:
-        """Node workflows, newest first, with each live node's status from its query."""
-        query = "WorkflowType = 'NodeWorkflow'"
-        if running_only:
-            query += " AND ExecutionStatus = 'Running'"
+        """Node workflows, newest first, with each live node's status from its query.
+
+        ``tenant``, ``deployment`` and ``status`` filter on the search attributes, so they
+        need them registered in the namespace (see README, "Search attributes").
+        """
+        query = node_list_query(
+            running_only=running_only, tenant=tenant, deployment=deployment, status=status
+        )
         out: list[dict[str, object]] = []
         async for execution in self.client.list_workflows(query, limit=limit):
             item: dict[str, object] = {
@@ -233,4 +271,30 @@ class ControlPlane:
             raise
 
 
-__all__ = ["ControlPlane", "NodeStarted", "NotFound", "deployment_workflow_id"]
+def _quoted(value: str) -> str:
+    """A visibility-query string literal; a quote inside the value is escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def node_list_query(
+    *,
+    running_only: bool = False,
+    tenant: str | None = None,
+    deployment: str | None = None,
+    status: NodeStatus | None = None,
+) -> str:
+    """The visibility query of ``list_nodes``: node workflows, filtered by search attributes."""
+    clauses = ["WorkflowType = 'NodeWorkflow'"]
+    if running_only:
+        clauses.append("ExecutionStatus = 'Running'")
+    for name, value in (
+        (names.TENANT, tenant),
+        (names.DEPLOYMENT, deployment),
+        (names.NODE_STATUS, status.value if status is not None else None),
+    ):
+        if value is not None:
+            clauses.append(f"{name} = {_quoted(value)}")
+    return " AND ".join(clauses)
+
+
+__all__ = ["ControlPlane", "NodeStarted", "NotFound", "deployment_workflow_id", "node_list_query"]

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError, ChildWorkflowError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from workflows import search_attributes as attrs
     from workflows.inputs import require_input
     from workflows.models import (
         DeploymentInput,
@@ -30,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateNodeRequest,
     )
     from workflows.node import NodeWorkflow
+    from workflows.user_metadata import node_summary
 
 TERMINATE_WAIT = timedelta(minutes=5)
 
@@ -68,6 +70,7 @@ class DeploymentWorkflow:
             self._replicas[update.replica] = view.model_copy(
                 update={"status": update.status, "endpoint": update.endpoint, "error": update.error}
             )
+            self._upsert_status()
 
     @workflow.update  # named "scale"
     async def scale(self, request: ScaleDeploymentRequest) -> DeploymentView:
@@ -78,6 +81,7 @@ class DeploymentWorkflow:
         async with self._lock:
             self._desired = request.replicas
             await self._reconcile()
+            self._upsert_status()
         return self.status()
 
     @scale.validator
@@ -93,6 +97,7 @@ class DeploymentWorkflow:
         async with self._lock:
             self._terminating = True
             self._desired = 0
+            self._upsert_status()
             await self._reconcile()
         try:
             await workflow.wait_condition(self._all_final, timeout=TERMINATE_WAIT)
@@ -105,8 +110,21 @@ class DeploymentWorkflow:
         async with self._lock:
             await self._reconcile()
         await workflow.wait_condition(lambda: self._terminating and self._all_final())
+        self._upsert_status()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self.status()
+
+    def deployment_status(self) -> str:
+        """One word for the DeploymentStatus search attribute."""
+        if self._terminating:
+            return "terminated" if self._all_final() else "terminating"
+        running = sum(v.status is NodeStatus.RUNNING for v in self._replicas.values())
+        if running >= self._desired:
+            return "running"
+        return "launching" if running == 0 else "degraded"
+
+    def _upsert_status(self) -> None:
+        attrs.upsert_status(attrs.DEPLOYMENT_STATUS, self.deployment_status())
 
     def _all_final(self) -> bool:
         return all(view.status.final for view in self._replicas.values())
@@ -132,11 +150,17 @@ class DeploymentWorkflow:
     async def _start(self, replica: int) -> None:
         spec = self._input.deployment.node(replica)
         workflow_id = node_workflow_id(spec.cluster_name)
+        # Children carry the node attributes and a summary when this deployment carries ours.
+        labelled = attrs.carried() and workflow.patched(attrs.PATCH)
         handle = await workflow.start_child_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(spec=spec, launch_mode=self._input.launch_mode),
             id=workflow_id,
             parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+            search_attributes=(
+                attrs.node_attributes(spec, NodeStatus.PENDING) if labelled else None
+            ),
+            static_summary=node_summary(spec) if labelled else None,
         )
         self._children[replica] = handle
         self._replicas[replica] = ReplicaView(
@@ -160,7 +184,9 @@ class DeploymentWorkflow:
             self._replicas[replica] = view.model_copy(
                 update={"status": status, "error": str(error.cause or error)}
             )
+            self._upsert_status()
             return
         self._replicas[replica] = self._replicas[replica].model_copy(
             update={"status": result.status, "endpoint": result.endpoint, "error": result.error}
         )
+        self._upsert_status()

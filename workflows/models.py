@@ -10,6 +10,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.reconcile import Finding, Findings
 from controlplane.spec import (
@@ -27,6 +28,7 @@ __all__ = [
     "Finding",
     "Findings",
     "LaunchMode",
+    "NodePhase",
     "NodeSpec",
     "NodeStatus",
 ]  # re-exported for workflows
@@ -81,6 +83,16 @@ class NodeView(_Model):
     endpoint: str | None = None
     request_id: str | None = None
     error: str | None = None
+    phase: NodePhase | None = Field(default=None, description="where the node stands")
+    progress: str | None = Field(default=None, description="a short line: what it is doing")
+    since: datetime | None = Field(default=None, description="when the phase began")
+
+
+class NodeProgressSignal(_Model):
+    """A launch moved to a new phase (sent by the waiting activity, once per phase)."""
+
+    phase: NodePhase
+    progress: str = Field(max_length=500)
 
 
 class TerminateNodeRequest(_Model):
