@@ -81,8 +81,8 @@ class PhaseTracker:
         return Progress(found[0], found[1])
 
     def advance(self, phase: NodePhase, line: str) -> Progress | None:
-        """Move to ``phase`` for a reason known outside the log (e.g. the model is loading)."""
-        if phase.rank <= self.phase.rank:
+        """Move to ``phase`` (or restate it) for a reason known outside the log (model loading)."""
+        if phase.rank < self.phase.rank:
             return None
         self.phase = phase
         return Progress(phase, clean_line(line))

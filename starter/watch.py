@@ -39,7 +39,9 @@ class Row:
         view = self.view
         out: dict[str, object] = {"event": "progress", "node": self.label}
         if view is not None:
-            out.update(view.model_dump(mode="json", include={"status", "phase", "progress", "since"}))
+            out.update(
+                view.model_dump(mode="json", include={"status", "phase", "progress", "since"})
+            )
         return out
 
 

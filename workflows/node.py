@@ -171,7 +171,7 @@ class NodeWorkflow:
         """A launch moved on (the waiting activity tells, once per phase); late ones are dropped."""
         if self._current_status() not in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
             return
-        if self._phase is not None and update.phase.rank <= self._phase.rank:
+        if self._phase is not None and update.phase.rank < self._phase.rank:
             return
         self._set_phase(update.phase, update.progress)
 

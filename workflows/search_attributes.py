@@ -60,6 +60,7 @@ def carried() -> bool:
 
 def upsert_status(key: SearchAttributeKey[str], value: str) -> None:
     """Upsert a status attribute, if this workflow carries our attributes (patch-gated)."""
-    if carried() and workflow.patched(PATCH):
-        if workflow.info().typed_search_attributes.get(key) != value:
-            workflow.upsert_search_attributes([key.value_set(value)])
+    if not (carried() and workflow.patched(PATCH)):
+        return
+    if workflow.info().typed_search_attributes.get(key) != value:
+        workflow.upsert_search_attributes([key.value_set(value)])

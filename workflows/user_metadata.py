@@ -8,7 +8,7 @@ from controlplane.spec import NodeSpec
 def node_summary(spec: NodeSpec) -> str:
     """What the node is: model, tenant, hardware and place (the workflow's static summary)."""
     return (
-        f"{spec.model} for {spec.tenant} on {spec.gpu_count}×{spec.gpu_type}"
+        f"{spec.model} for {spec.tenant} on {spec.gpu_count}x{spec.gpu_type}"
         f"{' spot' if spec.spot else ''} in {spec.provider}/{spec.region} "
         f"(deployment {spec.deployment}, replica {spec.replica})"
     )

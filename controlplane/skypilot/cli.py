@@ -34,7 +34,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,8 +146,12 @@ class SkyCLI:
         *,
         workspace: str | None = None,
         retry_until_up: bool = False,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
-        """Provision the cluster and submit the task (detached); returns once it is submitted."""
+        """Provision the cluster and submit the task (detached); returns once it is submitted.
+
+        ``on_line`` gets each stdout line as it arrives (secrets replaced), for progress.
+        """
         operation = "sky.launch"
         _check_cluster_name(cluster_name, operation)
         if workspace is not None and not WORKSPACE_NAME_RE.fullmatch(workspace):
@@ -173,6 +177,7 @@ class SkyCLI:
                 timeout=self.launch_timeout,
                 subject=cluster_name,
                 secrets=list(secrets.values()),
+                on_line=on_line,
             )
         if done.returncode != 0:
             raise error_from_output(operation, done)
@@ -269,6 +274,7 @@ class SkyCLI:
         timeout: float,
         subject: str,
         secrets: Collection[str] = (),
+        on_line: Callable[[str], None] | None = None,
     ) -> Completed:
         """Run `sky <args>` in its own session; kill its process group on timeout or cancel."""
         verb = args[0]
@@ -301,7 +307,9 @@ class SkyCLI:
         assert proc.stderr is not None
         captured = (bytearray(), bytearray())  # filled as output arrives, kept if cut off
         readers = [
-            asyncio.create_task(_drain(proc.stdout, captured[0])),
+            asyncio.create_task(
+                _drain(proc.stdout, captured[0], _line_sink(on_line, secrets) if on_line else None)
+            ),
             asyncio.create_task(_drain(proc.stderr, captured[1])),
         ]
         pending: set[asyncio.Task[None]] = set(readers)
@@ -460,9 +468,27 @@ def _write_private(directory: str, name: str, text: str) -> str:
     return path
 
 
-async def _drain(stream: asyncio.StreamReader, buffer: bytearray) -> None:
+def _line_sink(on_line: Callable[[str], None], secrets: Collection[str]) -> Callable[[bytes], None]:
+    """Split output into lines, clean each (colours, secrets) and hand it on."""
+    partial = bytearray()
+
+    def feed(chunk: bytes) -> None:
+        partial.extend(chunk)
+        *lines, rest = bytes(partial).split(b"\n")
+        partial[:] = rest[:MAX_MESSAGE]
+        for line in lines:
+            on_line(_clean(line, secrets))
+
+    return feed
+
+
+async def _drain(
+    stream: asyncio.StreamReader, buffer: bytearray, feed: Callable[[bytes], None] | None = None
+) -> None:
     """Read to EOF into ``buffer``, keeping its last MAX_CAPTURE bytes."""
     while chunk := await stream.read(65536):
+        if feed is not None:
+            feed(chunk)
         buffer += chunk
         if len(buffer) > MAX_CAPTURE:
             del buffer[: len(buffer) - MAX_CAPTURE]
