@@ -35,8 +35,7 @@ class NodePhase(StrEnum):
 # sky/backends/cloud_vm_ray_backend.py), first match wins.
 _RULES: tuple[tuple[re.Pattern[str], NodePhase], ...] = (
     (re.compile(r"^Waiting for 'sky\.launch' request to be scheduled"), NodePhase.SUBMITTING),
-    (re.compile(r"^Considered resources"), NodePhase.PROVISIONING),
-    (re.compile(r"^Launching (on|a new cluster)"), NodePhase.PROVISIONING),
+    (re.compile(r"^Launching on "), NodePhase.PROVISIONING),
     (re.compile(r"^(Instance is up|Cluster launched)"), NodePhase.PROVISIONING),
     (re.compile(r"^(Syncing files|Running setup)"), NodePhase.SETTING_UP),
     (re.compile(r"^(Setup completed|Job submitted|Job started)"), NodePhase.LOADING_MODEL),

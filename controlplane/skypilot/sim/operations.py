@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, TypeVar
 
+from controlplane.skypilot.sim import launch_log
 from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
 from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
 from controlplane.skypilot.sim.payloads import (
@@ -84,10 +85,13 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
     if body.dryrun:
         return {"job_id": None, "handle": EMPTY_PICKLED_VALUE}
     failure = state.take_launch_failure()
+    request.write(*launch_log.optimizer_lines(spec))
     async with state.cluster_lock(body.cluster_name):
         cluster = state.clusters.get(body.cluster_name)
         if cluster is not None and cluster.status == ClusterStatus.UP and failure is None:
-            return _launch_result(cluster, body, spec)
+            result = _launch_result(cluster, body, spec)
+            request.write(*launch_log.reused_lines(body.cluster_name, result["job_id"]))
+            return result
         previous = None if cluster is None else cluster.status
         if cluster is None:
             cluster = state.new_cluster(body.cluster_name, spec, request)
@@ -96,18 +100,24 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
             cluster.launch_request_id = request.request_id
             state.set_status(cluster, ClusterStatus.INIT)
         request.on_cancel = lambda: _undo_launch(state, cluster, previous)
+        request.write(*launch_log.provisioning_lines(spec, body.cluster_name))
         if failure is not None:
             await asyncio.sleep(state.config.launch_delay_s / 2)
             _undo_launch(state, cluster, previous)
             raise launch_failure(failure, spec, body.cluster_name, request.request_id)
-        await asyncio.sleep(state.config.launch_delay_s)
+        # Half the delay provisioning, half setting up (the cluster is UP at the end).
+        await asyncio.sleep(state.config.launch_delay_s / 2)
+        request.write(*launch_log.provisioned_lines(body.cluster_name))
+        await asyncio.sleep(state.config.launch_delay_s / 2)
         if not state.is_current(cluster):
             raise launch_failure(
                 "ResourcesUnavailableError", spec, body.cluster_name, request.request_id
             )
         request.on_cancel = None
         state.mark_up(cluster)
-        return _launch_result(cluster, body, spec)
+        result = _launch_result(cluster, body, spec)
+        request.write(*launch_log.submitted_lines(body.cluster_name, result["job_id"]))
+        return result
 
 
 def _does_not_exist(name: str) -> SkyPilotError:
@@ -125,8 +135,10 @@ async def down(state: SimState, request: Request) -> None:
         cluster = state.clusters.get(body.cluster_name)
         if cluster is None:
             return None  # the launch it cancelled took its INIT cluster with it
+        request.write(f"Terminating cluster {body.cluster_name}...")
         await asyncio.sleep(state.config.down_delay_s)
         state.remove_cluster(cluster)
+        request.write(f"Terminating cluster {body.cluster_name}...done.")
     return None
 
 

@@ -82,6 +82,12 @@ class Request:
     task: asyncio.Task[None] | None = None
     # Undoes a half-finished operation when the request is cancelled (e.g. drop an INIT cluster).
     on_cancel: Callable[[], None] | None = None
+    # The request's log (~/.sky/api_server/requests/<id>.log on the real server), line by line.
+    log: list[str] = field(default_factory=list)
+
+    def write(self, *lines: str) -> None:
+        """Append lines to the request's log (GET /api/stream serves them)."""
+        self.log.extend(line.rstrip("\n") + "\n" for line in lines)
 
     @property
     def entrypoint_name(self) -> str:
