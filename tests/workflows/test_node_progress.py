@@ -264,7 +264,8 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
             await asyncio.sleep(0.1)
         assert described.get(attrs.DEPLOYMENT_STATUS) == "running"
         child = local_env.client.get_workflow_handle(replicas[0])
-        assert (await child.describe()).static_summary is not None
+        summary = await (await child.describe()).static_summary()
+        assert summary is not None and tenant in summary and "replica" in summary, summary
         await handle.execute_update(DeploymentWorkflow.terminate, {"reason": "test"})
         await handle.result()
         described = (await handle.describe()).typed_search_attributes
