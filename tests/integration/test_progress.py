@@ -56,17 +56,22 @@ async def test_launch_progress_reaches_the_status_query(worker: Stack, mode: Lau
     assert "Launching on AWS us-east-1 (us-east-1a) (A100:1)." in lines, lines
 
     signals = await phases_seen(worker, started.workflow_id)
-    assert [s.phase for s in signals] == [
-        NodePhase.PROVISIONING,
-        NodePhase.SETTING_UP,
-        NodePhase.LOADING_MODEL,
-        NodePhase.LOADING_MODEL,  # the activity's own "waiting for the model" line
-    ][: len(signals)]
+    assert (
+        [s.phase for s in signals]
+        == [
+            NodePhase.PROVISIONING,
+            NodePhase.SETTING_UP,
+            NodePhase.LOADING_MODEL,
+            NodePhase.LOADING_MODEL,  # the activity's own "waiting for the model" line
+        ][: len(signals)]
+    )
     assert 3 <= len(signals) <= 4, signals
 
     described = await worker.client.get_workflow_handle(started.workflow_id).describe()
     summary = await described.static_summary()
-    assert summary is not None and spec.tenant in summary and spec.model in summary, summary
+    assert summary is not None
+    assert spec.tenant in summary, summary
+    assert spec.model in summary, summary
     assert described.typed_search_attributes.get(attrs.NODE_STATUS) == "running"
     listed = await control.list_nodes(
         tenant=spec.tenant, deployment=spec.deployment, status=NodeStatus.RUNNING

@@ -129,7 +129,8 @@ async def test_phase_and_progress_follow_the_launch_log(
         assert view.progress == "Syncing files."
         assert view.since is not None
         details = await current_details(handle)
-        assert "launching" in details and "setting_up" in details, details
+        assert "launching" in details, details
+        assert "setting_up" in details, details
         # One signal per phase the log moved through (provisioning, setting_up), however long.
         assert await signals(handle, "launch_progress") == 2
         fakes.release.set()
@@ -265,7 +266,9 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
         assert described.get(attrs.DEPLOYMENT_STATUS) == "running"
         child = local_env.client.get_workflow_handle(replicas[0])
         summary = await (await child.describe()).static_summary()
-        assert summary is not None and tenant in summary and "replica" in summary, summary
+        assert summary is not None
+        assert tenant in summary, summary
+        assert "replica" in summary, summary
         await handle.execute_update(DeploymentWorkflow.terminate, {"reason": "test"})
         await handle.result()
         described = (await handle.describe()).typed_search_attributes
