@@ -615,6 +615,7 @@ class NodeWorkflow:
                 node_id=self._spec.node_id,
                 cluster_name=self._spec.cluster_name,
                 status=NodeStatus.PENDING,
+                phase=NodePhase.QUEUED,
             )
         return NodeView(
             node_id=state.plan.node_id,

@@ -477,7 +477,8 @@ def _line_sink(on_line: Callable[[str], None], secrets: Collection[str]) -> Call
         *lines, rest = bytes(partial).split(b"\n")
         partial[:] = rest[:MAX_MESSAGE]
         for line in lines:
-            on_line(_clean(line, secrets))
+            if line.strip():
+                on_line(_clean(line, secrets))
 
     return feed
 
@@ -492,6 +493,8 @@ async def _drain(
         buffer += chunk
         if len(buffer) > MAX_CAPTURE:
             del buffer[: len(buffer) - MAX_CAPTURE]
+    if feed is not None:
+        feed(b"\n")  # the last line, if it had no end
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -5,7 +5,14 @@ carries it, and the node is findable by its search attributes."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
+import uuid
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
@@ -89,3 +96,57 @@ async def test_launch_progress_reaches_the_status_query(worker: Stack, mode: Lau
         started.workflow_id, until=set(), timeout=timedelta(seconds=30)
     )
     assert final.status is NodeStatus.TERMINATED
+
+
+async def run_starter(stack: Stack, *args: str) -> tuple[int, list[dict[str, Any]]]:
+    """`python -m starter ...` redirected (not a TTY): exit code and its JSON lines."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "TEMPORAL_"))}
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "starter", *args],
+        cwd=Path(__file__).resolve().parents[2],
+        env={**env, **stack.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.stdout.strip(), done.stderr
+    return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
+
+
+async def test_launch_and_deploy_wait_write_json_lines_when_redirected(worker: Stack) -> None:
+    spec = new_spec()
+    worker.simulator.set_timings(launch_delay_s=3.0)  # provisioning outlasts a display tick
+    try:
+        code, lines = await run_starter(
+            worker,
+            *("launch", "--tenant", spec.tenant, "--model", spec.model, "--provider", "aws"),
+            *("--region", "us-east-1", "--gpu", "A100:1", "--deployment", spec.deployment),
+            *("--wait", "60"),
+        )
+        assert code == 0, lines
+        *progress, result = lines
+        assert result["node"]["status"] == "running"
+        assert all(line["event"] == "progress" for line in progress)
+        phases = [line["phase"] for line in progress]
+        assert "provisioning" in phases, phases
+        assert phases[-1] == "ready"
+        await worker.control.terminate_node(result["workflow_id"])
+
+        name = f"w{uuid.uuid4().hex[:6]}"
+        code, lines = await run_starter(
+            worker,
+            *("deploy", "--tenant", spec.tenant, "--model", spec.model, "--provider", "aws"),
+            *("--region", "us-east-1", "--gpu", "A100:1", "--name", name, "--replicas", "2"),
+            *("--wait", "60"),
+        )
+    finally:
+        worker.simulator.set_timings(launch_delay_s=0.5)
+    assert code == 0, lines
+    *progress, deployment = lines
+    assert [r["status"] for r in deployment["replicas"]] == ["running", "running"]
+    assert {line["node"] for line in progress} == {
+        r["cluster_name"] for r in deployment["replicas"]
+    }
+    await worker.control.terminate_deployment(f"deployment-{spec.tenant}-{name}")
