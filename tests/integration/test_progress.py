@@ -23,6 +23,8 @@ from tests.integration.conftest import Stack, new_spec
 from workflows import search_attributes as attrs
 from workflows.models import NodeProgressSignal, NodeView
 
+REPO = Path(__file__).resolve().parents[2]
+
 
 async def phases_seen(stack: Stack, workflow_id: str) -> list[NodeProgressSignal]:
     converter = stack.client.data_converter
@@ -104,7 +106,7 @@ async def run_starter(stack: Stack, *args: str) -> tuple[int, list[dict[str, Any
     done = await asyncio.to_thread(
         subprocess.run,
         [sys.executable, "-m", "starter", *args],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=REPO,
         env={**env, **stack.env},
         capture_output=True,
         text=True,
