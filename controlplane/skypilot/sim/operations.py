@@ -14,9 +14,11 @@ from controlplane.skypilot.sim import launch_log
 from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
 from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
 from controlplane.skypilot.sim.payloads import (
+    AutostopBody,
     EndpointsBody,
     LaunchBody,
     RequestCancelBody,
+    StartBody,
     StatusBody,
     StatusRefreshMode,
     StopOrDownBody,
@@ -85,6 +87,9 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
     if body.dryrun:
         return {"job_id": None, "handle": EMPTY_PICKLED_VALUE}
     failure = state.take_launch_failure()
+    if failure == "NoCloudAccessError":  # the optimizer fails first: nothing is logged
+        await asyncio.sleep(state.config.launch_delay_s / 2)
+        raise launch_failure(failure, spec, body.cluster_name, request.request_id)
     request.write(*launch_log.optimizer_lines(spec))
     async with state.cluster_lock(body.cluster_name):
         cluster = state.clusters.get(body.cluster_name)
@@ -155,6 +160,38 @@ async def stop(state: SimState, request: Request) -> None:
         await asyncio.sleep(state.config.stop_delay_s)
         if state.is_current(cluster):
             state.set_status(cluster, ClusterStatus.STOPPED)
+    return None
+
+
+async def start(state: SimState, request: Request) -> None:
+    """Restart a STOPPED cluster (INIT for launch_delay_s, then UP); an UP one stays as it is."""
+    body = _body(request, StartBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    if body.cluster_name not in state.clusters:
+        raise _does_not_exist(body.cluster_name)
+    async with state.cluster_lock(body.cluster_name):
+        cluster = state.clusters.get(body.cluster_name)
+        if cluster is None:
+            raise _does_not_exist(body.cluster_name)
+        if cluster.status == ClusterStatus.UP:
+            return None
+        state.set_status(cluster, ClusterStatus.INIT)
+        await asyncio.sleep(state.config.launch_delay_s)
+        if state.is_current(cluster):
+            state.mark_up(cluster)
+    return None
+
+
+async def autostop(state: SimState, request: Request) -> None:
+    """Set the cluster's autostop; the real message for a missing cluster is yellow."""
+    body = _body(request, AutostopBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    cluster = state.clusters.get(body.cluster_name)
+    if cluster is None:
+        raise sky_error(
+            "ClusterDoesNotExist", f"\x1b[33mCluster {body.cluster_name!r} does not exist.\x1b[0m"
+        )
+    cluster.autostop, cluster.to_down = body.idle_minutes, body.down
     return None
 
 

@@ -49,6 +49,8 @@ ENTRYPOINTS: dict[str, tuple[str, str]] = {
     "sky.launch": ("sky.execution", "launch"),
     "sky.down": ("sky.core", "user_initiated_down"),
     "sky.stop": ("sky.core", "stop"),
+    "sky.start": ("sky.core", "start"),
+    "sky.autostop": ("sky.core", "autostop"),
     "sky.status": ("sky.core", "status"),
     "sky.endpoints": ("sky.core", "endpoints"),
     "sky.api_cancel": ("sky.server.requests.requests", "kill_requests"),
@@ -133,7 +135,11 @@ def full_payload(request: Request) -> dict[str, Any]:
 
 
 def readable_payload(
-    request: Request, fields: list[str] | None = None, *, by_id: bool = False
+    request: Request,
+    fields: list[str] | None = None,
+    *,
+    by_id: bool = False,
+    users: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """encode_requests(): names and JSON instead of pickles; no value, error or pid.
 
@@ -157,7 +163,13 @@ def readable_payload(
         "error": "null",
         "pid": None,
         "schedule_type": request.schedule_type if has("schedule_type") else "short",
-        "user_name": request.user_name if has("user_id") else None,
+        # Looked up at read time in the users table (``users``), which a worker fills in when it
+        # first runs one of the user's requests: null until then (contract §13).
+        "user_name": (
+            (users.get(request.user_id) if users is not None else request.user_name)
+            if has("user_id")
+            else None
+        ),
         "cluster_name": request.cluster_name if has("cluster_name") else None,
         "status_msg": request.status_msg if has("status_msg") else None,
         "should_retry": request.should_retry if has("should_retry") else False,
