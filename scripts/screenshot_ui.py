@@ -123,9 +123,7 @@ def shoot(stack: DevStack, chromium: str, out: Path) -> None:
         try:
             page = f"{base}/{urllib.parse.quote(launching)}/{run_id}"
             # Open the workflow page first (as a person would); its metadata tab then fills in.
-            browser.screenshot(
-                f"{page}/history", out / "web-ui-node-history.png", expect=[launching]
-            )
+            browser.screenshot(f"{page}/history", Path(profile) / "history.png", expect=[launching])
             browser.screenshot(
                 f"{page}/user-metadata", out / "web-ui-node-details.png", expect=[launching]
             )
