@@ -24,9 +24,9 @@ def test_skypilot_lines_name_their_phase() -> None:
     )
     assert classify("└── Instance is up.") == (NodePhase.PROVISIONING, "Instance is up.")
     assert classify("⚙︎ Running setup on 1 VM.") == (NodePhase.SETTING_UP, "Running setup on 1 VM.")
-    assert classify("✓ Setup completed.  View logs: sky logs --setup c")[0] is (
-        NodePhase.LOADING_MODEL
-    )
+    completed = classify("✓ Setup completed.  View logs: sky logs --setup c")
+    assert completed is not None
+    assert completed[0] is NodePhase.LOADING_MODEL
     assert classify("⚙︎ Job submitted, ID: 3") == (NodePhase.LOADING_MODEL, "Job submitted, ID: 3")
 
 

@@ -38,7 +38,7 @@ def http(server: SimulatorServer) -> Iterator[httpx.Client]:
     server.reset()
 
 
-def stream(http: httpx.Client, **params: object) -> httpx.Response:
+def stream(http: httpx.Client, **params: str | int) -> httpx.Response:
     return http.get("/api/stream", params={"format": "plain", **params})
 
 

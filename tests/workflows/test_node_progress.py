@@ -27,6 +27,7 @@ from workflows.models import (
     DeploymentSpec,
     NodeView,
     NodeWorkflowInput,
+    TerminateDeploymentRequest,
     TerminateNodeRequest,
     WaitReadyInput,
     WaitReadyResult,
@@ -91,7 +92,7 @@ async def start(
 
 async def until(handle: WorkflowHandle[Any, NodeView], check: Any, what: str) -> NodeView:
     for _ in range(400):
-        view = await handle.query("status", result_type=NodeView)
+        view: NodeView = await handle.query("status", result_type=NodeView)
         if check(view):
             return view
         await asyncio.sleep(0.05)
@@ -269,7 +270,9 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
         assert summary is not None
         assert tenant in summary, summary
         assert "replica" in summary, summary
-        await handle.execute_update(DeploymentWorkflow.terminate, {"reason": "test"})
+        await handle.execute_update(
+            DeploymentWorkflow.terminate, TerminateDeploymentRequest(reason="test")
+        )
         await handle.result()
         described = (await handle.describe()).typed_search_attributes
         assert described.get(attrs.DEPLOYMENT_STATUS) == "terminated"
