@@ -54,6 +54,7 @@ from controlplane.urls import redact_url, scrub
 from controlplane.vault import CredentialStore, Vault
 from starter.connection import connect
 from starter.schedules import ensure_fleet_health_schedules, ensure_reconcile_schedule
+from starter.search_attributes import warn_if_missing
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
@@ -300,6 +301,7 @@ async def serve(settings: Settings) -> int:
             scrub(str(exc), settings.temporal_address),
         )
         return 1
+    await warn_if_missing(client)
     async with open_activities(settings, metrics) as activities:
         worker = create_worker(client, settings, activities)
         stop = asyncio.Event()

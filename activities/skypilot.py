@@ -23,7 +23,9 @@ from activities.errors import (
     translate_errors,
 )
 from activities.heartbeat import heartbeating
+from activities.progress import ProgressReporter
 from controlplane.credential_policy import CredentialPolicyError, check_workspace
+from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import LaunchMode
 from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.errors import RequestFailedError, SkyPilotError, WaitTimeoutError
@@ -125,12 +127,13 @@ class SkyPilotActivities:
             input.launch_mode.value,
             input.spec.tenant,
         )
-        async with heartbeating():
+        async with heartbeating(), ProgressReporter().running() as progress:
             request_id = await backend.launch(
                 input.cluster_name,
                 task,
                 idempotency_key=input.node_id,
                 workspace=workspace,
+                on_line=progress.line,  # CLI mode: `sky launch` prints the launch as it goes
             )
         return LaunchResult(request_id=request_id)
 
@@ -158,10 +161,13 @@ class SkyPilotActivities:
         """SkyPilot finished, the cluster is UP, and the model answers /health."""
         backend = self._backend(input.launch_mode)
         deadline = time.monotonic() + input.timeout_s
-        async with heartbeating():
+        async with heartbeating(), ProgressReporter().running() as progress:
             try:
                 await backend.wait_launched(
-                    input.cluster_name, input.request_id, max(deadline - time.monotonic(), 1.0)
+                    input.cluster_name,
+                    input.request_id,
+                    max(deadline - time.monotonic(), 1.0),
+                    on_line=progress.line,  # API mode: the launch request's log
                 )
                 endpoint = await backend.endpoint(input.cluster_name, VLLM_PORT)
             except RequestFailedError as exc:
@@ -182,6 +188,10 @@ class SkyPilotActivities:
                 raise permanent(
                     f"cluster {input.cluster_name} exposes no port {VLLM_PORT}", "NoEndpoint"
                 )
+            progress.advance(
+                NodePhase.LOADING_MODEL,
+                f"cluster is up; waiting for the model at {endpoint}/health",
+            )
             while not await model_is_ready(self.probe_http, endpoint):
                 if time.monotonic() >= deadline:
                     raise permanent(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 
+from controlplane import search_attributes
 from controlplane.db.embedded import start_embedded_postgres
 from controlplane.db.migrate import upgrade
 from controlplane.db.url import normalise_database_url
@@ -142,6 +143,7 @@ class DevStack:
             "error",
             "--namespace",
             "default",
+            *search_attributes.dev_server_flags(),  # Tenant, NodeStatus, ... (all Keyword)
         ]
         process = spawn("temporal", argv, log_path)
         self.processes.append(process)

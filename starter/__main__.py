@@ -41,6 +41,7 @@ from starter.api import ControlPlane, IdentityConflict, NotFound, deployment_pol
 from starter.connection import connect
 from starter.health import check as check_health
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
+from starter.watch import ProgressDisplay, Row, follow, settled
 from workflows.models import (
     DeploymentSpec,
     ReconcileInput,
@@ -118,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     node_options(deploy)
     deploy.add_argument("--name", default="default")
     deploy.add_argument("--replicas", type=int, required=True)
+    deploy.add_argument(
+        "--wait", type=float, metavar="SECONDS", help="wait until every replica is running"
+    )
 
     status = sub.add_parser("status", help="a node's or a deployment's status")
     status.add_argument("--workflow-id", required=True)
@@ -143,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list node workflows")
     listing.add_argument("--running", action="store_true")
     listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--tenant", help="only this tenant's nodes (by their start input)")
+    listing.add_argument("--deployment", help="only this deployment's nodes (Deployment)")
+    listing.add_argument(
+        "--status",
+        choices=[s.value for s in NodeStatus],
+        help="only nodes in this status (NodeStatus)",
+    )
 
     reconcile = sub.add_parser("reconcile", help="run the reconciler once, or schedule it")
     reconcile.add_argument(
@@ -196,6 +207,57 @@ def emit(payload: Any) -> None:
     print(json.dumps(payload, indent=2, default=str), flush=True)
 
 
+def emit_final(payload: Any, display: ProgressDisplay) -> None:
+    """After a live display: pretty JSON on a terminal, one JSON line after JSON lines."""
+    if display.tty:
+        emit(payload)
+    else:
+        print(json.dumps(payload, default=str), flush=True)
+
+
+async def wait_for_node(cp: ControlPlane, started: dict[str, Any], seconds: float) -> int:
+    display = ProgressDisplay(sys.stdout)
+    workflow_id = str(started["workflow_id"])
+
+    async def snapshot() -> tuple[list[Row], bool]:
+        view = await cp.node_status(workflow_id)
+        return [Row(str(started["cluster_name"]), view)], settled(view)
+
+    rows = await follow(snapshot, display, timeout=timedelta(seconds=seconds))
+    view = rows[0].view
+    assert view is not None
+    emit_final({**started, "node": view.model_dump(mode="json")}, display)
+    return EXIT_OK if view.status is NodeStatus.RUNNING else EXIT_FAILED
+
+
+async def wait_for_deployment(cp: ControlPlane, workflow_id: str, seconds: float) -> int:
+    display = ProgressDisplay(sys.stdout)
+
+    async def snapshot() -> tuple[list[Row], bool]:
+        deployment = await cp.deployment_status(workflow_id)
+        rows = []
+        for replica in deployment.replicas:
+            try:
+                view = await cp.node_status(replica.workflow_id)
+            except NotFound:  # not started yet, or ended: the deployment's record says how
+                view = None
+            label = replica.cluster_name or (view.cluster_name if view else None)
+            rows.append(Row(label or f"replica {replica.replica}", view))
+        live = [r for r in deployment.replicas if not r.status.final]
+        done = len(live) >= deployment.desired_replicas and all(
+            row.view is not None and settled(row.view)
+            for row, replica in zip(rows, deployment.replicas, strict=True)
+            if not replica.status.final
+        )
+        return rows, done or deployment.terminating
+
+    await follow(snapshot, display, timeout=timedelta(seconds=seconds))
+    final = await cp.deployment_status(workflow_id)
+    emit_final(final.model_dump(mode="json"), display)
+    running = sum(r.status is NodeStatus.RUNNING for r in final.replicas)
+    return EXIT_OK if running >= final.desired_replicas else EXIT_FAILED
+
+
 async def run(args: argparse.Namespace) -> int:
     # Validate everything the person typed before connecting to anything.
     mode = LaunchMode(args.mode) if getattr(args, "mode", None) else None
@@ -227,20 +289,15 @@ async def run(args: argparse.Namespace) -> int:
         started = await cp.launch_node(spec, launch_mode=mode)
         result: dict[str, Any] = started.as_dict()
         if args.wait:
-            view = await cp.wait_for_node(
-                started.workflow_id,
-                until={NodeStatus.RUNNING},
-                timeout=timedelta(seconds=args.wait),
-            )
-            result["node"] = view.model_dump(mode="json")
-            emit(result)
-            return EXIT_OK if view.status is NodeStatus.RUNNING else EXIT_FAILED
+            return await wait_for_node(cp, result, args.wait)
         emit(result)
         return EXIT_OK
     if deployment is not None:
         workflow_id = await cp.launch_deployment(
             deployment, args.replicas, launch_mode=mode, policy=deployment_policy(settings)
         )
+        if args.wait:
+            return await wait_for_deployment(cp, workflow_id, args.wait)
         emit({"workflow_id": workflow_id, "replicas": args.replicas})
         return EXIT_OK
     if args.command == "status":
@@ -289,7 +346,15 @@ async def run(args: argparse.Namespace) -> int:
         )
         emit(report.model_dump(mode="json"))
         return EXIT_OK
-    emit(await cp.list_nodes(running_only=args.running, limit=args.limit))
+    emit(
+        await cp.list_nodes(
+            running_only=args.running,
+            limit=args.limit,
+            tenant=args.tenant,
+            deployment=args.deployment,
+            status=NodeStatus(args.status) if args.status else None,
+        )
+    )
     return EXIT_OK
 
 

@@ -17,13 +17,20 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
+from controlplane import search_attributes as names
 from controlplane.config import Settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import CLUSTER_PREFIX, NodeSpec
 from starter.ownership import parsed, start_input, started_input
+from starter.search_attributes import missing_search_attributes
+from workflows import search_attributes as attrs
 from workflows.deployment import (
     DeploymentWorkflow,
     deployment_workflow_id,
@@ -49,6 +56,7 @@ from workflows.models import (
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
+from workflows.user_metadata import deployment_summary, node_summary
 
 T = TypeVar("T")
 
@@ -103,12 +111,23 @@ class ControlPlane:
         self.client = client
         self.task_queue = task_queue
         self.cluster_prefix = cluster_prefix  # the workers' CLUSTER_NAME_PREFIX
+        self._labelled: bool | None = None
 
     def for_tenant(self, tenant: str) -> TenantControlPlane:
         """This API for one tenant: every call first checks its target is that tenant's."""
         from starter.tenant import TenantControlPlane  # it builds on this module
 
         return TenantControlPlane(self, tenant)
+
+    async def labelled(self) -> bool:
+        """Whether the namespace has our search attributes (checked once): then starts set them."""
+        if self._labelled is None:
+            missing = await missing_search_attributes(self.client)
+            self._labelled = missing == []
+        return self._labelled
+
+    async def _attributes(self, make: TypedSearchAttributes) -> TypedSearchAttributes:
+        return make if await self.labelled() else TypedSearchAttributes.empty
 
     # --- nodes -----------------------------------------------------------------------------------
     async def launch_node(
@@ -132,6 +151,13 @@ class ControlPlane:
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=await self._attributes(
+                attrs.node_attributes(spec, NodeStatus.PENDING)
+            ),
+            static_summary=node_summary(spec),
+            static_details=(
+                f"node {spec.node_id}, cluster {spec.cluster_name_for(self.cluster_prefix)}"
+            ),
         )
         if not await self._runs_node(workflow_id, spec, invalid_ok=True):
             raise IdentityConflict(
@@ -259,6 +285,10 @@ class ControlPlane:
             id=workflow_id,
             task_queue=self.task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            search_attributes=await self._attributes(
+                attrs.deployment_attributes(spec.tenant, spec.name, "launching")
+            ),
+            static_summary=deployment_summary(spec.tenant, spec.name, spec.model, replicas),
         )
         if not await self._runs_deployment(workflow_id, spec, invalid_ok=True):
             raise IdentityConflict(
@@ -331,16 +361,22 @@ class ControlPlane:
 
     # --- listing ---------------------------------------------------------------------------------
     async def list_nodes(
-        self, *, running_only: bool = False, limit: int = 100, tenant: str | None = None
+        self,
+        *,
+        running_only: bool = False,
+        limit: int = 100,
+        tenant: str | None = None,
+        deployment: str | None = None,
+        status: NodeStatus | None = None,
     ) -> list[dict[str, object]]:
         """Node workflows, newest first, with each live node's status from its query.
 
         With ``tenant``, only that tenant's: each workflow's start input is read to know whose
         it is, so this scans every node workflow of the namespace (one history read each).
+        ``deployment`` and ``status`` filter on the search attributes, so they need them
+        registered in the namespace (see README, "Search attributes").
         """
-        query = "WorkflowType = 'NodeWorkflow'"
-        if running_only:
-            query += " AND ExecutionStatus = 'Running'"
+        query = node_list_query(running_only=running_only, deployment=deployment, status=status)
         out: list[dict[str, object]] = []
         async for execution in self.client.list_workflows(
             query, limit=None if tenant is not None else limit
@@ -386,10 +422,37 @@ class ControlPlane:
             raise
 
 
+def _quoted(value: str) -> str:
+    """A visibility-query string literal; a quote inside the value is escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def node_list_query(
+    *,
+    running_only: bool = False,
+    tenant: str | None = None,
+    deployment: str | None = None,
+    status: NodeStatus | None = None,
+) -> str:
+    """The visibility query of ``list_nodes``: node workflows, filtered by search attributes."""
+    clauses = ["WorkflowType = 'NodeWorkflow'"]
+    if running_only:
+        clauses.append("ExecutionStatus = 'Running'")
+    for name, value in (
+        (names.TENANT, tenant),
+        (names.DEPLOYMENT, deployment),
+        (names.NODE_STATUS, status.value if status is not None else None),
+    ):
+        if value is not None:
+            clauses.append(f"{name} = {_quoted(value)}")
+    return " AND ".join(clauses)
+
+
 __all__ = [
     "ControlPlane",
     "IdentityConflict",
     "NodeStarted",
     "NotFound",
     "deployment_workflow_id",
+    "node_list_query",
 ]

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from controlplane.spec import NodeSpec
     from workflows import activity_refs as acts
     from workflows import deployment_plan as rules
+    from workflows import search_attributes as attrs
     from workflows.inputs import require_input
     from workflows.models import (
         DeploymentEvent,
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
         UpdateDeploymentRequest,
     )
     from workflows.node import DB_OPTIONS, NodeWorkflow
+    from workflows.user_metadata import node_summary
 
 TERMINATE_WAIT = timedelta(minutes=5)
 FULL_NODE_ID_PATCH = "workflow-id-carries-node-id"
@@ -290,6 +292,7 @@ class DeploymentWorkflow:
                 break  # a terminate accepted meanwhile: no replica starts after it
             await self._start()
         self._record_metrics()
+        self._upsert_status()
 
     def _check_rollout(self) -> None:
         st = self._state
@@ -342,6 +345,8 @@ class DeploymentWorkflow:
             spot=spec.spot,
         )
         st.replicas.append(record)
+        # Children carry the node attributes and a summary when this deployment carries ours.
+        labelled = attrs.carried() and workflow.patched(attrs.PATCH)
         handle = await workflow.start_child_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(
@@ -349,6 +354,10 @@ class DeploymentWorkflow:
             ),
             id=workflow_id,
             parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            search_attributes=(
+                attrs.node_attributes(spec, NodeStatus.PENDING) if labelled else None
+            ),
+            static_summary=node_summary(spec) if labelled else None,
         )
         self._handles[replica] = handle
         self._watchers.append(asyncio.create_task(self._watch(replica, handle)))
@@ -480,6 +489,23 @@ class DeploymentWorkflow:
                 record.status = NodeStatus.TERMINATED
 
     # --- helpers ---------------------------------------------------------------------------------
+    def deployment_status(self) -> str:
+        """One word for the DeploymentStatus search attribute."""
+        if self._controller is not True:
+            return self._legacy_deployment_status()
+        st = self._state
+        if st.terminating:
+            return "terminated" if self._all_ended() else "terminating"
+        if st.degraded:
+            return "degraded"
+        serving = len(rules.serving(st))
+        if serving >= st.desired:
+            return "running"
+        return "launching" if serving == 0 else "degraded"
+
+    def _upsert_status(self) -> None:
+        attrs.upsert_status(attrs.DEPLOYMENT_STATUS, self.deployment_status())
+
     def _clear_guard(self, why: str) -> None:
         st = self._state
         if st.degraded:
@@ -598,6 +624,7 @@ class DeploymentWorkflow:
                     "cluster_name": update.cluster_name or view.cluster_name,
                 }
             )
+            self._upsert_status()
 
     async def _legacy_scale(self, request: ScaleDeploymentRequest) -> DeploymentView:
         if self._terminating:
@@ -607,12 +634,14 @@ class DeploymentWorkflow:
         async with self._lock:
             self._desired = request.replicas
             await self._legacy_reconcile()
+            self._upsert_status()
         return self._legacy_status()
 
     async def _legacy_terminate(self, request: TerminateDeploymentRequest) -> DeploymentView:
         async with self._lock:
             self._terminating = True
             self._desired = 0
+            self._upsert_status()
             await self._legacy_reconcile()
         try:
             await workflow.wait_condition(self._legacy_all_final, timeout=TERMINATE_WAIT)
@@ -624,8 +653,17 @@ class DeploymentWorkflow:
         async with self._lock:
             await self._legacy_reconcile()
         await workflow.wait_condition(lambda: self._terminating and self._legacy_all_final())
+        self._upsert_status()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._legacy_status()
+
+    def _legacy_deployment_status(self) -> str:
+        if self._terminating:
+            return "terminated" if self._legacy_all_final() else "terminating"
+        running = sum(v.status is NodeStatus.RUNNING for v in self._replicas.values())
+        if running >= self._desired:
+            return "running"
+        return "launching" if running == 0 else "degraded"
 
     def _legacy_all_final(self) -> bool:
         return all(view.status.final for view in self._replicas.values())
@@ -655,11 +693,17 @@ class DeploymentWorkflow:
             workflow_id, cluster_name = node_workflow_id(spec.node_id), None
         else:
             workflow_id, cluster_name = legacy_node_workflow_id(spec), spec.legacy_cluster_name
+        # Children carry the node attributes and a summary when this deployment carries ours.
+        labelled = attrs.carried() and workflow.patched(attrs.PATCH)
         handle = await workflow.start_child_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(spec=spec, launch_mode=self._input.launch_mode),
             id=workflow_id,
             parent_close_policy=workflow.ParentClosePolicy.REQUEST_CANCEL,
+            search_attributes=(
+                attrs.node_attributes(spec, NodeStatus.PENDING) if labelled else None
+            ),
+            static_summary=node_summary(spec) if labelled else None,
         )
         self._children[replica] = handle
         self._replicas[replica] = ReplicaView(
@@ -683,10 +727,12 @@ class DeploymentWorkflow:
             self._replicas[replica] = view.model_copy(
                 update={"status": status, "error": str(error.cause or error)}
             )
+            self._upsert_status()
             return
         self._replicas[replica] = self._replicas[replica].model_copy(
             update={"status": result.status, "endpoint": result.endpoint, "error": result.error}
         )
+        self._upsert_status()
 
 
 def _view(record: ReplicaRecord) -> ReplicaView:

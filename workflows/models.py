@@ -12,6 +12,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from controlplane.db.models import CredentialRef
+from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.reconcile import Finding, Findings
 from controlplane.spec import (
@@ -33,6 +34,7 @@ __all__ = [
     "Finding",
     "Findings",
     "LaunchMode",
+    "NodePhase",
     "NodeSpec",
     "NodeStatus",
 ]  # re-exported for workflows
@@ -110,6 +112,16 @@ class NodeView(_Model):
     repairs: int = 0  # restarts in place
     repair_exhausted: bool = False
     location: str | None = None  # cloud/region it landed in, from the cluster record
+    phase: NodePhase | None = Field(default=None, description="where the node stands")
+    progress: str | None = Field(default=None, description="a short line: what it is doing")
+    since: datetime | None = Field(default=None, description="when the phase began")
+
+
+class NodeProgressSignal(_Model):
+    """A launch moved to a new phase (sent by the waiting activity, once per phase)."""
+
+    phase: NodePhase
+    progress: str = Field(max_length=500)
 
 
 class TerminateNodeRequest(_Model):

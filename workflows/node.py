@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from controlplane.lifecycle import SERVING_STATUSES
     from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
     from workflows import activity_refs as acts
+    from workflows import search_attributes as attrs
     from workflows.fleet_models import AcquireSlotInput, ModelHealthSignal, ReleaseSlotInput
     from workflows.inputs import require_input
     from workflows.models import (
@@ -45,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         DownClusterInput,
         EventType,
         LaunchInput,
+        NodePhase,
+        NodeProgressSignal,
         NodeState,
         NodeStatus,
         NodeView,
@@ -170,6 +173,11 @@ class NodeWorkflow:
         self._queued = False
         self._slot_asked = False
         self._local_db: bool | None = None
+        # Where the node stands (the status query's phase/progress/since); not carried across
+        # continue-as-new: a resumed node is running or tearing down, which its status says.
+        self._phase: NodePhase | None = None
+        self._progress: str | None = None
+        self._since: Any = None
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -186,6 +194,15 @@ class NodeWorkflow:
             self._state.terminate_reason = request.reason
         if self._launch_task is not None and not self._launch_task.done():
             self._launch_task.cancel()
+
+    @workflow.signal(name="launch_progress")
+    def launch_progress(self, update: NodeProgressSignal) -> None:
+        """A launch moved on (the waiting activity tells, once per phase); late ones are dropped."""
+        if self._current_status() not in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
+            return
+        if self._phase is not None and update.phase.rank < self._phase.rank:
+            return
+        self._set_phase(update.phase, update.progress)
 
     @workflow.signal(name="check_health")
     def check_health(self) -> None:
@@ -219,6 +236,7 @@ class NodeWorkflow:
         if self._state is None:
             await self._record_intent(input)
         state = self._require_state()
+        self._phase_for_status()
         if state.status is NodeStatus.PENDING and self._terminate_requested:
             await self._transition(
                 NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.PENDING]
@@ -338,6 +356,12 @@ class NodeWorkflow:
         attempt = 0
         while True:
             await self._admit(deadline)
+            self._set_phase(
+                NodePhase.SUBMITTING,
+                f"submitting the launch to SkyPilot ({plan.launch_mode.value})"
+                + (f", attempt {attempt + 1}" if attempt else ""),
+                force=True,
+            )
             launched = await acts.LAUNCH_CLUSTER.run(
                 LaunchInput(
                     spec=self._spec,
@@ -745,6 +769,8 @@ class NodeWorkflow:
             ),
         )
         state.status = to_status
+        attrs.upsert_status(attrs.NODE_STATUS, to_status.value)
+        self._phase_for_status()
         await self._tell_parent()
 
     async def _db(self, ref: acts.ActivityRef[In, Out], arg: In) -> Out:
@@ -830,7 +856,9 @@ class NodeWorkflow:
         state = self._state
         if state is None:
             # The cluster name is decided when intent is recorded (CLUSTER_NAME_PREFIX).
-            return NodeView(node_id=self._spec.node_id, status=NodeStatus.PENDING)
+            return NodeView(
+                node_id=self._spec.node_id, status=NodeStatus.PENDING, phase=NodePhase.QUEUED
+            )
         return NodeView(
             node_id=state.plan.node_id,
             cluster_name=state.plan.cluster_name,
@@ -843,7 +871,44 @@ class NodeWorkflow:
             repairs=state.repairs,
             repair_exhausted=state.repair_exhausted,
             location=state.location,
+            phase=self._phase,
+            progress=self._progress,
+            since=self._since,
         )
+
+    # --- where the node stands -------------------------------------------------------------------
+    def _set_phase(self, phase: NodePhase, progress: str, *, force: bool = False) -> None:
+        """Record the phase and say it on the workflow page (Temporal's current details)."""
+        if phase is not self._phase or force:
+            self._since = workflow.now()
+        self._phase, self._progress = phase, progress
+        workflow.set_current_details(self._details())
+
+    def _phase_for_status(self) -> None:
+        """The phase a status implies; a launching node's finer phases come from its log."""
+        state = self._require_state()
+        status = state.status
+        if status is NodeStatus.PENDING:
+            self._set_phase(NodePhase.QUEUED, "intent recorded; waiting to launch")
+        elif status is NodeStatus.LAUNCHING and (
+            self._phase is None or self._phase.rank < NodePhase.PROVISIONING.rank
+        ):
+            self._set_phase(NodePhase.PROVISIONING, "launch submitted; waiting for SkyPilot")
+        elif status is NodeStatus.RUNNING:
+            self._set_phase(NodePhase.READY, f"serving at {state.endpoint or 'its endpoint'}")
+        elif status is NodeStatus.TERMINATING:
+            reason = state.terminate_reason or "requested"
+            self._set_phase(NodePhase.TERMINATING, f"tearing down ({reason})")
+        elif status.final:
+            # The phase stays where the node got to; the line says how it ended.
+            self._progress = f"{status.value}: {state.error}" if state.error else status.value
+            workflow.set_current_details(self._details())
+
+    def _details(self) -> str:
+        """One line: what the node is and where it stands (the web UI's workflow page)."""
+        status = self._current_status().value
+        phase = self._phase.value if self._phase is not None else status
+        return f"{status} · {phase}: {self._progress or ''}"[:500]
 
     def _terminate_response(self, *, still_terminating: bool) -> TerminateNodeResponse:
         view = self._view()

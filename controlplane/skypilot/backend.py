@@ -8,9 +8,10 @@ strands a node.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
 
 from controlplane.lifecycle import LaunchMode
@@ -28,6 +29,9 @@ from controlplane.skypilot.observer import CallObserver, NullObserver, first_cal
 from controlplane.skypilot.task import SkyTask
 
 T = TypeVar("T")
+# Receives the launch's log lines as they come (progress); never raises into the caller.
+LineSink = Callable[[str], None]
+STREAM_RECONNECTS = 2  # a dropped log stream is picked up again at most this often
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +48,31 @@ class SkyPilotBackend(Protocol):
     mode: LaunchMode
 
     async def launch(
-        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        on_line: LineSink | None = None,
     ) -> str | None:
-        """Start a launch; returns a request id when the mode has one (API), else None."""
+        """Start a launch; returns a request id when the mode has one (API), else None.
+
+        ``on_line`` gets the launch's output lines where the launch itself produces them (CLI).
+        """
 
     async def wait_launched(
-        self, cluster_name: str, request_id: str | None, timeout: float
+        self,
+        cluster_name: str,
+        request_id: str | None,
+        timeout: float,
+        *,
+        on_line: LineSink | None = None,
     ) -> None:
-        """Return once the launch finished and the cluster is UP; raise its error otherwise."""
+        """Return once the launch finished and the cluster is UP; raise its error otherwise.
+
+        ``on_line`` gets the launch's log lines while it is waited for (API: /api/stream).
+        """
 
     async def cluster_status(self, cluster_name: str) -> ClusterStatus: ...
 
@@ -90,7 +111,13 @@ class ApiBackend:
         self.client = client
 
     async def launch(
-        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        on_line: LineSink | None = None,
     ) -> str | None:
         await self.client.validate(task)
         return await self.client.launch(
@@ -98,11 +125,41 @@ class ApiBackend:
         )
 
     async def wait_launched(
-        self, cluster_name: str, request_id: str | None, timeout: float
+        self,
+        cluster_name: str,
+        request_id: str | None,
+        timeout: float,
+        *,
+        on_line: LineSink | None = None,
     ) -> None:
         if request_id is None:
             raise ValueError("API mode needs the launch request id to wait for")
-        await self.client.wait_for_request(request_id, timeout=timeout)
+        if on_line is None:
+            await self.client.wait_for_request(request_id, timeout=timeout)
+            return
+        reader = asyncio.create_task(self._follow_log(request_id, on_line))
+        try:
+            await self.client.wait_for_request(request_id, timeout=timeout)
+            # The server closes the stream when the request ends: let the last lines arrive.
+            await asyncio.wait({reader}, timeout=1.0)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _follow_log(self, request_id: str, on_line: LineSink) -> None:
+        """Read the launch's log (one stream; after a drop, resume at the end: ``tail=0``)."""
+        tail: int | None = None
+        for attempt in range(STREAM_RECONNECTS + 1):
+            try:
+                async for line in self.client.stream_log(request_id, tail=tail):
+                    on_line(line)
+                return
+            except SkyPilotError as exc:
+                log.info("log stream of %s interrupted (%s)", request_id, exc)
+                if attempt < STREAM_RECONNECTS:
+                    await asyncio.sleep(1.0)
+                tail = 0
 
     async def cluster_status(self, cluster_name: str) -> ClusterStatus:
         return await self.client.cluster_status(cluster_name)
@@ -165,17 +222,30 @@ class ObservedCLI:
         return result
 
     async def launch(
-        self, cluster_name: str, task: SkyTask, *, workspace: str | None, marker: str
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        workspace: str | None,
+        marker: str,
+        on_line: LineSink | None = None,
     ) -> None:
         await self._observe(
-            "launch", self._cli.launch(cluster_name, task, workspace=workspace, marker=marker)
+            "launch",
+            self._cli.launch(
+                cluster_name, task, workspace=workspace, marker=marker, on_line=on_line
+            ),
         )
 
     async def launch_requests(self, cluster_name: str) -> list[RequestRecord]:
         return await self._observe("request_status", self._cli.launch_requests(cluster_name))
 
-    async def follow(self, request_id: str, cluster_name: str) -> None:
-        await self._observe("wait", self._cli.follow(request_id, subject=cluster_name))
+    async def follow(
+        self, request_id: str, cluster_name: str, *, on_line: LineSink | None = None
+    ) -> None:
+        await self._observe(
+            "wait", self._cli.follow(request_id, subject=cluster_name, on_line=on_line)
+        )
 
     async def cancel(self, request_ids: list[str], cluster_name: str) -> list[str]:
         return await self._observe("cancel", self._cli.cancel(request_ids, subject=cluster_name))
@@ -214,16 +284,24 @@ class CliBackend:
         self.poll_interval = poll_interval
 
     async def launch(
-        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        on_line: LineSink | None = None,
     ) -> str | None:
         earlier = await self._earlier_launch(cluster_name)
         if earlier is not None:
             log.info("reattaching to launch request %s of %s", earlier.request_id, cluster_name)
             if not earlier.status.finished:
-                await self.cli.follow(earlier.request_id, cluster_name)
+                await self.cli.follow(earlier.request_id, cluster_name, on_line=on_line)
             return None
         marker = _marker("launch", cluster_name, idempotency_key)
-        await self.cli.launch(cluster_name, task, workspace=workspace, marker=marker)
+        await self.cli.launch(
+            cluster_name, task, workspace=workspace, marker=marker, on_line=on_line
+        )
         return None
 
     async def _earlier_launch(self, cluster_name: str) -> RequestRecord | None:
@@ -245,7 +323,12 @@ class CliBackend:
         return None if gone else newest
 
     async def wait_launched(
-        self, cluster_name: str, request_id: str | None, timeout: float
+        self,
+        cluster_name: str,
+        request_id: str | None,
+        timeout: float,
+        *,
+        on_line: LineSink | None = None,
     ) -> None:
         deadline = time.monotonic() + timeout
         while True:

@@ -48,7 +48,7 @@ import os
 import re
 import signal
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,8 +183,12 @@ class SkyCLI:
         workspace: str | None = None,
         retry_until_up: bool = False,
         marker: str | None = None,
+        on_line: Callable[[str], None] | None = None,
     ) -> None:
-        """Provision the cluster and submit the task (detached); returns once it is submitted."""
+        """Provision the cluster and submit the task (detached); returns once it is submitted.
+
+        ``on_line`` gets each stdout line as it arrives (secrets replaced), for progress.
+        """
         operation = "sky.launch"
         _check_cluster_name(cluster_name, operation)
         if workspace is not None and not WORKSPACE_NAME_RE.fullmatch(workspace):
@@ -217,6 +221,7 @@ class SkyCLI:
                 subject=cluster_name,
                 secrets=list(secrets.values()),
                 pass_fds=tuple(fds.values()),
+                on_line=on_line,
             )
         if done.returncode != 0:
             raise error_from_output(operation, done)
@@ -243,13 +248,18 @@ class SkyCLI:
         mine = [r for r in records if r.cluster_name == cluster_name and r.name == "sky.launch"]
         return sorted(mine, key=lambda r: r.created_at or 0.0, reverse=True)
 
-    async def follow(self, request_id: str, *, subject: str) -> None:
-        """Wait for a request with ``sky api logs``; raise its error as ``sky launch`` would."""
+    async def follow(
+        self, request_id: str, *, subject: str, on_line: Callable[[str], None] | None = None
+    ) -> None:
+        """Wait for a request with ``sky api logs``; raise its error as ``sky launch`` would.
+
+        ``on_line`` gets the request's log lines as they are printed, as in ``launch``.
+        """
         operation = "sky.launch"
         _check_request_id(request_id, operation)
         done = await self._run(
             operation, ["api", "logs", "--", request_id], timeout=self.launch_timeout,
-            subject=subject,
+            subject=subject, on_line=on_line,
         )  # fmt: skip
         if done.returncode != 0:
             raise error_from_output(operation, done)
@@ -393,6 +403,7 @@ class SkyCLI:
         subject: str,
         secrets: Collection[str] = (),
         pass_fds: Sequence[int] = (),
+        on_line: Callable[[str], None] | None = None,
     ) -> Completed:
         """Run `sky <args>` in its own session; kill its process group on timeout or cancel."""
         config = self.server.config_text()
@@ -408,6 +419,7 @@ class SkyCLI:
                 secrets=[*secrets, *self._server_secrets()],
                 env=env,
                 pass_fds=(*pass_fds, *config_fd.values()),
+                on_line=on_line,
             )
 
     def _server_secrets(self) -> list[str]:
@@ -423,6 +435,7 @@ class SkyCLI:
         secrets: Collection[str],
         env: Mapping[str, str],
         pass_fds: Sequence[int],
+        on_line: Callable[[str], None] | None = None,
     ) -> Completed:
         verb = " ".join(args[:2]) if args[0] == "api" else args[0]
         argv = [self.sky_path, *args]
@@ -455,7 +468,9 @@ class SkyCLI:
         assert proc.stderr is not None
         captured = (bytearray(), bytearray())  # filled as output arrives, kept if cut off
         readers = [
-            asyncio.create_task(_drain(proc.stdout, captured[0])),
+            asyncio.create_task(
+                _drain(proc.stdout, captured[0], _line_sink(on_line, secrets) if on_line else None)
+            ),
             asyncio.create_task(_drain(proc.stderr, captured[1])),
         ]
         pending: set[asyncio.Task[None]] = set(readers)
@@ -599,12 +614,33 @@ def _check_cluster_name(name: str, operation: str) -> None:
         )
 
 
-async def _drain(stream: asyncio.StreamReader, buffer: bytearray) -> None:
+def _line_sink(on_line: Callable[[str], None], secrets: Collection[str]) -> Callable[[bytes], None]:
+    """Split output into lines, clean each (colours, secrets) and hand it on."""
+    partial = bytearray()
+
+    def feed(chunk: bytes) -> None:
+        partial.extend(chunk)
+        *lines, rest = bytes(partial).split(b"\n")
+        partial[:] = rest[:MAX_MESSAGE]
+        for line in lines:
+            if line.strip():
+                on_line(_clean(line, secrets))
+
+    return feed
+
+
+async def _drain(
+    stream: asyncio.StreamReader, buffer: bytearray, feed: Callable[[bytes], None] | None = None
+) -> None:
     """Read to EOF into ``buffer``, keeping its last MAX_CAPTURE bytes."""
     while chunk := await stream.read(65536):
+        if feed is not None:
+            feed(chunk)
         buffer += chunk
         if len(buffer) > MAX_CAPTURE:
             del buffer[: len(buffer) - MAX_CAPTURE]
+    if feed is not None:
+        feed(b"\n")  # the last line, if it had no end
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -61,6 +61,7 @@ log = logging.getLogger(__name__)
 API_VERSION = 62
 CLIENT_VERSION = "0.14.1"
 MARKER_PREFIX = "controlplane"
+MAX_LOG_LINE = 4096  # characters kept of one streamed log line
 # Columns of a request listing. Never ``request_body``: a listing's bodies carry every request's
 # task YAML with its secrets (contract §4.2). Only the marker lookup needs bodies, and it fetches
 # those of its few candidates by id (``_marked``).
@@ -734,3 +735,42 @@ class SkyPilotClient:
             return {int(k): str(v) for k, v in result.items()}
 
         return await self._observed("endpoints", call)
+
+    # --- logs ----------------------------------------------------------------------------------
+    async def stream_log(
+        self, request_id: str, *, follow: bool = True, tail: int | None = None
+    ) -> AsyncIterator[str]:
+        """``GET /api/stream?format=plain``: a request's log, one stripped non-empty line at a time.
+
+        One call, however long the request runs: the server pushes lines as they are written
+        and closes the response when the request finishes (so there is no read timeout: the
+        caller ends the read by cancelling it). Lines are read chunk by chunk and cut at
+        MAX_LOG_LINE characters, so a line without an end cannot grow memory.
+        """
+        params: dict[str, str | int] = {
+            "request_id": request_id,
+            "format": "plain",
+            "follow": "true" if follow else "false",
+        }
+        if tail is not None:
+            params["tail"] = tail
+        timeout = httpx.Timeout(None, connect=self.timeouts.connect)
+        try:
+            async with self._http.stream(
+                "GET", "/api/stream", params=params, timeout=timeout
+            ) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise error_from_response(response, "stream")
+                pending = ""
+                async for text in response.aiter_text():
+                    pending += text
+                    *lines, pending = pending.split("\n")
+                    for line in lines:
+                        if line.strip():
+                            yield line.strip()[:MAX_LOG_LINE]
+                    pending = pending[:MAX_LOG_LINE]
+                if pending.strip():
+                    yield pending.strip()[:MAX_LOG_LINE]
+        except httpx.TransportError as exc:
+            raise self._unreachable("stream", exc) from None

@@ -21,6 +21,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from controlplane.config import Settings, load_settings
+from controlplane.search_attributes import dev_server_flags
 from controlplane.skypilot.sim.config import SimConfig
 from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.spec import NodeSpec
@@ -39,6 +40,7 @@ async def temporal() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=dev_server_path(),
         data_converter=pydantic_data_converter,
         ui=False,
+        dev_server_extra_args=dev_server_flags(),  # the control plane's search attributes
     )
     try:
         yield environment

@@ -297,7 +297,11 @@ async def starter(ss: SecretStack, *args: str) -> tuple[int, dict[str, Any], str
         timeout=120,
         check=False,
     )
-    payload: dict[str, Any] = json.loads(done.stdout) if done.stdout.strip() else {}
+    text = done.stdout.strip()
+    try:
+        payload: dict[str, Any] = json.loads(text) if text else {}
+    except json.JSONDecodeError:  # `--wait` redirected: progress JSON lines, the result last
+        payload = json.loads(text.splitlines()[-1])
     return done.returncode, payload, done.stdout + "\n" + done.stderr
 
 

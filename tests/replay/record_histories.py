@@ -37,6 +37,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from controlplane.config import Settings, load_settings
 from controlplane.lifecycle import NodeStatus
+from controlplane.search_attributes import dev_server_flags
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.sim.config import DEFAULT_LAUNCH_FAILURE_TYPES, SimConfig
 from controlplane.skypilot.sim.server import SimulatorServer
@@ -343,6 +344,48 @@ async def scale_and_terminate_deployment(r: Recorder, name: str, child_name: str
     await r.save(child_name, r.handle(view.replicas[1].workflow_id))
 
 
+async def node_with_search_attributes_and_progress(r: Recorder) -> None:
+    """A node started with its search attributes: NodeStatus upserts and launch_progress signals."""
+    r.simulator.set_timings(launch_delay_s=2.0)  # long enough for each phase to be signalled
+    try:
+        started = await r.main.launch_node(node_spec("labelled"))
+        view = await r.main.wait_for_node(
+            started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
+        )
+    finally:
+        r.simulator.set_timings(launch_delay_s=1.0)
+    assert view.status is NodeStatus.RUNNING, view
+    assert await r.main.labelled(), "the dev server must register the search attributes"
+    answer = await r.main.terminate_node(started.workflow_id)
+    assert answer.status is NodeStatus.TERMINATED, answer
+    await r.handle(started.workflow_id).result()
+    await r.save("node_with_search_attributes_and_progress", r.handle(started.workflow_id))
+
+
+async def deployment_with_search_attributes(r: Recorder) -> None:
+    """A labelled deployment: DeploymentStatus upserts, children started with attributes."""
+    spec = DeploymentSpec(
+        tenant="replay",
+        model=MODEL,
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        name=f"green-{uuid.uuid4().hex[:6]}",
+    )
+    workflow_id = await r.main.launch_deployment(spec, replicas=1)
+
+    async def running() -> bool:
+        view = await r.main.deployment_status(workflow_id)
+        return [x.status for x in view.replicas] == [NodeStatus.RUNNING]
+
+    await until(running, "the replica running")
+    view = await r.main.terminate_deployment(workflow_id)
+    assert all(x.status.final for x in view.replicas), view
+    await r.handle(workflow_id).result()
+    await r.save("deployment_with_search_attributes", r.handle(workflow_id))
+
+
 async def terminate_unmanaged_cluster(r: Recorder) -> None:
     cluster = f"unmanaged-{uuid.uuid4().hex[:6]}"
     task = build_task(
@@ -393,6 +436,8 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         terminate_unmanaged_cluster,
         deployment_node_id_children,
         terminate_cluster_refused_for_tenant,
+        node_with_search_attributes_and_progress,
+        deployment_with_search_attributes,
     )
 }
 
@@ -469,6 +514,7 @@ async def record(names: list[str], out: Path) -> None:
             dev_server_existing_path=dev_server_path(),
             data_converter=pydantic_data_converter,
             ui=False,
+            dev_server_extra_args=dev_server_flags(),  # the control plane's search attributes
         )
         stack.push_async_callback(env.shutdown)
         simulator = await stack.enter_async_context(SimulatorServer(sim_config(1.0)))

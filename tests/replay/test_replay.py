@@ -52,6 +52,8 @@ MAIN_PATHS = {
     "deployment_node_id_children": "DeploymentWorkflow",
     "node_child_reports_cluster_name": "NodeWorkflow",
     "terminate_cluster_refused_for_tenant": "TerminateClusterWorkflow",
+    "node_with_search_attributes_and_progress": "NodeWorkflow",
+    "deployment_with_search_attributes": "DeploymentWorkflow",
 }
 FILES = sorted(HISTORIES.glob("*.json"))
 

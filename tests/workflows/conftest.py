@@ -9,6 +9,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from controlplane.search_attributes import dev_server_flags
 from tests.support.temporal_env import dev_server_path, test_server_path
 
 
@@ -37,6 +38,7 @@ async def local_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=dev_server_path(),
         data_converter=pydantic_data_converter,
         ui=False,
+        dev_server_extra_args=dev_server_flags(),  # the control plane's search attributes
     )
     try:
         yield environment

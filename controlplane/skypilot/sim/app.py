@@ -6,7 +6,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
-from controlplane.skypilot.sim import routes, sim_routes
+from controlplane.skypilot.sim import routes, sim_routes, stream_routes
 from controlplane.skypilot.sim.config import SimConfig
 from controlplane.skypilot.sim.delivery import deliver
 from controlplane.skypilot.sim.middleware import (
@@ -55,5 +55,6 @@ def create_app(config: SimConfig) -> FastAPI:
     app.sim = state
     app.state.sim = state
     app.include_router(routes.router)
+    app.include_router(stream_routes.router)
     app.include_router(sim_routes.router)
     return app

@@ -11,13 +11,16 @@ import asyncio
 import time
 from typing import Any, TypeVar
 
+from controlplane.skypilot.sim import launch_log
 from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
 from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
 from controlplane.skypilot.sim.payloads import (
+    AutostopBody,
     EndpointsBody,
     ExecBody,
     LaunchBody,
     RequestCancelBody,
+    StartBody,
     StatusBody,
     StatusRefreshMode,
     StopOrDownBody,
@@ -88,10 +91,16 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
     failure = state.take_launch_failure()
     if failure is None and not spec.land(state.faults.unavailable_locations):
         failure = "ResourcesUnavailableError"
+    if failure == "NoCloudAccessError":  # the optimizer fails first: nothing is logged
+        await asyncio.sleep(state.config.launch_delay_s / 2)
+        raise launch_failure(failure, spec, body.cluster_name, request.request_id)
+    request.write(*launch_log.optimizer_lines(spec))
     async with state.cluster_lock(body.cluster_name):
         cluster = state.clusters.get(body.cluster_name)
         if cluster is not None and cluster.status == ClusterStatus.UP and failure is None:
-            return _launch_result(cluster, body, spec)
+            result = _launch_result(cluster, body, spec)
+            request.write(*launch_log.reused_lines(body.cluster_name, result["job_id"]))
+            return result
         previous = None if cluster is None else cluster.status
         if cluster is None:
             cluster = state.new_cluster(body.cluster_name, spec, request)
@@ -100,18 +109,24 @@ async def launch(state: SimState, request: Request) -> dict[str, Any]:
             cluster.launch_request_id = request.request_id
             state.set_status(cluster, ClusterStatus.INIT)
         request.on_cancel = lambda: _undo_launch(state, cluster, previous)
+        request.write(*launch_log.provisioning_lines(spec, body.cluster_name))
         if failure is not None:
             await asyncio.sleep(state.config.launch_delay_s / 2)
             _undo_launch(state, cluster, previous)
             raise launch_failure(failure, spec, body.cluster_name, request.request_id)
-        await asyncio.sleep(state.config.launch_delay_s)
+        # Half the delay provisioning, half setting up (the cluster is UP at the end).
+        await asyncio.sleep(state.config.launch_delay_s / 2)
+        request.write(*launch_log.provisioned_lines(body.cluster_name))
+        await asyncio.sleep(state.config.launch_delay_s / 2)
         if not state.is_current(cluster):
             raise launch_failure(
                 "ResourcesUnavailableError", spec, body.cluster_name, request.request_id
             )
         request.on_cancel = None
         state.mark_up(cluster)
-        return _launch_result(cluster, body, spec)
+        result = _launch_result(cluster, body, spec)
+        request.write(*launch_log.submitted_lines(body.cluster_name, result["job_id"]))
+        return result
 
 
 async def exec_task(state: SimState, request: Request) -> dict[str, Any]:
@@ -153,8 +168,10 @@ async def down(state: SimState, request: Request) -> None:
         cluster = state.clusters.get(body.cluster_name)
         if cluster is None:
             return None  # the launch it cancelled took its INIT cluster with it
+        request.write(f"Terminating cluster {body.cluster_name}...")
         await asyncio.sleep(state.config.down_delay_s)
         state.remove_cluster(cluster)
+        request.write(f"Terminating cluster {body.cluster_name}...done.")
     return None
 
 
@@ -171,6 +188,38 @@ async def stop(state: SimState, request: Request) -> None:
         await asyncio.sleep(state.config.stop_delay_s)
         if state.is_current(cluster):
             state.set_status(cluster, ClusterStatus.STOPPED)
+    return None
+
+
+async def start(state: SimState, request: Request) -> None:
+    """Restart a STOPPED cluster (INIT for launch_delay_s, then UP); an UP one stays as it is."""
+    body = _body(request, StartBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    if body.cluster_name not in state.clusters:
+        raise _does_not_exist(body.cluster_name)
+    async with state.cluster_lock(body.cluster_name):
+        cluster = state.clusters.get(body.cluster_name)
+        if cluster is None:
+            raise _does_not_exist(body.cluster_name)
+        if cluster.status == ClusterStatus.UP:
+            return None
+        state.set_status(cluster, ClusterStatus.INIT)
+        await asyncio.sleep(state.config.launch_delay_s)
+        if state.is_current(cluster):
+            state.mark_up(cluster)
+    return None
+
+
+async def autostop(state: SimState, request: Request) -> None:
+    """Set the cluster's autostop; the real message for a missing cluster is yellow."""
+    body = _body(request, AutostopBody)
+    await asyncio.sleep(state.config.status_delay_s)
+    cluster = state.clusters.get(body.cluster_name)
+    if cluster is None:
+        raise sky_error(
+            "ClusterDoesNotExist", f"\x1b[33mCluster {body.cluster_name!r} does not exist.\x1b[0m"
+        )
+    cluster.autostop, cluster.to_down = body.idle_minutes, body.down
     return None
 
 

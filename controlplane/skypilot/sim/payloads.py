@@ -33,6 +33,12 @@ class StatusRefreshMode(StrEnum):
     FORCE = "FORCE"
 
 
+class AutostopWaitFor(StrEnum):
+    JOBS_AND_SSH = "jobs_and_ssh"
+    JOBS = "jobs"
+    NONE = "none"
+
+
 class OptimizeTarget(IntEnum):
     COST = 0
     TIME = 1
@@ -105,6 +111,24 @@ class StopOrDownBody(RequestBody):
     purge: bool = False
     graceful: bool = False
     graceful_timeout: int | None = None
+
+
+class StartBody(RequestBody):
+    cluster_name: str
+    idle_minutes_to_autostop: int | None = None
+    wait_for: AutostopWaitFor | None = None
+    retry_until_up: bool = False
+    down: bool = False
+    force: bool = False
+
+
+class AutostopBody(RequestBody):
+    cluster_name: str
+    idle_minutes: int
+    wait_for: AutostopWaitFor | None = None
+    down: bool = False
+    hook: str | None = None
+    hook_timeout: int | None = None
 
 
 class StatusBody(RequestBody):

@@ -57,6 +57,8 @@ ENTRYPOINTS: dict[str, tuple[str, str]] = {
     "sky.exec": ("sky.execution", "exec"),
     "sky.down": ("sky.core", "user_initiated_down"),
     "sky.stop": ("sky.core", "stop"),
+    "sky.start": ("sky.core", "start"),
+    "sky.autostop": ("sky.core", "autostop"),
     "sky.status": ("sky.core", "status"),
     "sky.endpoints": ("sky.core", "endpoints"),
     "sky.api_cancel": ("sky.server.requests.requests", "kill_requests"),
@@ -90,6 +92,12 @@ class Request:
     task: asyncio.Task[None] | None = None
     # Undoes a half-finished operation when the request is cancelled (e.g. drop an INIT cluster).
     on_cancel: Callable[[], None] | None = None
+    # The request's log (~/.sky/api_server/requests/<id>.log on the real server), line by line.
+    log: list[str] = field(default_factory=list)
+
+    def write(self, *lines: str) -> None:
+        """Append lines to the request's log (GET /api/stream serves them)."""
+        self.log.extend(line.rstrip("\n") + "\n" for line in lines)
 
     @property
     def entrypoint_name(self) -> str:
@@ -135,7 +143,11 @@ def full_payload(request: Request) -> dict[str, Any]:
 
 
 def readable_payload(
-    request: Request, fields: list[str] | None = None, *, by_id: bool = False
+    request: Request,
+    fields: list[str] | None = None,
+    *,
+    by_id: bool = False,
+    users: dict[str, str | None] | None = None,
 ) -> dict[str, Any]:
     """encode_requests(): names and JSON instead of pickles; no value, error or pid.
 
@@ -159,7 +171,13 @@ def readable_payload(
         "error": "null",
         "pid": None,
         "schedule_type": request.schedule_type if has("schedule_type") else "short",
-        "user_name": request.user_name if has("user_id") else None,
+        # Looked up at read time in the users table (``users``), which a worker fills in when it
+        # first runs one of the user's requests: null until then (contract §13).
+        "user_name": (
+            (users.get(request.user_id) if users is not None else request.user_name)
+            if has("user_id")
+            else None
+        ),
         "cluster_name": request.cluster_name if has("cluster_name") else None,
         "status_msg": request.status_msg if has("status_msg") else None,
         "should_retry": request.should_retry if has("should_retry") else False,

@@ -29,11 +29,13 @@ from controlplane.skypilot.sim.middleware import (
     request_id_of,
 )
 from controlplane.skypilot.sim.payloads import (
+    AutostopBody,
     EndpointsBody,
     ExecBody,
     LaunchBody,
     RequestBody,
     RequestCancelBody,
+    StartBody,
     StatusBody,
     StatusRefreshMode,
     StopOrDownBody,
@@ -123,6 +125,16 @@ async def down(http: HttpRequest, body: StopOrDownBody) -> None:
 @router.post("/stop")
 async def stop(http: HttpRequest, body: StopOrDownBody) -> None:
     _submit(http, "sky.stop", body, operations.stop, cluster_name=body.cluster_name, droppable=True)
+
+
+@router.post("/start")
+async def start(http: HttpRequest, body: StartBody) -> None:
+    _submit(http, "sky.start", body, operations.start, long=True, cluster_name=body.cluster_name)
+
+
+@router.post("/autostop")
+async def autostop(http: HttpRequest, body: AutostopBody) -> None:
+    _submit(http, "sky.autostop", body, operations.autostop, cluster_name=body.cluster_name)
 
 
 @router.post("/status")
@@ -215,7 +227,7 @@ async def api_status(
     state = sim_state(http)
     if request_ids is not None:
         found = [r for prefix in request_ids for r in state.find(prefix)]
-        return JSONResponse([readable_payload(r, by_id=True) for r in found])
+        return JSONResponse([readable_payload(r, by_id=True, users=state.users) for r in found])
     rows = [
         r
         for r in state.requests.values()
@@ -225,4 +237,4 @@ async def api_status(
     rows.sort(key=lambda r: r.created_at, reverse=True)
     if limit is not None and limit >= 0:
         rows = rows[:limit]
-    return JSONResponse([readable_payload(r, fields) for r in rows])
+    return JSONResponse([readable_payload(r, fields, users=state.users) for r in rows])

@@ -91,6 +91,9 @@ async def launch(args: argparse.Namespace) -> int:
         request_id = await sky.launch(
             args.cluster, task, workspace=args.workspace, retry_until_up=args.retry_until_up
         )
+        # Like the real CLI, print the launch's log as it happens (SDK: stream_and_get).
+        async for line in sky.stream_log(request_id):
+            print(line, flush=True)
         await sky.wait_for_request(request_id, timeout=3600)
     print(f"Running on cluster: {args.cluster}", flush=True)
     return 0

@@ -66,6 +66,8 @@ class SimState:
         self.faults = self.config.faults.model_copy(deep=True)
         self._rng = random.Random(self.faults.seed)
         self.requests: dict[str, Request] = {}
+        # The server's users table: a user appears once a worker has run one of its requests.
+        self.users: dict[str, str | None] = {SYSTEM_USER_ID: SYSTEM_USER_ID}
         self.clusters: dict[str, Cluster] = {}
         self._cluster_locks: dict[str, asyncio.Lock] = {}
         self._long_slots: asyncio.Semaphore | None = None
@@ -227,6 +229,7 @@ class SimState:
         await asyncio.sleep(self.config.status_delay_s)
         request.status = RequestStatus.RUNNING
         request.pid = os.getpid()
+        self.users.setdefault(request.user_id, request.user_name)
         try:
             value = await operation(self, request)
         except EXPECTED_ERRORS as exc:

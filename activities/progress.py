@@ -1,0 +1,81 @@
+"""Tell a node's workflow where its launch stands: one signal per phase, never more.
+
+Heartbeat details are not visible to workflow code, so the activity that reads the launch's
+output signals its own workflow (``launch_progress``) when a SkyPilot line moves the launch to
+a new phase. The Temporal actions this adds per launch are bounded by the number of phases, not
+by the launch's length. Progress is best effort: a signal that cannot be sent is logged and the
+activity carries on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from temporalio import activity
+from temporalio.service import RPCError
+
+from controlplane.launch_progress import NodePhase, PhaseTracker, Progress
+from workflows.models import NodeProgressSignal
+
+log = logging.getLogger(__name__)
+
+SIGNAL = "launch_progress"
+_FLUSH_S = 5.0
+
+
+class ProgressReporter:
+    """Feed it log lines (``line``) or known steps (``advance``); it signals phase changes."""
+
+    def __init__(self, start: NodePhase = NodePhase.SUBMITTING) -> None:
+        self.tracker = PhaseTracker(start)
+        self._queue: asyncio.Queue[Progress] = asyncio.Queue()
+        self.sent: list[Progress] = []
+
+    def line(self, raw: str) -> None:
+        progress = self.tracker.feed(raw)
+        if progress is not None:
+            self._queue.put_nowait(progress)
+
+    def advance(self, phase: NodePhase, text: str) -> None:
+        progress = self.tracker.advance(phase, text)
+        if progress is not None:
+            self._queue.put_nowait(progress)
+
+    async def _send_all(self) -> None:
+        info = activity.info()
+        try:
+            client = activity.client()
+        except RuntimeError:  # no client (an activity environment without one)
+            client = None
+        if info.workflow_id is None or client is None:  # nobody to tell: drop what comes
+            while True:
+                await self._queue.get()
+                self._queue.task_done()
+        handle = client.get_workflow_handle(info.workflow_id, run_id=info.workflow_run_id)
+        while True:
+            progress = await self._queue.get()
+            try:
+                await handle.signal(
+                    SIGNAL, NodeProgressSignal(phase=progress.phase, progress=progress.line)
+                )
+                self.sent.append(progress)
+            except (RPCError, RuntimeError) as exc:
+                log.warning("could not report %s to %s: %s", progress.phase, info.workflow_id, exc)
+            finally:
+                self._queue.task_done()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[ProgressReporter]:
+        """Send in the background for the block; on the way out, send what is queued (bounded)."""
+        sender = asyncio.create_task(self._send_all())
+        try:
+            yield self
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), _FLUSH_S)
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sender

@@ -1,0 +1,280 @@
+"""Where a node stands: phase, progress and since in the status query, the workflow's current
+details, and the search attributes a node and a deployment carry (issue 14)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.progress import ProgressReporter
+from controlplane.launch_progress import NodePhase
+from controlplane.lifecycle import NodeStatus
+from controlplane.spec import NodeSpec
+from tests.workflows.fakes import FakeActivities
+from workflows import search_attributes as attrs
+from workflows.deployment import DeploymentWorkflow
+from workflows.models import (
+    DeploymentInput,
+    DeploymentSpec,
+    NodeView,
+    NodeWorkflowInput,
+    TerminateDeploymentRequest,
+    TerminateNodeRequest,
+    WaitReadyInput,
+    WaitReadyResult,
+)
+from workflows.node import NodeWorkflow
+
+# What the launch log of a real 0.14.1 launch says, in order (abridged).
+LAUNCH_LOG = [
+    "Waiting for 'sky.launch' request to be scheduled: 3bf16f34" + " " * 40,
+    "Considered resources (1 node):",
+    "\x1b[1m⚙︎ Launching on AWS us-east-1 (us-east-1a) (A100:1).\x1b[0m",
+    "└── Instance is up.",
+    "✓ Cluster launched: cpn-x.  View logs: sky logs --provision cpn-x",
+    "⚙︎ Syncing files.",
+    "⚙︎ Running setup on 1 VM.",
+    "Setup: installing vLLM…",
+]
+
+
+def spec(tenant: str = "acme") -> NodeSpec:
+    return NodeSpec(
+        tenant=tenant,
+        model="org/llama",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        deployment=f"d{uuid.uuid4().hex[:6]}",
+    )
+
+
+class LoggingLaunch(FakeActivities):
+    """wait_ready reads a launch log through the real reporter, then waits to be released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    @activity.defn(name="wait_ready")
+    async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
+        async with ProgressReporter().running() as progress:
+            for line in LAUNCH_LOG:
+                progress.line(line)
+        while not self.release.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
+
+
+async def start(
+    env: WorkflowEnvironment, task_queue: str, node: NodeSpec, **options: Any
+) -> WorkflowHandle[NodeWorkflow, NodeView]:
+    return await env.client.start_workflow(
+        NodeWorkflow.run,
+        NodeWorkflowInput(spec=node),
+        id=f"node-{node.cluster_name}",
+        task_queue=task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **options,
+    )
+
+
+async def until(handle: WorkflowHandle[Any, NodeView], check: Any, what: str) -> NodeView:
+    for _ in range(400):
+        view: NodeView = await handle.query("status", result_type=NodeView)
+        if check(view):
+            return view
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never saw {what}; last {view}")
+
+
+async def current_details(handle: WorkflowHandle[Any, Any]) -> str:
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    return str(metadata.current_details)
+
+
+async def signals(handle: WorkflowHandle[Any, Any], name: str) -> int:
+    history = await handle.fetch_history()
+    return sum(
+        1
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+        and event.workflow_execution_signaled_event_attributes.signal_name == name
+    )
+
+
+async def test_phase_and_progress_follow_the_launch_log(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch()
+    node = spec()
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    ):
+        handle = await start(env, task_queue, node)
+        view = await until(
+            handle, lambda v: v.phase is NodePhase.SETTING_UP, "the setting_up phase"
+        )
+        assert view.status is NodeStatus.LAUNCHING
+        assert view.progress == "Syncing files."
+        assert view.since is not None
+        details = await current_details(handle)
+        assert "launching" in details, details
+        assert "setting_up" in details, details
+        # One signal per phase the log moved through (provisioning, setting_up), however long.
+        assert await signals(handle, "launch_progress") == 2
+        fakes.release.set()
+        view = await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
+        assert view.phase is NodePhase.READY
+        assert view.progress == f"serving at 127.0.0.1:8000/{node.cluster_name}"
+        assert "ready" in await current_details(handle)
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        final = await handle.result()
+    assert final.status is NodeStatus.TERMINATED
+    assert final.phase is NodePhase.TERMINATING
+    assert final.progress == "terminated"
+
+
+async def test_a_late_or_backward_phase_is_ignored(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch()
+    node = spec()
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    ):
+        handle = await start(env, task_queue, node)
+        await until(handle, lambda v: v.phase is NodePhase.SETTING_UP, "setting_up")
+        await handle.signal(
+            "launch_progress", {"phase": "provisioning", "progress": "Launching on GCP"}
+        )
+        fakes.release.set()
+        await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
+        await handle.signal("launch_progress", {"phase": "loading_model", "progress": "late"})
+        view = await handle.query(NodeWorkflow.status)
+        assert (view.phase, view.progress) == (NodePhase.READY, view.progress)
+        assert view.progress != "late"
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+
+
+async def test_node_carries_search_attributes_and_upserts_its_status(
+    local_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch()
+    fakes.release.set()
+    node = spec(tenant=f"t{uuid.uuid4().hex[:6]}")
+    async with Worker(
+        local_env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    ):
+        handle = await start(
+            local_env,
+            task_queue,
+            node,
+            search_attributes=attrs.node_attributes(node, NodeStatus.PENDING),
+        )
+        await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
+        described = (await handle.describe()).typed_search_attributes
+        assert described.get(attrs.NODE_STATUS) == "running"
+        assert described.get(attrs.TENANT) == node.tenant
+        assert described.get(attrs.GPU_TYPE) == "A100"
+        query = f"Tenant='{node.tenant}' AND NodeStatus='running'"
+        assert await listed(local_env, query) == [handle.id]
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+        described = (await handle.describe()).typed_search_attributes
+        assert described.get(attrs.NODE_STATUS) == "terminated"
+
+
+async def test_a_node_started_without_attributes_never_upserts(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch()
+    fakes.release.set()
+    async with Worker(
+        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    ):
+        handle = await start(env, task_queue, spec())
+        await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+        history = await handle.fetch_history()
+    # The SDK's own patch bookkeeping (TemporalChangeVersion) is no attribute of ours.
+    upserted = {
+        name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES
+        for name in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields  # noqa: E501
+    }
+    assert upserted <= {"TemporalChangeVersion"}
+
+
+async def listed(environment: WorkflowEnvironment, query: str, expect: int = 1) -> list[str]:
+    """Workflow ids matching a visibility query (the dev server's visibility lags a little)."""
+    ids: list[str] = []
+    for _ in range(100):
+        ids = [w.id async for w in environment.client.list_workflows(query)]
+        if len(ids) >= expect:
+            return sorted(ids)
+        await asyncio.sleep(0.1)
+    return sorted(ids)
+
+
+async def test_deployment_and_its_replicas_carry_search_attributes(
+    local_env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch()
+    fakes.release.set()
+    tenant = f"t{uuid.uuid4().hex[:6]}"
+    deployment = DeploymentSpec(
+        tenant=tenant,
+        model="org/llama",
+        provider="aws",
+        region="us-east-1",
+        gpu_type="A100",
+        gpu_count=1,
+        name="blue",
+    )
+    async with Worker(
+        local_env.client,
+        task_queue=task_queue,
+        workflows=[NodeWorkflow, DeploymentWorkflow],
+        activities=fakes.all(),
+    ):
+        handle = await local_env.client.start_workflow(
+            DeploymentWorkflow.run,
+            DeploymentInput(deployment=deployment, replicas=2),
+            id=f"deployment-{tenant}-blue",
+            task_queue=task_queue,
+            search_attributes=attrs.deployment_attributes(tenant, "blue", "launching"),
+        )
+        query = f"Tenant='{tenant}' AND Deployment='blue' AND NodeStatus='running'"
+        replicas = await listed(local_env, query, expect=2)
+        assert len(replicas) == 2, replicas
+        for _ in range(100):
+            described = (await handle.describe()).typed_search_attributes
+            if described.get(attrs.DEPLOYMENT_STATUS) == "running":
+                break
+            await asyncio.sleep(0.1)
+        assert described.get(attrs.DEPLOYMENT_STATUS) == "running"
+        child = local_env.client.get_workflow_handle(replicas[0])
+        summary = await (await child.describe()).static_summary()
+        assert summary is not None
+        assert tenant in summary, summary
+        assert "replica" in summary, summary
+        await handle.execute_update(
+            DeploymentWorkflow.terminate, TerminateDeploymentRequest(reason="test")
+        )
+        await handle.result()
+        described = (await handle.describe()).typed_search_attributes
+        assert described.get(attrs.DEPLOYMENT_STATUS) == "terminated"
