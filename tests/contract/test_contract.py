@@ -244,7 +244,8 @@ async def test_exec_on_unknown_cluster_fails_not_found_with_its_marker(
     request_id = await client.exec(name, cpu_task("exec"), idempotency_key="node:repair:1")
     records = await client.find_requests(name, name="sky.exec")
     assert [r.request_id for r in records] == [request_id]
-    assert (records[0].entrypoint_command or "").endswith("key=node:repair:1")
+    marked = await client.request_status(request_id)  # by id: the body, with its marker
+    assert (marked.entrypoint_command or "").endswith("key=node:repair:1")
     with pytest.raises(RequestFailedError) as failure:
         await client.wait_for_request(request_id, timeout=60)
     assert failure.value.not_found, failure.value
