@@ -15,11 +15,12 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def skypilot_application_error(exc: SkyPilotError) -> ApplicationError:
+def skypilot_application_error(exc: SkyPilotError, *details: str) -> ApplicationError:
     """Keep SkyPilot's error type as the Temporal type, so retry policies and callers can see it."""
     delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
     return ApplicationError(
         str(exc),
+        *details,
         type=exc.error_type or type(exc).__name__,
         non_retryable=not exc.retryable,
         next_retry_delay=delay,

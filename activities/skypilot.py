@@ -25,6 +25,7 @@ from controlplane.skypilot.probe import model_is_ready
 from controlplane.skypilot.task import VLLM_PORT, TaskSettings, build_task
 from controlplane.vault import CredentialStore
 from workflows.models import (
+    NOTHING_SUBMITTED,
     ClusterHealthInput,
     ClusterHealthResult,
     DownClusterInput,
@@ -90,12 +91,19 @@ class SkyPilotActivities:
             input.spec.tenant,
         )
         async with heartbeating():
-            request_id = await backend.launch(
-                input.cluster_name,
-                task,
-                idempotency_key=input.node_id,
-                workspace=payload.workspace if payload else None,
-            )
+            try:
+                request_id = await backend.launch(
+                    input.cluster_name,
+                    task,
+                    idempotency_key=input.node_id,
+                    workspace=payload.workspace if payload else None,
+                )
+            except SkyPilotError as exc:
+                # Only a first attempt can prove nothing was sent: an earlier one may have been.
+                proven = exc.nothing_submitted and activity.info().attempt == 1
+                raise skypilot_application_error(
+                    exc, *([NOTHING_SUBMITTED] if proven else [])
+                ) from None
         return LaunchResult(request_id=request_id)
 
     @activity.defn(name="wait_ready")
@@ -140,7 +148,9 @@ class SkyPilotActivities:
     @activity.defn(name="cluster_health")
     @translate_errors
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
-        status = await self._backend(input.launch_mode).cluster_status(input.cluster_name)
+        status = await self._backend(input.launch_mode).cluster_status(
+            input.cluster_name, refresh=input.refresh
+        )
         return ClusterHealthResult(
             cluster_status=status.value, present=status is not ClusterStatus.TERMINATED
         )

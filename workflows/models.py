@@ -61,6 +61,7 @@ class NodeState(_Model):
     endpoint: str | None = None
     error: str | None = None
     terminate_reason: str | None = None
+    health_check_requested: bool = False  # a check_health not yet served, across continue-as-new
 
 
 class NodeWorkflowInput(_Model):
@@ -260,6 +261,11 @@ class LaunchInput(_Model):
     credential: CredentialRef | None = None
 
 
+NOTHING_SUBMITTED = "nothing_submitted"
+"""In a launch_cluster error's details: the step proved nothing reached SkyPilot (no launch POST
+was sent and no marked request exists), so there is no cluster to clean up."""
+
+
 class LaunchResult(_Model):
     request_id: str | None = None
 
@@ -295,6 +301,7 @@ class TransitionResult(_Model):
 class ClusterHealthInput(_Model):
     cluster_name: str
     launch_mode: LaunchMode
+    refresh: bool = False  # ask SkyPilot to refresh from the cloud (confirming a loss)
 
 
 class ClusterHealthResult(_Model):
