@@ -34,13 +34,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows import activity_refs as acts
     from workflows.inputs import require_input
     from workflows.models import (
+        NOTHING_SUBMITTED,
         ClusterHealthInput,
         ClusterHealthResult,
         CredentialRef,
         CredentialRefInput,
         DownClusterInput,
         EventType,
-        NOTHING_SUBMITTED,
         LaunchInput,
         NodeState,
         NodeStatus,
@@ -391,9 +391,7 @@ class NodeWorkflow:
             state.endpoint = ready.endpoint
             return
 
-    async def _compensate(
-        self, error: BaseException | None, *, cluster_may_exist: bool
-    ) -> None:
+    async def _compensate(self, error: BaseException | None, *, cluster_may_exist: bool) -> None:
         """Undo a launch: cancel its requests, down the cluster, record why. Idempotent."""
         state = self._require_state()
         if self._cancelled:
