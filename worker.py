@@ -78,6 +78,7 @@ class Activities:
             self.skypilot.wait_ready,
             self.skypilot.cluster_health,
             self.skypilot.down_cluster,
+            self.reconcile.recover_node,
             self.reconcile.reconcile_scan,
         ]
 
@@ -246,6 +247,7 @@ async def serve(settings: Settings) -> int:
         )
         return 1
     async with open_activities(settings, metrics) as activities:
+        activities.reconcile.temporal = client  # sees whether a live row's workflow runs
         worker = create_worker(client, settings, activities)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -32,6 +32,9 @@ NODE_TERMINATE: Final = "controlplane_node_terminate_seconds"
 COMPENSATIONS: Final = "controlplane_compensations_total"
 ORPHANS_FOUND: Final = "controlplane_orphans_found_total"
 CLEANUP_FAILED_NODES: Final = "controlplane_cleanup_failed_nodes"  # gauge
+# A database step's attempt failed (Postgres unreachable...): the step retries without a total
+# deadline, so an outage shows here, by activity, rather than as failed workflows.
+DATABASE_STEP_FAILURES: Final = "controlplane_database_step_failures_total"
 
 # --- Temporal SDK worker metrics (prefix temporal_, durations in milliseconds) ------------
 TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: Final = (
@@ -56,6 +59,7 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     COMPENSATIONS: ("reason",),
     ORPHANS_FOUND: (),
     CLEANUP_FAILED_NODES: (),
+    DATABASE_STEP_FAILURES: ("activity",),
     TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_WORKER_TASK_SLOTS_AVAILABLE: (*_TEMPORAL, "worker_type"),

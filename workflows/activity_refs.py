@@ -28,6 +28,8 @@ from workflows.models import (
     ReconcileScanResult,
     RecordIntentInput,
     RecordIntentResult,
+    RecoverNodeInput,
+    RecoverNodeResult,
     TransitionInput,
     TransitionResult,
     WaitReadyInput,
@@ -61,6 +63,7 @@ CLUSTER_HEALTH = ActivityRef("cluster_health", ClusterHealthInput, ClusterHealth
 DOWN_CLUSTER = ActivityRef("down_cluster", DownClusterInput, DownClusterResult)
 LOOKUP_CLUSTER = ActivityRef("lookup_cluster", LookupClusterInput, LookupClusterResult)
 RECONCILE_SCAN = ActivityRef("reconcile_scan", ReconcileScanInput, ReconcileScanResult)
+RECOVER_NODE = ActivityRef("recover_node", RecoverNodeInput, RecoverNodeResult)
 
 ALL = (
     RECORD_INTENT,
@@ -72,4 +75,5 @@ ALL = (
     DOWN_CLUSTER,
     LOOKUP_CLUSTER,
     RECONCILE_SCAN,
+    RECOVER_NODE,
 )

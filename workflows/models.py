@@ -215,6 +215,9 @@ class ReconcileReport(_Model):
     cleanup_failed: list[Finding]
     cleaned: list[str] = Field(default_factory=list)
     cleanup_errors: list[str] = Field(default_factory=list)
+    unowned: list[Finding] = Field(default_factory=list)
+    recovered: list[str] = Field(default_factory=list)  # workflow ids started for unowned rows
+    total: dict[str, int] = Field(default_factory=dict)  # findings per kind before bounding
 
 
 # --- activities ---------------------------------------------------------------------------------
@@ -318,6 +321,18 @@ class DownClusterInput(_Model):
 
 class ReconcileScanInput(_Model):
     orphan_grace_s: float | None = None
+    max_findings: int = Field(default=200, ge=1, le=2000)  # per kind: bounded payloads
+
+
+class RecoverNodeInput(_Model):
+    """Start a NodeWorkflow again for a live row whose workflow is not running."""
+
+    node_id: str
+
+
+class RecoverNodeResult(_Model):
+    workflow_id: str | None = None  # None: the row was no longer live, or its workflow runs
+    mode: str | None = None
 
 
 class ReconcileScanResult(_Model):

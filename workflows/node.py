@@ -209,18 +209,20 @@ class NodeWorkflow:
         if self._state is None:
             await self._record_intent(input)
         state = self._require_state()
-        if state.status is NodeStatus.PENDING and self._terminate_requested:
+        early_terminate = (
+            state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING)
+            and self._terminate_requested
+            and workflow.patched(PATCH_EARLY_TERMINATE)
+        )
+        if state.status is NodeStatus.PENDING and self._terminate_requested and not early_terminate:
             await self._transition(
                 NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.PENDING]
             )
             return self._view()
-        if (
-            state.status is NodeStatus.LAUNCHING
-            and self._terminate_requested
-            and workflow.patched(PATCH_EARLY_TERMINATE)
-        ):
-            # Terminated before this run started on a row a launch already reached: undo it
-            # now rather than finishing the launch first (issue 10, path 9).
+        if early_terminate:
+            # Terminated before this run launched anything: undo what an earlier run of this
+            # workflow id may have launched (a pending row's launch may have been sent before
+            # its worker died) rather than launching first (issue 10, path 9).
             self._cleaning_up = True
             await asyncio.shield(
                 asyncio.ensure_future(self._compensate(None, cluster_may_exist=True))

@@ -91,6 +91,7 @@ class Fault:
     reached: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)
     fired: bool = False
+    linger_s: float = 0.0  # keep heartbeating this long after release: a cancel lands first
 
 
 class FakeActivities:
@@ -134,6 +135,9 @@ class FakeActivities:
         while not fault.release.is_set():
             activity.heartbeat()  # delivers a cancel while the step is held
             await asyncio.sleep(0.01)
+        for _ in range(int(fault.linger_s / 0.05)):
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
         if fault.kind == PERMANENT:
             raise ApplicationError(
                 f"injected permanent fault at {step}", type="InjectedPermanent", non_retryable=True
@@ -159,12 +163,13 @@ class FakeActivities:
         raise ApplicationError("attempt abandoned by its worker", type="WorkerDied")
 
     async def lost_attempt(self, kind: str | None) -> None:
-        """After the step's effect: a dead worker's attempt, retried by Temporal."""
-        if kind != WORKER_DIES:
-            return
-        if activity.info().heartbeat_timeout:
-            await self.hang()
-        raise ApplicationError("worker died after the step's effect", type="WorkerDied")
+        """After the step's effect: a dead worker's attempt, retried by Temporal.
+
+        Raised at once rather than by hanging into a heartbeat timeout: to the workflow both
+        are a failed attempt that is retried, and a hung attempt stops the test server's clock.
+        """
+        if kind == WORKER_DIES:
+            raise ApplicationError("worker died after the step's effect", type="WorkerDied")
 
     def statuses(self) -> list[NodeStatus]:
         return [row.status for row in self.rows.values()]
