@@ -53,16 +53,16 @@ async def row_status(stack: Stack, node_id: str) -> NodeStatus | None:
 async def running_node_whose_workflow_is_terminated(control: ControlPlane) -> tuple[str, str]:
     spec = new_spec()
     started = await control.launch_node(spec)
-    view = await control.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    view = await control.wait_for_node(
+        started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
+    )
     assert view.status is NodeStatus.RUNNING, view
     await control.client.get_workflow_handle(started.workflow_id).terminate("operator")
     return started.workflow_id, spec.node_id
 
 
 @pytest.mark.parametrize("mode", ["adopt", "teardown"])
-async def test_reconciler_recovers_a_live_row_whose_workflow_ended(
-    stack: Stack, mode: str
-) -> None:
+async def test_reconciler_recovers_a_live_row_whose_workflow_ended(stack: Stack, mode: str) -> None:
     async with recovering_worker(stack, mode) as control:
         workflow_id, node_id = await running_node_whose_workflow_is_terminated(control)
         report: ReconcileReport = await control.client.execute_workflow(
@@ -75,7 +75,9 @@ async def test_reconciler_recovers_a_live_row_whose_workflow_ended(
         assert workflow_id in report.recovered
         assert [f.node_id for f in report.unowned if f.node_id == node_id] == [node_id]
         if mode == "adopt":
-            view = await control.wait_for_node(workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+            view = await control.wait_for_node(
+                workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
+            )
             assert view.status is NodeStatus.RUNNING
             assert stack.simulator.cluster_status(view.cluster_name) == "UP"
             answer = await control.terminate_node(workflow_id)
