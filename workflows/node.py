@@ -74,6 +74,7 @@ PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
 PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
 PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
+PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
 LOST_SECOND_LOOK_S = 30.0
 
 
@@ -496,6 +497,10 @@ class NodeWorkflow:
                 retry_policy=self._skypilot_retry(),
             )
         except ActivityError as error:
+            if is_cancelled_exception(error) and workflow.patched(PATCH_HEALTH_CANCEL):
+                # The workflow was cancelled during the check: that means tear down, not
+                # "try again next interval" (found by the interleaving matrix).
+                raise asyncio.CancelledError("node workflow cancelled") from error
             workflow.logger.warning(
                 "health check of %s failed: %s", plan.cluster_name, describe(error)
             )
