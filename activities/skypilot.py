@@ -33,6 +33,7 @@ from controlplane.skypilot.task import VLLM_PORT, SkyTask, TaskSettings, build_t
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialStore, VaultError
 from workflows.models import (
+    NOTHING_SUBMITTED,
     ClusterHealthInput,
     ClusterHealthResult,
     CredentialRef,
@@ -126,12 +127,19 @@ class SkyPilotActivities:
             input.spec.tenant,
         )
         async with heartbeating():
-            request_id = await backend.launch(
-                input.cluster_name,
-                task,
-                idempotency_key=input.node_id,
-                workspace=workspace,
-            )
+            try:
+                request_id = await backend.launch(
+                    input.cluster_name,
+                    task,
+                    idempotency_key=input.node_id,
+                    workspace=workspace,
+                )
+            except SkyPilotError as exc:
+                # Only a first attempt can prove nothing was sent: an earlier one may have been.
+                proven = exc.nothing_submitted and activity.info().attempt == 1
+                raise skypilot_application_error(
+                    exc, *([NOTHING_SUBMITTED] if proven else [])
+                ) from None
         return LaunchResult(request_id=request_id)
 
     @activity.defn(name="restart_model")
@@ -206,7 +214,9 @@ class SkyPilotActivities:
     @records_retries
     @translate_errors
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
-        status = await self._backend(input.launch_mode).cluster_status(input.cluster_name)
+        status = await self._backend(input.launch_mode).cluster_status(
+            input.cluster_name, refresh=input.refresh
+        )
         return ClusterHealthResult(
             cluster_status=status.value, present=status is not ClusterStatus.TERMINATED
         )

@@ -53,7 +53,8 @@ class SkyPilotBackend(Protocol):
     ) -> None:
         """Return once the launch finished and the cluster is UP; raise its error otherwise."""
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus: ...
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
+        """``refresh`` asks SkyPilot to look at the cloud, not its cache (confirming a loss)."""
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None: ...
 
@@ -92,7 +93,11 @@ class ApiBackend:
     async def launch(
         self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
     ) -> str | None:
-        await self.client.validate(task)
+        try:
+            await self.client.validate(task)
+        except SkyPilotError as exc:
+            exc.nothing_submitted = True  # no launch was sent: nothing to clean up
+            raise
         return await self.client.launch(
             cluster_name, task, idempotency_key=idempotency_key, workspace=workspace
         )
@@ -104,8 +109,10 @@ class ApiBackend:
             raise ValueError("API mode needs the launch request id to wait for")
         await self.client.wait_for_request(request_id, timeout=timeout)
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
-        return await self.client.cluster_status(cluster_name)
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
+        return await self.client.cluster_status(
+            cluster_name, refresh="FORCE" if refresh else "NONE"
+        )
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return (await self.client.endpoints(cluster_name, port)).get(port)
@@ -265,7 +272,8 @@ class CliBackend:
                 )
             await asyncio.sleep(self.poll_interval)
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
+        # The CLI's status is its server's; a refreshed look is the second call itself.
         return await self.cli.cluster_status(cluster_name)
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
