@@ -47,7 +47,7 @@ from controlplane.skypilot.backend import ApiBackend, CliBackend, SkyPilotBacken
 from controlplane.skypilot.cli import SkyCLI
 from controlplane.skypilot.cli_child import ServerAccess
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
-from controlplane.skypilot.errors import SkyPilotError
+from controlplane.skypilot.errors import AuthenticationError, SkyPilotError
 from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import TaskSettings
 from controlplane.urls import redact_url, scrub
@@ -96,6 +96,7 @@ class Activities:
             self.skypilot.cluster_health,
             self.skypilot.down_cluster,
             self.skypilot.restart_model,
+            self.reconcile.recover_node,
             self.reconcile.reconcile_scan,
             self.health.sweep_clusters,
             self.health.count_serving_nodes,
@@ -159,6 +160,9 @@ async def check_api_health(client: SkyPilotClient) -> None:
     try:
         async with asyncio.timeout(10):
             health = await client.health()
+    except AuthenticationError as exc:  # a bad Bearer token is refused even here
+        log_refused_token(exc)
+        return
     except (SkyPilotError, TimeoutError) as exc:
         log.warning("SkyPilot API server health check failed: %s", exc)
         return
@@ -170,6 +174,31 @@ async def check_api_health(client: SkyPilotClient) -> None:
         )
     else:
         log.warning("SkyPilot API server reports status %r", health.status)
+    await check_api_token(client)
+
+
+async def check_api_token(client: SkyPilotClient) -> None:
+    """One authenticated call (/api/health is open to all): warn loudly if the token is refused.
+
+    A refused token fails every launch at its first step; saying so at start-up, with the
+    server's own reason, saves hunting through failed nodes (issue 10, path 8).
+    """
+    try:
+        async with asyncio.timeout(10):
+            await client.find_requests("controlplane-startup-check", name="sky.launch")
+    except AuthenticationError as exc:
+        log_refused_token(exc)
+    except (SkyPilotError, TimeoutError) as exc:
+        log.warning("SkyPilot API server token check failed: %s", exc)
+
+
+def log_refused_token(exc: AuthenticationError) -> None:
+    log.error(
+        "SkyPilot API server REFUSED SKYPILOT_SERVICE_ACCOUNT_TOKEN: %s. Every API-mode launch "
+        "will fail until the token is fixed (create a service account on the server and set "
+        "its sky_... token)",
+        exc.message,
+    )
 
 
 @contextlib.asynccontextmanager
@@ -303,6 +332,7 @@ async def serve(settings: Settings) -> int:
         return 1
     await warn_if_missing(client)
     async with open_activities(settings, metrics) as activities:
+        activities.reconcile.temporal = client  # sees whether a live row's workflow runs
         worker = create_worker(client, settings, activities)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -16,7 +16,7 @@ T = TypeVar("T")
 
 
 def skypilot_application_error(
-    exc: SkyPilotError, *, non_retryable: bool | None = None
+    exc: SkyPilotError, *details: str, non_retryable: bool | None = None
 ) -> ApplicationError:
     """Keep SkyPilot's error type as the Temporal type, so retry policies and callers can see it.
 
@@ -27,6 +27,7 @@ def skypilot_application_error(
     delay = timedelta(seconds=exc.retry_after_s) if exc.retry_after_s else None
     return ApplicationError(
         str(exc),
+        *details,
         type=exc.error_type or type(exc).__name__,
         non_retryable=not exc.retryable if non_retryable is None else non_retryable,
         next_retry_delay=delay,

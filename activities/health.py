@@ -99,7 +99,7 @@ class HealthActivities:
                 listed = {r.name: r.status for r in records if r.name.startswith(self.prefix)}
                 listed_total += len(listed)
                 for node, seen in suspects(serving, listed):
-                    confirmed = await backend.cluster_status(node.cluster_name)
+                    confirmed = await backend.cluster_status(node.cluster_name, refresh=True)
                     calls += 1
                     if confirmed in (ClusterStatus.UP, ClusterStatus.AUTOSTOPPING):
                         continue  # the list was stale; nothing changed

@@ -6,16 +6,24 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
+from temporalio.client import Client
 
 from activities.attempts import records_retries
 from activities.errors import permanent, translate_errors
+from activities.recovery import recover_node, workflow_running
 from controlplane.config import Settings
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
-from controlplane.reconcile import ClusterSeen, NodeSeen, Owner, compare, ours
+from controlplane.reconcile import LIVE_STATUSES, ClusterSeen, NodeSeen, Owner, compare, ours
 from controlplane.skypilot.backend import ApiBackend, SkyPilotBackend
-from workflows.models import ReconcileScanInput, ReconcileScanResult
+from controlplane.spec import NodeSpec
+from workflows.models import (
+    ReconcileScanInput,
+    ReconcileScanResult,
+    RecoverNodeInput,
+    RecoverNodeResult,
+)
 
 WATCHED = [
     NodeStatus.PENDING,
@@ -35,8 +43,10 @@ class ReconcileActivities:
         settings: Settings,
         default_mode: LaunchMode,
         metrics: Metrics | None = None,
+        temporal: Client | None = None,
     ) -> None:
         self.metrics = metrics
+        self.temporal = temporal  # set by the worker: to see whether a row's workflow runs
         self.backends = backends
         self.nodes = nodes
         self.settings = settings
@@ -100,6 +110,7 @@ class ReconcileActivities:
                 launch_mode=str(row.launch_mode),
                 workflow_id=row.workflow_id,
                 status_deadline_at=row.status_deadline_at,
+                workflow_running=await self._owner_running(row.workflow_id, row.status),
             )
             for row in rows
         ]
@@ -110,9 +121,9 @@ class ReconcileActivities:
             now=datetime.now(UTC),
             orphan_grace=timedelta(seconds=grace),
             owner=owner,
-        )
+        ).bounded(input.max_findings)
         if self.metrics is not None and findings.orphans:
-            self.metrics.orphans_found.inc(len(findings.orphans))
+            self.metrics.orphans_found.inc(findings.total.get("orphans", len(findings.orphans)))
         for finding in findings.all():
             activity.logger.warning(
                 "reconcile %s: %s (%s)", finding.kind, finding.cluster_name, finding.detail
@@ -128,3 +139,37 @@ class ReconcileActivities:
             heartbeat_timeout_s=s.node_heartbeat_timeout.total_seconds(),
             retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
         )
+
+    async def _owner_running(self, workflow_id: str | None, status: str) -> bool:
+        """Whether a live row's workflow runs; True when it cannot be known (no client)."""
+        if self.temporal is None or not workflow_id or NodeStatus(status) not in LIVE_STATUSES:
+            return True
+        return await workflow_running(self.temporal, workflow_id)
+
+    @activity.defn(name="recover_node")
+    async def recover_node(self, input: RecoverNodeInput) -> RecoverNodeResult:
+        """Adopt or tear down (RECONCILE_RECOVER_LIVE) a live row whose workflow ended."""
+        row = await self.nodes.get(input.node_id)
+        if row is None or NodeStatus(row.status) not in LIVE_STATUSES or not row.workflow_id:
+            return RecoverNodeResult()
+        if self.temporal is None:
+            raise permanent("the reconciler has no Temporal client", "ConfigurationError")
+        if await workflow_running(self.temporal, row.workflow_id):
+            return RecoverNodeResult()
+        mode = self.settings.reconcile_recover_live
+        await recover_node(
+            self.temporal,
+            workflow_id=row.workflow_id,
+            spec=NodeSpec.model_validate(row.spec),
+            launch_mode=LaunchMode(row.launch_mode),
+            mode=mode,
+            task_queue=self.settings.temporal_task_queue,
+        )
+        activity.logger.warning(
+            "reconcile: node %s (%s) had no running workflow; started %s (%s)",
+            row.node_id,
+            row.cluster_name,
+            row.workflow_id,
+            mode,
+        )
+        return RecoverNodeResult(workflow_id=row.workflow_id, mode=mode)

@@ -6,13 +6,16 @@ an event.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 from temporalio import activity
 
 from activities.errors import permanent
 from controlplane.config import Settings
-from controlplane.db.models import EventRow
+from controlplane.db.errors import DATABASE_ERRORS
+from controlplane.db.models import EventRow, TransitionOutcome
 from controlplane.db.repository import (
     ClusterNameConflict,
     InvalidTransition,
@@ -42,6 +45,16 @@ class RecordActivities:
         self.nodes = nodes
         self.settings = settings
         self.metrics = metrics
+
+    @contextlib.contextmanager
+    def _database_step(self, name: str) -> Iterator[None]:
+        """Count a failed attempt (the step is retried until the database answers)."""
+        try:
+            yield
+        except DATABASE_ERRORS:
+            if self.metrics is not None:
+                self.metrics.database_step_failures.labels(activity=name).inc()
+            raise
 
     def mode_for(self, tenant: str) -> LaunchMode:
         """The rollout's choice for a new node of this tenant (controlplane/rollout.py)."""
@@ -89,14 +102,8 @@ class RecordActivities:
         mode = input.launch_mode or self.mode_for(spec.tenant)
         self._check_mode_available(mode)
         try:
-            row = await self.nodes.record_intent(
-                NewNode.from_spec(
-                    spec,
-                    launch_mode=mode,
-                    workflow_id=input.workflow_id,
-                    cluster_name_prefix=self.settings.cluster_name_prefix,
-                )
-            )
+            with self._database_step("record_intent"):
+                row = await self._record_intent_row(spec, mode, input.workflow_id)
         except ClusterNameConflict as exc:
             raise permanent(f"{exc}; nothing was launched", "NodeIdentityConflict") from None
         _require_same_node(row, spec)
@@ -114,6 +121,18 @@ class RecordActivities:
             created=row.workflow_id == input.workflow_id,
             request_id=row.request_id,
             endpoint=row.endpoint,
+        )
+
+    async def _record_intent_row(
+        self, spec: NodeSpec, mode: LaunchMode, workflow_id: str
+    ) -> NodeRow:
+        return await self.nodes.record_intent(
+            NewNode.from_spec(
+                spec,
+                launch_mode=mode,
+                workflow_id=workflow_id,
+                cluster_name_prefix=self.settings.cluster_name_prefix,
+            )
         )
 
     @activity.defn(name="record_transition")
@@ -136,8 +155,17 @@ class RecordActivities:
             fields["error"] = input.error
         if deadline is not None or input.to_status.final or input.to_status is NodeStatus.RUNNING:
             fields["status_deadline_at"] = deadline
+        with self._database_step("record_transition"):
+            result = await self._transition(input, dedupe, fields)
+        if result.applied and self.metrics is not None:
+            await self._observe(input, result.row, result.event)
+        return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
+
+    async def _transition(
+        self, input: TransitionInput, dedupe: str, fields: dict[str, object]
+    ) -> TransitionOutcome:
         try:
-            result = await self.nodes.transition(
+            return await self.nodes.transition(
                 input.node_id,
                 to_status=input.to_status.value,
                 event_type=input.event_type.value,
@@ -153,9 +181,6 @@ class RecordActivities:
             )
         except InvalidTransition as exc:
             raise permanent(str(exc), "InvalidTransition") from None
-        if result.applied and self.metrics is not None:
-            await self._observe(input, result.row, result.event)
-        return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
 
     async def _observe(self, input: TransitionInput, row: NodeRow, event: EventRow | None) -> None:
         """Lifecycle metrics, recorded once: only when the transition was really applied."""
@@ -183,7 +208,8 @@ class RecordActivities:
 
     @activity.defn(name="lookup_cluster")
     async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:
-        row = await self.nodes.get_by_cluster(input.cluster_name)
+        with self._database_step("lookup_cluster"):
+            row = await self.nodes.get_by_cluster(input.cluster_name)
         mode = (
             LaunchMode(row.launch_mode) if row is not None else input.launch_mode
         ) or self.default_mode()

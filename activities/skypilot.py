@@ -35,6 +35,7 @@ from controlplane.skypilot.task import VLLM_PORT, SkyTask, TaskSettings, build_t
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialStore, VaultError
 from workflows.models import (
+    NOTHING_SUBMITTED,
     ClusterHealthInput,
     ClusterHealthResult,
     CredentialRef,
@@ -128,13 +129,20 @@ class SkyPilotActivities:
             input.spec.tenant,
         )
         async with heartbeating(), ProgressReporter().running() as progress:
-            request_id = await backend.launch(
-                input.cluster_name,
-                task,
-                idempotency_key=input.node_id,
-                workspace=workspace,
-                on_line=progress.line,  # CLI mode: `sky launch` prints the launch as it goes
-            )
+            try:
+                request_id = await backend.launch(
+                    input.cluster_name,
+                    task,
+                    idempotency_key=input.node_id,
+                    workspace=workspace,
+                    on_line=progress.line,  # CLI mode: `sky launch` prints the launch as it goes
+                )
+            except SkyPilotError as exc:
+                # Only a first attempt can prove nothing was sent: an earlier one may have been.
+                proven = exc.nothing_submitted and activity.info().attempt == 1
+                raise skypilot_application_error(
+                    exc, *([NOTHING_SUBMITTED] if proven else [])
+                ) from None
         return LaunchResult(request_id=request_id)
 
     @activity.defn(name="restart_model")
@@ -216,7 +224,9 @@ class SkyPilotActivities:
     @records_retries
     @translate_errors
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
-        status = await self._backend(input.launch_mode).cluster_status(input.cluster_name)
+        status = await self._backend(input.launch_mode).cluster_status(
+            input.cluster_name, refresh=input.refresh
+        )
         return ClusterHealthResult(
             cluster_status=status.value, present=status is not ClusterStatus.TERMINATED
         )

@@ -115,6 +115,8 @@ class Settings(BaseSettings):
     reconcile_interval: Duration = timedelta(minutes=5)
     reconcile_cleanup: bool = False
     reconcile_orphan_grace: Duration = timedelta(minutes=15)
+    # A live row whose workflow ended: "adopt" resumes the node, "teardown" downs it.
+    reconcile_recover_live: Literal["adopt", "teardown"] = "adopt"
     metrics_port: int = Field(default=9464, ge=0, le=65535)
     metrics_host: str = "127.0.0.1"
 

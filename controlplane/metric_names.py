@@ -45,6 +45,9 @@ EVENT_RELAY_LAG_SECONDS: Final = "controlplane_event_relay_lag_seconds"  # gauge
 DEPLOYMENT_DESIRED: Final = "controlplane_deployment_desired_replicas"
 DEPLOYMENT_SERVING: Final = "controlplane_deployment_serving_replicas"
 DEPLOYMENT_DEGRADED: Final = "controlplane_deployment_degraded"  # 1: the crash-loop guard holds
+# A database step's attempt failed (Postgres unreachable...): the step retries without a total
+# deadline, so an outage shows here, by activity, rather than as failed workflows.
+DATABASE_STEP_FAILURES: Final = "controlplane_database_step_failures_total"
 
 # --- Temporal SDK worker metrics (prefix temporal_, durations in milliseconds) ------------
 TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: Final = (
@@ -77,6 +80,7 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     DEPLOYMENT_DESIRED: _DEPLOYMENT,
     DEPLOYMENT_SERVING: _DEPLOYMENT,
     DEPLOYMENT_DEGRADED: _DEPLOYMENT,
+    DATABASE_STEP_FAILURES: ("activity",),
     TEMPORAL_WORKFLOW_TASK_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_ACTIVITY_SCHEDULE_TO_START_LATENCY: _TEMPORAL,
     TEMPORAL_WORKER_TASK_SLOTS_AVAILABLE: (*_TEMPORAL, "worker_type"),

@@ -106,6 +106,12 @@ class Metrics:
             buckets=LIFECYCLE_BUCKETS,
             registry=r,
         )
+        self.database_step_failures = Counter(
+            "controlplane_database_step_failures",
+            "Attempts of database steps that failed (each is retried, with no total deadline)",
+            ["activity"],
+            registry=r,
+        )
         for state in NodeStatus:
             self.nodes.labels(state=state.value).set(0)
 

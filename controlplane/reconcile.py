@@ -6,7 +6,11 @@ Pure functions over two snapshots, so the rules are tested without a cloud:
   name, and neither is another installation's on the same user (CLUSTER_NAME_PREFIX);
 - lost: the row says running, but SkyPilot lists no such cluster;
 - stuck: a row in launching or terminating past its deadline;
-- cleanup_failed: a row whose teardown was never confirmed (its cluster may still cost money).
+- cleanup_failed: a row whose teardown was never confirmed (its cluster may still cost money);
+- unowned: a live row whose workflow is not running (nothing will ever move it on).
+
+Each list is bounded (``bounded``) so a large incident never exceeds Temporal's 2 MB payload
+limit; the rest is found again by the next run, after these are dealt with.
 """
 
 from __future__ import annotations
@@ -44,10 +48,11 @@ class NodeSeen(BaseModel):
     launch_mode: str
     workflow_id: str | None = None
     status_deadline_at: datetime | None = None
+    workflow_running: bool = True  # False: the row's owner workflow is not running
 
 
 class Finding(BaseModel):
-    kind: str  # orphan | lost | stuck | cleanup_failed
+    kind: str  # orphan | lost | stuck | cleanup_failed | unowned
     cluster_name: str
     node_id: str | None = None
     launch_mode: str | None = None
@@ -60,9 +65,23 @@ class Findings(BaseModel):
     lost: list[Finding] = []
     stuck: list[Finding] = []
     cleanup_failed: list[Finding] = []
+    unowned: list[Finding] = []
+    total: dict[str, int] = {}  # per kind, before bounding
 
     def all(self) -> list[Finding]:
-        return [*self.orphans, *self.lost, *self.stuck, *self.cleanup_failed]
+        return [*self.orphans, *self.lost, *self.stuck, *self.cleanup_failed, *self.unowned]
+
+    def bounded(self, limit: int) -> Findings:
+        """At most ``limit`` findings of each kind (a Finding is well under 2 KB), with totals."""
+        kinds = ("orphans", "lost", "stuck", "cleanup_failed", "unowned")
+        lists = {kind: list(getattr(self, kind)) for kind in kinds}
+        return Findings(
+            **{kind: found[:limit] for kind, found in lists.items()},
+            total={kind: len(found) for kind, found in lists.items()},
+        )
+
+
+MAX_FINDINGS_PER_KIND = 200
 
 
 LIVE_STATUSES = frozenset(
@@ -143,6 +162,17 @@ def compare(
                         launch_mode=row.launch_mode,
                         workflow_id=row.workflow_id,
                         detail="row says running; SkyPilot lists none",
+                    )
+                )
+            elif row.status in LIVE_STATUSES and not row.workflow_running:
+                findings.unowned.append(
+                    Finding(
+                        kind="unowned",
+                        cluster_name=name,
+                        node_id=row.node_id,
+                        launch_mode=row.launch_mode,
+                        workflow_id=row.workflow_id,
+                        detail=f"row {row.status.value}, its workflow is not running",
                     )
                 )
             elif (

@@ -42,6 +42,8 @@ from workflows.models import (
     RecordDeploymentEventsResult,
     RecordIntentInput,
     RecordIntentResult,
+    RecoverNodeInput,
+    RecoverNodeResult,
     RestartModelInput,
     RestartModelResult,
     TransitionInput,
@@ -94,6 +96,7 @@ COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServi
 PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
 ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
+RECOVER_NODE = ActivityRef("recover_node", RecoverNodeInput, RecoverNodeResult)
 
 ALL = (
     RECORD_INTENT,
@@ -112,4 +115,5 @@ ALL = (
     PROBE_MODEL_SHARD,
     ACQUIRE_LAUNCH_SLOT,
     RELEASE_LAUNCH_SLOT,
+    RECOVER_NODE,
 )

@@ -74,6 +74,7 @@ class NodeState(_Model):
     repairs: int = 0
     repair_exhausted: bool = False
     unhealthy_episodes: int = 0  # how often it became unhealthy: the events' dedupe suffix
+    health_check_requested: bool = False  # a check_health not yet served, across continue-as-new
 
 
 class RepairPolicy(_Model):
@@ -423,6 +424,9 @@ class ReconcileReport(_Model):
     cleanup_failed: list[Finding]
     cleaned: list[str] = Field(default_factory=list)
     cleanup_errors: list[str] = Field(default_factory=list)
+    unowned: list[Finding] = Field(default_factory=list)
+    recovered: list[str] = Field(default_factory=list)  # workflow ids started for unowned rows
+    total: dict[str, int] = Field(default_factory=dict)  # findings per kind before bounding
 
 
 # --- activities ---------------------------------------------------------------------------------
@@ -458,6 +462,11 @@ class LaunchInput(_Model):
     node_id: str
     launch_mode: LaunchMode
     credential: CredentialRef | None = None
+
+
+NOTHING_SUBMITTED = "nothing_submitted"
+"""In a launch_cluster error's details: the step proved nothing reached SkyPilot (no launch POST
+was sent and no marked request exists), so there is no cluster to clean up."""
 
 
 class LaunchResult(_Model):
@@ -513,6 +522,7 @@ class TransitionResult(_Model):
 class ClusterHealthInput(_Model):
     cluster_name: str
     launch_mode: LaunchMode
+    refresh: bool = False  # ask SkyPilot to refresh from the cloud (confirming a loss)
 
 
 class ClusterHealthResult(_Model):
@@ -529,6 +539,18 @@ class DownClusterInput(_Model):
 
 class ReconcileScanInput(_Model):
     orphan_grace_s: float | None = None
+    max_findings: int = Field(default=200, ge=1, le=2000)  # per kind: bounded payloads
+
+
+class RecoverNodeInput(_Model):
+    """Start a NodeWorkflow again for a live row whose workflow is not running."""
+
+    node_id: str
+
+
+class RecoverNodeResult(_Model):
+    workflow_id: str | None = None  # None: the row was no longer live, or its workflow runs
+    mode: str | None = None
 
 
 class ReconcileScanResult(_Model):

@@ -40,7 +40,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.fleet_models import AcquireSlotInput, ModelHealthSignal, ReleaseSlotInput
     from workflows.inputs import require_input
     from workflows.models import (
+        NOTHING_SUBMITTED,
         ClusterHealthInput,
+        ClusterHealthResult,
         CredentialRef,
         CredentialRefInput,
         DownClusterInput,
@@ -86,10 +88,19 @@ QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCH
 # local activities: a third of the events and no activity-task round trip each.
 LOCAL_DB_PATCH = "local-db-steps"
 DB_OPTIONS: dict[str, Any] = {
+    # No schedule-to-close: a database step retries until Postgres is back (an outage shows in
+    # controlplane_database_step_failures_total and its alert), never failing the workflow
+    # with its row live and its cluster running (issue 10, path 2).
     "start_to_close_timeout": timedelta(seconds=30),
-    "schedule_to_close_timeout": timedelta(minutes=15),
     "retry_policy": DB_RETRY,
 }
+# Patches (workflow.patched) of the leak-proofing paths (issue 10); see docs/reliability.md.
+PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
+PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
+PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
+PATCH_CONFIRM_LOST = "confirm-lost"
+PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
+LOST_SECOND_LOOK_S = 30.0
 
 
 def down_options(
@@ -146,6 +157,16 @@ def timed_out(error: BaseException) -> bool:
     return False
 
 
+def nothing_submitted(error: BaseException) -> bool:
+    """True when the launch step proved nothing reached SkyPilot (its error's details say so)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ApplicationError) and NOTHING_SUBMITTED in (cause.details or ()):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def failure_type(error: BaseException) -> str | None:
     cause: BaseException | None = error
     while cause is not None:
@@ -165,7 +186,7 @@ class NodeWorkflow:
         self._terminate_requested = bool(input.resume and input.resume.terminate_reason)
         self._launch_task: asyncio.Task[None] | None = None
         self._cancelled = False
-        self._health_check_requested = False
+        self._health_check_requested = bool(input.resume and input.resume.health_check_requested)
         self._model_verdict: ModelHealthSignal | None = None
         self._repair_input = input.repair
         self._repair_policy = input.repair or RepairPolicy()
@@ -178,6 +199,8 @@ class NodeWorkflow:
         self._phase: NodePhase | None = None
         self._progress: str | None = None
         self._since: Any = None
+        self._cleaning_up = False  # compensation began: a terminate only records that it was asked
+        self._maybe_submitted = False  # a launch may have reached SkyPilot in this run
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -192,6 +215,8 @@ class NodeWorkflow:
         self._terminate_requested = True
         if self._state is not None:
             self._state.terminate_reason = request.reason
+        if self._cleaning_up:
+            return  # the cleanup under way finishes and records its outcome (issue 10, path 1)
         if self._launch_task is not None and not self._launch_task.done():
             self._launch_task.cancel()
 
@@ -237,10 +262,25 @@ class NodeWorkflow:
             await self._record_intent(input)
         state = self._require_state()
         self._phase_for_status()
-        if state.status is NodeStatus.PENDING and self._terminate_requested:
+        early_terminate = (
+            state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING)
+            and self._terminate_requested
+            and workflow.patched(PATCH_EARLY_TERMINATE)
+        )
+        if state.status is NodeStatus.PENDING and self._terminate_requested and not early_terminate:
             await self._transition(
                 NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.PENDING]
             )
+            return self._view()
+        if early_terminate:
+            # Terminated before this run launched anything: undo what an earlier run of this
+            # workflow id may have launched (a pending row's launch may have been sent before
+            # its worker died) rather than launching first (issue 10, path 9).
+            self._cleaning_up = True
+            await asyncio.shield(
+                asyncio.ensure_future(self._compensate(None, cluster_may_exist=True))
+            )
+            await workflow.wait_condition(workflow.all_handlers_finished)
             return self._view()
         if state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
             self._launch_task = asyncio.create_task(self._launch_phase())
@@ -311,7 +351,8 @@ class NodeWorkflow:
                     CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
                 )
             ).ref
-            launch_may_have_started = True
+            if not workflow.patched(PATCH_NOTHING_SUBMITTED):
+                launch_may_have_started = True
             try:
                 await self._launch_until_ready(ref, deadline)
             finally:
@@ -324,10 +365,10 @@ class NodeWorkflow:
                 location=state.location,
             )
         except (asyncio.CancelledError, FailureError) as error:
+            self._cleaning_up = workflow.patched(PATCH_CLEANUP_SURVIVES_TERMINATE)
+            may_exist = launch_may_have_started or self._maybe_submitted
             await asyncio.shield(
-                asyncio.ensure_future(
-                    self._compensate(error, cluster_may_exist=launch_may_have_started)
-                )
+                asyncio.ensure_future(self._compensate(error, cluster_may_exist=may_exist))
             )
             if self._terminate_requested:
                 return
@@ -362,16 +403,24 @@ class NodeWorkflow:
                 + (f", attempt {attempt + 1}" if attempt else ""),
                 force=True,
             )
-            launched = await acts.LAUNCH_CLUSTER.run(
-                LaunchInput(
-                    spec=self._spec,
-                    cluster_name=plan.cluster_name,
-                    node_id=plan.node_id,
-                    launch_mode=plan.launch_mode,
-                    credential=ref,
-                ),
-                **self._skypilot_options(deadline, start_to_close=self._launch_start_to_close()),
-            )
+            try:
+                launched = await acts.LAUNCH_CLUSTER.run(
+                    LaunchInput(
+                        spec=self._spec,
+                        cluster_name=plan.cluster_name,
+                        node_id=plan.node_id,
+                        launch_mode=plan.launch_mode,
+                        credential=ref,
+                    ),
+                    **self._skypilot_options(
+                        deadline, start_to_close=self._launch_start_to_close()
+                    ),
+                )
+            except BaseException as error:
+                # Only a launch step that proved nothing was sent leaves nothing to clean up.
+                self._maybe_submitted = self._maybe_submitted or not nothing_submitted(error)
+                raise
+            self._maybe_submitted = True
             state.request_id = launched.request_id
             await self._transition(
                 NodeStatus.LAUNCHING,
@@ -412,11 +461,16 @@ class NodeWorkflow:
             state.location = ready.location
             return
 
-    async def _compensate(self, error: BaseException, *, cluster_may_exist: bool) -> None:
+    async def _compensate(self, error: BaseException | None, *, cluster_may_exist: bool) -> None:
         """Undo a launch: cancel its requests, down the cluster, record why. Idempotent."""
         state = self._require_state()
-        reason = "cancelled" if self._cancelled else describe(error)
-        if timed_out(error):
+        if self._cancelled:
+            reason = "cancelled"
+        elif error is None:
+            reason = "terminated before the launch was resumed"
+        else:
+            reason = describe(error)
+        if error is not None and timed_out(error):
             reason = (
                 f"not ready within {state.plan.launch_timeout_s:.0f}s "
                 f"(SKYPILOT_LAUNCH_TIMEOUT): {reason}"
@@ -512,6 +566,8 @@ class NodeWorkflow:
                     return
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
+            # A check_health that arrived while handlers finished is carried, not dropped.
+            state.health_check_requested = self._health_check_requested
             workflow.continue_as_new(NodeWorkflowInput(spec=self._spec, resume=state))
 
     async def _serve_on_signals(self) -> None:
@@ -551,6 +607,8 @@ class NodeWorkflow:
                 await self._repair_in_place()
                 continue
             await workflow.wait_condition(workflow.all_handlers_finished)
+            # A check_health that arrived while handlers finished is carried, not dropped.
+            state.health_check_requested = self._health_check_requested
             workflow.continue_as_new(
                 NodeWorkflowInput(
                     spec=self._spec,
@@ -657,19 +715,19 @@ class NodeWorkflow:
         """Check the cluster; if it vanished or stopped, record it lost and clean up."""
         state = self._require_state()
         plan = state.plan
-        try:
-            health = await acts.CLUSTER_HEALTH.run(
-                ClusterHealthInput(cluster_name=plan.cluster_name, launch_mode=plan.launch_mode),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=self._skypilot_retry(),
-            )
-        except ActivityError as error:
-            workflow.logger.warning(
-                "health check of %s failed: %s", plan.cluster_name, describe(error)
-            )
+        health = await self._cluster_health(refresh=False)
+        if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
             return False
-        if health.cluster_status not in LOST_CLUSTER_STATUSES:
-            return False
+        if workflow.patched(PATCH_CONFIRM_LOST):
+            # One absent answer is not proof (a reset API server would mark every node lost):
+            # confirm with a refreshed status, then look again after a short wait.
+            health = await self._cluster_health(refresh=True)
+            if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
+                return False
+            await workflow.sleep(timedelta(seconds=min(LOST_SECOND_LOOK_S, plan.health_interval_s)))
+            health = await self._cluster_health(refresh=True)
+            if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
+                return False
         state.error = f"cluster is {health.cluster_status} while the node was running"
         await self._transition(
             NodeStatus.LOST,
@@ -680,6 +738,27 @@ class NodeWorkflow:
         if health.present:
             await self._down(cancel_launches=False)
         return True
+
+    async def _cluster_health(self, *, refresh: bool) -> ClusterHealthResult | None:
+        """The cluster's status, or None when SkyPilot could not be asked (try next time)."""
+        plan = self._require_state().plan
+        try:
+            return await acts.CLUSTER_HEALTH.run(
+                ClusterHealthInput(
+                    cluster_name=plan.cluster_name, launch_mode=plan.launch_mode, refresh=refresh
+                ),
+                start_to_close_timeout=timedelta(minutes=2),
+                retry_policy=self._skypilot_retry(),
+            )
+        except ActivityError as error:
+            if is_cancelled_exception(error) and workflow.patched(PATCH_HEALTH_CANCEL):
+                # The workflow was cancelled during the check: that means tear down, not
+                # "try again next interval" (found by the interleaving matrix).
+                raise asyncio.CancelledError("node workflow cancelled") from error
+            workflow.logger.warning(
+                "health check of %s failed: %s", plan.cluster_name, describe(error)
+            )
+            return None
 
     # --- teardown --------------------------------------------------------------------------------
     async def _terminate_phase(self) -> None:

@@ -1,8 +1,10 @@
 """ReconcileWorkflow: find (and, when configured, clean up) what the lifecycle left behind.
 
-Run on a Temporal Schedule (starter/schedules.py). It always reports; it downs orphans, retries
-cleanup_failed teardowns and records vanished running nodes as lost only when cleanup is on.
-Stuck rows are reported, never touched: their own workflows (or a person) own them.
+Run on a Temporal Schedule (starter/schedules.py). It always reports. It always retries our own
+cleanup_failed teardowns (always safe) and always recovers live rows whose workflow is not
+running (RECONCILE_RECOVER_LIVE: adopt or tear down); it downs foreign orphans and records
+vanished running nodes as lost only when cleanup is on. Stuck rows are reported, never touched:
+their own workflows (or a person) own them.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ with workflow.unsafe.imports_passed_through():
         ReconcileReport,
         ReconcileScanInput,
         ReconcileScanResult,
+        RecoverNodeInput,
         TransitionInput,
     )
     from workflows.node import DB_OPTIONS, describe, down_options
+
+PATCH_RECOVER = "reconcile-recovers-unowned-and-retries-cleanup-failed"
 
 
 @workflow.defn(name="ReconcileWorkflow")
@@ -50,6 +55,8 @@ class ReconcileWorkflow:
             lost=findings.lost,
             stuck=findings.stuck,
             cleanup_failed=findings.cleanup_failed,
+            unowned=findings.unowned,
+            total=findings.total,
         )
         if findings.all():
             workflow.logger.warning(
@@ -59,21 +66,17 @@ class ReconcileWorkflow:
                 len(findings.stuck),
                 len(findings.cleanup_failed),
             )
+        always = workflow.patched(PATCH_RECOVER)
+        if always:
+            await self._recover(findings.unowned, report)
+            await self._retry_teardowns(findings.cleanup_failed, scan, report)
         if not cleanup:
             return report
-        for finding in [*findings.orphans, *findings.cleanup_failed]:
-            try:
-                await self._down(finding, scan)
-                if finding.kind == "cleanup_failed" and finding.node_id:
-                    await self._record(
-                        finding.node_id,
-                        NodeStatus.TERMINATED,
-                        EventType.TERMINATED,
-                        [NodeStatus.CLEANUP_FAILED],
-                    )
-                report.cleaned.append(finding.cluster_name)
-            except ActivityError as error:
-                report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
+        await self._retry_teardowns(
+            findings.orphans if always else [*findings.orphans, *findings.cleanup_failed],
+            scan,
+            report,
+        )
         for finding in findings.lost:
             if finding.node_id is None:
                 continue
@@ -91,6 +94,41 @@ class ReconcileWorkflow:
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
         return report
+
+    @staticmethod
+    async def _recover(unowned: list[Finding], report: ReconcileReport) -> None:
+        """Start a workflow for each live row nothing runs for (issue 10, path 2)."""
+        for finding in unowned:
+            if finding.node_id is None:
+                continue
+            try:
+                recovered = await acts.RECOVER_NODE.run(
+                    RecoverNodeInput(node_id=finding.node_id),
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RetryPolicy(maximum_attempts=3),
+                )
+            except ActivityError as error:
+                report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
+                continue
+            if recovered.workflow_id:
+                report.recovered.append(recovered.workflow_id)
+
+    async def _retry_teardowns(
+        self, found: list[Finding], scan: ReconcileScanResult, report: ReconcileReport
+    ) -> None:
+        for finding in found:
+            try:
+                await self._down(finding, scan)
+                if finding.kind == "cleanup_failed" and finding.node_id:
+                    await self._record(
+                        finding.node_id,
+                        NodeStatus.TERMINATED,
+                        EventType.TERMINATED,
+                        [NodeStatus.CLEANUP_FAILED],
+                    )
+                report.cleaned.append(finding.cluster_name)
+            except ActivityError as error:
+                report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
 
     @staticmethod
     async def _ask_workflow_to_check(finding: Finding) -> bool:

@@ -10,7 +10,7 @@ workflow itself keeps confirming until its cleanup budget runs out.
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -28,6 +28,15 @@ with workflow.unsafe.imports_passed_through():
         TransitionInput,
     )
     from workflows.node import DB_OPTIONS, down_options
+
+PATCH_OWNER_GONE = "terminate-cluster-owner-gone"
+OWNED_LIVE = (
+    NodeStatus.PENDING,
+    NodeStatus.LAUNCHING,
+    NodeStatus.RUNNING,
+    NodeStatus.UNHEALTHY,
+    NodeStatus.TERMINATING,
+)
 
 
 @workflow.defn(name="TerminateClusterWorkflow", failure_exception_types=[ValidationError])
@@ -48,17 +57,25 @@ class TerminateClusterWorkflow:
                 type="ClusterNotFound",
                 non_retryable=True,
             )
+        owner_gone = False
         if found.workflow_id is not None:
             # A live node owns this cluster: its workflow tears it down and records it.
-            await workflow.get_external_workflow_handle(found.workflow_id).signal(
-                "request_terminate", TerminateNodeRequest(reason="TerminateClusterWorkflow")
-            )
-            return TerminateClusterResult(
-                cluster_name=input.cluster_name,
-                node_id=found.node_id,
-                launch_mode=found.launch_mode,
-                delegated_to=found.workflow_id,
-            )
+            try:
+                await workflow.get_external_workflow_handle(found.workflow_id).signal(
+                    "request_terminate", TerminateNodeRequest(reason="TerminateClusterWorkflow")
+                )
+            except FailureError:
+                if not workflow.patched(PATCH_OWNER_GONE):
+                    raise
+                # The owner workflow is gone (issue 10, path 2): down the cluster here.
+                owner_gone = True
+            else:
+                return TerminateClusterResult(
+                    cluster_name=input.cluster_name,
+                    node_id=found.node_id,
+                    launch_mode=found.launch_mode,
+                    delegated_to=found.workflow_id,
+                )
         down = await acts.DOWN_CLUSTER.run(
             DownClusterInput(
                 cluster_name=input.cluster_name,
@@ -73,7 +90,18 @@ class TerminateClusterWorkflow:
                 budget_s=found.cleanup_budget_s,
             ),
         )
-        if found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
+        if found.node_id is not None and owner_gone:
+            await acts.RECORD_TRANSITION.run(
+                TransitionInput(
+                    node_id=found.node_id,
+                    to_status=NodeStatus.TERMINATED,
+                    event_type=EventType.TERMINATED,
+                    allowed_from=[*OWNED_LIVE],
+                    error="TerminateClusterWorkflow: downed it; its workflow had ended",
+                ),
+                **DB_OPTIONS,
+            )
+        elif found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
             # The teardown its node never confirmed is confirmed now.
             await acts.RECORD_TRANSITION.run(
                 TransitionInput(

@@ -74,7 +74,8 @@ class SkyPilotBackend(Protocol):
         ``on_line`` gets the launch's log lines while it is waited for (API: /api/stream).
         """
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus: ...
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
+        """``refresh`` asks SkyPilot to look at the cloud, not its cache (confirming a loss)."""
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None: ...
 
@@ -119,7 +120,11 @@ class ApiBackend:
         workspace: str | None,
         on_line: LineSink | None = None,
     ) -> str | None:
-        await self.client.validate(task)
+        try:
+            await self.client.validate(task)
+        except SkyPilotError as exc:
+            exc.nothing_submitted = True  # no launch was sent: nothing to clean up
+            raise
         return await self.client.launch(
             cluster_name, task, idempotency_key=idempotency_key, workspace=workspace
         )
@@ -161,8 +166,10 @@ class ApiBackend:
                     await asyncio.sleep(1.0)
                 tail = 0
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
-        return await self.client.cluster_status(cluster_name)
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
+        return await self.client.cluster_status(
+            cluster_name, refresh="FORCE" if refresh else "NONE"
+        )
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return (await self.client.endpoints(cluster_name, port)).get(port)
@@ -348,7 +355,8 @@ class CliBackend:
                 )
             await asyncio.sleep(self.poll_interval)
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
+        # The CLI's status is its server's; a refreshed look is the second call itself.
         return await self.cli.cluster_status(cluster_name)
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:

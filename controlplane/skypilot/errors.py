@@ -42,6 +42,10 @@ def strip_ansi(text: str) -> str:
 class SkyPilotError(Exception):
     """Base of every SkyPilot failure. Safe to log: it holds no secrets and no request bodies."""
 
+    #: Set by a launch that failed before anything was sent (e.g. POST /validate refused the
+    #: token): the caller may skip the teardown. False means "may have been sent".
+    nothing_submitted: bool = False
+
     def __init__(
         self,
         message: str,

@@ -38,7 +38,7 @@ class FakeBackend:
             ClusterRecord.model_validate({"name": n, "status": s}) for n, s in self.listed.items()
         ]
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
         self.looks.append(cluster_name)
         return self.fresh.get(cluster_name, ClusterStatus.TERMINATED)
 

@@ -16,7 +16,7 @@ from tests.support.scripted_sky import ScriptedServer, raise_
 class StuckProvisioning(SkyCLI):
     """`sky status` keeps answering INIT: the launch never finishes."""
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
         return ClusterStatus.INIT
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from workflows.fleet_models import (
     AcquireSlotInput,
     AcquireSlotResult,
@@ -73,11 +73,41 @@ class Behaviour:
     down_blocks: asyncio.Event | None = None
     cluster_status: str = "UP"
     cluster_statuses: dict[str, str] = field(default_factory=dict)  # per cluster, wins
+    cluster_status_answers: list[str] = field(default_factory=list)  # answered first, one a call
     failing_models: set[str] = field(default_factory=set)  # their launches never get ready
     slow_models: set[str] = field(default_factory=set)  # their launches are still going
     location: str | None = "aws/us-east-1"  # where wait_ready says the cluster landed
     transition_error_for: NodeStatus | None = None
     admission_open: asyncio.Event | None = None  # set: queued launches get their slot
+    db_outage: timedelta | None = None  # record_transition fails this long (server time)
+
+
+# The faults of the interleaving matrix (tests/workflows/test_interleavings.py).
+PERMANENT = "permanent"  # a non-retryable error, nothing done
+TRANSIENT = "transient"  # a retryable error, nothing done; the retry succeeds
+WORKER_DIES = "worker_dies"  # the step's effect happens, then its attempt is lost and retried
+TIMEOUT = "timeout"  # the attempt hangs without heartbeats: Temporal times it out and retries
+DB_DOWN = "db_down"  # the database refuses every attempt for longer than any old deadline
+NOT_FOUND = "not_found"  # SkyPilot answers that the cluster does not exist
+DB_OUTAGE = timedelta(minutes=16)  # longer than the old 15-minute schedule-to-close
+TRANSITION_STEPS = {
+    EventType.LAUNCHED: "t_launched",
+    EventType.READY: "t_ready",
+    EventType.TERMINATING: "t_terminating",
+    EventType.TERMINATED: "t_terminated",
+}
+
+
+@dataclass
+class Fault:
+    """One fault at one step: the step waits at ``reached`` until the test lets it go."""
+
+    step: str
+    kind: str
+    reached: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    fired: bool = False
+    linger_s: float = 0.0  # keep heartbeating this long after release: a cancel lands first
 
 
 class FakeActivities:
@@ -108,6 +138,57 @@ class FakeActivities:
         self.deployment_event_keys: set[str] = set()
         self.launch_started = asyncio.Event()
         self.launches = 0
+        self.clusters: set[str] = set()  # the fake cloud: clusters that exist right now
+        self.ever_launched: set[str] = set()
+        self.fault: Fault | None = None
+
+    async def _at(self, step: str) -> str | None:
+        """Apply the configured fault if this is its step; returns a kind the caller applies."""
+        fault = self.fault
+        if fault is not None and fault.kind == DB_DOWN and fault.step == step and fault.fired:
+            self._refuse_during_outage()
+        if fault is None or fault.fired or fault.step != step:
+            return None
+        fault.fired = True
+        fault.reached.set()
+        while not fault.release.is_set():
+            activity.heartbeat()  # delivers a cancel while the step is held
+            await asyncio.sleep(0.01)
+        for _ in range(int(fault.linger_s / 0.05)):
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        if fault.kind == PERMANENT:
+            raise ApplicationError(
+                f"injected permanent fault at {step}", type="InjectedPermanent", non_retryable=True
+            )
+        if fault.kind == TRANSIENT:
+            raise ApplicationError(f"injected transient fault at {step}", type="InjectedTransient")
+        if fault.kind == TIMEOUT:
+            await self.hang()
+        if fault.kind == DB_DOWN:
+            self._refuse_during_outage()
+        return fault.kind
+
+    @staticmethod
+    def _refuse_during_outage() -> None:
+        info = activity.info()
+        if info.current_attempt_scheduled_time - info.scheduled_time < DB_OUTAGE:
+            raise ApplicationError("database unavailable (injected)", type="OperationalError")
+
+    @staticmethod
+    async def hang() -> None:
+        """A worker that stopped: no heartbeat until well past the heartbeat timeout."""
+        await asyncio.sleep(activity.info().heartbeat_timeout.total_seconds() * 3)  # type: ignore[union-attr]
+        raise ApplicationError("attempt abandoned by its worker", type="WorkerDied")
+
+    async def lost_attempt(self, kind: str | None) -> None:
+        """After the step's effect: a dead worker's attempt, retried by Temporal.
+
+        Raised at once rather than by hanging into a heartbeat timeout: to the workflow both
+        are a failed attempt that is retried, and a hung attempt stops the test server's clock.
+        """
+        if kind == WORKER_DIES:
+            raise ApplicationError("worker died after the step's effect", type="WorkerDied")
 
     def statuses(self) -> list[NodeStatus]:
         return [row.status for row in self.rows.values()]
@@ -115,6 +196,7 @@ class FakeActivities:
     @activity.defn(name="record_intent")
     async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
         self.calls["record_intent"].append(input)
+        kind = await self._at("intent")
         spec = input.spec
         row = self.rows.setdefault(
             spec.node_id,
@@ -132,6 +214,7 @@ class FakeActivities:
             launch_mode=row.launch_mode,
             **self.plan_args,
         )
+        await self.lost_attempt(kind)
         return RecordIntentResult(
             plan=plan,
             status=row.status,
@@ -144,6 +227,12 @@ class FakeActivities:
     @activity.defn(name="record_transition")
     async def record_transition(self, input: TransitionInput) -> TransitionResult:
         self.calls["record_transition"].append(input)
+        kind = await self._at(TRANSITION_STEPS.get(input.event_type, ""))
+        outage = self.behaviour.db_outage
+        if outage is not None:
+            info = activity.info()
+            if info.current_attempt_scheduled_time - info.scheduled_time < outage:
+                raise ApplicationError("database unavailable", type="OperationalError")
         if self.behaviour.transition_error_for is input.to_status:
             raise ApplicationError(
                 "database rejected the write", type="InvalidTransition", non_retryable=True
@@ -165,6 +254,7 @@ class FakeActivities:
         if key not in self.event_keys:
             self.event_keys.add(key)
             self.events.append((input.node_id, input.event_type.value))
+        await self.lost_attempt(kind)
         return TransitionResult(applied=True, status=row.status)
 
     @activity.defn(name="lookup_cluster")
@@ -187,6 +277,7 @@ class FakeActivities:
     @activity.defn(name="credential_reference")
     async def credential_reference(self, input: CredentialRefInput) -> CredentialRefResult:
         self.calls["credential_reference"].append(input)
+        await self.lost_attempt(await self._at("credential"))
         return CredentialRefResult(ref=None)
 
     @activity.defn(name="launch_cluster")
@@ -195,13 +286,32 @@ class FakeActivities:
         self.launch_times[input.cluster_name] = activity.info().scheduled_time
         self.launches += 1
         self.launch_started.set()
+        kind = await self._at("launch")
+        if kind == NOT_FOUND:
+            raise ApplicationError(
+                f"cluster {input.cluster_name} does not exist",
+                type="ClusterDoesNotExist",
+                non_retryable=True,
+            )
         if self.behaviour.launch_error is not None:
             raise self.behaviour.launch_error
+        self.clusters.add(input.cluster_name)
+        self.ever_launched.add(input.cluster_name)
+        await self.lost_attempt(kind)
         return LaunchResult(request_id=f"req-{self.launches}")
 
     @activity.defn(name="wait_ready")
     async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
         self.calls["wait_ready"].append(input)
+        kind = await self._at("wait_ready")
+        if kind == NOT_FOUND:
+            self.clusters.discard(input.cluster_name)
+            raise ApplicationError(
+                f"cluster {input.cluster_name} does not exist",
+                type="ClusterDoesNotExist",
+                non_retryable=True,
+            )
+        await self.lost_attempt(kind)
         if self.behaviour.wait_errors:
             raise self.behaviour.wait_errors.pop(0)
         launched = next(
@@ -234,21 +344,37 @@ class FakeActivities:
     @activity.defn(name="cluster_health")
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
         self.calls["cluster_health"].append(input)
-        status = self.behaviour.cluster_statuses.get(
-            input.cluster_name, self.behaviour.cluster_status
-        )
+        kind = await self._at("health")
+        if kind == NOT_FOUND:
+            self.clusters.discard(input.cluster_name)
+        await self.lost_attempt(kind)
+        if self.behaviour.cluster_status_answers:
+            status = self.behaviour.cluster_status_answers.pop(0)
+        elif input.cluster_name in self.behaviour.cluster_statuses:
+            status = self.behaviour.cluster_statuses[input.cluster_name]
+        elif input.cluster_name not in self.clusters and self.ever_launched:
+            status = "TERMINATED"
+        else:
+            status = self.behaviour.cluster_status
         return ClusterHealthResult(cluster_status=status, present=status != "TERMINATED")
 
     @activity.defn(name="down_cluster")
     async def down_cluster(self, input: DownClusterInput) -> DownClusterResult:
         self.calls["down_cluster"].append(input)
+        kind = await self._at("down")
+        if kind == NOT_FOUND:
+            self.clusters.discard(input.cluster_name)
+            return DownClusterResult(already_gone=True)
         if self.behaviour.down_blocks is not None:
             while not self.behaviour.down_blocks.is_set():
                 activity.heartbeat()
                 await asyncio.sleep(0.05)
         if self.behaviour.down_error is not None:
             raise self.behaviour.down_error
-        return DownClusterResult(already_gone=False)
+        gone = input.cluster_name not in self.clusters
+        self.clusters.discard(input.cluster_name)
+        await self.lost_attempt(kind)
+        return DownClusterResult(already_gone=gone)
 
     @activity.defn(name="record_deployment_events")
     async def record_deployment_events(

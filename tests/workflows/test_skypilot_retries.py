@@ -74,7 +74,7 @@ class FlakyCli:
     ) -> None:
         raise AssertionError("not launched in these tests")
 
-    async def cluster_status(self, cluster_name: str) -> ClusterStatus:
+    async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
         return ClusterStatus.TERMINATED
 
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
