@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     skypilot_credential_previous_keys: SecretStr | None = None  # comma-separated, decrypt only
     skypilot_cli_path: str = "sky"
     # How long the server may take to commit a POST whose response was lost: until then the
-    # POST is not sent again (docs/reliability-client.md).
+    # POST is not sent again (docs/reliability.md).
     skypilot_submit_commit_horizon: Duration = timedelta(seconds=30)
     skypilot_user_id: str = Field(default="c0a7b1e5", pattern=r"^[0-9a-z-]{1,64}$")
     skypilot_user_name: str = Field(default="controlplane", min_length=1, max_length=64)

@@ -77,7 +77,7 @@ _LISTING_FIELDS = (
 )
 # Failures that prove the request never left this machine: the only ones the client retries
 # itself. Everything that may have reached the server is retried by the caller's owner of
-# retries, Temporal's activity retry policy (docs/reliability-client.md).
+# retries, Temporal's activity retry policy (docs/reliability.md).
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 # Longest pause between two marker lookups while waiting out the commit horizon.
 _MAX_LOOKUP_INTERVAL_S = 5.0

@@ -25,7 +25,7 @@ NOT_FOUND_ERROR_TYPES = frozenset({"ClusterDoesNotExist", "ClusterNotUpError"})
 RETRYABLE_HTTP_STATUSES = frozenset({408, 429, 502, 503, 504})
 
 # Teardown retries every failure within NODE_CLEANUP_BUDGET except these, which no retry can
-# ever fix (docs/reliability-client.md):
+# ever fix (docs/reliability.md):
 # - InvalidClusterNameError: SkyPilot refuses the name itself, so no cluster of that name can
 #   exist and there is nothing to tear down;
 # - HTTP 422: the server's schema rejects the body we built; the same body is rejected forever.

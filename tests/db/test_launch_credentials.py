@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -52,7 +52,13 @@ class RecordingBackend:
         self.launched: list[tuple[SkyTask, str | None]] = []
 
     async def launch(
-        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        on_line: Any = None,
     ) -> str | None:
         self.launched.append((task, workspace))
         return "request-1"

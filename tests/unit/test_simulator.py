@@ -448,7 +448,19 @@ def test_service_account_auth(auth_server: SimulatorServer) -> None:
         assert int(user_id[3:], 16) >= 0
 
 
-def test_cancel_of_a_pending_launch(http: httpx.Client, server: SimulatorServer) -> None:
+@pytest.fixture
+def slow_launches() -> Iterator[tuple[httpx.Client, SimulatorServer]]:
+    """One LONG worker and launches slow enough to still be INIT on a loaded machine."""
+    config = SimConfig(port=0, launch_delay_s=5.0, down_delay_s=0.05, long_workers=1)
+    with (
+        SimulatorServer(config) as sim,
+        httpx.Client(base_url=sim.url, headers=VERSION_HEADERS, timeout=10) as client,
+    ):
+        yield client, sim
+
+
+def test_cancel_of_a_pending_launch(slow_launches: tuple[httpx.Client, SimulatorServer]) -> None:
+    http, server = slow_launches
     running = launch(http, "c-busy")  # takes the only LONG worker
     pending = launch(http, "c-pending")
     assert status_of(http, pending) == "PENDING"
