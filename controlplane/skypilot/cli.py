@@ -50,9 +50,9 @@ import signal
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from controlplane.skypilot.cli_child import (
     CONFIG_ENV,
@@ -134,6 +134,9 @@ _NOISE = re.compile(
 )
 _NOT_FOUND_REPORT = re.compile(r"^Cluster\(s\) not found\b", re.MULTILINE)
 _FAILED_REPORT = re.compile(r"^Cluster\(s\) failed\.", re.MULTILINE)
+
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -231,19 +234,9 @@ class SkyCLI:
         operation = "sky.api_status"
         _check_cluster_name(cluster_name, operation)
         args = ["api", "status", "-a", "-v", "-l", "none", "-o", "json", "-c", cluster_name]
-        done = await self._run(operation, args, timeout=self.status_timeout, subject=cluster_name)
-        if done.returncode != 0:
-            raise error_from_output(operation, done)
-        payload = find_json_list(done.stdout)
-        if payload is None:
-            raise CommandError(
-                f"`sky api status -o json` printed no JSON list: {_summary(done.stdout)}",
-                operation=operation,
-            )
-        records = []
-        for item in payload:
-            with contextlib.suppress(ValidationError):
-                records.append(RequestRecord.model_validate(item))
+        records = await self._json_records(
+            operation, args, RequestRecord, subject=cluster_name, command="sky api status"
+        )
         # An older server ignores the cluster filter (the CLI warns): filter here as well.
         mine = [r for r in records if r.cluster_name == cluster_name and r.name == "sky.launch"]
         return sorted(mine, key=lambda r: r.created_at or 0.0, reverse=True)
@@ -340,21 +333,33 @@ class SkyCLI:
         else:  # like the REST client's all_users=True. No --no-show-* flags: with all three
             # the 0.14.1 CLI's first request skips its local-server auto-start and fails.
             args.append("--all-users")
-        done = await self._run(
-            operation, args, timeout=self.status_timeout, subject=",".join(names) or "*"
+        return await self._json_records(
+            operation, args, ClusterRecord, subject=",".join(names) or "*", command="sky status"
         )
+
+    async def _json_records(
+        self,
+        operation: str,
+        args: list[str],
+        model: type[RecordT],
+        *,
+        subject: str,
+        command: str,
+    ) -> list[RecordT]:
+        """Run a ``-o json`` listing and keep the entries that parse (newer fields are ignored)."""
+        done = await self._run(operation, args, timeout=self.status_timeout, subject=subject)
         if done.returncode != 0:
             raise error_from_output(operation, done)
         payload = find_json_list(done.stdout)
         if payload is None:
             raise CommandError(
-                f"`sky status -o json` printed no JSON list: {_summary(done.stdout)}",
+                f"`{command} -o json` printed no JSON list: {_summary(done.stdout)}",
                 operation=operation,
             )
         records = []
         for item in payload:
             with contextlib.suppress(ValidationError):
-                records.append(ClusterRecord.model_validate(item))
+                records.append(model.model_validate(item))
         return records
 
     async def cluster_status(self, cluster_name: str) -> ClusterStatus:
