@@ -1,6 +1,6 @@
 # The control plane's image: the worker (default), and with another entrypoint the migrations
 # (python -m controlplane.db migrate), the codec server (python -m starter.codec_server) and
-# the SkyPilot simulator (python -m controlplane.skypilot.sim).
+# the SkyPilot simulator (python -m devtools.skypilot_sim).
 #
 #   docker build -t gpu-node-controlplane .
 #   docker build --build-arg WITH_SKY_CLI=true -t gpu-node-controlplane:cli .   # CLI mode too
@@ -22,9 +22,10 @@ COPY controlplane ./controlplane
 COPY workflows ./workflows
 COPY activities ./activities
 COPY starter ./starter
+COPY devtools ./devtools
 RUN python -m venv /opt/controlplane \
     && /opt/controlplane/bin/pip install . \
-    && /opt/controlplane/bin/python -c "import activities, controlplane, starter, workflows"
+    && /opt/controlplane/bin/python -c "import activities, controlplane, devtools, starter, workflows"
 RUN if [ "$WITH_SKY_CLI" = "true" ]; then \
         python -m venv /opt/sky \
         && /opt/sky/bin/pip install "skypilot==0.14.1" \

@@ -1,7 +1,7 @@
 """Shared helpers of scripts/benchmark.py and scripts/chaos.py: the stack, the probes, the maths.
 
 What they start is real and local: the Temporal dev server (in-memory), the SkyPilot simulator
-(``python -m controlplane.skypilot.sim``), PostgreSQL (a fresh database on a server, or the
+(``python -m devtools.skypilot_sim``), PostgreSQL (a fresh database on a server, or the
 embedded one) and ``python worker.py``, each a process of its own bound to 127.0.0.1, with its
 log under the run's directory. ``Stack`` stops all of them again, in reverse order.
 
@@ -54,9 +54,9 @@ with workflow.unsafe.imports_passed_through():
     from controlplane.db.migrate import upgrade
     from controlplane.db.schema import node_events, nodes
     from controlplane.db.url import normalise_database_url, redact_database_url
-    from controlplane.devstack import Process, free_port, port_open, spawn, temporal_binary
     from controlplane.lifecycle import NodeStatus
     from controlplane.spec import NodeSpec
+    from devtools.devstack import Process, free_port, port_open, spawn, temporal_binary
 
 log = logging.getLogger("bench")
 
@@ -254,7 +254,7 @@ class Simulator:
 def start_simulator(home: Path, **timings: float) -> Simulator:
     """The simulator with TCP_NODELAY (no ~40 ms stall per call a real API server does not have);
     ``long_workers=N`` caps its LONG queue as a real server's few workers do."""
-    argv = [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0"]
+    argv = [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0"]
     argv.append("--tcp-nodelay")
     long_workers = timings.pop("long_workers", None)
     if long_workers is not None:
@@ -404,7 +404,7 @@ def worker_env(
     task_queue: str,
     overrides: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """``worker.py``'s environment, like controlplane/devstack.py's, with nothing inherited
+    """``worker.py``'s environment, like devtools/devstack.py's, with nothing inherited
     beyond the basics (a SKYPILOT_*/TEMPORAL_* in the caller's shell cannot leak in)."""
     env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
     env.update(

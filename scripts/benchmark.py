@@ -96,8 +96,8 @@ from temporalio.exceptions import TemporalError
 
 from controlplane.config import Settings
 from controlplane.db.schema import nodes
-from controlplane.devstack import Process
 from controlplane.lifecycle import NodeStatus
+from devtools.devstack import Process
 from starter.api import ControlPlane
 from workflows.deployment import node_workflow_id
 

@@ -71,9 +71,9 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TemporalError
 
 from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
-from controlplane.devstack import Process
 from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.spec import NodeSpec
+from devtools.devstack import Process
 from starter.api import ControlPlane
 from workflows.deployment import node_workflow_id
 

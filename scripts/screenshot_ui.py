@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Take the README's web-UI screenshots in a real (headless) browser.
 
-Brings up the local stack (controlplane/devstack.py: Temporal dev server with its web UI and the
+Brings up the local stack (devtools/devstack.py: Temporal dev server with its web UI and the
 search attributes, Postgres, the simulator, the worker), launches three nodes for tenant ``acme``
 (two run; one is held mid-launch by a slow simulated launch), then has Chromium photograph
 
@@ -34,9 +34,9 @@ sys.path[:0] = [str(REPO), str(REPO / "scripts")]
 from cdp_pipe import Browser  # noqa: E402
 
 from controlplane.config import load_settings  # noqa: E402
-from controlplane.devstack import DevStack  # noqa: E402
 from controlplane.lifecycle import NodeStatus  # noqa: E402
 from controlplane.spec import NodeSpec  # noqa: E402
+from devtools.devstack import DevStack  # noqa: E402
 from starter.api import ControlPlane  # noqa: E402
 from starter.connection import connect  # noqa: E402
 

@@ -20,11 +20,11 @@ import httpx
 from controlplane.config import ConfigError, decode_key, load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import CredentialRepository, NodeRepository
-from controlplane.devstack import DevStack, dev_stack, simulator_counters
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.probe import model_is_ready
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialPayload, CredentialStore, Vault
+from devtools.devstack import DevStack, dev_stack, simulator_counters
 from starter.api import ControlPlane
 from starter.connection import connect
 from workflows.node import NodeWorkflow

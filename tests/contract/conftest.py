@@ -15,8 +15,8 @@ import pytest
 
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.retry import RetryPolicy
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from tests.support.real_skypilot import RealSkyPilotServer
 
 VALID_TOKEN = "sky_contract-suite-valid-token"

@@ -22,9 +22,9 @@ from temporalio.testing import WorkflowEnvironment
 
 from controlplane.config import Settings, load_settings
 from controlplane.search_attributes import dev_server_flags
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.spec import NodeSpec
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.conftest import Databases
 from tests.support.temporal_env import dev_server_path
@@ -73,13 +73,13 @@ async def stack_database(databases: Databases) -> str:
 
 @pytest.fixture(scope="session")
 def sky_shim(tmp_path_factory: pytest.TempPathFactory, simulator: SimulatorServer) -> Path:
-    """`sky` for CLI mode, driving the simulator (controlplane.skypilot.sim.sky_cli)."""
+    """`sky` for CLI mode, driving the simulator (devtools.skypilot_sim.sky_cli)."""
     path = tmp_path_factory.mktemp("bin") / "sky"
     path.write_text(
         "#!/bin/sh\n"
         f"SKYPILOT_API_SERVER_ENDPOINT={shlex.quote(simulator.url)} "
         f"SKYPILOT_SERVICE_ACCOUNT_TOKEN={shlex.quote(SIM_TOKEN)} "
-        f'exec {shlex.quote(sys.executable)} -m controlplane.skypilot.sim.sky_cli "$@"\n'
+        f'exec {shlex.quote(sys.executable)} -m devtools.skypilot_sim.sky_cli "$@"\n'
     )
     path.chmod(0o755)
     return path

@@ -15,8 +15,8 @@ from controlplane.config import load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import SIM_TOKEN, Stack
 from worker import create_worker, open_activities

@@ -17,8 +17,8 @@ from pydantic import SecretStr
 
 from controlplane.config import load_settings
 from controlplane.skypilot.client import SkyPilotClient
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from tests.integration.conftest import SIM_TOKEN, Stack
 from tests.integration.test_reconciler import launch_directly, reconcile, running_worker
 

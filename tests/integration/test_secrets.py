@@ -42,10 +42,10 @@ from controlplane.config import Settings, decode_key, load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import CredentialRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.skypilot.sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
-from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialPayload, CredentialStore, Vault
+from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
+from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import Stack
 from tests.support.temporal_env import dev_server_path

@@ -25,9 +25,9 @@ from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.spec import NodeSpec
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack, new_spec
 from tests.support.ports import free_port
@@ -240,7 +240,7 @@ def config_only_sky(tmp_path: Path) -> Path:
     path = tmp_path / "bin" / "sky"
     path.parent.mkdir()
     path.write_text(
-        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m controlplane.skypilot.sim.sky_cli "$@"\n'
+        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m devtools.skypilot_sim.sky_cli "$@"\n'
     )
     path.chmod(0o755)
     return path

@@ -39,10 +39,10 @@ from controlplane.config import Settings, load_settings
 from controlplane.lifecycle import NodeStatus
 from controlplane.search_attributes import dev_server_flags
 from controlplane.skypilot.client import SkyPilotClient
-from controlplane.skypilot.sim.config import DEFAULT_LAUNCH_FAILURE_TYPES, SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
+from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES, SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane, NotFound
 from tests.conftest import Databases, _admin_candidates
 from tests.support.fleet import sweeping

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE
+from devtools.skypilot_sim.contract import EMPTY_PICKLED_VALUE
 
 Action = Callable[[httpx.Request], httpx.Response | None]
 

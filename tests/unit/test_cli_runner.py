@@ -54,9 +54,9 @@ from controlplane.skypilot.errors import (
     WaitTimeoutError,
 )
 from controlplane.skypilot.models import ClusterStatus
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
 from controlplane.skypilot.task import SkyTask, TaskSettings
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from workflows.models import WaitReadyInput
 
 FAKE_SKY = Path(__file__).resolve().parents[1] / "fakes" / "fake_sky.py"

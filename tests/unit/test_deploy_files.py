@@ -487,7 +487,7 @@ def test_simulator_profile_serves_the_workers_token() -> None:
     sim = services()["skypilot-sim"]
     assert sim["profiles"] == ["sim"]
     command = " ".join(sim["entrypoint"])
-    assert "controlplane.skypilot.sim" in command
+    assert "devtools.skypilot_sim" in command
     assert "--host 0.0.0.0 --port 46580" in command
     assert "--token" not in command  # argv is visible to ps: the token comes from the env
     worker_token = environment(services()["worker"])["SKYPILOT_SERVICE_ACCOUNT_TOKEN"]

@@ -11,8 +11,8 @@ import pytest
 from controlplane.skypilot.backend import ApiBackend
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.errors import NotFoundError
-from controlplane.skypilot.sim import SimConfig, SimulatorServer
 from controlplane.skypilot.task import SkyTask
+from devtools.skypilot_sim import SimConfig, SimulatorServer
 from tests.unit.test_simulator import USER, VERSION_HEADERS, launch, wait_until
 
 STREAM_HEADERS = {

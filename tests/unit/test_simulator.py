@@ -24,8 +24,8 @@ import pytest
 
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.models import RequestRecord, RequestStatus
-from controlplane.skypilot.sim import SimConfig, SimulatorServer
 from controlplane.skypilot.task import SkyTask
+from devtools.skypilot_sim import SimConfig, SimulatorServer
 
 USER = {"SKYPILOT_USER_ID": "orch0001", "SKYPILOT_USER": "orchestrator"}
 VERSION_HEADERS = {"X-SkyPilot-API-Version": "62", "X-SkyPilot-Version": "0.14.1"}
@@ -707,7 +707,7 @@ def test_counters_count_every_call(http: httpx.Client) -> None:
 
 def test_command_line_serves_until_sigterm() -> None:
     process = subprocess.Popen(
-        [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0"],
+        [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -734,7 +734,7 @@ def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
     token_file = tmp_path / "tokens"
     token_file.write_text(f"{from_file}\n\n")
     token_file.chmod(0o600)
-    argv = [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0", "--require-auth"]
+    argv = [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0", "--require-auth"]
     process = subprocess.Popen(
         [*argv, "--token-file", str(token_file)],
         stdout=subprocess.PIPE,
@@ -751,7 +751,7 @@ def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
             check=True,
         ).stdout
         cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
-        assert "controlplane.skypilot.sim" in listing
+        assert "devtools.skypilot_sim" in listing
         for token in (from_file, from_env):
             assert token not in listing
             assert token not in cmdline
@@ -771,7 +771,7 @@ def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
 def test_a_token_on_the_command_line_is_refused_without_repeating_it() -> None:
     token = "sky_argv-token-must-not-be-echoed-42"
     result = subprocess.run(
-        [sys.executable, "-m", "controlplane.skypilot.sim", "--port", "0", "--token", token],
+        [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0", "--token", token],
         capture_output=True,
         text=True,
         timeout=60,

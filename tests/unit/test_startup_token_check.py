@@ -12,8 +12,8 @@ import pytest
 from pydantic import SecretStr
 
 from controlplane.skypilot.client import SkyPilotClient
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 from worker import check_api_health
 
 GOOD = "sky_startup-check-good-token"

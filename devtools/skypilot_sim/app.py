@@ -6,17 +6,17 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.types import Receive, Scope, Send
 
-from controlplane.skypilot.sim import routes, sim_routes, stream_routes
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.delivery import deliver
-from controlplane.skypilot.sim.middleware import (
+from devtools.skypilot_sim import routes, sim_routes, stream_routes
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.delivery import deliver
+from devtools.skypilot_sim.middleware import (
     APIVersionMiddleware,
     BearerAuthMiddleware,
     BusyMiddleware,
     RequestIdMiddleware,
 )
-from controlplane.skypilot.sim.payloads import SERVER_ENV_VARS
-from controlplane.skypilot.sim.state import SimState
+from devtools.skypilot_sim.payloads import SERVER_ENV_VARS
+from devtools.skypilot_sim.state import SimState
 
 
 class SimulatorApp(FastAPI):

@@ -20,10 +20,10 @@ from typing import Any, Self, TypeVar
 
 import uvicorn
 
-from controlplane.skypilot.sim.app import create_app
-from controlplane.skypilot.sim.config import Faults, SimConfig
-from controlplane.skypilot.sim.records import ModelFault
-from controlplane.skypilot.sim.state import SimState
+from devtools.skypilot_sim.app import create_app
+from devtools.skypilot_sim.config import Faults, SimConfig
+from devtools.skypilot_sim.records import ModelFault
+from devtools.skypilot_sim.state import SimState
 
 log = logging.getLogger(__name__)
 

@@ -14,15 +14,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from controlplane.skypilot.sim.contract import (
+from devtools.skypilot_sim.contract import (
     EMPTY_PICKLED_VALUE,
     compact_json,
     pickle_b64,
     pickled_function_b64,
 )
-from controlplane.skypilot.sim.exceptions import request_error_json
-from controlplane.skypilot.sim.payloads import RequestBody
-from controlplane.skypilot.sim.taskspec import TaskSpec
+from devtools.skypilot_sim.exceptions import request_error_json
+from devtools.skypilot_sim.payloads import RequestBody
+from devtools.skypilot_sim.taskspec import TaskSpec
 
 
 class RequestStatus(StrEnum):

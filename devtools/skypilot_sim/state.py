@@ -20,23 +20,23 @@ from typing import Any
 
 import yaml
 
-from controlplane.skypilot.sim.config import Faults, SimConfig
-from controlplane.skypilot.sim.contract import (
+from devtools.skypilot_sim.config import Faults, SimConfig
+from devtools.skypilot_sim.contract import (
     DAEMON_REQUESTS,
     SYSTEM_USER_ID,
     USER_ENV_VAR,
     USER_ID_ENV_VAR,
 )
-from controlplane.skypilot.sim.exceptions import SkyPilotError, request_error, sky_error
-from controlplane.skypilot.sim.payloads import RequestBody
-from controlplane.skypilot.sim.records import (
+from devtools.skypilot_sim.exceptions import SkyPilotError, request_error, sky_error
+from devtools.skypilot_sim.payloads import RequestBody
+from devtools.skypilot_sim.records import (
     Cluster,
     ClusterStatus,
     ModelFault,
     Request,
     RequestStatus,
 )
-from controlplane.skypilot.sim.taskspec import TaskSpec
+from devtools.skypilot_sim.taskspec import TaskSpec
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import yaml
 
-from controlplane.skypilot.sim.contract import CLUSTER_NAME_VALID_REGEX
-from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
+from devtools.skypilot_sim.contract import CLUSTER_NAME_VALID_REGEX
+from devtools.skypilot_sim.exceptions import SkyPilotError, sky_error
 
 TASK_KEYS = frozenset(
     {

@@ -19,9 +19,9 @@ from fastapi import APIRouter, HTTPException
 from fastapi import Request as HttpRequest
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
-from controlplane.skypilot.sim.records import Request, RequestStatus
-from controlplane.skypilot.sim.routes import sim_state
-from controlplane.skypilot.sim.state import SimState
+from devtools.skypilot_sim.records import Request, RequestStatus
+from devtools.skypilot_sim.routes import sim_state
+from devtools.skypilot_sim.state import SimState
 
 router = APIRouter()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.encoders import jsonable_encoder
 
-from controlplane.skypilot.sim.contract import compact_json, pickle_b64
+from devtools.skypilot_sim.contract import compact_json, pickle_b64
 
 
 class SkyPilotError(Exception):

@@ -4,8 +4,8 @@
 process; ``create_app`` gives the bare ASGI app.
 """
 
-from controlplane.skypilot.sim.app import create_app
-from controlplane.skypilot.sim.config import Faults, SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.app import create_app
+from devtools.skypilot_sim.config import Faults, SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 
 __all__ = ["Faults", "SimConfig", "SimulatorServer", "create_app"]

@@ -11,10 +11,10 @@ import asyncio
 import time
 from typing import Any, TypeVar
 
-from controlplane.skypilot.sim import launch_log
-from controlplane.skypilot.sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
-from controlplane.skypilot.sim.exceptions import SkyPilotError, sky_error
-from controlplane.skypilot.sim.payloads import (
+from devtools.skypilot_sim import launch_log
+from devtools.skypilot_sim.contract import EMPTY_PICKLED_VALUE, NO_CLOUD_ACCESS_MESSAGE
+from devtools.skypilot_sim.exceptions import SkyPilotError, sky_error
+from devtools.skypilot_sim.payloads import (
     AutostopBody,
     EndpointsBody,
     ExecBody,
@@ -25,9 +25,9 @@ from controlplane.skypilot.sim.payloads import (
     StatusRefreshMode,
     StopOrDownBody,
 )
-from controlplane.skypilot.sim.records import Cluster, ClusterStatus, Request, cluster_record
-from controlplane.skypilot.sim.state import SimState
-from controlplane.skypilot.sim.taskspec import TaskSpec, check_cluster_name, parse_task
+from devtools.skypilot_sim.records import Cluster, ClusterStatus, Request, cluster_record
+from devtools.skypilot_sim.state import SimState
+from devtools.skypilot_sim.taskspec import TaskSpec, check_cluster_name, parse_task
 
 T = TypeVar("T")
 

@@ -9,7 +9,7 @@ in a ``--secret-file`` (dotenv, possibly ``/dev/fd/N``) and go into the task's `
 never onto a command line. Each ``launch`` sends a new launch request, as the real one does.
 
     SKYPILOT_API_SERVER_ENDPOINT=http://127.0.0.1:46590 \\
-        python -m controlplane.skypilot.sim.sky_cli launch -y -d -c c1 --secret-file s.env task.yaml
+        python -m devtools.skypilot_sim.sky_cli launch -y -d -c c1 --secret-file s.env task.yaml
 """
 
 from __future__ import annotations

@@ -12,8 +12,8 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse
 
-from controlplane.skypilot.sim import operations
-from controlplane.skypilot.sim.contract import (
+from devtools.skypilot_sim import operations
+from devtools.skypilot_sim.contract import (
     API_VERSION,
     COMMIT,
     REQUEST_COLUMNS,
@@ -21,14 +21,14 @@ from controlplane.skypilot.sim.contract import (
     USER_ID_ENV_VAR,
     VERSION,
 )
-from controlplane.skypilot.sim.delivery import DROP_RESPONSE_KEY
-from controlplane.skypilot.sim.exceptions import serialize_exception_json
-from controlplane.skypilot.sim.middleware import (
+from devtools.skypilot_sim.delivery import DROP_RESPONSE_KEY
+from devtools.skypilot_sim.exceptions import serialize_exception_json
+from devtools.skypilot_sim.middleware import (
     auth_user_of,
     client_api_version_of,
     request_id_of,
 )
-from controlplane.skypilot.sim.payloads import (
+from devtools.skypilot_sim.payloads import (
     AutostopBody,
     EndpointsBody,
     ExecBody,
@@ -41,9 +41,9 @@ from controlplane.skypilot.sim.payloads import (
     StopOrDownBody,
     ValidateBody,
 )
-from controlplane.skypilot.sim.records import Request, full_payload, readable_payload
-from controlplane.skypilot.sim.state import EXPECTED_ERRORS, Operation, SimState
-from controlplane.skypilot.sim.taskspec import parse_task
+from devtools.skypilot_sim.records import Request, full_payload, readable_payload
+from devtools.skypilot_sim.state import EXPECTED_ERRORS, Operation, SimState
+from devtools.skypilot_sim.taskspec import parse_task
 
 router = APIRouter()
 

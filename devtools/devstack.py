@@ -28,8 +28,8 @@ from controlplane import search_attributes
 from controlplane.db.embedded import start_embedded_postgres
 from controlplane.db.migrate import upgrade
 from controlplane.db.url import normalise_database_url
-from controlplane.skypilot.sim.config import SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.config import SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 
 log = logging.getLogger(__name__)
 
@@ -176,13 +176,13 @@ class DevStack:
         self.simulator_url = self.simulator.url
 
     def sky_shim(self) -> Path:
-        """A `sky` for CLI mode that drives the simulator (controlplane.skypilot.sim.sky_cli)."""
+        """A `sky` for CLI mode that drives the simulator (devtools.skypilot_sim.sky_cli)."""
         path = self.home / "bin" / "sky"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(
             "#!/bin/sh\n"
             f"SKYPILOT_API_SERVER_ENDPOINT={shlex.quote(self.simulator_url)} "
-            f'exec {shlex.quote(sys.executable)} -m controlplane.skypilot.sim.sky_cli "$@"\n'
+            f'exec {shlex.quote(sys.executable)} -m devtools.skypilot_sim.sky_cli "$@"\n'
         )
         path.chmod(0o755)
         return path

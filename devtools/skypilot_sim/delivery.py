@@ -25,7 +25,7 @@ import weakref
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controlplane.skypilot.sim.state import SimState
+from devtools.skypilot_sim.state import SimState
 
 log = logging.getLogger(__name__)
 

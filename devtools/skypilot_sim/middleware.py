@@ -18,7 +18,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from controlplane.skypilot.sim.contract import (
+from devtools.skypilot_sim.contract import (
     API_VERSION,
     API_VERSION_HEADER,
     AUTH_MODE_HEADER,
@@ -30,7 +30,7 @@ from controlplane.skypilot.sim.contract import (
     WORKER_EXHAUSTED_DETAIL,
     client_too_old_message,
 )
-from controlplane.skypilot.sim.state import SimState
+from devtools.skypilot_sim.state import SimState
 
 # Keys the layers leave in the ASGI scope for the routes.
 REQUEST_ID_KEY = "sim.request_id"

@@ -7,7 +7,7 @@ reads its progress from these, so they have to be as plausible as the real ones.
 
 from __future__ import annotations
 
-from controlplane.skypilot.sim.taskspec import TaskSpec
+from devtools.skypilot_sim.taskspec import TaskSpec
 
 
 def optimizer_lines(spec: TaskSpec) -> list[str]:

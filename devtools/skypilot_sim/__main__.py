@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType
 
-from controlplane.skypilot.sim.config import Faults, SimConfig
-from controlplane.skypilot.sim.server import SimulatorServer
+from devtools.skypilot_sim.config import Faults, SimConfig
+from devtools.skypilot_sim.server import SimulatorServer
 
 TOKENS_VARIABLE = "SKYPILOT_SIM_TOKENS"
 

@@ -16,8 +16,8 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from controlplane.skypilot.sim.records import Cluster, ClusterStatus, ModelFault, cluster_record
-from controlplane.skypilot.sim.routes import sim_state
+from devtools.skypilot_sim.records import Cluster, ClusterStatus, ModelFault, cluster_record
+from devtools.skypilot_sim.routes import sim_state
 
 router = APIRouter(prefix="/sim")
 
