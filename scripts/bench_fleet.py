@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -173,8 +174,16 @@ async def health_at(rig: Rig, sizes: FleetSizes, node_ids: list[str]) -> dict[st
         ),
         "of_which_node_workflow": round(node_events_per_hour, 2),
         "of_which_sweeps_shared": round(sweep_events / max(node_hours, 1e-9), 2),
+        # The fleet's fixed cost: every sweep workflow's events, whatever the fleet size.
+        "sweep_events_per_hour": round(sweep_events / (window_min / 60)),
         "worker_rss_mib": rss_mib(rig.worker_pid),
+        "load_average": load_average(),
     }
+
+
+def load_average() -> str:
+    """`uptime`'s 1/5/15-minute load averages: timings on a shared box depend on them."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 async def cluster_names(engine: AsyncEngine, node_ids: Sequence[str]) -> list[str]:
@@ -277,6 +286,7 @@ async def phase_liveness(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
         "preempt_to_lost": summary_ms(lost),
         "unhealthy_limit_ms": (interval * rig.threshold + 5) * 1000,
         "lost_limit_ms": (interval + 5) * 1000,
+        "load_average": load_average(),
     }
 
 
@@ -389,6 +399,7 @@ async def admission_burst(
             "status_requests": len(latencies),
             "status_latency": summary_ms(latencies),
             "worker_rss_mib": rss_mib(worker.proc.pid),
+            "load_average": load_average(),
         }
     finally:
         await stack.close()
