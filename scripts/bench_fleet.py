@@ -178,6 +178,10 @@ async def health_at(rig: Rig, sizes: FleetSizes, node_ids: list[str]) -> dict[st
         "sweep_events_per_hour": round(sweep_events / (window_min / 60)),
         "worker_rss_mib": rss_mib(rig.worker_pid),
         "load_average": load_average(),
+        # Every model answers in this phase: an unhealthy node is a probe that came too late.
+        "unhealthy_nodes": (await count_by_status(rig.engine, node_ids)).get(
+            NodeStatus.UNHEALTHY.value, 0
+        ),
     }
 
 
@@ -223,12 +227,15 @@ def extrapolate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def phase_health(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
-    await set_intervals(rig, sizes.health_interval_s, sizes.shards)
     node_ids: list[str] = []
     runs = []
     try:
         for target in sizes.health_nodes:
+            # Quiet while parking: a worker busy with hundreds of launches answers its probes
+            # late, and a late probe is a failed one (it is the steady state that is measured).
+            await set_intervals(rig, QUIET.total_seconds(), sizes.shards)
             node_ids += await rig.park(max(target - len(node_ids), 0))
+            await set_intervals(rig, sizes.health_interval_s, sizes.shards)
             runs.append(await health_at(rig, sizes, node_ids))
     finally:
         await set_intervals(rig, QUIET.total_seconds(), sizes.shards)

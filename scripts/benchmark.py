@@ -280,6 +280,8 @@ async def open_bench(options: Options, home: Path, stack: Stack) -> Bench:
         database_url=database.url,
         simulator_url=sim.url,
         task_queue=TASK_QUEUE,
+        # The fleet phases probe with MODEL_PROBE_TIMEOUT's default (a loaded box answers late).
+        overrides={"MODEL_PROBE_TIMEOUT": "5s"},
     )
     worker = stack.add(start_worker(home, env))
     client = await connect_temporal(address)
