@@ -56,8 +56,10 @@ from controlplane.lifecycle import NodeStatus
 from starter.api import ControlPlane
 from starter.schedules import ensure_fleet_health_schedules
 from workflows.deployment import node_workflow_id
+from workflows.fleet_health import NODES_PER_SHARD
 
 EXTRAPOLATE_TO = 20_000
+ISSUE_SIZES = (20, 100, 1000, 5000)
 SAMPLED_WORKFLOWS = 50
 PROBE_PREFIX = "GET /sim/models/"
 QUIET = timedelta(minutes=30)
@@ -196,31 +198,45 @@ async def cluster_names(engine: AsyncEngine, node_ids: Sequence[str]) -> list[st
         return [str(name) for (name,) in (await connection.execute(statement)).all()]
 
 
-def extrapolate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """20,000 running nodes from the measured per-node costs: labelled as an extrapolation."""
+def shards_at(nodes: int, max_shards: int) -> int:
+    """How many probe shards a sweep uses at ``nodes`` (FleetHealthWorkflow's rule)."""
+    return max(1, min(max_shards, -(-nodes // NODES_PER_SHARD)))
+
+
+def extrapolate(runs: list[dict[str, Any]], nodes: int, max_shards: int) -> dict[str, Any]:
+    """``nodes`` running nodes from the measured per-node costs: labelled as an extrapolation.
+
+    Node-workflow events per node-hour are the largest size's; the sweeps' fixed events an hour
+    are the largest size's plus, for each probe shard more (capped at ``max_shards``), the
+    measured events per shard an hour. Probes grow with the nodes, SkyPilot calls do not; the
+    worker's RSS grows by the measured slope (an upper bound: its workflow cache is capped).
+    """
     first, last = runs[0], runs[-1]
     grown = max(last["running_nodes"] - first["running_nodes"], 1)
     rss_per_node = (last["worker_rss_mib"] - first["worker_rss_mib"]) / grown
+    shards = {r["running_nodes"]: shards_at(r["running_nodes"], max_shards) for r in (first, last)}
+    added = shards[last["running_nodes"]] - shards[first["running_nodes"]]
+    per_shard = (
+        (last["sweep_events_per_hour"] - first["sweep_events_per_hour"]) / added if added else 0.0
+    )
+    fixed = last["sweep_events_per_hour"] + per_shard * (
+        shards_at(nodes, max_shards) - shards[last["running_nodes"]]
+    )
     return {
-        "running_nodes": EXTRAPOLATE_TO,
+        "running_nodes": nodes,
         "label": (
-            f"EXTRAPOLATED from {first['running_nodes']}..{last['running_nodes']} measured nodes, "
-            "not measured"
+            f"EXTRAPOLATED to {nodes} from {first['running_nodes']}..{last['running_nodes']} "
+            "measured nodes, not measured"
         ),
         "skypilot_calls_per_min": max(r["skypilot_calls_per_min"] for r in runs),
-        # The node workflows' own events per node-hour, plus the sweeps' fixed events an hour
-        # (at the largest size measured: the shard count is capped, so it no longer grows)
-        # shared by 20,000 nodes.
-        "temporal_events_per_node_hour": round(
-            last["of_which_node_workflow"] + last["sweep_events_per_hour"] / EXTRAPOLATE_TO, 2
-        ),
+        "temporal_events_per_node_hour": round(last["of_which_node_workflow"] + fixed / nodes, 2),
         "of_which_node_workflow": last["of_which_node_workflow"],
-        "sweep_events_per_hour": last["sweep_events_per_hour"],
-        "model_probes_per_min": round(
-            last["model_probes_per_min"] * EXTRAPOLATE_TO / last["running_nodes"]
-        ),
+        "sweep_events_per_hour": round(fixed),
+        "sweep_events_per_shard_hour": round(per_shard),
+        "probe_shards": shards_at(nodes, max_shards),
+        "model_probes_per_min": round(last["model_probes_per_min"] * nodes / last["running_nodes"]),
         "worker_rss_mib": round(
-            last["worker_rss_mib"] + rss_per_node * (EXTRAPOLATE_TO - last["running_nodes"]), 1
+            last["worker_rss_mib"] + rss_per_node * (nodes - last["running_nodes"]), 1
         ),
         "worker_rss_per_1000_nodes_mib": round(rss_per_node * 1000, 2),
     }
@@ -245,7 +261,13 @@ async def phase_health(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
         "shards": sizes.shards,
         "by_size": runs,
         "calls_per_min_spread": round(max(calls) - min(calls), 1),
-        "extrapolated": extrapolate(runs),
+        "extrapolated": extrapolate(runs, EXTRAPOLATE_TO, sizes.shards),
+        # The issue's sizes this run did not reach (a busy or small box), extrapolated too.
+        "extrapolated_also": [
+            extrapolate(runs, n, sizes.shards)
+            for n in ISSUE_SIZES
+            if n > max(r["running_nodes"] for r in runs)
+        ],
         "node_ids": node_ids,
     }
 

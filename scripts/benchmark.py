@@ -1013,8 +1013,10 @@ def print_fleet(phases: dict[str, Any]) -> None:
             "load_average",
         ]
         rows: list[list[object]] = [[r.get(k, "-") for k in keys] for r in health["by_size"]]
+        for x in [*health.get("extrapolated_also", []), health["extrapolated"]]:
+            name = f"{x['running_nodes']} (EXTRAPOLATED)"
+            rows.append([name, *(x.get(k, "-") for k in keys[1:])])
         x = health["extrapolated"]
-        rows.append([f"{x['running_nodes']} (EXTRAPOLATED)", *(x.get(k, "-") for k in keys[1:])])
         header = [
             "nodes",
             "SkyPilot calls/min",
