@@ -11,7 +11,9 @@ against the real server the contract suite starts (one per session, service acco
   ``NoCloudAccessError``, its row and events say so, and the server lists no cluster;
 - with a token the server refuses, the worker's start-up check names
   ``SKYPILOT_SERVICE_ACCOUNT_TOKEN`` and the server's reason, and the node ends ``failed`` with
-  no ``cleanup_failed`` row or event and no down attempted (nothing was ever submitted).
+  no ``cleanup_failed`` row or event and no down attempted (nothing was ever submitted). Two
+  refusals: a token that server never issued, and the case that was seen, a real token sent to
+  a server without service accounts (a second real server, started for this module).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import contextlib
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -42,7 +44,11 @@ from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from tests.conftest import Databases
 from tests.contract.conftest import Backend, _selected
-from tests.support.real_skypilot import issue_service_account_token, skypilot_venv
+from tests.support.real_skypilot import (
+    RealSkyPilotServer,
+    issue_service_account_token,
+    skypilot_venv,
+)
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
 from workflows.models import NodeView
@@ -88,6 +94,39 @@ async def node_database(databases: Databases) -> str:
 def issued_token(real_backend: Backend) -> str:
     """A service-account token the real server issued for this test module."""
     return issue_service_account_token(real_backend.url, f"cp_wf_{uuid.uuid4().hex[:8]}")
+
+
+@pytest.fixture(scope="module")
+def server_without_service_accounts() -> Iterator[str]:
+    """A second real server, as the one the refusal was seen on: service accounts off."""
+    server = RealSkyPilotServer(service_accounts=False)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@dataclass
+class Refusal:
+    url: str  # the server the worker talks to
+    token: str  # the worker's SKYPILOT_SERVICE_ACCOUNT_TOKEN, which that server refuses
+    reason: str  # the server's own words
+    lookup_token: str | None  # what the test looks the server up with afterwards
+
+
+@pytest.fixture(params=["token-never-issued", "service-accounts-off"])
+def refusal(request: pytest.FixtureRequest, real_backend: Backend, issued_token: str) -> Refusal:
+    if request.param == "token-never-issued":
+        return Refusal(
+            real_backend.url,
+            REFUSED_TOKEN,
+            "Invalid or expired service account token",
+            issued_token,
+        )
+    url: str = request.getfixturevalue("server_without_service_accounts")
+    # A token a real server issued, sent to a server that does not take tokens (the seen case).
+    return Refusal(url, issued_token, "Service account authentication disabled", None)
 
 
 @dataclass
@@ -172,11 +211,15 @@ async def run_node(temporal: WorkflowEnvironment, settings: Settings, spec: Node
     return Outcome(view, failure, row, events, await scheduled_activities(handle))
 
 
-async def server_side(url: str, token: str, cluster_name: str) -> tuple[list[str], list[str]]:
+async def server_side(
+    url: str, token: str | None, cluster_name: str
+) -> tuple[list[str], list[str]]:
     """What the real server knows afterwards: its clusters (POST /status, every user) and the
     names of the requests recorded for this cluster."""
     async with SkyPilotClient(
-        url, token=SecretStr(token), identity=Identity("orch0001", "orchestrator")
+        url,
+        token=SecretStr(token) if token else None,
+        identity=Identity("orch0001", "orchestrator"),
     ) as sky:
         clusters = [record.name for record in await sky.status()]
         requests = [record.name for record in await sky.find_requests(cluster_name)]
@@ -218,13 +261,12 @@ async def test_a_node_without_a_cloud_fails_with_no_cloud_access_and_leaves_no_c
 
 
 async def test_a_refused_token_fails_the_node_without_a_leak_marker(
-    real_backend: Backend,
+    refusal: Refusal,
     temporal: WorkflowEnvironment,
     node_database: str,
-    issued_token: str,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    settings = settings_for(temporal, node_database, real_backend.url, REFUSED_TOKEN)
+    settings = settings_for(temporal, node_database, refusal.url, refusal.token)
     spec = new_spec()
     with caplog.at_level(logging.INFO, logger="worker"):
         async with running_worker(temporal, settings):
@@ -233,15 +275,15 @@ async def test_a_refused_token_fails_the_node_without_a_leak_marker(
     # The start-up check names the variable and the real server's own reason, not the token.
     assert len(refused) == 1, caplog.text
     assert "SKYPILOT_SERVICE_ACCOUNT_TOKEN" in refused[0], refused
-    assert "Invalid or expired service account token" in refused[0], refused
-    assert REFUSED_TOKEN not in caplog.text
+    assert refusal.reason in refused[0], refused
+    assert refusal.token not in caplog.text
 
     assert outcome.failure is not None, outcome.view
     row = outcome.row
     assert row.status == NodeStatus.FAILED.value, row
     assert row.error is not None
     assert "operation=validate" in row.error, row.error
-    assert "Invalid or expired service account token" in row.error, row.error
+    assert refusal.reason in row.error, row.error
     kinds = [event.event_type for event in outcome.events]
     assert kinds == ["node.failed"], kinds
     assert "node.cleanup_failed" not in kinds
@@ -249,6 +291,6 @@ async def test_a_refused_token_fails_the_node_without_a_leak_marker(
     assert "launch_cluster" in outcome.activities, outcome.activities
     assert "down_cluster" not in outcome.activities, outcome.activities
 
-    clusters, requests = await server_side(real_backend.url, issued_token, row.cluster_name)
+    clusters, requests = await server_side(refusal.url, refusal.lookup_token, row.cluster_name)
     assert row.cluster_name not in clusters, clusters
     assert requests == [], requests
