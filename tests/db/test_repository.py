@@ -27,7 +27,7 @@ from controlplane.db.repository import (
 from controlplane.db.schema import Base, node_events, nodes
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
-from tests.conftest import Databases
+from devtools.devstack import ServerDatabases
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROM_PENDING = frozenset({NodeStatus.PENDING})
@@ -419,7 +419,7 @@ def _db_command(url: str, command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_check_command_fails_until_migrated(databases: Databases) -> None:
+async def test_check_command_fails_until_migrated(databases: ServerDatabases) -> None:
     url = await databases.create(migrated=False)
 
     before = _db_command(url, "check")
@@ -439,7 +439,7 @@ async def test_check_command_fails_until_migrated(databases: Databases) -> None:
     assert "nothing to do" in again.stdout
 
 
-async def test_downgrade_to_base_and_back(databases: Databases) -> None:
+async def test_downgrade_to_base_and_back(databases: ServerDatabases) -> None:
     url = await databases.create(migrated=True)
     migrate.downgrade(url, "base")
     assert migrate.status(url).current == ()

@@ -6,12 +6,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
@@ -22,15 +18,6 @@ from workflows.node import NodeWorkflow
 # The sweep runs every 2 s here (NODE_HEALTH_CHECK_INTERVAL in the stack): a few sweeps, plus
 # the node's own confirmation.
 LOST_WITHIN_S = 12.0
-
-
-@pytest.fixture
-async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(worker.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_preempted_cluster_marks_running_node_lost(

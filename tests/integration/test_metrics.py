@@ -26,7 +26,6 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from controlplane.config import Settings, load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, MetricsServer
@@ -118,15 +117,6 @@ async def observed(stack: Stack) -> AsyncIterator[Observed]:
             yield Observed(stack, settings, client, metrics, server.url)
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 def new_spec(deployment: str) -> NodeSpec:

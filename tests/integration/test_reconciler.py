@@ -26,7 +26,6 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from controlplane.config import load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.models import EventRow, NewNode, NodeRow
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
@@ -42,15 +41,6 @@ from workflows.node import NodeWorkflow
 from workflows.reconcile import ReconcileWorkflow
 
 TASK_SETTINGS = TaskSettings("http://localhost:8080", "0.11.0", "2.8.0")
-
-
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 @contextlib.asynccontextmanager

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from controlplane.config import load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.rollout import choose_mode
@@ -59,15 +58,6 @@ def logged_sky(tmp_path: Path, sky_shim: Path) -> LoggedSky:
     )
     path.chmod(0o755)
     return LoggedSky(path, log)
-
-
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 @contextlib.asynccontextmanager
