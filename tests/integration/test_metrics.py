@@ -34,6 +34,7 @@ from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.specs import node_spec
 from worker import create_worker, open_activities, refresh_node_counts, telemetry_runtime
 from workflows.models import ReconcileInput
 from workflows.node import NodeWorkflow
@@ -120,15 +121,7 @@ async def observed(stack: Stack) -> AsyncIterator[Observed]:
 
 
 def new_spec(deployment: str) -> NodeSpec:
-    return NodeSpec(
-        tenant=f"mx{uuid.uuid4().hex[:6]}",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-    )
+    return node_spec(tenant=f"mx{uuid.uuid4().hex[:6]}", deployment=deployment)
 
 
 async def lifecycle(control: ControlPlane, mode: LaunchMode) -> NodeSpec:

@@ -35,6 +35,7 @@ from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.specs import node_spec
 from worker import create_worker, open_activities
 from workflows.models import Finding, ReconcileInput, ReconcileReport
 from workflows.node import NodeWorkflow
@@ -66,15 +67,7 @@ async def reconcile(stack: Stack, queue: str, *, cleanup: bool) -> ReconcileRepo
 
 
 def new_spec(tenant: str, deployment: str) -> NodeSpec:
-    return NodeSpec(
-        tenant=tenant,
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-    )
+    return node_spec(tenant=tenant, deployment=deployment)
 
 
 async def launch_directly(sky: SkyPilotClient, name: str) -> None:

@@ -24,6 +24,7 @@ from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, NodeStarted
 from tests.integration.conftest import Stack
+from tests.support.specs import node_spec
 from worker import create_worker, open_activities
 
 READY_WITHIN = timedelta(seconds=60)
@@ -73,15 +74,7 @@ async def running_worker(stack: Stack, **overrides: str) -> AsyncIterator[None]:
 
 
 def new_spec(tenant: str, deployment: str) -> NodeSpec:
-    return NodeSpec(
-        tenant=tenant,
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-    )
+    return node_spec(tenant=tenant, deployment=deployment)
 
 
 @dataclass

@@ -44,6 +44,7 @@ from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane, NotFound
 from tests.support.fleet import sweeping
 from tests.support.replicas import named
+from tests.support.specs import node_spec as spec_of
 from tests.support.temporal_env import local_temporal
 from worker import create_worker, open_activities
 from workflows.fleet_health import FleetHealthWorkflow
@@ -88,15 +89,8 @@ def compact(history_json: str) -> str:
 
 
 def node_spec(name: str, replica: int = 0) -> NodeSpec:
-    return NodeSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"{name}-{uuid.uuid4().hex[:6]}",
-        replica=replica,
+    return spec_of(
+        tenant="replay", model=MODEL, deployment=f"{name}-{uuid.uuid4().hex[:6]}", replica=replica
     )
 
 
