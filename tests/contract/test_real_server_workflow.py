@@ -18,10 +18,8 @@ against the real server the contract suite starts (one per session, service acco
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
-import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,7 +28,6 @@ import pytest
 from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType as HistoryEventType
 from temporalio.client import WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from controlplane.config import Settings, load_settings
@@ -38,18 +35,17 @@ from controlplane.db.engine import create_engine
 from controlplane.db.models import EventRow, NodeRow
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.search_attributes import dev_server_flags
 from controlplane.skypilot.client import Identity, SkyPilotClient
 from controlplane.spec import NodeSpec
+from devtools.devstack import ServerDatabases, Timings, new_encryption_key, worker_settings_env
 from starter.api import ControlPlane
-from tests.conftest import Databases
 from tests.contract.conftest import Backend, _selected
 from tests.support.real_skypilot import (
     RealSkyPilotServer,
     issue_service_account_token,
     skypilot_venv,
 )
-from tests.support.temporal_env import dev_server_path
+from tests.support.specs import new_spec
 from worker import create_worker, open_activities
 from workflows.models import NodeView
 from workflows.node import NodeWorkflow
@@ -66,27 +62,24 @@ pytestmark = [
     ),
 ]
 
-ENCRYPTION_KEY = base64.b64encode(os.urandom(32)).decode()
+ENCRYPTION_KEY = new_encryption_key()
+# The real server's pace: a launch without a cloud fails within seconds, a down of a cluster it
+# never made answers at once.
+REAL_SERVER_TIMINGS = Timings(
+    retry_backoff="200ms", launch_timeout="180s", terminate_timeout="60s", heartbeat_timeout="10s"
+)
 # Shaped like the server's own tokens (sky_ + a JWT) but never issued by it.
 REFUSED_TOKEN = "sky_eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJub2JvZHkifQ.not-issued-here"
 
 
-@pytest.fixture(scope="module")
-async def temporal() -> AsyncIterator[WorkflowEnvironment]:
-    environment = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=dev_server_path(),
-        data_converter=pydantic_data_converter,
-        ui=False,
-        dev_server_extra_args=dev_server_flags(),
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
+@pytest.fixture
+def temporal(dev_server: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The session's Temporal dev server (tests/conftest.py); each test has its own queue."""
+    return dev_server
 
 
 @pytest.fixture(scope="module")
-async def node_database(databases: Databases) -> str:
+async def node_database(databases: ServerDatabases) -> str:
     return await databases.create(migrated=True)
 
 
@@ -141,23 +134,19 @@ class Outcome:
 def settings_for(
     temporal: WorkflowEnvironment, database_url: str, server_url: str, token: str
 ) -> Settings:
-    return load_settings(
-        {
-            "TEMPORAL_ADDRESS": temporal.client.service_client.config.target_host,
-            "TEMPORAL_TASK_QUEUE": f"real-{uuid.uuid4().hex[:8]}",
-            "DATABASE_URL": database_url,
-            "SKYPILOT_API_SERVER_URL": server_url,
-            "SKYPILOT_SERVICE_ACCOUNT_TOKEN": token,
-            "SKYPILOT_USE_API_SERVER": "true",
-            "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": ENCRYPTION_KEY,
-            "SKYPILOT_RETRY_BACKOFF": "200ms",
-            "SKYPILOT_LAUNCH_TIMEOUT": "180s",
-            "SKYPILOT_TERMINATE_TIMEOUT": "60s",
-            # Bounded, so a teardown that is refused over and over ends within the test's time.
-            "NODE_CLEANUP_BUDGET": "60s",
-            "NODE_HEARTBEAT_TIMEOUT": "10s",
-        }
+    """The worker's settings as devtools/devstack.py builds them, on the real server."""
+    env = worker_settings_env(
+        temporal_address=temporal.client.service_client.config.target_host,
+        database_url=database_url,
+        simulator_url=server_url,  # the real server here
+        token=token,
+        encryption_key=ENCRYPTION_KEY,
+        timings=REAL_SERVER_TIMINGS,
+        task_queue=f"real-{uuid.uuid4().hex[:8]}",
+        # Bounded, so a teardown refused over and over (before the fix) ends within the test.
+        extra={"NODE_CLEANUP_BUDGET": "60s"},
     )
+    return load_settings(env)
 
 
 @contextlib.asynccontextmanager
@@ -168,18 +157,6 @@ async def running_worker(temporal: WorkflowEnvironment, settings: Settings) -> A
         create_worker(temporal.client, settings, activities),
     ):
         yield
-
-
-def new_spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"real-{uuid.uuid4().hex[:8]}",
-    )
 
 
 async def scheduled_activities(handle: WorkflowHandle[NodeWorkflow, NodeView]) -> list[str]:

@@ -25,21 +25,14 @@ from controlplane.skypilot.backend import ApiBackend, SkyPilotBackend
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.errors import SubmitUnconfirmedError
 from controlplane.skypilot.task import SkyTask, TaskSettings
-from controlplane.spec import NodeSpec
 from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
+from tests.support.specs import node_spec
 from workflows.models import NOTHING_SUBMITTED, LaunchInput
 
 GOOD = "sky_nothing-submitted-good-token"
 SETTINGS = TaskSettings("http://cp.test", "0.11.0", "2.8.0")
-SPEC = NodeSpec(
-    tenant="acme",
-    model="org/model",
-    provider="aws",
-    region="us-east-1",
-    gpu_type="A100",
-    gpu_count=1,
-)
+SPEC = node_spec(model="org/model")
 
 
 def launch_input() -> LaunchInput:
