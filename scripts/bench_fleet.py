@@ -219,10 +219,13 @@ def extrapolate(runs: list[dict[str, Any]], nodes: int, max_shards: int) -> dict
     rss_per_node = (last["worker_rss_mib"] - first["worker_rss_mib"]) / grown
     shards = {r["running_nodes"]: shards_at(r["running_nodes"], max_shards) for r in (first, last)}
     added = shards[last["running_nodes"]] - shards[first["running_nodes"]]
-    per_shard = (
-        (last["sweep_events_per_hour"] - first["sweep_events_per_hour"]) / added if added else 0.0
+    # Never below what was measured: a box that skipped sweeps (a sweep outlasting its
+    # interval) at the larger size would otherwise extrapolate a shrinking cost.
+    per_shard = max(
+        (last["sweep_events_per_hour"] - first["sweep_events_per_hour"]) / added if added else 0.0,
+        0.0,
     )
-    fixed = last["sweep_events_per_hour"] + per_shard * (
+    fixed = max(r["sweep_events_per_hour"] for r in runs) + per_shard * (
         shards_at(nodes, max_shards) - shards[last["running_nodes"]]
     )
     return {
