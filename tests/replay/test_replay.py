@@ -25,6 +25,7 @@ from temporalio.workflow import NondeterminismError
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
+from workflows.reconcile import ReconcileWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -33,6 +34,7 @@ WORKFLOWS: list[type] = [
     DeploymentWorkflow,
     TerminateClusterWorkflow,
     FleetHealthWorkflow,
+    ReconcileWorkflow,
 ]
 MAIN_PATHS = {
     "node_happy_path": "NodeWorkflow",
@@ -54,6 +56,8 @@ MAIN_PATHS = {
     "terminate_cluster_refused_for_tenant": "TerminateClusterWorkflow",
     "node_with_search_attributes_and_progress": "NodeWorkflow",
     "deployment_with_search_attributes": "DeploymentWorkflow",
+    "terminate_cluster_delegated_to_its_node": "TerminateClusterWorkflow",
+    "reconcile_asks_a_running_node_to_check": "ReconcileWorkflow",
 }
 FILES = sorted(HISTORIES.glob("*.json"))
 
