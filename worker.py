@@ -249,7 +249,9 @@ async def open_activities(
                 settings.skypilot_cli_path,
             )
         backends[LaunchMode.CLI] = CliBackend(cli_runner(settings), observer=metrics)
-        engine = create_engine(settings.database_url)
+        # No pre-ping: every database step is retried, so a dead pooled connection costs one
+        # failed attempt after a database restart instead of 3 round trips per step (issue 11).
+        engine = create_engine(settings.database_url, pre_ping=False)
         stack.push_async_callback(engine.dispose)
         store = None
         if settings.encryption_key is not None:
