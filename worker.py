@@ -25,6 +25,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.admission import AdmissionActivities
 from activities.credentials import CredentialActivities
@@ -73,6 +74,42 @@ WORKFLOWS: Sequence[type] = (
     FleetHealthWorkflow,
 )
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+# The deterministic, side-effect-free modules the workflows import: the sandbox takes them from
+# the worker instead of executing them again for every workflow run. The workflows import them
+# under imports_passed_through() too, but `from workflows import activity_refs` loads the
+# submodule past that (importlib's fromlist path), so without this list activity_refs and
+# search_attributes ran again per run (issue 11). The workflow modules themselves
+# (node, deployment, ...) stay sandboxed: they are reloaded per run, with restricted globals.
+# tests/replay/test_replay.py checks that a run executes nothing else.
+SANDBOX_PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "controlplane.backoff",
+    "controlplane.db.models",
+    "controlplane.launch_progress",
+    "controlplane.lifecycle",
+    "controlplane.metric_names",
+    "controlplane.reconcile",
+    "controlplane.search_attributes",
+    "controlplane.skypilot.errors",
+    "controlplane.spec",
+    "workflows.activity_refs",
+    "workflows.deployment_plan",
+    "workflows.failures",
+    "workflows.fleet_models",
+    "workflows.inputs",
+    "workflows.models",
+    "workflows.options",
+    "workflows.search_attributes",
+    "workflows.user_metadata",
+)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The worker's sandbox (the replay tests use the same one)."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 # Which method implements each activity the workflows call (workflows/activity_refs.py): the
@@ -311,6 +348,7 @@ def create_worker(client: Client, settings: Settings, activities: Activities) ->
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=activities.all(),
+        workflow_runner=workflow_runner(),
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
