@@ -94,6 +94,11 @@ DB_OPTIONS: dict[str, Any] = {
     "start_to_close_timeout": timedelta(seconds=30),
     "retry_policy": DB_RETRY,
 }
+# A local database step's retry backoff longer than this is a durable workflow timer instead of
+# a sleep inside the workflow task: an outage of any length survives a worker restart, and
+# under the time-skipping test server it is skipped like any timer (issue 10, path 2).
+DB_RETRY_TIMERS_PATCH = "db-retry-timers"
+LOCAL_DB_OPTIONS: dict[str, Any] = {**DB_OPTIONS, "local_retry_threshold": timedelta(seconds=1)}
 # Patches (workflow.patched) of the leak-proofing paths (issue 10); see docs/reliability.md.
 PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
 PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
@@ -858,7 +863,8 @@ class NodeWorkflow:
         if self._local_db is None:
             self._local_db = workflow.patched(LOCAL_DB_PATCH)
         if self._local_db:
-            return await ref.run_local(arg, **DB_OPTIONS)
+            timers = workflow.patched(DB_RETRY_TIMERS_PATCH)
+            return await ref.run_local(arg, **(LOCAL_DB_OPTIONS if timers else DB_OPTIONS))
         return await ref.run(arg, **DB_OPTIONS)
 
     async def _tell_parent(self) -> None:
