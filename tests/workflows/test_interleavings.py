@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -59,6 +58,7 @@ from tests.workflows.fakes import (
     DB_DOWN,
     NOT_FOUND,
     PERMANENT,
+    TIMEOUT,
     TRANSIENT,
     WORKER_DIES,
     FakeActivities,
@@ -92,26 +92,14 @@ FINAL_EVENTS = {f"node.{status.value}" for status in FINAL_STATUSES}
 QUEUE = "interleavings"
 
 
-# The database-outage cases outlast the CI budget: while a case holds a step and sends its
-# message the test server's clock runs in real time, so 16 minutes of retries take minutes.
-# They run with INTERLEAVINGS_DB_DOWN=1; the outage path itself is also
-# tests/workflows/test_leakproof.py::test_database_outage_longer_than_the_old_deadline_...
-WITH_DB_DOWN = os.environ.get("INTERLEAVINGS_DB_DOWN") == "1"
-# Opt-in until every case passes within the CI budget (docs/reliability.md lists what is open).
-pytestmark = pytest.mark.skipif(
-    os.environ.get("INTERLEAVINGS") != "1",
-    reason="the interleaving matrix runs with INTERLEAVINGS=1 (not yet green within 3 minutes)",
-)
-
-
 def faults_for(step: str) -> list[str]:
     if step in DB_STEPS:
-        return [WORKER_DIES, PERMANENT, TRANSIENT, *([DB_DOWN] if WITH_DB_DOWN else [])]
+        return [WORKER_DIES, PERMANENT, TRANSIENT, DB_DOWN]
     if step == HEALTH:
         return [WORKER_DIES, PERMANENT, TRANSIENT, NOT_FOUND]
     if step == CAN:
         return ["none"]
-    return [WORKER_DIES, PERMANENT, TRANSIENT, NOT_FOUND]
+    return [WORKER_DIES, PERMANENT, TRANSIENT, TIMEOUT, NOT_FOUND]
 
 
 @dataclass(frozen=True)
@@ -146,19 +134,19 @@ CASES = [
     # A resumed run's parent scale-down is the request_terminate signal case.
     if not (step == CAN and message == "scale_down")
 ]
+HANDLES: dict[str, Any] = {}
 RECOVERED: list[str] = []
 UPDATE_ERRORS: list[str] = []  # updates that got an error instead of an answer (printed)
+FAULTS = [WORKER_DIES, PERMANENT, TRANSIENT, TIMEOUT, DB_DOWN, NOT_FOUND]
+CONCURRENT = 24  # cases in flight at once, each on its own node
 
 
-def pytest_report_matrix() -> str:
-    steps = sorted({case.step for case in CASES})
+def matrix_size(run: int) -> str:
     return (
-        f"interleaving matrix: {len(CASES)} cases = {len(steps)} steps x their faults x "
-        f"{len(MESSAGES)} messages"
+        f"interleaving matrix: {len(STEP_ORDER)} steps x {len(FAULTS)} faults x "
+        f"{len(MESSAGES)} messages = {len(STEP_ORDER) * len(FAULTS) * len(MESSAGES)}; "
+        f"{len(CASES)} cases once the pruned ones are taken out (see the docstring), {run} run"
     )
-
-
-print(pytest_report_matrix())
 
 
 @dataclass
@@ -169,28 +157,61 @@ class Shared:
 
 
 @pytest.fixture(scope="module")
-async def shared() -> AsyncIterator[Shared]:
+async def outcomes(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, BaseException | None]]:
+    """Run every selected case side by side on one server and one worker; each test reads its own."""
+    selected = [
+        item.callspec.params["case"]
+        for item in request.session.items
+        if item.module is request.module and hasattr(item, "callspec")
+    ]
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=test_server_path(), data_converter=pydantic_data_converter
     )
     fakes = FakeActivities(max_retries=2)
     fakes.plan_args["heartbeat_timeout_s"] = 1.0
     fakes.plan_args["health_interval_s"] = 600.0  # few timers to skip through
+    fakes.settle_s = 0.3  # no activity completes inside the task that cancels it (fakes.py)
+    results: dict[str, BaseException | None] = {}
+    gate = asyncio.Semaphore(CONCURRENT)
+    shared = Shared(env, fakes, itertools.count())
+
+    async def one(case: Case) -> None:
+        async with gate:
+            try:
+                async with asyncio.timeout(90):
+                    await run_case(shared, case)
+                results[case.id] = None
+            except Exception as error:  # noqa: BLE001 - reported by the case's own test
+                results[case.id] = error
+                import os
+                if os.environ.get("MATRIX_DEBUG"):
+                    h = HANDLES[case.id]
+                    hist = await h.fetch_history()
+                    print("HISTORY", case.id, h.id, flush=True)
+                    for ev in hist.events:
+                        print("  ", ev.event_id, ev.WhichOneof("attributes"), ev.event_time.ToDatetime(), flush=True)
+
     try:
         async with Worker(
             env.client,
             task_queue=QUEUE,
             workflows=[NodeWorkflow, DeploymentWorkflow],
             activities=fakes.all(),
-            max_concurrent_activities=50,
+            max_concurrent_activities=200,
+            max_concurrent_local_activities=200,
         ):
-            yield Shared(env, fakes, itertools.count())
-    finally:
+            # The clock skips whenever nothing runs, for the whole matrix: awaiting one case's
+            # result must not decide when another's timers fire (nor lock and unlock by turns).
+            async with env.time_skipping_unlocked():
+                with env.auto_time_skipping_disabled():
+                    await asyncio.gather(*(one(case) for case in selected))
         print(
-            f"\n{pytest_report_matrix()}; recovered by the reconciler's recovery: "
+            f"\n{matrix_size(len(selected))}; recovered by the reconciler's recovery: "
             f"{len(RECOVERED)} {RECOVERED}; terminate updates answered with an error: "
             f"{len(UPDATE_ERRORS)} {UPDATE_ERRORS}"
         )
+        yield results
+    finally:
         await env.shutdown()
 
 
@@ -215,10 +236,10 @@ async def status_of(handle: WorkflowHandle[Any, Any]) -> NodeStatus | None:
 
 
 async def until(check: Any, what: str, seconds: float = 30) -> None:
-    for _ in range(int(seconds / 0.02)):
+    for _ in range(int(seconds / 0.05)):
         if await check():
             return
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.05)
     raise AssertionError(f"{what} never happened")
 
 
@@ -229,9 +250,13 @@ async def ended(handle: WorkflowHandle[Any, Any]) -> bool:
         return False
 
 
-async def start_case(s: Shared, case: Case, spec: NodeSpec) -> tuple[WorkflowHandle[Any, Any], Any]:
+async def start_case(
+    s: Shared, case: Case, spec: NodeSpec, fault: Fault | None
+) -> tuple[WorkflowHandle[Any, Any], Any]:
     client = s.env.client
-    workflow_id = node_workflow_id(spec.cluster_name)
+    workflow_id = node_workflow_id(spec.node_id)
+    if fault is not None:
+        s.fakes.faults[workflow_id] = fault
     if case.message == "scale_down":
         deployment = DeploymentSpec(
             tenant=spec.tenant,
@@ -248,8 +273,13 @@ async def start_case(s: Shared, case: Case, spec: NodeSpec) -> tuple[WorkflowHan
             id=f"deployment-{spec.deployment}",
             task_queue=QUEUE,
         )
-        node_spec = deployment.node(0)
-        return client.get_workflow_handle(node_workflow_id(node_spec.cluster_name)), (
+        # The child's node id carries the parent's generation (its run id): known at once,
+        # several task round trips before the child's first step.
+        assert parent.result_run_id is not None
+        node_spec = deployment.node(0, generation=parent.result_run_id.replace("-", "")[:10])
+        if fault is not None:
+            s.fakes.faults[node_workflow_id(node_spec.node_id)] = fault
+        return client.get_workflow_handle(node_workflow_id(node_spec.node_id)), (
             parent,
             node_spec,
         )
@@ -308,9 +338,10 @@ async def send(
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-async def test_interleaving(shared: Shared, case: Case) -> None:
-    async with asyncio.timeout(60):
-        await run_case(shared, case)
+def test_interleaving(outcomes: dict[str, BaseException | None], case: Case) -> None:
+    error = outcomes[case.id]
+    if error is not None:
+        raise error
 
 
 async def run_case(shared: Shared, case: Case) -> None:
@@ -323,8 +354,8 @@ async def run_case(shared: Shared, case: Case) -> None:
         # heartbeat before failing (the test server never resolves a cancel-requested
         # activity that then fails retryably).
         fault.linger_s = 1.5
-    fakes.fault = fault
-    handle, parent = await start_case(s, case, spec)
+    handle, parent = await start_case(s, case, spec, fault)
+    HANDLES[case.id] = handle
     if parent is not None:
         spec = parent[1]
     node_id, cluster = spec.node_id, spec.cluster_name
