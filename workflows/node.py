@@ -105,6 +105,7 @@ PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
 PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
 PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
+PATCH_TEARDOWN_SURVIVES_CANCEL = "teardown-survives-cancel"
 LOST_SECOND_LOOK_S = 30.0
 
 
@@ -310,7 +311,17 @@ class NodeWorkflow:
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
         if state.status in (*SERVING_STATUSES, NodeStatus.TERMINATING):
-            await self._terminate_phase()
+            if workflow.patched(PATCH_TEARDOWN_SURVIVES_CANCEL):
+                # A cancel during the teardown lets it finish: abandoned, it would leave the
+                # row live and the cluster up (found by the interleaving matrix).
+                teardown = asyncio.ensure_future(self._terminate_phase())
+                try:
+                    await asyncio.shield(teardown)
+                except asyncio.CancelledError:
+                    await teardown
+                    raise
+            else:
+                await self._terminate_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
