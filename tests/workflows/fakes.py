@@ -175,18 +175,21 @@ class FakeActivities:
     async def _at(self, step: str) -> str | None:
         """Apply the configured fault if this is its step; returns a kind the caller applies."""
         await self._settle()
-        fault = self.faults.get(activity.info().workflow_id, self.fault)
+        fault = self.faults.get(activity.info().workflow_id or "") or self.fault
         if fault is not None and fault.kind == DB_DOWN and fault.step == step and fault.fired:
             self._refuse_during_outage()
         if fault is None or fault.fired or fault.step != step:
             return None
         fault.fired = True
         fault.reached.set()
+        beat = not activity.info().is_local  # a local activity has no heartbeat to send
         while not fault.release.is_set():
-            activity.heartbeat()  # delivers a cancel while the step is held
+            if beat:
+                activity.heartbeat()  # delivers a cancel while the step is held
             await asyncio.sleep(0.01)
         for _ in range(int(fault.linger_s / 0.05)):
-            activity.heartbeat()
+            if beat:
+                activity.heartbeat()
             await asyncio.sleep(0.05)
         if fault.kind == PERMANENT:
             raise ApplicationError(
