@@ -154,6 +154,16 @@ async def node_relaunch_after_transient_failure(r: Recorder) -> None:
     await r.save("node_relaunch_after_transient_failure", r.handle(started.workflow_id))
 
 
+async def cancelled(handle: WorkflowHandle[object, object]) -> None:
+    """Cancel the workflow and see it end cancelled."""
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return
+    raise AssertionError("the workflow was meant to end cancelled")
+
+
 async def node_cancelled_during_launch(r: Recorder) -> None:
     started = await r.slow.launch_node(node_spec("cancel"))
 
@@ -165,13 +175,7 @@ async def node_cancelled_during_launch(r: Recorder) -> None:
     await until(launching, "launching")
     await asyncio.sleep(0.5)  # wait_ready is running and heartbeating: it will see the cancel
     handle = r.handle(started.workflow_id)
-    await handle.cancel()
-    try:
-        await handle.result()
-    except WorkflowFailureError:
-        pass
-    else:
-        raise AssertionError("the workflow was meant to end cancelled")
+    await cancelled(handle)
     view = await r.slow.node_status(started.workflow_id)
     assert view.status is NodeStatus.FAILED, view
     assert view.error == "cancelled", view
@@ -190,13 +194,7 @@ async def node_cancelled_while_terminating(r: Recorder) -> None:
         return (await r.slow.node_status(started.workflow_id)).status is NodeStatus.TERMINATING
 
     await until(terminating, "terminating", timeout=30)
-    await handle.cancel()
-    try:
-        await handle.result()
-    except WorkflowFailureError:
-        pass
-    else:
-        raise AssertionError("the workflow was meant to end cancelled")
+    await cancelled(handle)
     view = await r.slow.node_status(started.workflow_id)
     assert view.status is NodeStatus.TERMINATED, view
     await r.save("node_cancelled_while_terminating", handle)

@@ -101,8 +101,8 @@ TRANSITION_STEPS = {
 def outage_elapsed(info: activity.Info) -> timedelta:
     """How long this step has been retrying: the backoffs before this attempt, from its policy.
 
-    Counted rather than read off the attempt's schedule times: a local activity's are the
-    worker's wall clock, which the time-skipping server does not move.
+    Counted rather than read off the attempt's schedule times: a local activity's are set by
+    the worker, not by the time-skipping server, so they need not follow its skipped clock.
     """
     policy = info.retry_policy
     if policy is None:

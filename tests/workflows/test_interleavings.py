@@ -14,20 +14,24 @@ fails with one fault. Each case then asserts what must hold whatever happened:
 - the terminate update answers a final status or still_terminating.
 
 Faults (tests/workflows/fakes.py): worker_dies (the effect happens, then the attempt is lost
-and retried), permanent, transient (nothing happens, the attempt is retried), db_down (16 min
-of server time: longer than the old 15-minute deadline) and not_found.
+and retried), permanent, transient (nothing happens, the attempt is retried), timeout (the
+attempt stops heartbeating: Temporal times it out and retries it), db_down (16 min of server
+time: longer than the old 15-minute deadline; the local steps' backoffs are workflow timers,
+which the server skips) and not_found.
 
 Pruned as identical or not applicable, and so not generated:
 - db_down on SkyPilot steps and not_found on database steps: not applicable;
-- timeout (start-to-close or heartbeat): to the workflow a timed-out attempt is a retried
-  attempt whose effect happened (worker_dies) or did not (transient), and both run. A really
-  hung attempt would also stop the test server's clock for everyone; the real thing (a worker
-  SIGKILLed mid-launch) is tests/integration/test_worker_process.py and scripts/chaos.py;
+- timeout on the database steps and the health check: their start-to-close (30 s, 2 min) runs
+  in real time while the attempt hangs; to the workflow it is a retried attempt whose effect
+  happened (worker_dies) or did not (transient), and both run;
 - continue-as-new has no activity of its own: it is entered as the new run starts from its
   resume state, with each message (a parent's scale-down of it is the request_terminate
   signal); the faults of the steps after it are the other cases.
 
-One time-skipping environment and one worker serve every case; each case has its own node.
+The selected cases run side by side (CONCURRENT at a time, each on its own node) on one
+time-skipping server and one worker, the db_down cases on a second one; each test then reports
+its own case. Run: .venv/bin/python -m pytest tests/workflows/test_interleavings.py -q -s
+(prints the matrix's size); docs/reliability.md has the figures.
 """
 
 from __future__ import annotations
