@@ -9,10 +9,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane import lifecycle
 from controlplane.db.launch_slots import LaunchSlotRepository
 from controlplane.db.probes import ProbeRecord, ProbeRepository
 from controlplane.db.repository import NewNode, NodeRepository
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import LaunchMode
 from controlplane.spec import NodeSpec
 
 LEASE = timedelta(minutes=10)
@@ -30,17 +31,8 @@ async def serving_node(nodes: NodeRepository, *, endpoint: str | None = "127.0.0
     )
     node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
     await nodes.record_intent(node)
-    for to, event, before in (
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED, NodeStatus.PENDING),
-        (NodeStatus.RUNNING, EventType.READY, NodeStatus.LAUNCHING),
-    ):
-        await nodes.transition(
-            node.node_id,
-            to_status=to,
-            event_type=event,
-            allowed_from=frozenset({before}),
-            endpoint=endpoint,
-        )
+    for transition in (lifecycle.LAUNCHING, lifecycle.READY):
+        await nodes.transition(node.node_id, transition, endpoint=endpoint)
     return node.node_id
 
 
@@ -53,17 +45,13 @@ async def test_a_running_node_becomes_unhealthy_and_healthy_again(nodes: NodeRep
     node_id = await serving_node(nodes)
     sick = await nodes.transition(
         node_id,
-        to_status=NodeStatus.UNHEALTHY,
-        event_type=EventType.UNHEALTHY,
-        allowed_from=frozenset({NodeStatus.RUNNING}),
+        lifecycle.UNHEALTHY,
         dedupe_key=f"{node_id}:node.unhealthy:1",
     )
     assert sick.row.status == "unhealthy"
     well = await nodes.transition(
         node_id,
-        to_status=NodeStatus.RUNNING,
-        event_type=EventType.HEALTHY,
-        allowed_from=frozenset({NodeStatus.UNHEALTHY}),
+        lifecycle.HEALTHY,
         dedupe_key=f"{node_id}:node.healthy:1",
     )
     assert well.row.status == "running"

@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import HealthActivities
+from controlplane import lifecycle
 from controlplane.config import load_settings
 from controlplane.db.probes import ProbeRepository
 from controlplane.db.repository import NewNode, NodeRepository
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import LaunchMode
 from controlplane.metrics import Metrics
 from controlplane.skypilot.models import ClusterRecord, ClusterStatus
 from controlplane.spec import NodeSpec
@@ -54,17 +55,8 @@ async def serving(nodes: NodeRepository, endpoint: str = "m:1") -> tuple[str, st
     )
     node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
     await nodes.record_intent(node)
-    for to, event, before in (
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED, NodeStatus.PENDING),
-        (NodeStatus.RUNNING, EventType.READY, NodeStatus.LAUNCHING),
-    ):
-        await nodes.transition(
-            node.node_id,
-            to_status=to,
-            event_type=event,
-            allowed_from=frozenset({before}),
-            endpoint=endpoint,
-        )
+    for transition in (lifecycle.LAUNCHING, lifecycle.READY):
+        await nodes.transition(node.node_id, transition, endpoint=endpoint)
     return node.node_id, spec.cluster_name
 
 
@@ -140,9 +132,7 @@ async def test_probe_shards_count_failures_across_sweeps_and_report_changes_only
     assert "HTTP 503" in (failures.last_error or "")
     await nodes.transition(
         node_id,
-        to_status=NodeStatus.UNHEALTHY,
-        event_type=EventType.UNHEALTHY,
-        allowed_from=frozenset({NodeStatus.RUNNING}),
+        lifecycle.UNHEALTHY,
         dedupe_key=f"{node_id}:node.unhealthy:1",
     )
     assert await sweep() == []  # still failing, already recorded: nothing to say
