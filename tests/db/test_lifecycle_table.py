@@ -91,7 +91,7 @@ async def test_the_migrated_checks_allow_exactly_the_lifecycles_values(
 ) -> None:
     """Migrations are written by hand: their checks must list what lifecycle.py defines."""
     async with engine.connect() as connection:
-        checks = dict(
+        checks: dict[str, str] = dict(
             (
                 await connection.execute(
                     text(
