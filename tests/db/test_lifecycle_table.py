@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from controlplane.db.repository import InvalidTransition, NewNode, NodeRepository
+from controlplane.db.repository import InvalidTransition, NodeRepository
 from controlplane.lifecycle import (
     DEADLINE_STATUSES,
     TRANSITIONS,
@@ -18,7 +17,7 @@ from controlplane.lifecycle import (
     NodeStatus,
     Transition,
 )
-from controlplane.spec import NodeSpec
+from tests.db.test_repository import new_node
 
 
 def _paths() -> dict[NodeStatus, list[Transition]]:
@@ -38,15 +37,7 @@ PATHS = _paths()
 
 
 async def _row_in(nodes: NodeRepository, status: NodeStatus) -> str:
-    spec = NodeSpec(
-        tenant=f"t{uuid.uuid4().hex[:8]}",
-        model="org/model",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-    )
-    node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
+    node = new_node()
     await nodes.record_intent(node)
     for step in PATHS[status]:
         assert (await nodes.transition(node.node_id, step)).applied

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -17,7 +13,6 @@ from controlplane.lifecycle import TRANSITIONS, EventType, NodeStatus, transitio
 from workflows.models import TransitionInput
 
 S = NodeStatus
-HISTORIES = Path(__file__).resolve().parents[1] / "replay" / "histories"
 
 # Each status and the groups it is in.
 GROUPS: dict[NodeStatus, set[str]] = {
@@ -216,33 +211,3 @@ def test_a_transition_travels_by_name() -> None:
     assert back.transition is lifecycle.READY
     with pytest.raises(ValidationError, match="unknown transition 'teleported'"):
         TransitionInput.model_validate({"node_id": "n1", "transition": "teleported"})
-
-
-def _transition_inputs(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, dict):
-        if "data" in value and "metadata" in value:
-            try:
-                decoded = json.loads(base64.b64decode(value["data"]))
-            except ValueError:
-                decoded = None
-            if isinstance(decoded, dict) and "to_status" in decoded:
-                yield decoded
-        for item in value.values():
-            yield from _transition_inputs(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _transition_inputs(item)
-
-
-def test_every_transition_input_in_the_committed_histories_still_validates() -> None:
-    found = [
-        payload
-        for path in sorted(HISTORIES.glob("*.json"))
-        for payload in _transition_inputs(json.loads(path.read_text()))
-    ]
-    assert len(found) > 20
-    for payload in found:
-        parsed = TransitionInput.model_validate(payload)
-        assert parsed.transition.target == payload["to_status"]
-        assert parsed.transition.event == payload["event_type"]
-        assert set(payload["allowed_from"]) <= parsed.transition.allowed_from
