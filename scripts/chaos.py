@@ -43,11 +43,11 @@ from bench_support import (
     FINAL,
     REPO,
     RUNNING_OR_FINAL,
-    Simulator,
+    SIM_TOKEN,
     Stack,
     StatusWatcher,
+    bench_worker_env,
     bounded,
-    connect_temporal,
     event_rows,
     exit_now,
     kill_hard,
@@ -56,13 +56,8 @@ from bench_support import (
     node_spec,
     open_engine,
     run_dir,
-    start_embedded,
-    start_simulator,
-    start_temporal,
-    start_worker,
     table,
     wait_for_quiet,
-    worker_env,
     write_json,
 )
 from chaos_relay import relay_check, relay_env, reset_stream
@@ -74,7 +69,16 @@ from controlplane import lifecycle
 from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
 from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.spec import NodeSpec
-from devtools.devstack import Process
+from devtools.devstack import (
+    CHAOS_TIMINGS,
+    Process,
+    SimulatorProcess,
+    connect_temporal,
+    start_embedded,
+    start_simulator_process,
+    start_temporal,
+    start_worker,
+)
 from starter.api import ControlPlane
 from workflows.deployment import node_workflow_id
 
@@ -163,7 +167,7 @@ class Chaos:
     stack: Stack
     client: Client
     engine: AsyncEngine
-    sim: Simulator
+    sim: SimulatorProcess
     postgres: EmbeddedServer
     env: dict[str, str]
     worker: Process
@@ -185,39 +189,31 @@ class Chaos:
 
 
 async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
-    temporal, address = start_temporal(home)
-    stack.add(temporal)
+    server = start_temporal(home, search_attributes_registered=False)
+    stack.add(server.process)
     # The data stays in the checkout whatever --logs says: as root, pgserver opens the parents
     # of its data directory to its own system user (controlplane/db/embedded.py).
     data_dir = REPO / ".cache" / "chaos" / f"pgdata-{uuid.uuid4().hex[:8]}"
     postgres = EmbeddedServer(await asyncio.to_thread(start_embedded, data_dir))
     stack.cleanups.append(postgres.remove)  # clean-ups run in reverse: this one last
-    sim = start_simulator(
-        home,
-        launch_delay_s=plan.launch_delay_s,
-        model_warmup_s=plan.model_warmup_s,
-        down_delay_s=0.2,
-        status_delay_s=0.05,
+    timings = CHAOS_TIMINGS.replace(
+        launch_delay_s=plan.launch_delay_s, model_warmup_s=plan.model_warmup_s
     )
+    sim = start_simulator_process(home, timings, SIM_TOKEN)
     stack.add(sim.process)
     stack.cleanups.append(sim.http.aclose)
-    env = worker_env(
-        temporal_address=address,
-        database_url=postgres.server.url,
-        simulator_url=sim.url,
-        task_queue=TASK_QUEUE,
-        overrides={
-            "NODE_HEARTBEAT_TIMEOUT": "3s",
-            "NODE_HEALTH_CHECK_INTERVAL": "10s",
-            "SKYPILOT_RETRY_BACKOFF": "500ms",
-            "SKYPILOT_LAUNCH_TIMEOUT": "3m",
-            "SKYPILOT_MAX_RETRIES": "3",
-        },
+    env = bench_worker_env(
+        server.address,
+        postgres.server.url,
+        sim.url,
+        TASK_QUEUE,
+        timings=timings,
+        extra={"SKYPILOT_MAX_RETRIES": "3"},
     )
     env.update(relay_env())  # every worker relays events to JetStream (scripts/chaos_relay.py)
     await reset_stream()
     worker = stack.add(start_worker(home, env, "worker-1"))
-    client = await connect_temporal(address)
+    client = await connect_temporal(server.address)
     engine = open_engine(postgres.server.url)
     stack.cleanups.append(engine.dispose)
     watcher = await StatusWatcher(engine, interval_s=0.1).__aenter__()
