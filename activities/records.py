@@ -28,6 +28,7 @@ from controlplane.lifecycle import DEADLINE_STATUSES, EventType, LaunchMode, Nod
 from controlplane.metrics import Metrics, compensation_reason
 from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
+from workflows import activity_refs as acts
 from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
@@ -92,7 +93,7 @@ class RecordActivities:
             retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
         )
 
-    @activity.defn(name="record_intent")
+    @activity.defn(name=acts.RECORD_INTENT.name)
     async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
         """Upsert the node's row as ``pending`` before anything exists in a cloud.
 
@@ -103,7 +104,7 @@ class RecordActivities:
         mode = input.launch_mode or self.mode_for(spec.tenant)
         self._check_mode_available(mode)
         try:
-            with self._database_step("record_intent"):
+            with self._database_step(acts.RECORD_INTENT.name):
                 row = await self._record_intent_row(spec, mode, input.workflow_id)
         except ClusterNameConflict as exc:
             raise permanent(f"{exc}; nothing was launched", "NodeIdentityConflict") from None
@@ -136,7 +137,7 @@ class RecordActivities:
             )
         )
 
-    @activity.defn(name="record_transition")
+    @activity.defn(name=acts.RECORD_TRANSITION.name)
     async def record_transition(self, input: TransitionInput) -> TransitionResult:
         """Change the status and append its event in one transaction."""
         deadline = (
@@ -147,7 +148,7 @@ class RecordActivities:
         dedupe = f"{input.node_id}:{input.transition.event.value}"
         if input.dedupe_suffix:
             dedupe += f":{input.dedupe_suffix}"
-        with self._database_step("record_transition"):
+        with self._database_step(acts.RECORD_TRANSITION.name):
             result = await self._transition(input, dedupe, deadline)
         if result.applied and self.metrics is not None:
             await self._observe(input, result.row, result.event)
@@ -203,9 +204,9 @@ class RecordActivities:
         elif target is NodeStatus.FAILED:
             self.metrics.compensations.labels(reason=compensation_reason(input.error)).inc()
 
-    @activity.defn(name="lookup_cluster")
+    @activity.defn(name=acts.LOOKUP_CLUSTER.name)
     async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:
-        with self._database_step("lookup_cluster"):
+        with self._database_step(acts.LOOKUP_CLUSTER.name):
             row = await self.nodes.get_by_cluster(input.cluster_name)
         mode = (
             LaunchMode(row.launch_mode) if row is not None else input.launch_mode
