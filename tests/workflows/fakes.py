@@ -260,30 +260,31 @@ class FakeActivities:
     @activity.defn(name="record_transition")
     async def record_transition(self, input: TransitionInput) -> TransitionResult:
         self.calls["record_transition"].append(input)
-        kind = await self._at(TRANSITION_STEPS.get(input.event_type, ""))
+        transition = input.transition
+        kind = await self._at(TRANSITION_STEPS.get(transition.event, ""))
         if self.behaviour.db_outage is not None:
             self._refuse_during_outage(self.behaviour.db_outage)
-        if self.behaviour.transition_error_for is input.to_status:
+        if self.behaviour.transition_error_for is transition.target:
             raise ApplicationError(
                 "database rejected the write", type="InvalidTransition", non_retryable=True
             )
         row = self.rows[input.node_id]
-        key = f"{input.node_id}:{input.event_type.value}:{input.dedupe_suffix}"
-        if row.status is input.to_status and key in self.event_keys:
+        key = f"{input.node_id}:{transition.event.value}:{input.dedupe_suffix}"
+        if row.status is transition.target and key in self.event_keys:
             return TransitionResult(applied=False, status=row.status)
-        if row.status not in input.allowed_from and row.status is not input.to_status:
+        if not transition.allows(row.status):
             raise ApplicationError(
-                f"{row.status} -> {input.to_status} not allowed",
+                f"{row.status} -> {transition.name} not allowed",
                 type="InvalidTransition",
                 non_retryable=True,
             )
-        row.status = input.to_status
+        row.status = transition.target
         row.request_id = input.request_id or row.request_id
         row.endpoint = input.endpoint or row.endpoint
         row.error = input.error or row.error
         if key not in self.event_keys:
             self.event_keys.add(key)
-            self.events.append((input.node_id, input.event_type.value))
+            self.events.append((input.node_id, transition.event.value))
         await self.lost_attempt(kind)
         return TransitionResult(applied=True, status=row.status)
 
