@@ -24,7 +24,7 @@ from controlplane.db.probes import ProbeRecord, ProbeRepository, ProbeTarget
 from controlplane.db.repository import NodeRepository
 from controlplane.health.probe import NO_ANSWER, LoopLag, ProbeOutcome, probe_model
 from controlplane.health.sweep import Serving, suspects
-from controlplane.health.verdict import RoundGuard, judge, suspect_round
+from controlplane.health.verdict import RoundGuard, in_startup_grace, judge, suspect_round
 from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
 from controlplane.skypilot.backend import SkyPilotBackend
@@ -160,32 +160,42 @@ class HealthActivities:
 
         async with heartbeating(), LoopLag() as lag:
             outcomes = await asyncio.gather(*(one(t) for t in targets))
-        unanswered = sum(1 for o in outcomes if not o.ok and o.reason in NO_ANSWER)
+        # The models that answered until now, and those of them that got no answer this round.
+        now = datetime.now(UTC)
+        grace = s.model_probe_startup_grace
+        answering = [
+            o
+            for t, o in zip(targets, outcomes, strict=True)
+            if t.consecutive_failures == 0
+            and not in_startup_grace(ready_at=t.ready_at, now=now, startup_grace=grace)
+        ]
+        stopped = sum(1 for o in answering if not o.ok and o.reason in NO_ANSWER)
         suspect = suspect_round(
             RoundGuard(
                 max_loop_lag_s=s.model_probe_max_loop_lag.total_seconds(),
                 suspect_fraction=s.model_probe_suspect_fraction,
                 suspect_min=s.model_probe_suspect_min,
             ),
-            probed=len(targets),
-            unanswered=unanswered,
+            answering=len(answering),
+            stopped=stopped,
             loop_lag_s=lag.worst_s,
         )
         if suspect is not None:
             log.warning(
-                "probe shard %d/%d: round suspect (%s): %d of %d probes unanswered, loop %.2fs "
-                "late at worst (MODEL_PROBE_MAX_LOOP_LAG %.2fs); unanswered probes not counted",
+                "probe shard %d/%d: round suspect (%s): %d of %d answering models got no answer "
+                "(%d probed), loop %.2fs late at worst (MODEL_PROBE_MAX_LOOP_LAG %.2fs); "
+                "unanswered probes not counted",
                 input.shard,
                 input.shards,
                 suspect,
-                unanswered,
+                stopped,
+                len(answering),
                 len(targets),
                 lag.worst_s,
                 s.model_probe_max_loop_lag.total_seconds(),
             )
             if self.metrics is not None:
                 self.metrics.probe_suspect_rounds.labels(reason=suspect).inc()
-        now = datetime.now(UTC)
         records: list[ProbeRecord] = []
         changed: list[ModelChange] = []
         for target, outcome in zip(targets, outcomes, strict=True):
@@ -198,7 +208,7 @@ class HealthActivities:
                 threshold=s.model_probe_threshold,
                 ready_at=target.ready_at,
                 now=now,
-                startup_grace=s.model_probe_startup_grace,
+                startup_grace=grace,
                 counts=suspect is None or outcome.reason not in NO_ANSWER,
             )
             records.append(

@@ -108,8 +108,8 @@ class Settings(BaseSettings):
     model_probe_check_models: bool = False
     model_probe_shards: int = Field(default=16, ge=1, le=1024)
     # A round the prober cannot be trusted with (controlplane/health/verdict.py suspect_round):
-    # its loop ran later than this, or at least _MIN and more than _FRACTION of its probes got no
-    # answer. _MIN of 2 or more: one model's crash is always believed.
+    # its loop ran later than this, or at least _MIN and more than _FRACTION of its models that
+    # answered until now got no answer. _MIN of 2 or more: one model's crash is always believed.
     model_probe_max_loop_lag: Duration = timedelta(seconds=1)
     model_probe_suspect_fraction: float = Field(default=0.5, gt=0, le=1)
     model_probe_suspect_min: int = Field(default=10, ge=2, le=1_000_000)

@@ -45,7 +45,12 @@ class FakeProbes:
         self.recorded.update({r.node_id: r for r in records})
 
 
-def target(host: str, status: NodeStatus = NodeStatus.RUNNING, failures: int = 0) -> ProbeTarget:
+def target(
+    host: str,
+    status: NodeStatus = NodeStatus.RUNNING,
+    failures: int = 0,
+    ready_at: datetime = LONG_AGO,
+) -> ProbeTarget:
     node_id = uuid.uuid4().hex
     return ProbeTarget(
         node_id=node_id,
@@ -54,7 +59,7 @@ def target(host: str, status: NodeStatus = NodeStatus.RUNNING, failures: int = 0
         status=status.value,
         endpoint=f"{host}:8000",
         model="org/model",
-        ready_at=LONG_AGO,
+        ready_at=ready_at,
         consecutive_failures=failures,
     )
 
@@ -138,7 +143,8 @@ async def test_most_probes_timing_out_together_mark_nobody_unhealthy(
     assert result.failures == 46  # every failure is still reported
     assert suspect_count(metrics, CORRELATED) == 1
     (warning,) = suspect_warnings(caplog)  # once per round, with the numbers
-    assert "45 of 50 probes unanswered" in warning.getMessage()
+    # The recovered node was failing already: it is not among the models answering until now.
+    assert "45 of 49 answering models got no answer (50 probed)" in warning.getMessage()
 
 
 @pytest.mark.parametrize(
@@ -156,6 +162,29 @@ async def test_a_few_failures_among_many_are_believed(
     assert all(probes.recorded[n.node_id].consecutive_failures == 1 for n in sick)
     assert suspect_count(metrics, CORRELATED) == 0
     assert suspect_warnings(caplog) == []
+
+
+async def test_a_new_crash_among_long_dead_models_is_believed() -> None:
+    dead = [target(f"dead{i}", NodeStatus.UNHEALTHY, failures=9) for i in range(30)]
+    new = target("newly")  # answered until now; the only model of the round to stop answering
+    result, probes, _ = await probe_round(
+        [*dead, new, *fleet(19, "fine")], answers(hang=("dead", "newly"))
+    )
+    assert told(result, healthy=False) == {new.cluster_name}
+    assert probes.recorded[new.node_id].consecutive_failures == 1
+    assert all(probes.recorded[n.node_id].consecutive_failures == 10 for n in dead)
+
+
+async def test_a_new_crash_among_launches_still_loading_is_believed() -> None:
+    loading = [target(f"loading{i}", ready_at=datetime.now(UTC)) for i in range(30)]
+    new = target("newly")
+    result, probes, _ = await probe_round(
+        [*loading, new, *fleet(19, "fine")],
+        answers(refuse=("loading", "newly")),
+        MODEL_PROBE_STARTUP_GRACE="10m",
+    )
+    assert told(result, healthy=False) == {new.cluster_name}
+    assert all(probes.recorded[n.node_id].consecutive_failures == 0 for n in loading)
 
 
 async def test_every_model_of_a_small_fleet_hanging_is_believed() -> None:
@@ -191,8 +220,8 @@ async def test_a_lagging_loop_makes_the_round_suspect(caplog: pytest.LogCaptureF
 def test_suspect_round_rules() -> None:
     guard = RoundGuard(max_loop_lag_s=1.0, suspect_fraction=0.5, suspect_min=10)
 
-    def why(probed: int, unanswered: int, lag: float = 0.0) -> str | None:
-        return suspect_round(guard, probed=probed, unanswered=unanswered, loop_lag_s=lag)
+    def why(answering: int, stopped: int, lag: float = 0.0) -> str | None:
+        return suspect_round(guard, answering=answering, stopped=stopped, loop_lag_s=lag)
 
     assert why(1000, 912) == CORRELATED  # the benchmark's starved round
     assert why(20, 10) is None  # half is not more than half
