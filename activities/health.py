@@ -22,7 +22,7 @@ from activities.heartbeat import heartbeating
 from controlplane.config import Settings
 from controlplane.db.probes import ProbeRecord, ProbeRepository, ProbeTarget
 from controlplane.db.repository import NodeRepository
-from controlplane.health.probe import NO_ANSWER, LoopLag, ProbeOutcome, probe_model
+from controlplane.health.probe import NO_ANSWER, ProbeOutcome, measuring_loop_lag, probe_model
 from controlplane.health.sweep import Serving, suspects
 from controlplane.health.verdict import RoundGuard, in_startup_grace, judge, suspect_round
 from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
@@ -158,7 +158,7 @@ class HealthActivities:
                     model_id=target.model if s.model_probe_check_models else None,
                 )
 
-        async with heartbeating(), LoopLag() as lag:
+        async with heartbeating(), measuring_loop_lag() as lag:
             outcomes = await asyncio.gather(*(one(t) for t in targets))
         # The models that answered until now, and those of them that got no answer this round.
         now = datetime.now(UTC)

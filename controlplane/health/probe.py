@@ -4,14 +4,15 @@ vLLM's /health can answer 200 before the weights are loaded, so with ``check_mod
 also asks /v1/models and passes only when the node's model id is listed there.
 
 A probe's timeout runs on the prober's own event loop, so it measures the prober as well as the
-model: ``LoopLag`` measures how late that loop ran while a round of probes was in flight.
+model: ``measuring_loop_lag`` measures how late that loop ran while a round of probes was in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from types import TracebackType
 
 import httpx
 
@@ -82,40 +83,37 @@ async def probe_model(
     return ProbeOutcome(True)
 
 
+@dataclass
 class LoopLag:
-    """How late this event loop ran, at worst, while the ``async with`` body ran.
+    """How late the event loop ran, at worst, in seconds: see ``measuring_loop_lag``."""
+
+    worst_s: float = 0.0
+
+
+@contextlib.asynccontextmanager
+async def measuring_loop_lag(period_s: float = 0.1) -> AsyncIterator[LoopLag]:
+    """How late this event loop runs while the ``async with`` body runs.
 
     A timer is due every ``period_s``; each firing's lateness is a sample, and on exit so is the
     pending timer's if it is already overdue (a loop blocked until the end still shows). On a
     starved worker (CPU, a blocking call) the samples grow, and so does every probe's time to
     notice an answer: its timeout fires on the same loop.
     """
+    loop = asyncio.get_running_loop()
+    lag = LoopLag()
+    due = loop.time() + period_s
 
-    def __init__(self, period_s: float = 0.1) -> None:
-        self.period_s = period_s
-        self.worst_s = 0.0
-        self._due = 0.0
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> LoopLag:
-        loop = asyncio.get_running_loop()
-        self._due = loop.time() + self.period_s
-        self._task = asyncio.create_task(self._sample(loop))
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.worst_s = max(self.worst_s, asyncio.get_running_loop().time() - self._due)
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _sample(self, loop: asyncio.AbstractEventLoop) -> None:
+    async def sample() -> None:
+        nonlocal due
         while True:
-            await asyncio.sleep(max(0.0, self._due - loop.time()))
-            self.worst_s = max(self.worst_s, loop.time() - self._due)
-            self._due = loop.time() + self.period_s
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            lag.worst_s = max(lag.worst_s, loop.time() - due)
+            due = loop.time() + period_s
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield lag
+    finally:
+        lag.worst_s = max(lag.worst_s, loop.time() - due)
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)
