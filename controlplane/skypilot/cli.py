@@ -202,11 +202,8 @@ class SkyCLI:
             )
         if marker is not None and ("\n" in marker or "\x00" in marker):
             raise InvalidTaskError("the launch marker must be one line", operation=operation)
-        secrets = task.secret_values()
-        files = {"task.yaml": task.render()}
-        if secrets:
-            files["secrets.env"] = render_dotenv(secrets)  # validates before sky runs
-        with anonymous_files(files) as fds:
+
+        def argv(task_path: str, secret_file: str | None) -> list[str]:
             args = ["launch", "-y", "-d", "-c", cluster_name]
             if workspace is not None:
                 args += ["--workspace", workspace]
@@ -214,20 +211,11 @@ class SkyCLI:
                 args.append("--retry-until-up")
             if marker is not None:
                 args += ["--env", f"{MARKER_ENV}={marker}"]
-            if secrets:
-                args += ["--secret-file", fd_path(fds["secrets.env"])]
-            args += ["--", fd_path(fds["task.yaml"])]
-            done = await self._run(
-                operation,
-                args,
-                timeout=self.launch_timeout,
-                subject=cluster_name,
-                secrets=list(secrets.values()),
-                pass_fds=tuple(fds.values()),
-                on_line=on_line,
-            )
-        if done.returncode != 0:
-            raise error_from_output(operation, done)
+            if secret_file is not None:
+                args += ["--secret-file", secret_file]
+            return [*args, "--", task_path]
+
+        await self._run_task(operation, cluster_name, task, argv, on_line=on_line)
 
     async def launch_requests(self, cluster_name: str) -> list[RequestRecord]:
         """Every ``sky.launch`` request the server keeps for the cluster, newest first."""
@@ -283,24 +271,43 @@ class SkyCLI:
         Like ``launch``, the task and its secrets reach ``sky`` as anonymous in-memory files."""
         operation = "sky.exec"
         _check_cluster_name(cluster_name, operation)
-        secrets = task.secret_values()
-        files = {"task.yaml": task.render()}
-        if secrets:
-            files["secrets.env"] = render_dotenv(secrets)
-        with anonymous_files(files) as fds:
+
+        def argv(task_path: str, secret_file: str | None) -> list[str]:
             args = ["exec", "-d"]
             if workspace is not None:  # validated by the node's launch
                 args += ["--workspace", workspace]
-            if secrets:
-                args += ["--secret-file", fd_path(fds["secrets.env"])]
-            args += ["--", cluster_name, fd_path(fds["task.yaml"])]
+            if secret_file is not None:
+                args += ["--secret-file", secret_file]
+            return [*args, "--", cluster_name, task_path]
+
+        await self._run_task(operation, cluster_name, task, argv)
+
+    async def _run_task(
+        self,
+        operation: str,
+        cluster_name: str,
+        task: SkyTask,
+        argv: Callable[[str, str | None], list[str]],
+        *,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        """Run ``sky`` with the task's YAML and its secrets (a dotenv ``--secret-file``) as
+        anonymous in-memory files: ``argv(task_path, secret_file_or_None)`` builds the command.
+        Raises the command's error."""
+        secrets = task.secret_values()
+        files = {"task.yaml": task.render()}
+        if secrets:
+            files["secrets.env"] = render_dotenv(secrets)  # validates before sky runs
+        with anonymous_files(files) as fds:
+            secret_file = fd_path(fds["secrets.env"]) if secrets else None
             done = await self._run(
                 operation,
-                args,
+                argv(fd_path(fds["task.yaml"]), secret_file),
                 timeout=self.launch_timeout,
                 subject=cluster_name,
                 secrets=list(secrets.values()),
                 pass_fds=tuple(fds.values()),
+                on_line=on_line,
             )
         if done.returncode != 0:
             raise error_from_output(operation, done)

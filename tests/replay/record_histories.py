@@ -44,12 +44,13 @@ from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane, NotFound
 from tests.support.fleet import sweeping
 from tests.support.replicas import named
+from tests.support.specs import deployment_spec
 from tests.support.specs import node_spec as spec_of
 from tests.support.temporal_env import local_temporal
 from worker import create_worker, open_activities
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
-from workflows.models import DeploymentPolicy, DeploymentSpec, UpdateDeploymentRequest
+from workflows.models import DeploymentPolicy, UpdateDeploymentRequest
 
 log = logging.getLogger("record_histories")
 
@@ -232,15 +233,7 @@ async def node_repaired_in_place(r: Recorder) -> None:
 
 async def deployment_controller_heals_and_rolls_out(r: Recorder) -> None:
     """The controller: a preempted replica replaced, a rolling update, then terminate."""
-    spec = DeploymentSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"heal-{uuid.uuid4().hex[:6]}",
-    )
+    spec = deployment_spec(tenant="replay", model=MODEL, name=f"heal-{uuid.uuid4().hex[:6]}")
     policy = DeploymentPolicy(backoff_initial_s=1, backoff_max_s=2)
     workflow_id = await r.watched.launch_deployment(spec, replicas=2, policy=policy)
 
@@ -302,15 +295,7 @@ async def deployment_node_id_children(r: Recorder) -> None:
 
 
 async def scale_and_terminate_deployment(r: Recorder, name: str, child_name: str) -> None:
-    spec = DeploymentSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"blue-{uuid.uuid4().hex[:6]}",
-    )
+    spec = deployment_spec(tenant="replay", model=MODEL, name=f"blue-{uuid.uuid4().hex[:6]}")
     workflow_id = await r.main.launch_deployment(spec, replicas=2)
 
     async def replicas_running(count: int) -> bool:
@@ -349,15 +334,7 @@ async def node_with_search_attributes_and_progress(r: Recorder) -> None:
 
 async def deployment_with_search_attributes(r: Recorder) -> None:
     """A labelled deployment: DeploymentStatus upserts, children started with attributes."""
-    spec = DeploymentSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"green-{uuid.uuid4().hex[:6]}",
-    )
+    spec = deployment_spec(tenant="replay", model=MODEL, name=f"green-{uuid.uuid4().hex[:6]}")
     workflow_id = await r.main.launch_deployment(spec, replicas=1)
 
     async def running() -> bool:

@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.replicas import named
+from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
@@ -33,15 +34,7 @@ from workflows.models import (
 )
 from workflows.node import NodeWorkflow
 
-SPEC = DeploymentSpec(
-    tenant="acme",
-    model="org/llama",
-    provider="aws",
-    region="us-east-1",
-    gpu_type="A100",
-    gpu_count=1,
-    name="blue",
-)
+SPEC = deployment_spec(model="org/llama", name="blue")
 POLICY = DeploymentPolicy(backoff_initial_s=10, backoff_max_s=40, crash_loop_threshold=3)
 Handle = WorkflowHandle[DeploymentWorkflow, DeploymentView]
 
