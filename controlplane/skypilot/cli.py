@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from controlplane.cluster_names import SKYPILOT_CLUSTER_NAME_RE
 from controlplane.skypilot.cli_child import (
     CONFIG_ENV,
     ServerAccess,
@@ -83,9 +84,9 @@ from controlplane.skypilot.task import SkyTask
 
 log = logging.getLogger(__name__)
 
-# sky/skylet/constants.py (0.14.1). Checked here because names are also CLI arguments and
-# globs to `sky down`: a name such as "-a" or "*" must never reach the command line.
-CLUSTER_NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
+# SkyPilot's cluster-name pattern, checked here because names are also CLI arguments and globs
+# to `sky down`: a name such as "-a" or "*" must never reach the command line.
+CLUSTER_NAME_RE = SKYPILOT_CLUSTER_NAME_RE
 WORKSPACE_NAME_RE = re.compile(r"[a-z]([-_a-z0-9]*[a-z0-9])?")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REQUEST_ID_RE = re.compile(r"[0-9A-Za-z][-0-9A-Za-z]*")  # server-made uuids; never a flag

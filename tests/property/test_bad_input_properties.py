@@ -42,9 +42,10 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 import starter.__main__ as cli
+from controlplane.cluster_names import CLUSTER_NAME_MAX, CLUSTER_NAME_RE
 from controlplane.db.engine import create_engine
 from controlplane.db.schema import nodes
-from controlplane.spec import CLUSTER_NAME_MAX, CLUSTER_NAME_RE, PROVIDERS, NodeSpec
+from controlplane.spec import PROVIDERS, NodeSpec
 from tests.integration.conftest import Stack
 from tests.support.temporal_env import dev_server_path
 from workflows.models import DeploymentInput, DeploymentSpec, NodeWorkflowInput

@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane.cluster_names import CLUSTER_NAME_MAX
 from controlplane.config import ConfigError, load_settings
 from controlplane.db.models import NewNode
 from controlplane.lifecycle import LaunchMode
-from controlplane.spec import CLUSTER_NAME_MAX, NodeSpec
+from controlplane.spec import NodeSpec
 from tests.support.specs import node_spec as node_spec_of
 from workflows.deployment import (
     deployment_workflow_id,

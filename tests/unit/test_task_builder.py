@@ -8,8 +8,9 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from controlplane.cluster_names import CLUSTER_NAME_RE
 from controlplane.skypilot.task import IDLE_AUTOSTOP_MINUTES, VLLM_PORT, TaskSettings, build_task
-from controlplane.spec import CLUSTER_NAME_RE, NodeSpec
+from controlplane.spec import NodeSpec
 from tests.support.specs import node_spec as node_spec_of
 
 SETTINGS = TaskSettings(
