@@ -28,7 +28,7 @@ from controlplane.spec import NodeSpec
 from devtools.devstack import worker_process_env
 from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
-from starter.api import ControlPlane
+from starter.api import ControlPlane, NodeStarted
 from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack, new_spec
 from tests.support.ports import free_port
 from tests.support.worker_process import WorkerProcess
@@ -69,6 +69,22 @@ async def wait_row(repo: NodeRepository, node_id: str, status: NodeStatus, timeo
             found = row.status if row is not None else "no row"
             raise AssertionError(f"node {node_id} not {status.value} after {timeout}s: {found}")
         await asyncio.sleep(0.1)
+
+
+async def launch_in_flight(
+    worker: WorkerProcess,
+    control: ControlPlane,
+    repo: NodeRepository,
+    simulator: SimulatorServer,
+    spec: NodeSpec,
+) -> NodeStarted:
+    """Once ``worker`` polls, start the node and wait until its launch is in flight: the row
+    says launching and the cluster is still INIT."""
+    await worker.wait_polling()
+    started = await control.launch_node(spec, launch_mode=LaunchMode.API)
+    await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
+    assert simulator.cluster_status(spec.cluster_name) == "INIT"
+    return started
 
 
 async def wait_view(
@@ -124,12 +140,9 @@ async def test_worker_killed_mid_launch_and_restarted_launches_once(
     control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
-        await first.wait_polling()
-        started = await control.launch_node(spec, launch_mode=LaunchMode.API)
-        await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
         # The launch request was submitted and the cluster is still coming up: the worker is
         # inside wait_ready (or finishing launch_cluster) when it dies.
-        assert slow_simulator.cluster_status(spec.cluster_name) == "INIT"
+        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
         assert await first.kill() == -9
     assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
 
@@ -152,10 +165,7 @@ async def test_sigterm_with_activity_in_flight_is_graceful(
     control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
-        await first.wait_polling()
-        started = await control.launch_node(spec, launch_mode=LaunchMode.API)
-        await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
-        assert slow_simulator.cluster_status(spec.cluster_name) == "INIT"
+        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
         began = time.monotonic()
         code = await first.terminate(timeout=GRACEFUL_WINDOW_S)
         elapsed = time.monotonic() - began
