@@ -47,17 +47,11 @@ from controlplane.db.engine import create_engine
 from controlplane.db.schema import nodes
 from controlplane.spec import PROVIDERS, NodeSpec
 from tests.integration.conftest import Stack
+from tests.support.specs import BASE
 from tests.support.temporal_env import dev_server_path
 from workflows.models import DeploymentInput, DeploymentSpec, NodeWorkflowInput
 
-GOOD: dict[str, Any] = {
-    "tenant": "acme",
-    "model": "NousResearch/Meta-Llama-3-8B-Instruct",
-    "provider": "aws",
-    "region": "us-east-1",
-    "gpu_type": "A100",
-    "gpu_count": 1,
-}
+GOOD: dict[str, Any] = dict(BASE)  # a valid spec (tests/support/specs.py)
 MISSING = object()
 T = TypeVar("T")
 
