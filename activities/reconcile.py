@@ -18,6 +18,7 @@ from controlplane.metrics import Metrics
 from controlplane.reconcile import LIVE_STATUSES, ClusterSeen, NodeSeen, Owner, compare, ours
 from controlplane.skypilot.backend import ApiBackend, SkyPilotBackend
 from controlplane.spec import NodeSpec
+from workflows import activity_refs as acts
 from workflows.models import (
     ReconcileScanInput,
     ReconcileScanResult,
@@ -79,7 +80,7 @@ class ReconcileActivities:
                 )
         return Owner(prefix=self.settings.cluster_name_prefix, user=user)
 
-    @activity.defn(name="reconcile_scan")
+    @activity.defn(name=acts.RECONCILE_SCAN.name)
     @records_retries
     @translate_errors
     async def reconcile_scan(self, input: ReconcileScanInput) -> ReconcileScanResult:
@@ -146,7 +147,7 @@ class ReconcileActivities:
             return True
         return await workflow_running(self.temporal, workflow_id)
 
-    @activity.defn(name="recover_node")
+    @activity.defn(name=acts.RECOVER_NODE.name)
     async def recover_node(self, input: RecoverNodeInput) -> RecoverNodeResult:
         """Adopt or tear down (RECONCILE_RECOVER_LIVE) a live row whose workflow ended."""
         row = await self.nodes.get(input.node_id)

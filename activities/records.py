@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 from temporalio import activity
 
@@ -27,6 +28,7 @@ from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, compensation_reason
 from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
+from workflows import activity_refs as acts
 from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
@@ -36,6 +38,15 @@ from workflows.models import (
     TransitionInput,
     TransitionResult,
 )
+
+
+class TransitionFields(TypedDict, total=False):
+    """The row fields a transition sets, typed as NodeRepository.transition takes them."""
+
+    request_id: str
+    endpoint: str
+    error: str
+    status_deadline_at: datetime | None
 
 
 class RecordActivities:
@@ -91,7 +102,7 @@ class RecordActivities:
             retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
         )
 
-    @activity.defn(name="record_intent")
+    @activity.defn(name=acts.RECORD_INTENT.name)
     async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
         """Upsert the node's row as ``pending`` before anything exists in a cloud.
 
@@ -102,7 +113,7 @@ class RecordActivities:
         mode = input.launch_mode or self.mode_for(spec.tenant)
         self._check_mode_available(mode)
         try:
-            with self._database_step("record_intent"):
+            with self._database_step(acts.RECORD_INTENT.name):
                 row = await self._record_intent_row(spec, mode, input.workflow_id)
         except ClusterNameConflict as exc:
             raise permanent(f"{exc}; nothing was launched", "NodeIdentityConflict") from None
@@ -135,7 +146,7 @@ class RecordActivities:
             )
         )
 
-    @activity.defn(name="record_transition")
+    @activity.defn(name=acts.RECORD_TRANSITION.name)
     async def record_transition(self, input: TransitionInput) -> TransitionResult:
         """Change the status and append its event in one transaction."""
         deadline = (
@@ -146,7 +157,9 @@ class RecordActivities:
         dedupe = f"{input.node_id}:{input.event_type.value}"
         if input.dedupe_suffix:
             dedupe += f":{input.dedupe_suffix}"
-        fields: dict[str, object] = {}
+        # Only the fields given are written (the rest keep the row's value); a deadline is
+        # cleared (None) once the node runs or ends.
+        fields: TransitionFields = {}
         if input.request_id is not None:
             fields["request_id"] = input.request_id
         if input.endpoint is not None:
@@ -155,14 +168,14 @@ class RecordActivities:
             fields["error"] = input.error
         if deadline is not None or input.to_status.final or input.to_status is NodeStatus.RUNNING:
             fields["status_deadline_at"] = deadline
-        with self._database_step("record_transition"):
+        with self._database_step(acts.RECORD_TRANSITION.name):
             result = await self._transition(input, dedupe, fields)
         if result.applied and self.metrics is not None:
             await self._observe(input, result.row, result.event)
         return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
 
     async def _transition(
-        self, input: TransitionInput, dedupe: str, fields: dict[str, object]
+        self, input: TransitionInput, dedupe: str, fields: TransitionFields
     ) -> TransitionOutcome:
         try:
             return await self.nodes.transition(
@@ -177,7 +190,7 @@ class RecordActivities:
                     if value
                 }
                 or None,
-                **fields,  # type: ignore[arg-type]
+                **fields,
             )
         except InvalidTransition as exc:
             raise permanent(str(exc), "InvalidTransition") from None
@@ -206,9 +219,9 @@ class RecordActivities:
         elif input.to_status is NodeStatus.FAILED:
             self.metrics.compensations.labels(reason=compensation_reason(input.error)).inc()
 
-    @activity.defn(name="lookup_cluster")
+    @activity.defn(name=acts.LOOKUP_CLUSTER.name)
     async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:
-        with self._database_step("lookup_cluster"):
+        with self._database_step(acts.LOOKUP_CLUSTER.name):
             row = await self.nodes.get_by_cluster(input.cluster_name)
         mode = (
             LaunchMode(row.launch_mode) if row is not None else input.launch_mode

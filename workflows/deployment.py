@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from controlplane.spec import NodeSpec
     from workflows import activity_refs as acts
     from workflows import deployment_plan as rules
+    from workflows import options
     from workflows import search_attributes as attrs
     from workflows.inputs import require_input
     from workflows.models import (
@@ -53,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateNodeRequest,
         UpdateDeploymentRequest,
     )
-    from workflows.node import DB_OPTIONS, NodeWorkflow
+    from workflows.node import NodeWorkflow
     from workflows.user_metadata import node_summary
 
 TERMINATE_WAIT = timedelta(minutes=5)
@@ -480,7 +481,7 @@ class DeploymentWorkflow:
                 continue
             try:
                 found = await acts.LOOKUP_CLUSTER.run(
-                    LookupClusterInput(cluster_name=record.cluster_name), **DB_OPTIONS
+                    LookupClusterInput(cluster_name=record.cluster_name), options.DATABASE
                 )
             except FailureError as error:
                 workflow.logger.warning("leak check of %s failed: %s", record.cluster_name, error)
@@ -583,7 +584,7 @@ class DeploymentWorkflow:
                 desired=st.desired,
                 serving=len(rules.serving(st)),
             ),
-            **DB_OPTIONS,
+            options.DATABASE,
         )
         st.events_written += len(batch)
 

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,22 +25,22 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     FailureError,
-    RetryState,
     is_cancelled_exception,
 )
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
+    from controlplane.backoff import exponential_backoff
     from controlplane.lifecycle import SERVING_STATUSES
     from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
     from workflows import activity_refs as acts
+    from workflows import options
     from workflows import search_attributes as attrs
+    from workflows.failures import describe, failure_type, nothing_submitted, timed_out
     from workflows.fleet_models import AcquireSlotInput, ModelHealthSignal, ReleaseSlotInput
     from workflows.inputs import require_input
     from workflows.models import (
-        NOTHING_SUBMITTED,
         ClusterHealthInput,
         ClusterHealthResult,
         CredentialRef,
@@ -67,33 +67,20 @@ with workflow.unsafe.imports_passed_through():
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 TRANSIENT_LAUNCH_ERRORS = TRANSIENT_ERROR_TYPES  # relaunched by the loop below (one definition)
-DEADLINE_ERRORS = frozenset({"LaunchTimeout", "ReadinessTimeout"})
 LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
-DB_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["InvalidTransition", "NodeAlreadyManaged", "ConfigurationError"],
-)
 # Running nodes wait for the fleet sweep's signals (workflows/fleet_health.py) instead of
 # checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
 FLEET_HEALTH_PATCH = "fleet-health-signals"
 ADMISSION_PATCH = "launch-admission"
 # An unhealthy model is restarted on its own cluster (SkyPilot exec) before anyone replaces it.
 REPAIR_PATCH = "node-repair-in-place"
-RESTART_TIMEOUT = timedelta(minutes=5)
+RESTART_TIMEOUT = options.RESTART_TIMEOUT
 # The serve loop's only timer: continue-as-new at least this often, to keep histories short.
 SERVE_RENEW = timedelta(hours=24)
 QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
 # The node's database steps (intent, credential reference, transitions, slot release) run as
 # local activities: a third of the events and no activity-task round trip each.
 LOCAL_DB_PATCH = "local-db-steps"
-DB_OPTIONS: dict[str, Any] = {
-    # No schedule-to-close: a database step retries until Postgres is back (an outage shows in
-    # controlplane_database_step_failures_total and its alert), never failing the workflow
-    # with its row live and its cluster running (issue 10, path 2).
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": DB_RETRY,
-}
 # Patches (workflow.patched) of the leak-proofing paths (issue 10); see docs/reliability.md.
 PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
 PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
@@ -101,79 +88,6 @@ PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
 PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
 LOST_SECOND_LOOK_S = 30.0
-
-
-def down_options(
-    *,
-    terminate_timeout_s: float,
-    heartbeat_timeout_s: float,
-    retry_backoff_s: float,
-    budget_s: float | None = None,
-    maximum_attempts: int = 0,
-) -> dict[str, Any]:
-    """Options of every down_cluster call: retried with capped backoff within a budget."""
-    options: dict[str, Any] = {
-        "start_to_close_timeout": timedelta(seconds=terminate_timeout_s + 60),
-        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout_s),
-        "retry_policy": RetryPolicy(
-            initial_interval=timedelta(seconds=retry_backoff_s),
-            maximum_interval=timedelta(seconds=retry_backoff_s * 10),
-            maximum_attempts=maximum_attempts,
-        ),
-    }
-    if budget_s is not None:
-        options["schedule_to_close_timeout"] = timedelta(seconds=budget_s)
-    return options
-
-
-def describe(error: BaseException) -> str:
-    """A failure chain as one line a person can act on, skipping Temporal's generic wrappers."""
-    if is_cancelled_exception(error):
-        return "cancelled"
-    parts: list[str] = []
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, TemporalTimeoutError):
-            parts.append(f"timed out ({current.type.name if current.type else 'timeout'})")
-        elif isinstance(current, ActivityError):
-            pass  # "Activity task failed" says nothing
-        elif str(current) and str(current) not in parts:
-            parts.append(str(current))
-        current = current.__cause__
-    return ": ".join(parts)[:1000] or type(error).__name__
-
-
-def timed_out(error: BaseException) -> bool:
-    """True when the launch deadline, not a SkyPilot error, ended the wait."""
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, TemporalTimeoutError):
-            return True
-        if isinstance(current, ActivityError) and current.retry_state == RetryState.TIMEOUT:
-            return True
-        if isinstance(current, ApplicationError) and current.type in DEADLINE_ERRORS:
-            return True
-        current = current.__cause__
-    return False
-
-
-def nothing_submitted(error: BaseException) -> bool:
-    """True when the launch step proved nothing reached SkyPilot (its error's details say so)."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError) and NOTHING_SUBMITTED in (cause.details or ()):
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def failure_type(error: BaseException) -> str | None:
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError) and cause.type:
-            return cause.type
-        cause = cause.__cause__
-    return None
 
 
 @workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError])
@@ -198,7 +112,7 @@ class NodeWorkflow:
         # continue-as-new: a resumed node is running or tearing down, which its status says.
         self._phase: NodePhase | None = None
         self._progress: str | None = None
-        self._since: Any = None
+        self._since: datetime | None = None
         self._cleaning_up = False  # compensation began: a terminate only records that it was asked
         self._maybe_submitted = False  # a launch may have reached SkyPilot in this run
 
@@ -391,7 +305,7 @@ class NodeWorkflow:
         if self._require_state().status is NodeStatus.RUNNING:
             await self._terminate_phase()
 
-    async def _launch_until_ready(self, ref: CredentialRef | None, deadline: Any) -> None:
+    async def _launch_until_ready(self, ref: CredentialRef | None, deadline: datetime) -> None:
         state = self._require_state()
         plan = state.plan
         attempt = 0
@@ -412,9 +326,7 @@ class NodeWorkflow:
                         launch_mode=plan.launch_mode,
                         credential=ref,
                     ),
-                    **self._skypilot_options(
-                        deadline, start_to_close=self._launch_start_to_close()
-                    ),
+                    self._skypilot_options(deadline, start_to_close=self._launch_start_to_close()),
                 )
             except BaseException as error:
                 # Only a launch step that proved nothing was sent leaves nothing to clean up.
@@ -438,11 +350,13 @@ class NodeWorkflow:
                         request_id=launched.request_id,
                         timeout_s=self._remaining(deadline),
                     ),
-                    **self._skypilot_options(deadline),
+                    self._skypilot_options(deadline),
                 )
             except ActivityError as error:
                 retryable = failure_type(error) in TRANSIENT_LAUNCH_ERRORS
-                backoff = min(plan.retry_backoff_s * 2**attempt, plan.retry_backoff_s * 10)
+                backoff = exponential_backoff(
+                    attempt + 1, initial_s=plan.retry_backoff_s, cap_s=plan.retry_backoff_s * 10
+                )
                 if (
                     not retryable
                     or attempt >= plan.max_retries
@@ -499,7 +413,7 @@ class NodeWorkflow:
                 error=reason,
             )
 
-    async def _admit(self, deadline: Any) -> None:
+    async def _admit(self, deadline: datetime) -> None:
         """Wait durably, still pending, until this launch fits the API server's budget."""
         if self._slot_asked or not workflow.patched(ADMISSION_PATCH):
             return
@@ -512,7 +426,7 @@ class NodeWorkflow:
                     launch_mode=state.plan.launch_mode,
                     timeout_s=max(self._remaining(deadline), 1.0),
                 ),
-                **self._skypilot_options(deadline),
+                self._skypilot_options(deadline),
             )
         finally:
             self._queued = False
@@ -692,9 +606,9 @@ class NodeWorkflow:
                     attempt=state.repairs,
                     timeout_s=RESTART_TIMEOUT.total_seconds(),
                 ),
-                start_to_close_timeout=RESTART_TIMEOUT + timedelta(minutes=1),
-                heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
-                retry_policy=self._skypilot_retry(),
+                options.restart_model(
+                    heartbeat_timeout_s=plan.heartbeat_timeout_s, retry=self._skypilot_retry()
+                ),
             )
         except ActivityError as error:  # counts as a failed repair; the next one may work
             workflow.logger.warning(
@@ -747,8 +661,7 @@ class NodeWorkflow:
                 ClusterHealthInput(
                     cluster_name=plan.cluster_name, launch_mode=plan.launch_mode, refresh=refresh
                 ),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=self._skypilot_retry(),
+                options.cluster_health(self._skypilot_retry()),
             )
         except ActivityError as error:
             if is_cancelled_exception(error) and workflow.patched(PATCH_HEALTH_CANCEL):
@@ -790,7 +703,7 @@ class NodeWorkflow:
                     timeout_s=plan.terminate_timeout_s,
                     cancel_launches=cancel_launches,
                 ),
-                **down_options(
+                options.down(
                     terminate_timeout_s=plan.terminate_timeout_s,
                     heartbeat_timeout_s=plan.heartbeat_timeout_s,
                     retry_backoff_s=plan.retry_backoff_s,
@@ -826,7 +739,7 @@ class NodeWorkflow:
         request_id: str | None = None,
         endpoint: str | None = None,
         error: str | None = None,
-        deadline: Any = None,
+        deadline: datetime | None = None,
         dedupe_suffix: str | None = None,
         location: str | None = None,
     ) -> None:
@@ -858,18 +771,21 @@ class NodeWorkflow:
         if self._local_db is None:
             self._local_db = workflow.patched(LOCAL_DB_PATCH)
         if self._local_db:
-            return await ref.run_local(arg, **DB_OPTIONS)
-        return await ref.run(arg, **DB_OPTIONS)
+            return await ref.run_local(arg, options.DATABASE)
+        return await ref.run(arg, options.DATABASE)
 
     async def _tell_parent(self) -> None:
         parent = workflow.info().parent
         state = self._require_state()
         if parent is None:
             return
+        with workflow.unsafe.imports_passed_through():
+            # Here, not at the top: workflows/deployment.py imports this module.
+            from workflows.deployment import DeploymentWorkflow
         handle = workflow.get_external_workflow_handle(parent.workflow_id)
         try:
             await handle.signal(
-                "replica_status",
+                DeploymentWorkflow.replica_status,
                 ReplicaStatusSignal(
                     replica=self._spec.replica,
                     status=state.status,
@@ -886,15 +802,13 @@ class NodeWorkflow:
 
     def _skypilot_retry(self) -> RetryPolicy:
         plan = self._require_state().plan
-        return RetryPolicy(
-            initial_interval=timedelta(seconds=plan.retry_backoff_s),
-            maximum_interval=timedelta(seconds=plan.retry_backoff_s * 10),
-            maximum_attempts=plan.max_retries + 1,
+        return options.skypilot_retry(
+            retry_backoff_s=plan.retry_backoff_s, max_retries=plan.max_retries
         )
 
     def _skypilot_options(
-        self, deadline: Any, *, start_to_close: float | None = None
-    ) -> dict[str, Any]:
+        self, deadline: datetime, *, start_to_close: float | None = None
+    ) -> options.ActivityOptions:
         plan = self._require_state().plan
         remaining = self._remaining(deadline)
         if remaining <= 0:
@@ -904,15 +818,12 @@ class NodeWorkflow:
                 type="LaunchTimeout",
                 non_retryable=True,
             )
-        return {
-            "start_to_close_timeout": timedelta(
-                seconds=min(start_to_close or remaining, remaining)
-            ),
-            "schedule_to_close_timeout": timedelta(seconds=remaining),
-            "heartbeat_timeout": timedelta(seconds=plan.heartbeat_timeout_s),
-            "retry_policy": self._skypilot_retry(),
-            "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        }
+        return options.before_deadline(
+            remaining_s=remaining,
+            start_to_close_s=start_to_close,
+            heartbeat_timeout_s=plan.heartbeat_timeout_s,
+            retry=self._skypilot_retry(),
+        )
 
     def _launch_start_to_close(self) -> float:
         plan = self._require_state().plan
@@ -920,7 +831,7 @@ class NodeWorkflow:
         return plan.launch_timeout_s if plan.launch_mode.value == "cli" else 120.0
 
     @staticmethod
-    def _remaining(deadline: Any) -> float:
+    def _remaining(deadline: datetime) -> float:
         return float((deadline - workflow.now()).total_seconds())
 
     def _require_state(self) -> NodeState:

@@ -16,6 +16,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from workflows import activity_refs as acts
+    from workflows import options
     from workflows.inputs import require_input
     from workflows.models import (
         DownClusterInput,
@@ -27,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateNodeRequest,
         TransitionInput,
     )
-    from workflows.node import DB_OPTIONS, down_options
+    from workflows.node import NodeWorkflow
 
 PATCH_OWNER_GONE = "terminate-cluster-owner-gone"
 OWNED_LIVE = (
@@ -46,7 +47,7 @@ class TerminateClusterWorkflow:
         input = require_input(input, TerminateClusterInput, "TerminateClusterWorkflow")
         found = await acts.LOOKUP_CLUSTER.run(
             LookupClusterInput(cluster_name=input.cluster_name, launch_mode=input.launch_mode),
-            **DB_OPTIONS,
+            options.DATABASE,
         )
         if input.tenant is not None and found.tenant != input.tenant:
             # Asked for a tenant: a cluster of another tenant, or of none, is "not found", worded
@@ -62,7 +63,8 @@ class TerminateClusterWorkflow:
             # A live node owns this cluster: its workflow tears it down and records it.
             try:
                 await workflow.get_external_workflow_handle(found.workflow_id).signal(
-                    "request_terminate", TerminateNodeRequest(reason="TerminateClusterWorkflow")
+                    NodeWorkflow.request_terminate,
+                    TerminateNodeRequest(reason="TerminateClusterWorkflow"),
                 )
             except FailureError:
                 if not workflow.patched(PATCH_OWNER_GONE):
@@ -83,7 +85,7 @@ class TerminateClusterWorkflow:
                 timeout_s=found.terminate_timeout_s,
                 cancel_launches=True,
             ),
-            **down_options(
+            options.down(
                 terminate_timeout_s=found.terminate_timeout_s,
                 heartbeat_timeout_s=found.heartbeat_timeout_s,
                 retry_backoff_s=found.retry_backoff_s,
@@ -99,7 +101,7 @@ class TerminateClusterWorkflow:
                     allowed_from=[*OWNED_LIVE],
                     error="TerminateClusterWorkflow: downed it; its workflow had ended",
                 ),
-                **DB_OPTIONS,
+                options.DATABASE,
             )
         elif found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
             # The teardown its node never confirmed is confirmed now.
@@ -110,7 +112,7 @@ class TerminateClusterWorkflow:
                     event_type=EventType.TERMINATED,
                     allowed_from=[NodeStatus.CLEANUP_FAILED],
                 ),
-                **DB_OPTIONS,
+                options.DATABASE,
             )
         return TerminateClusterResult(
             cluster_name=input.cluster_name,

@@ -50,7 +50,8 @@ from tests.support.temporal_env import local_temporal
 from worker import create_worker, open_activities
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
-from workflows.models import DeploymentPolicy, UpdateDeploymentRequest
+from workflows.models import DeploymentPolicy, ReconcileInput, UpdateDeploymentRequest
+from workflows.reconcile import ReconcileWorkflow
 
 log = logging.getLogger("record_histories")
 
@@ -379,6 +380,41 @@ async def terminate_cluster_refused_for_tenant(r: Recorder) -> None:
     await r.save("terminate_cluster_refused_for_tenant", r.handle(f"terminate-{cluster}:replay"))
 
 
+async def terminate_cluster_delegated_to_its_node(r: Recorder) -> None:
+    """A terminate by cluster name of a live node's cluster: signalled to the node's workflow."""
+    spec = node_spec("delegated")
+    started = await r.main.launch_node(spec)
+    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.cluster_name is not None, view
+    result = await r.main.terminate_cluster(view.cluster_name, wait=WAIT)
+    assert result is not None, "still terminating"
+    assert result.delegated_to == started.workflow_id, result
+    await r.handle(started.workflow_id).result()
+    await r.save(
+        "terminate_cluster_delegated_to_its_node", r.handle(f"terminate-{view.cluster_name}")
+    )
+
+
+async def reconcile_asks_a_running_node_to_check(r: Recorder) -> None:
+    """A running node whose cluster vanished: the reconciler signals its workflow to look."""
+    spec = node_spec("vanished")
+    started = await r.main.launch_node(spec)
+    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.cluster_name is not None, view
+    assert r.simulator.preempt(view.cluster_name)
+    run_id = f"reconcile-{uuid.uuid4().hex[:8]}"
+    report = await r.client.execute_workflow(
+        ReconcileWorkflow.run,
+        ReconcileInput(cleanup=True),
+        id=run_id,
+        task_queue=r.main.task_queue,
+    )
+    assert view.cluster_name in report.cleaned, report
+    view = await r.main.wait_for_node(started.workflow_id, until=set(), timeout=WAIT)
+    assert view.status is NodeStatus.LOST, view
+    await r.save("reconcile_asks_a_running_node_to_check", r.handle(run_id))
+
+
 PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     f.__name__: f
     for f in (
@@ -397,6 +433,8 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         terminate_cluster_refused_for_tenant,
         node_with_search_attributes_and_progress,
         deployment_with_search_attributes,
+        terminate_cluster_delegated_to_its_node,
+        reconcile_asks_a_running_node_to_check,
     )
 }
 

@@ -24,17 +24,17 @@ from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.metric_names import DATABASE_STEP_FAILURES
 from controlplane.metrics import Metrics
 from tests.support.ports import free_port
+from workflows import options
 from workflows.models import TransitionInput
-from workflows.node import DB_OPTIONS
 
 
 def test_database_steps_have_no_total_deadline_and_no_attempt_limit() -> None:
-    assert "schedule_to_close_timeout" not in DB_OPTIONS
-    policy = DB_OPTIONS["retry_policy"]
+    assert options.DATABASE.schedule_to_close is None
+    policy = options.DATABASE.retry_policy
     assert isinstance(policy, RetryPolicy)
     assert policy.maximum_attempts == 0  # unlimited
     # A failing attempt is bounded, so each retry can see Postgres come back.
-    assert DB_OPTIONS["start_to_close_timeout"].total_seconds() <= 60
+    assert options.DATABASE.start_to_close.total_seconds() <= 60
 
 
 async def test_a_failed_database_attempt_is_counted_for_the_alert() -> None:
