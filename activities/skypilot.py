@@ -123,7 +123,7 @@ class SkyPilotActivities:
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         backend = self._backend(input.launch_mode)
         task, workspace = await self._task(input.spec, input.credential)
-        activity.logger.info(
+        activity.logger.debug(  # DEBUG: an INFO line per lifecycle step costs CPU at scale
             "launching %s via %s for tenant %s",
             input.cluster_name,
             input.launch_mode.value,
@@ -258,7 +258,7 @@ class SkyPilotActivities:
                 f"cluster {input.cluster_name} is still {status.value} after down; retrying",
                 type="ClusterStillPresent",
             )
-        log.info("cluster %s is gone (already_gone=%s)", input.cluster_name, result.already_gone)
+        log.debug("cluster %s is gone (already_gone=%s)", input.cluster_name, result.already_gone)
         return DownClusterResult(already_gone=result.already_gone, cancelled_requests=cancelled)
 
 

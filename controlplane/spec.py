@@ -19,7 +19,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from controlplane.cluster_names import CLUSTER_PREFIX, legacy_name, node_cluster_name
+# CLUSTER_PREFIX is defined in controlplane.cluster_names; re-exported for older importers.
+from controlplane.cluster_names import CLUSTER_PREFIX as CLUSTER_PREFIX
+from controlplane.cluster_names import legacy_name, node_cluster_name
 
 # Clouds SkyPilot 0.14 can launch GPU nodes on, by their `infra:` prefix.
 PROVIDERS = (

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from controlplane import metric_names
-    from controlplane.spec import NodeSpec
+    from controlplane.spec import CLUSTER_PREFIX, NodeSpec
     from workflows import activity_refs as acts
     from workflows import deployment_plan as rules
     from workflows import options
@@ -71,6 +71,11 @@ def node_workflow_id(node_id: str) -> str:
 def legacy_node_workflow_id(spec: NodeSpec) -> str:
     """The id nodes got before ``node_workflow_id`` (24 bits of hash): only to find them."""
     return f"node-{spec.legacy_cluster_name}"
+
+
+# Every legacy node id starts so (legacy names always took the default prefix); no
+# ``node_workflow_id`` does, a node id being a UUID.
+LEGACY_NODE_ID_PREFIX = f"node-{CLUSTER_PREFIX}-"
 
 
 def deployment_workflow_id(tenant: str, name: str) -> str:

@@ -81,12 +81,16 @@ QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCH
 # The node's database steps (intent, credential reference, transitions, slot release) run as
 # local activities: a third of the events and no activity-task round trip each.
 LOCAL_DB_PATCH = "local-db-steps"
+# A local database step's retry backoff beyond options.DATABASE_TIMERS' threshold is a durable
+# timer; before this patch it slept inside the workflow task (issue 10, path 2).
+DB_RETRY_TIMERS_PATCH = "db-retry-timers"
 # Patches (workflow.patched) of the leak-proofing paths (issue 10); see docs/reliability.md.
 PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
 PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
 PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
 PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
+PATCH_TEARDOWN_SURVIVES_CANCEL = "teardown-survives-cancel"
 LOST_SECOND_LOOK_S = 30.0
 
 
@@ -219,7 +223,17 @@ class NodeWorkflow:
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
         if state.status in (*SERVING_STATUSES, NodeStatus.TERMINATING):
-            await self._terminate_phase()
+            if workflow.patched(PATCH_TEARDOWN_SURVIVES_CANCEL):
+                # A cancel during the teardown lets it finish: abandoned, it would leave the
+                # row live and the cluster up (found by the interleaving matrix).
+                teardown = asyncio.ensure_future(self._terminate_phase())
+                try:
+                    await asyncio.shield(teardown)
+                except asyncio.CancelledError:
+                    await teardown
+                    raise
+            else:
+                await self._terminate_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -771,7 +785,8 @@ class NodeWorkflow:
         if self._local_db is None:
             self._local_db = workflow.patched(LOCAL_DB_PATCH)
         if self._local_db:
-            return await ref.run_local(arg, options.DATABASE)
+            timers = workflow.patched(DB_RETRY_TIMERS_PATCH)
+            return await ref.run_local(arg, options.DATABASE_TIMERS if timers else options.DATABASE)
         return await ref.run(arg, options.DATABASE)
 
     async def _tell_parent(self) -> None:
