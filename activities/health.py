@@ -19,6 +19,7 @@ from temporalio import activity
 
 from activities.errors import translate_errors
 from activities.heartbeat import heartbeating
+from controlplane.cluster_names import carries_prefix
 from controlplane.config import Settings
 from controlplane.db.probes import ProbeRecord, ProbeRepository, ProbeTarget
 from controlplane.db.repository import NodeRepository
@@ -74,7 +75,7 @@ class HealthActivities:
         self.http = http
         self.metrics = metrics
         # This installation's clusters only (the cluster-name prefix).
-        self.prefix = f"{settings.cluster_name_prefix}-"
+        self.prefix = settings.cluster_name_prefix
 
     @activity.defn(name=acts.SWEEP_CLUSTERS.name)
     @translate_errors
@@ -97,7 +98,7 @@ class HealthActivities:
                     continue
                 records = await backend.list_clusters()
                 calls += 1
-                listed = {r.name: r.status for r in records if r.name.startswith(self.prefix)}
+                listed = {r.name: r.status for r in records if carries_prefix(r.name, self.prefix)}
                 listed_total += len(listed)
                 for node, seen in suspects(serving, listed):
                     confirmed = await backend.cluster_status(node.cluster_name, refresh=True)

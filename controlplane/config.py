@@ -26,13 +26,14 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.cluster_names import CLUSTER_PREFIX, check_cluster_prefix
 from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
 from controlplane.keyring import KEY_HELP as KEY_HELP  # re-exported: callers import them here
 from controlplane.keyring import decode_key as decode_key
 from controlplane.keyring import decode_keys
 from controlplane.keyring import key_id as key_id
-from controlplane.spec import CLUSTER_PREFIX, TenantId, check_cluster_prefix
+from controlplane.spec import TenantId
 from controlplane.urls import redact_url, url_credentials
 
 CODEC_TOKEN_MIN_LENGTH = 16
