@@ -19,8 +19,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
-from controlplane.cluster_names import CLUSTER_PREFIX
-from controlplane.cluster_names import legacy_name, node_cluster_name
+from controlplane.cluster_names import CLUSTER_PREFIX, legacy_name, node_cluster_name
 
 # Clouds SkyPilot 0.14 can launch GPU nodes on, by their `infra:` prefix.
 PROVIDERS = (
