@@ -153,7 +153,7 @@ def test_benchmark_small_admission_burst_drains_within_the_budget(
 def test_chaos_small_holds_every_invariant(chaos_run: tuple[str, Any]) -> None:
     stdout, report = chaos_run
     assert report["ok"] is True
-    assert len(report["checks"]) == 10
+    assert len(report["checks"]) == 13
     assert report["checks"][-1]["name"] == chaos_relay.CHECK_NAME
     assert report["checks"][-1]["of"] > 0  # the relay's check saw the run's events
     assert all(check["ok"] and check["bad"] == 0 for check in report["checks"])
@@ -167,9 +167,20 @@ def test_chaos_small_really_injected_its_faults(chaos_run: tuple[str, Any]) -> N
     assert stats["faults_fired"] == {
         "kill": plan["kills"],
         "pg_restart": plan["pg_restarts"],
+        "pg_outage": plan["outages"],
+        "terminate": plan["terminates"],
         "burst_503": plan["bursts"],
     }
     assert stats["worker_incarnations"] == plan["kills"] + 1
+    # Kills spread over every worker process, each killed at least once.
+    assert plan["kills"] >= plan["workers"] == len(stats["kills_per_worker"]) == 3
+    assert sum(stats["kills_per_worker"].values()) == plan["kills"]
+    # The outage outlasts a database step's 30 s start-to-close (workflows/node.py DB_OPTIONS).
+    assert stats["postgres_outages_s"] == [plan["outage_s"]] and plan["outage_s"] > 30
+    assert stats["late_commits"] >= 1
+    assert stats["operator_terminates"] == stats["terminates_recovered"] == plan["terminates"]
+    assert stats["cli_nodes"] == plan["lifecycles"] // plan["cli_every"] >= 1
+    assert stats["clusters_ever"] >= plan["lifecycles"] - stats["statuses"].get("failed", 0)
     assert stats["dropped_responses"] >= 1
     assert stats["unavailable_503"] >= 1
     assert stats["failed_requests_all_kinds"] >= 1  # fail_first: a transient, a permanent
