@@ -244,8 +244,12 @@ class Chaos:
         return node_spec(self.run, index, tenant="chaos")
 
     def launch_mode(self, index: int) -> LaunchMode:
-        every = self.plan.cli_every
-        return LaunchMode.CLI if every > 0 and index % every == every - 1 else LaunchMode.API
+        return LaunchMode.CLI if cli_mode(self.plan.cli_every, index) else LaunchMode.API
+
+
+def cli_mode(every: int, index: int) -> bool:
+    """Whether the ``index``-th node runs in CLI mode: every ``every``-th one (0: none)."""
+    return every > 0 and index % every == every - 1
 
 
 def worker_name(slot: int) -> str:
@@ -591,6 +595,7 @@ async def latest_runs(chaos: Chaos) -> dict[str, tuple[str, str]]:
 def check_all(chaos: Chaos, seen: Observed) -> list[Check]:
     rows, events, counters = seen.rows, seen.events, seen.counters
     specs = [chaos.spec(i) for i in range(chaos.plan.lifecycles)]
+    every = chaos.plan.cli_every
     by_id = {row["node_id"]: row for row in rows}
     per_node: dict[str, list[dict[str, Any]]] = {}
     for e in events:
@@ -607,7 +612,7 @@ def check_all(chaos: Chaos, seen: Observed) -> list[Check]:
         check_stuck(chaos),
         check_history(seen.history, rows),
         check_recovered(chaos.terminated, seen.latest_runs, by_id),
-        check_cli(chaos, by_id),
+        check_cli([chaos.spec(i) for i in range(len(specs)) if cli_mode(every, i)], by_id),
     ]
 
 
@@ -705,12 +710,7 @@ def check_recovered(
     return Check(name, len(bad), len(terminated), bad[:5])
 
 
-def check_cli(chaos: Chaos, by_id: dict[str, dict[str, Any]]) -> Check:
-    planned = [
-        chaos.spec(i)
-        for i in range(chaos.plan.lifecycles)
-        if chaos.launch_mode(i) is LaunchMode.CLI
-    ]
+def check_cli(planned: list[NodeSpec], by_id: dict[str, dict[str, Any]]) -> Check:
     bad = [
         f"{spec.cluster_name}: launch_mode {by_id.get(spec.node_id, {}).get('launch_mode')}"
         for spec in planned

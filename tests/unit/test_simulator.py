@@ -607,7 +607,8 @@ def test_history_keeps_every_cluster_incarnation_after_it_is_gone(http: httpx.Cl
         ("c-other", True),
         ("c-hist", True),
     ]
-    assert history[0]["gone_at"] is not None and history[1]["gone_at"] is None
+    assert history[0]["gone_at"] is not None
+    assert history[1]["gone_at"] is None
     assert history[0]["cluster_hash"] != history[2]["cluster_hash"]
     assert http.get("/sim/counters").json()["calls"].get("GET /sim/history") is None
     http.post("/sim/reset")
