@@ -30,20 +30,14 @@ import httpx
 from bench_support import (
     FINAL,
     SIM_TOKEN,
-    Simulator,
     Stack,
+    bench_worker_env,
     bounded,
-    connect_temporal,
     count_by_status,
-    fresh_server_database,
     node_spec,
     open_engine,
     rss_mib,
-    start_simulator,
-    start_temporal,
-    start_worker,
     summary_ms,
-    worker_env,
 )
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -52,6 +46,15 @@ from temporalio.client import Client
 from controlplane.config import Settings
 from controlplane.db.schema import launch_slots, node_events, nodes
 from controlplane.lifecycle import NodeStatus
+from devtools.devstack import (
+    BENCH_TIMINGS,
+    SimulatorProcess,
+    connect_temporal,
+    reachable_server,
+    start_simulator_process,
+    start_temporal,
+    start_worker,
+)
 from starter.api import ControlPlane
 from starter.schedules import ensure_fleet_health_schedules
 from workflows.deployment import node_workflow_id
@@ -94,7 +97,7 @@ class Rig:
 
     client: Client
     engine: AsyncEngine
-    sim: Simulator
+    sim: SimulatorProcess
     worker_pid: int
     task_queue: str
     park: Callable[[int], Awaitable[list[str]]]  # start n more nodes; their node ids, running
@@ -315,34 +318,35 @@ async def admission_burst(
     """
     stack = Stack(home)
     try:
-        temporal, address = start_temporal(home, "temporal-admission")
-        stack.add(temporal)
-        database = await fresh_server_database(admin_url)
-        stack.cleanups.append(database.drop)
-        engine = open_engine(database.url)
+        server = start_temporal(home, "temporal-admission", search_attributes_registered=False)
+        stack.add(server.process)
+        databases = await reachable_server(admin_url, "bench")
+        database_url = await databases.create()
+        stack.cleanups.append(databases.drop_all)
+        engine = open_engine(database_url)
         stack.cleanups.append(engine.dispose)
-        sim = start_simulator(
-            home,
-            long_workers=sizes.admission_long_workers,
+        timings = BENCH_TIMINGS.replace(
             launch_delay_s=sizes.admission_launch_delay_s,
             model_warmup_s=0.5,
             status_delay_s=0.05,
             down_delay_s=0.2,
         )
+        sim = start_simulator_process(
+            home,
+            timings,
+            SIM_TOKEN,
+            long_workers=sizes.admission_long_workers,
+            name="simulator-long-workers",
+        )
         stack.add(sim.process)
         stack.cleanups.append(sim.http.aclose)
         queue = "bench-admission"
-        env = worker_env(
-            temporal_address=address,
-            database_url=database.url,
-            simulator_url=sim.url,
-            task_queue=queue,
-        )
+        env = bench_worker_env(server.address, database_url, sim.url, queue, timings=timings)
         env.pop("SKYPILOT_MAX_INFLIGHT_LAUNCHES")
         if budget is not None:
             env["SKYPILOT_MAX_INFLIGHT_LAUNCHES"] = str(budget)
         worker = stack.add(start_worker(home, env, "worker-admission"))
-        client = await connect_temporal(address)
+        client = await connect_temporal(server.address)
         control = ControlPlane(client, queue)
         run = f"a{uuid.uuid4().hex[:6]}"
         specs = [node_spec(run, i) for i in range(sizes.admission_burst)]

@@ -1,9 +1,10 @@
-"""Shared helpers of scripts/benchmark.py and scripts/chaos.py: the stack, the probes, the maths.
+"""Shared helpers of scripts/benchmark.py and scripts/chaos.py: the run, the probes, the maths.
 
-What they start is real and local: the Temporal dev server (in-memory), the SkyPilot simulator
-(``python -m devtools.skypilot_sim``), PostgreSQL (a fresh database on a server, or the
-embedded one) and ``python worker.py``, each a process of its own bound to 127.0.0.1, with its
-log under the run's directory. ``Stack`` stops all of them again, in reverse order.
+The stack they start is built by devtools/devstack.py (the one builder the demo and the
+integration tests use too): the Temporal dev server (in-memory), the SkyPilot simulator as a
+process, PostgreSQL (a fresh database on a server, or the embedded one) and ``python worker.py``,
+each a process of its own bound to 127.0.0.1, with its log under the run's directory. ``Stack``
+stops all of them again, in reverse order.
 
 This module also holds the benchmark's *baseline*: a bare workflow of N sequential no-op
 activities and its worker (``python scripts/bench_support.py baseline-worker``), with the same
@@ -40,29 +41,36 @@ if not workflow.unsafe.in_sandbox():
         sys.path.insert(0, str(REPO))  # worker.py lives at the repository's root
 
 with workflow.unsafe.imports_passed_through():
-    import httpx
-    from sqlalchemy import func, pool, select, text
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+    from sqlalchemy import func, select, text
+    from sqlalchemy.ext.asyncio import AsyncEngine
     from temporalio.client import Client
     from temporalio.contrib.pydantic import pydantic_data_converter
     from temporalio.worker import PollerBehaviorAutoscaling, Worker
 
-    from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
     from controlplane.db.engine import create_engine
     from controlplane.db.errors import DATABASE_ERRORS
-    from controlplane.db.migrate import upgrade
     from controlplane.db.schema import node_events, nodes
-    from controlplane.db.url import normalise_database_url, redact_database_url
     from controlplane.lifecycle import NodeStatus
     from controlplane.spec import NodeSpec
-    from devtools.devstack import Process, free_port, port_open, spawn, temporal_binary
+    from devtools.devstack import (
+        BENCH_TIMINGS,
+        INHERITED_ENV,
+        POLLING_LINE,
+        Process,
+        Timings,
+        log_size,
+        new_encryption_key,
+        spawn,
+        temporal_binary,
+        wait_for_text,
+        worker_process_env,
+        worker_settings_env,
+    )
 
 log = logging.getLogger("bench")
 
 T = TypeVar("T")
 SIM_TOKEN = "sky_benchmark-service-account-token"
-DEFAULT_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 FINAL = frozenset(status.value for status in NodeStatus if status.final)
 RUNNING_OR_FINAL = FINAL | {NodeStatus.RUNNING.value}
 BASELINE_WORKFLOW = "BenchBaselineWorkflow"
@@ -178,217 +186,12 @@ def machine_cpu() -> tuple[float, float]:
     return (sum(fields) - idle) / tick, sum(fields) / tick
 
 
-def log_size(path: Path) -> int:
-    return path.stat().st_size if path.exists() else 0
-
-
-def wait_for_text(
-    path: Path, text_: str, proc: subprocess.Popen[bytes], timeout_s: float, offset: int = 0
-) -> str:
-    """Until ``text_`` appears in the log at ``path`` past ``offset``; that part of the log."""
-    deadline = time.monotonic() + timeout_s
-    content = ""
-    while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError), path.open("rb") as handle:
-            handle.seek(offset)
-            content = handle.read().decode(errors="replace")
-        if text_ in content:
-            return content
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    raise RuntimeError(f"{path.name}: no {text_!r} within {timeout_s:.0f}s\n{content[-2000:]}")
-
-
 def kill_hard(process: Process) -> int | None:
     """SIGKILL the process's group (its own session) and reap it."""
     if process.proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.proc.pid, signal.SIGKILL)
     return process.proc.wait(timeout=30)
-
-
-# --- the simulator --------------------------------------------------------------------------------
-@dataclass
-class Simulator:
-    """The simulator as a process of its own (so it never competes for the driver's GIL)."""
-
-    process: Process
-    url: str
-    http: httpx.AsyncClient = field(default_factory=lambda: httpx.AsyncClient(timeout=30))
-
-    async def _get(self, path: str) -> Any:
-        response = await self.http.get(f"{self.url}{path}")
-        response.raise_for_status()
-        return response.json()
-
-    async def _post(self, path: str, body: dict[str, Any]) -> Any:
-        response = await self.http.post(f"{self.url}{path}", json=body)
-        response.raise_for_status()
-        return response.json()
-
-    async def counters(self) -> dict[str, Any]:
-        found: dict[str, Any] = await self._get("/sim/counters")
-        return found
-
-    async def timeline(self) -> dict[str, dict[str, float]]:
-        found: dict[str, dict[str, float]] = await self._get("/sim/timeline")
-        return found
-
-    async def history(self) -> list[dict[str, Any]]:
-        """Every cluster the simulator ever created, live or gone (GET /sim/history)."""
-        found: list[dict[str, Any]] = await self._get("/sim/history")
-        return found
-
-    async def set_faults(self, **changes: Any) -> dict[str, Any]:
-        found: dict[str, Any] = await self._post("/sim/faults", changes)
-        return found
-
-    async def set_timings(self, **changes: float) -> dict[str, float]:
-        found: dict[str, float] = await self._post("/sim/timings", changes)
-        return found
-
-    async def model_fault(self, cluster_name: str, fault: str | None) -> None:
-        """Crash ("crash") or hang ("hang") the cluster's model, or recover it (None)."""
-        await self._post(f"/sim/models/{cluster_name}/{fault or 'recover'}", {})
-
-    async def preempt(self, cluster_name: str) -> None:
-        await self._post(f"/sim/clusters/{cluster_name}/preempt", {})
-
-
-def start_simulator(home: Path, **timings: float) -> Simulator:
-    """The simulator with TCP_NODELAY (no ~40 ms stall per call a real API server does not have);
-    ``long_workers=N`` caps its LONG queue as a real server's few workers do."""
-    argv = [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0"]
-    argv.append("--tcp-nodelay")
-    long_workers = timings.pop("long_workers", None)
-    if long_workers is not None:
-        argv += ["--long-workers", str(int(long_workers))]
-    flags = {
-        "launch_delay_s": "--launch-delay",
-        "model_warmup_s": "--model-warmup",
-        "down_delay_s": "--down-delay",
-        "status_delay_s": "--status-delay",
-    }
-    for name, value in timings.items():
-        argv += [flags[name], str(value)]
-    name = "simulator" if long_workers is None else "simulator-long-workers"
-    log_path = home / f"{name}.log"
-    offset = log_size(log_path)
-    process = spawn(name, argv, log_path, {**os.environ, "SKYPILOT_SIM_TOKENS": SIM_TOKEN})
-    content = wait_for_text(log_path, "listening on ", process.proc, 60, offset)
-    url = content.split("listening on ", 1)[1].split()[0]
-    return Simulator(process, url)
-
-
-# --- Temporal -------------------------------------------------------------------------------------
-def start_temporal(home: Path, name: str = "temporal") -> tuple[Process, str]:
-    """The dev server, in memory, headless, on loopback and free ports."""
-    port = free_port()
-    argv = [
-        temporal_binary(),
-        "server",
-        "start-dev",
-        "--headless",
-        "--ip",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--http-port",
-        str(free_port()),
-        "--metrics-port",
-        str(free_port()),
-        "--log-level",
-        "error",
-    ]
-    log_path = home / f"{name}.log"
-    process = spawn(name, argv, log_path)
-    deadline = time.monotonic() + 60
-    while not port_open(port):
-        if process.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the Temporal dev server did not start\n{log_path.read_text()}")
-        time.sleep(0.05)
-    return process, f"127.0.0.1:{port}"
-
-
-async def connect_temporal(address: str, timeout_s: float = 60.0) -> Client:
-    """A client once the frontend answers its health check (the port opens a little earlier)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            client = await Client.connect(address, data_converter=pydantic_data_converter)
-            if await client.service_client.check_health():
-                return client
-        except RuntimeError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.2)
-
-
-# --- PostgreSQL -----------------------------------------------------------------------------------
-class ServerDatabase:
-    """A fresh, migrated database on a running server (the system PostgreSQL); ``drop`` ends it."""
-
-    def __init__(self, admin_url: str) -> None:
-        self.admin_url = normalise_database_url(admin_url)
-        self.name = f"bench_{uuid.uuid4().hex[:12]}"
-        self.url = make_url(self.admin_url).set(database=self.name).render_as_string(False)
-
-    def _admin(self) -> AsyncEngine:
-        return create_async_engine(
-            self.admin_url, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
-        )
-
-    async def create(self) -> str:
-        admin = self._admin()
-        try:
-            async with admin.connect() as connection:
-                await connection.execute(text(f'CREATE DATABASE "{self.name}"'))
-        finally:
-            await admin.dispose()
-        await asyncio.to_thread(upgrade, self.url)
-        return self.url
-
-    async def drop(self) -> None:
-        admin = self._admin()
-        try:
-            async with admin.connect() as connection:
-                await connection.execute(
-                    text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-                )
-        finally:
-            await admin.dispose()
-
-    def describe(self) -> str:
-        return f"database {self.name} on {redact_database_url(self.admin_url)}"
-
-
-def admin_url_candidates(configured: str | None) -> list[str]:
-    """The admin URL given, else postgres@127.0.0.1:5432/test and the same as ``root``."""
-    if configured:
-        return [configured]
-    base = make_url(normalise_database_url(DEFAULT_ADMIN_URL))
-    return [url.render_as_string(False) for url in (base, base.set(username="root"))]
-
-
-async def fresh_server_database(configured: str | None) -> ServerDatabase:
-    problems = []
-    for candidate in admin_url_candidates(configured):
-        database = ServerDatabase(candidate)
-        try:
-            await database.create()
-        except DATABASE_ERRORS as exc:
-            problems.append(f"{redact_database_url(candidate)}: {type(exc).__name__}: {exc}")
-            continue
-        return database
-    raise RuntimeError("no PostgreSQL reachable for the benchmark:\n  " + "\n  ".join(problems))
-
-
-def start_embedded(data_dir: Path) -> EmbeddedPostgres:
-    """The embedded PostgreSQL (pgserver; Unix socket only), migrated."""
-    embedded = start_embedded_postgres(data_dir)
-    upgrade(embedded.url)
-    return embedded
 
 
 async def database_size_mib(engine: AsyncEngine) -> float:
@@ -398,57 +201,29 @@ async def database_size_mib(engine: AsyncEngine) -> float:
 
 
 # --- the worker -----------------------------------------------------------------------------------
-INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ")
-
-
-def worker_env(
-    *,
+def bench_worker_env(
     temporal_address: str,
     database_url: str,
     simulator_url: str,
     task_queue: str,
-    overrides: dict[str, str] | None = None,
+    *,
+    timings: Timings = BENCH_TIMINGS,
+    extra: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """``worker.py``'s environment, like devtools/devstack.py's, with nothing inherited
-    beyond the basics (a SKYPILOT_*/TEMPORAL_* in the caller's shell cannot leak in)."""
-    env = {key: os.environ[key] for key in INHERITED_ENV if key in os.environ}
-    env.update(
-        {
-            "TEMPORAL_ADDRESS": temporal_address,
-            "TEMPORAL_TASK_QUEUE": task_queue,
-            "DATABASE_URL": database_url,
-            "SKYPILOT_API_SERVER_URL": simulator_url,
-            "SKYPILOT_SERVICE_ACCOUNT_TOKEN": SIM_TOKEN,
-            "SKYPILOT_USE_API_SERVER": "true",
-            "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": os.urandom(32).hex(),
-            "SKYPILOT_RETRY_BACKOFF": "1s",
-            "SKYPILOT_LAUNCH_TIMEOUT": "10m",
-            "SKYPILOT_TERMINATE_TIMEOUT": "1m",
-            "NODE_HEALTH_CHECK_INTERVAL": "30m",
-            # The fleet-health sweeps stay out of the other phases' way (the fleet phases set
-            # their own intervals on the schedules); probes count from the moment a node is up.
-            "MODEL_PROBE_INTERVAL": "30m",
-            "MODEL_PROBE_TIMEOUT": "1s",
-            "MODEL_PROBE_STARTUP_GRACE": "0s",
-            # No admission cap but in the admission phase (its own worker sets the budget).
-            "SKYPILOT_MAX_INFLIGHT_LAUNCHES": "10000",
-            "NODE_HEARTBEAT_TIMEOUT": "10s",
-            "RECONCILE_INTERVAL": "24h",
-            "METRICS_PORT": "0",
-            "PYTHONUNBUFFERED": "1",
-        }
+    """``worker.py``'s environment for a run (devtools.devstack builds it): the run's timings, a
+    fresh encryption key, and no admission cap but in the admission phase (its own worker sets
+    the budget)."""
+    settings_env = worker_settings_env(
+        temporal_address=temporal_address,
+        database_url=database_url,
+        simulator_url=simulator_url,
+        token=SIM_TOKEN,
+        encryption_key=new_encryption_key(),
+        timings=timings,
+        task_queue=task_queue,
+        extra={"SKYPILOT_MAX_INFLIGHT_LAUNCHES": "10000", **(extra or {})},
     )
-    env.update(overrides or {})
-    return env
-
-
-def start_worker(home: Path, env: dict[str, str], name: str = "worker") -> Process:
-    """``python worker.py``, once it logs that it polls its task queue."""
-    log_path = home / f"{name}.log"
-    offset = log_size(log_path)
-    process = spawn(name, [sys.executable, str(REPO / "worker.py")], log_path, env)
-    wait_for_text(log_path, "worker polling", process.proc, 120, offset)
-    return process
+    return worker_process_env(settings_env)
 
 
 # --- node specs and statuses ----------------------------------------------------------------------
@@ -688,7 +463,7 @@ def start_baseline_worker(home: Path, address: str, task_queue: str) -> Process:
     log_path = home / "baseline-worker.log"
     offset = log_size(log_path)
     process = spawn("baseline-worker", argv, log_path, env)
-    wait_for_text(log_path, "worker polling", process.proc, 120, offset)
+    wait_for_text(log_path, POLLING_LINE, process.proc, 120, offset)
     return process
 
 

@@ -59,17 +59,15 @@ from bench_support import (
     FINAL,
     REPO,
     RUNNING_OR_FINAL,
-    ServerDatabase,
-    Simulator,
+    SIM_TOKEN,
     Stack,
     StatusWatcher,
+    bench_worker_env,
     bounded,
-    connect_temporal,
     count_by_status,
     cpu_seconds,
     database_size_mib,
     exit_now,
-    fresh_server_database,
     machine_cpu,
     machine_info,
     node_spec,
@@ -78,13 +76,9 @@ from bench_support import (
     rss_mib,
     run_dir,
     start_baseline_worker,
-    start_simulator,
-    start_temporal,
-    start_worker,
     summary_ms,
     table,
     wait_for_quiet,
-    worker_env,
     write_json,
 )
 from sqlalchemy import select
@@ -97,19 +91,30 @@ from temporalio.exceptions import TemporalError
 from controlplane.config import Settings
 from controlplane.db.schema import nodes
 from controlplane.lifecycle import NodeStatus
-from devtools.devstack import Process
+from devtools.devstack import (
+    BENCH_TIMINGS,
+    Process,
+    ServerDatabases,
+    SimulatorProcess,
+    connect_temporal,
+    reachable_server,
+    start_simulator_process,
+    start_temporal,
+    start_worker,
+)
 from starter.api import ControlPlane
 from workflows.deployment import node_workflow_id
 
 PHASES = ("throughput", "baseline", "calls", "burst", "health", "liveness", "admission", "parked")
 TASK_QUEUE = "bench-nodes"
 BASELINE_QUEUE = "bench-baseline"
-ZERO_LATENCY = {
-    "launch_delay_s": 0.0,
-    "model_warmup_s": 0.0,
-    "down_delay_s": 0.0,
-    "status_delay_s": 0.0,
+ZERO_LATENCY = {  # what /sim/timings sets back after a phase that slowed the simulator
+    "launch_delay_s": BENCH_TIMINGS.launch_delay_s,
+    "model_warmup_s": BENCH_TIMINGS.model_warmup_s,
+    "down_delay_s": BENCH_TIMINGS.down_delay_s,
+    "status_delay_s": BENCH_TIMINGS.status_delay_s,
 }
+
 MODEL_PROBE = "GET /sim/models/*/health"
 
 
@@ -235,9 +240,10 @@ class Bench:
     stack: Stack
     temporal: Process
     client: Client
-    database: ServerDatabase
+    databases: ServerDatabases
+    database_url: str
     engine: AsyncEngine
-    sim: Simulator
+    sim: SimulatorProcess
     worker: Process
     watcher: StatusWatcher
     run: str = field(default_factory=lambda: f"b{uuid.uuid4().hex[:6]}")
@@ -257,26 +263,34 @@ class Bench:
 
 
 async def open_bench(options: Options, home: Path, stack: Stack) -> Bench:
-    temporal, address = start_temporal(home)
-    stack.add(temporal)
-    database = await fresh_server_database(options.admin_url)
-    stack.cleanups.append(database.drop)
-    engine = open_engine(database.url)
+    server = start_temporal(home, search_attributes_registered=False)
+    temporal = stack.add(server.process)
+    databases = await reachable_server(options.admin_url, "bench")
+    database_url = await databases.create()
+    stack.cleanups.append(databases.drop_all)
+    engine = open_engine(database_url)
     stack.cleanups.append(engine.dispose)  # clean-ups run in reverse: disposed, then dropped
-    sim = start_simulator(home, **ZERO_LATENCY)
+    sim = start_simulator_process(home, BENCH_TIMINGS, SIM_TOKEN)
     stack.add(sim.process)
     stack.cleanups.append(sim.http.aclose)
-    env = worker_env(
-        temporal_address=address,
-        database_url=database.url,
-        simulator_url=sim.url,
-        task_queue=TASK_QUEUE,
-    )
+    env = bench_worker_env(server.address, database_url, sim.url, TASK_QUEUE)
     worker = stack.add(start_worker(home, env))
-    client = await connect_temporal(address)
+    client = await connect_temporal(server.address)
     watcher = await StatusWatcher(engine).__aenter__()
     stack.cleanups.append(watcher.__aexit__)
-    return Bench(options, home, stack, temporal, client, database, engine, sim, worker, watcher)
+    return Bench(
+        options,
+        home,
+        stack,
+        temporal,
+        client,
+        databases,
+        database_url,
+        engine,
+        sim,
+        worker,
+        watcher,
+    )
 
 
 # --- one lifecycle --------------------------------------------------------------------------------
@@ -490,10 +504,10 @@ async def phase_baseline(options: Options, home: Path, activities: int) -> dict[
     sizes = options.sizes
     stack = Stack(home)
     try:
-        temporal, address = start_temporal(home, "temporal-baseline")
-        stack.add(temporal)
-        worker = stack.add(start_baseline_worker(home, address, BASELINE_QUEUE))
-        client = await connect_temporal(address)
+        server = start_temporal(home, "temporal-baseline", search_attributes_registered=False)
+        stack.add(server.process)
+        worker = stack.add(start_baseline_worker(home, server.address, BASELINE_QUEUE))
+        client = await connect_temporal(server.address)
         run = uuid.uuid4().hex[:6]
 
         async def one(index: int) -> Sample:
@@ -508,7 +522,11 @@ async def phase_baseline(options: Options, home: Path, activities: int) -> dict[
             )
             return Sample(start, time.monotonic(), workflow_id)
 
-        pids = {"dev_server": temporal.proc.pid, "worker": worker.proc.pid, "driver": os.getpid()}
+        pids = {
+            "dev_server": server.process.proc.pid,
+            "worker": worker.proc.pid,
+            "driver": os.getpid(),
+        }
         measured = await measure(sizes, one, pids, client)
     finally:
         await stack.close()

@@ -45,7 +45,6 @@ import argparse
 import asyncio
 import random
 import re
-import shlex
 import shutil
 import sys
 import time
@@ -60,11 +59,11 @@ from bench_support import (
     FINAL,
     REPO,
     RUNNING_OR_FINAL,
-    Simulator,
+    SIM_TOKEN,
     Stack,
     StatusWatcher,
+    bench_worker_env,
     bounded,
-    connect_temporal,
     event_rows,
     exit_now,
     kill_hard,
@@ -73,13 +72,8 @@ from bench_support import (
     node_spec,
     open_engine,
     run_dir,
-    start_embedded,
-    start_simulator,
-    start_temporal,
-    start_worker,
     table,
     wait_for_quiet,
-    worker_env,
     write_json,
 )
 from chaos_relay import relay_check, relay_env, reset_stream
@@ -93,7 +87,17 @@ from controlplane.db.errors import DATABASE_ERRORS
 from controlplane.db.schema import nodes
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
-from devtools.devstack import Process
+from devtools.devstack import (
+    CHAOS_TIMINGS,
+    Process,
+    SimulatorProcess,
+    connect_temporal,
+    start_embedded,
+    start_simulator_process,
+    start_temporal,
+    start_worker,
+    write_sky_shim,
+)
 from starter.api import ControlPlane
 from workflows.deployment import node_workflow_id
 
@@ -214,7 +218,7 @@ class Chaos:
     stack: Stack
     client: Client
     engine: AsyncEngine
-    sim: Simulator
+    sim: SimulatorProcess
     postgres: EmbeddedServer
     env: dict[str, str]
     workers: list[Process]
@@ -256,48 +260,31 @@ def worker_name(slot: int) -> str:
     return f"worker-{'abcdefgh'[slot]}" if slot < 8 else f"worker-{slot}"
 
 
-def sky_shim(home: Path) -> Path:
-    """``<home>/bin/sky``: the simulator's ``sky`` (it finds the server in the in-memory client
-    config the CLI runner hands every ``sky`` child, as the real one does)."""
-    path = home / "bin" / "sky"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m devtools.skypilot_sim.sky_cli "$@"\n'
-    )
-    path.chmod(0o755)
-    return path
-
-
 async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
-    temporal, address = start_temporal(home)
-    stack.add(temporal)
+    server = start_temporal(home, search_attributes_registered=False)
+    stack.add(server.process)
     # The data stays in the checkout whatever --logs says: as root, pgserver opens the parents
     # of its data directory to its own system user (controlplane/db/embedded.py).
     data_dir = REPO / ".cache" / "chaos" / f"pgdata-{uuid.uuid4().hex[:8]}"
     postgres = EmbeddedServer(await asyncio.to_thread(start_embedded, data_dir))
     stack.cleanups.append(postgres.remove)  # clean-ups run in reverse: this one last
-    sim = start_simulator(
-        home,
+    timings = CHAOS_TIMINGS.replace(
         launch_delay_s=plan.launch_delay_s,
         model_warmup_s=plan.model_warmup_s,
-        down_delay_s=0.2,
-        status_delay_s=0.05,
+        reconcile_interval=plan.reconcile_interval,
     )
+    sim = start_simulator_process(home, timings, SIM_TOKEN)
     stack.add(sim.process)
     stack.cleanups.append(sim.http.aclose)
-    env = worker_env(
-        temporal_address=address,
-        database_url=postgres.server.url,
-        simulator_url=sim.url,
-        task_queue=TASK_QUEUE,
-        overrides={
-            "NODE_HEARTBEAT_TIMEOUT": "3s",
-            "NODE_HEALTH_CHECK_INTERVAL": "10s",
-            "SKYPILOT_RETRY_BACKOFF": "500ms",
-            "SKYPILOT_LAUNCH_TIMEOUT": "3m",
+    env = bench_worker_env(
+        server.address,
+        postgres.server.url,
+        sim.url,
+        TASK_QUEUE,
+        timings=timings,
+        extra={
             "SKYPILOT_MAX_RETRIES": "3",
-            "SKYPILOT_CLI_PATH": str(sky_shim(home)),
-            "RECONCILE_INTERVAL": plan.reconcile_interval,
+            "SKYPILOT_CLI_PATH": str(write_sky_shim(home / "bin" / "sky", sim.url)),
             "RECONCILE_RECOVER_LIVE": "adopt",
         },
     )
@@ -307,7 +294,7 @@ async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
         stack.add(await asyncio.to_thread(start_worker, home, env, f"{worker_name(slot)}-1"))
         for slot in range(plan.workers)
     ]
-    client = await connect_temporal(address)
+    client = await connect_temporal(server.address)
     engine = open_engine(postgres.server.url)
     stack.cleanups.append(engine.dispose)
     watcher = await StatusWatcher(engine, interval_s=0.1).__aenter__()

@@ -27,6 +27,7 @@ from controlplane.skypilot.task import SkyTask, TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from tests.support.real_skypilot import skypilot_venv
 from tests.support.recording_sky_server import Recorded, RecordingSkyServer
+from tests.support.specs import node_spec as spec_of
 from worker import cli_runner
 
 TOKEN = "sky_eyJhbGciOiJIUzI1NiJ9.service-account-token-secret.0123456789"
@@ -89,10 +90,7 @@ def backend(
 
 
 def node_spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme", model="org/model", provider="aws", region="us-east-1", gpu_type="A100",
-        gpu_count=1,
-    )  # fmt: skip
+    return spec_of(model="org/model")
 
 
 def tenant_task(spec: NodeSpec) -> SkyTask:

@@ -11,42 +11,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.db.launch_slots import LaunchSlotRepository
 from controlplane.db.probes import ProbeRecord, ProbeRepository
-from controlplane.db.repository import NewNode, NodeRepository
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
-from controlplane.spec import NodeSpec
+from controlplane.db.repository import NodeRepository
+from controlplane.lifecycle import EventType, NodeStatus
+from tests.support.nodes import serving_node as serving
 
 LEASE = timedelta(minutes=10)
 TTL = timedelta(minutes=1)
 
 
 async def serving_node(nodes: NodeRepository, *, endpoint: str | None = "127.0.0.1:1/m") -> str:
-    spec = NodeSpec(
-        tenant=f"t{uuid.uuid4().hex[:8]}",
-        model="org/model",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-    )
-    node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
-    await nodes.record_intent(node)
-    for to, event, before in (
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED, NodeStatus.PENDING),
-        (NodeStatus.RUNNING, EventType.READY, NodeStatus.LAUNCHING),
-    ):
-        await nodes.transition(
-            node.node_id,
-            to_status=to,
-            event_type=event,
-            allowed_from=frozenset({before}),
-            endpoint=endpoint,
-        )
-    return node.node_id
-
-
-@pytest.fixture
-def nodes(engine: AsyncEngine) -> NodeRepository:
-    return NodeRepository(engine)
+    return (await serving(nodes, endpoint)).node_id
 
 
 async def test_a_running_node_becomes_unhealthy_and_healthy_again(nodes: NodeRepository) -> None:

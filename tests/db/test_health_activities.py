@@ -13,11 +13,11 @@ from temporalio.testing import ActivityEnvironment
 from activities.health import HealthActivities
 from controlplane.config import load_settings
 from controlplane.db.probes import ProbeRepository
-from controlplane.db.repository import NewNode, NodeRepository
+from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
 from controlplane.skypilot.models import ClusterRecord, ClusterStatus
-from controlplane.spec import NodeSpec
+from tests.support.nodes import serving_node
 from workflows.fleet_models import ClusterSweepInput, ProbeShardInput
 
 
@@ -44,28 +44,8 @@ class FakeBackend:
 
 
 async def serving(nodes: NodeRepository, endpoint: str = "m:1") -> tuple[str, str]:
-    spec = NodeSpec(
-        tenant=f"t{uuid.uuid4().hex[:8]}",
-        model="org/model",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-    )
-    node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
-    await nodes.record_intent(node)
-    for to, event, before in (
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED, NodeStatus.PENDING),
-        (NodeStatus.RUNNING, EventType.READY, NodeStatus.LAUNCHING),
-    ):
-        await nodes.transition(
-            node.node_id,
-            to_status=to,
-            event_type=event,
-            allowed_from=frozenset({before}),
-            endpoint=endpoint,
-        )
-    return node.node_id, spec.cluster_name
+    node = await serving_node(nodes, endpoint)
+    return node.node_id, node.cluster_name
 
 
 def activities(

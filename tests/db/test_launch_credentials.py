@@ -30,6 +30,7 @@ from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.task import SkyTask, TaskSettings
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialPayload, CredentialStore, Vault
+from tests.support.specs import node_spec as spec_of
 from workflows.models import CredentialRef, CredentialRefInput, LaunchInput
 
 KEY, OTHER_KEY = os.urandom(32), os.urandom(32)
@@ -72,14 +73,7 @@ async def rows(credential_rows: CredentialRepository, engine: AsyncEngine) -> Cr
 
 
 def node_spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-    )
+    return spec_of()
 
 
 async def launch(

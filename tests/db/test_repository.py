@@ -26,8 +26,8 @@ from controlplane.db.repository import (
 )
 from controlplane.db.schema import Base, node_events, nodes
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
-from controlplane.spec import NodeSpec
-from tests.conftest import Databases
+from devtools.devstack import ServerDatabases
+from tests.support.specs import node_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 FROM_PENDING = frozenset({NodeStatus.PENDING})
@@ -35,14 +35,7 @@ FROM_LAUNCHING = frozenset({NodeStatus.LAUNCHING})
 
 
 def new_node(**overrides: object) -> NewNode:
-    spec = NodeSpec(
-        tenant=f"t{uuid.uuid4().hex[:8]}",
-        model="meta-llama/Llama-3.1-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-    )
+    spec = node_spec(tenant=f"t{uuid.uuid4().hex[:8]}", model="meta-llama/Llama-3.1-8B-Instruct")
     node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
     return node.model_copy(update=overrides)
 
@@ -419,7 +412,7 @@ def _db_command(url: str, command: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def test_check_command_fails_until_migrated(databases: Databases) -> None:
+async def test_check_command_fails_until_migrated(databases: ServerDatabases) -> None:
     url = await databases.create(migrated=False)
 
     before = _db_command(url, "check")
@@ -439,7 +432,7 @@ async def test_check_command_fails_until_migrated(databases: Databases) -> None:
     assert "nothing to do" in again.stdout
 
 
-async def test_downgrade_to_base_and_back(databases: Databases) -> None:
+async def test_downgrade_to_base_and_back(databases: ServerDatabases) -> None:
     url = await databases.create(migrated=True)
     migrate.downgrade(url, "base")
     assert migrate.status(url).current == ()

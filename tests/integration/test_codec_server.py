@@ -37,7 +37,7 @@ from starter.codec import EncryptionCodec
 from starter.codec_server import SESSION_COOKIE
 from starter.connection import connect
 from tests.support.ports import free_port
-from tests.support.temporal_env import dev_server_path
+from tests.support.temporal_env import dev_server_path, local_temporal
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = os.urandom(32)
@@ -500,9 +500,9 @@ def started_input(history_json: str) -> Payload:
 
 
 async def test_workflow_payloads_are_encrypted_at_rest_and_decode_through_the_codec_server(
-    temporal: WorkflowEnvironment, codec_server: str
+    dev_server: WorkflowEnvironment, codec_server: str
 ) -> None:
-    address = temporal.client.service_client.config.target_host
+    address = dev_server.client.service_client.config.target_host
     settings = load_settings(
         {
             "TEMPORAL_ADDRESS": address,
@@ -534,7 +534,7 @@ async def test_workflow_payloads_are_encrypted_at_rest_and_decode_through_the_co
 
     # A client without the codec sees only ciphertext: inputs, activity input and result,
     # the workflow result and the failure message.
-    plain_client = temporal.client
+    plain_client = dev_server.client
     assert plain_client.data_converter.payload_codec is None
     for workflow_id in (echo_id, fail_id):
         history = await plain_client.get_workflow_handle(workflow_id).fetch_history()
@@ -625,20 +625,14 @@ async def test_workflow_payloads_are_encrypted_at_rest_and_decode_through_the_co
     assert started_input(bare.stdout).metadata["encoding"] == b"binary/encrypted"
 
 
-async def test_dev_server_ui_takes_the_codec_endpoint() -> None:
+async def test_dev_server_ui_takes_the_codec_endpoint(tmp_path: Path) -> None:
     """`temporal server start-dev --ui-codec-endpoint ...` (docs/codec-server.md) reaches the UI."""
-    ui_port = free_port()
     endpoint = "http://localhost:8081"
-    environment = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=dev_server_path(),
-        ui=True,
-        ui_port=ui_port,
-        dev_server_extra_args=["--ui-codec-endpoint", endpoint],
-    )
-    try:
+    async with local_temporal(tmp_path, ui=True, extra_args=["--ui-codec-endpoint", endpoint]) as (
+        _,
+        server,
+    ):
         async with httpx.AsyncClient() as http:
-            response = await http.get(f"http://127.0.0.1:{ui_port}/api/v1/settings")
+            response = await http.get(f"{server.ui_url}/api/v1/settings")
         assert response.status_code == 200
         assert response.json()["Codec"]["Endpoint"] == endpoint
-    finally:
-        await environment.shutdown()

@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import suppress
 
-import pytest
 from temporalio.service import RPCError
 
 from controlplane.config import load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from devtools.skypilot_sim.config import SimConfig
@@ -22,15 +20,6 @@ from tests.integration.conftest import SIM_TOKEN, Stack
 from worker import create_worker, open_activities
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import DeploymentSpec, DeploymentView
-
-
-@pytest.fixture
-async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(worker.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 def new_deployment() -> DeploymentSpec:

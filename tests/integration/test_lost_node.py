@@ -5,18 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
-
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
 from tests.support.fleet import sweeping
+from tests.support.specs import new_spec
 from workflows.node import NodeWorkflow
 
 # The sweep runs every 2 s here (NODE_HEALTH_CHECK_INTERVAL in the stack): a few sweeps, plus
@@ -24,28 +19,11 @@ from workflows.node import NodeWorkflow
 LOST_WITHIN_S = 12.0
 
 
-@pytest.fixture
-async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(worker.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
-
-
 async def test_preempted_cluster_marks_running_node_lost(
     worker: Stack, repo: NodeRepository
 ) -> None:
     assert worker.settings.node_health_check_interval == timedelta(seconds=2)
-    spec = NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"it-{uuid.uuid4().hex[:8]}",
-    )
+    spec = new_spec()
     control = worker.control
     started = await control.launch_node(spec, launch_mode=LaunchMode.API)
     view = await control.wait_for_node(

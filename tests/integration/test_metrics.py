@@ -26,7 +26,6 @@ from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from controlplane.config import Settings, load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, MetricsServer
@@ -35,6 +34,7 @@ from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.specs import node_spec
 from worker import create_worker, open_activities, refresh_node_counts, telemetry_runtime
 from workflows.models import ReconcileInput
 from workflows.node import NodeWorkflow
@@ -120,25 +120,8 @@ async def observed(stack: Stack) -> AsyncIterator[Observed]:
         server.stop()
 
 
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
-
-
 def new_spec(deployment: str) -> NodeSpec:
-    return NodeSpec(
-        tenant=f"mx{uuid.uuid4().hex[:6]}",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-    )
+    return node_spec(tenant=f"mx{uuid.uuid4().hex[:6]}", deployment=deployment)
 
 
 async def lifecycle(control: ControlPlane, mode: LaunchMode) -> NodeSpec:

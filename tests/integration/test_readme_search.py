@@ -11,17 +11,16 @@ import os
 import re
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
 from controlplane import search_attributes as names
 from controlplane.lifecycle import NodeStatus
 from starter.search_attributes import missing_search_attributes, warn_if_missing
 from tests.integration.conftest import Stack
 from tests.integration.test_temporal_cli import FENCE, README, bash, bash_env
-from tests.support.temporal_env import dev_server_path
+from tests.support.temporal_env import dev_server_path, local_temporal
 from workflows.models import DeploymentSpec
 
 
@@ -45,12 +44,9 @@ def readme_commands(marker: str) -> list[str]:
 
 
 async def test_readme_creates_every_attribute_the_worker_checks_for(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
-    bare = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=dev_server_path(), data_converter=pydantic_data_converter
-    )
-    try:
+    async with local_temporal(tmp_path, search_attributes_registered=False) as (bare, _):
         with caplog.at_level(logging.WARNING):
             assert await warn_if_missing(bare.client) == list(names.ALL_ATTRIBUTES)
         warning = " ".join(r.getMessage() for r in caplog.records)
@@ -65,8 +61,6 @@ async def test_readme_creates_every_attribute_the_worker_checks_for(
         for command in commands:
             await bash(command, env)
         assert await missing_search_attributes(bare.client) == []
-    finally:
-        await bare.shutdown()
 
 
 def bash_path() -> str:

@@ -26,7 +26,6 @@ from temporalio.client import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from controlplane.config import load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.models import EventRow, NewNode, NodeRow
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
@@ -36,21 +35,13 @@ from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.specs import node_spec
 from worker import create_worker, open_activities
 from workflows.models import Finding, ReconcileInput, ReconcileReport
 from workflows.node import NodeWorkflow
 from workflows.reconcile import ReconcileWorkflow
 
 TASK_SETTINGS = TaskSettings("http://localhost:8080", "0.11.0", "2.8.0")
-
-
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 @contextlib.asynccontextmanager
@@ -76,15 +67,7 @@ async def reconcile(stack: Stack, queue: str, *, cleanup: bool) -> ReconcileRepo
 
 
 def new_spec(tenant: str, deployment: str) -> NodeSpec:
-    return NodeSpec(
-        tenant=tenant,
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-    )
+    return node_spec(tenant=tenant, deployment=deployment)
 
 
 async def launch_directly(sky: SkyPilotClient, name: str) -> None:

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from controlplane.config import load_settings
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, NodeStarted
 from tests.integration.conftest import Stack
+from tests.support.specs import node_spec
 from worker import create_worker, open_activities
 
 READY_WITHIN = timedelta(seconds=60)
@@ -61,15 +61,6 @@ def logged_sky(tmp_path: Path, sky_shim: Path) -> LoggedSky:
     return LoggedSky(path, log)
 
 
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
-
-
 @contextlib.asynccontextmanager
 async def running_worker(stack: Stack, **overrides: str) -> AsyncIterator[None]:
     """An in-process worker on the stack's task queue, with these settings changed."""
@@ -83,15 +74,7 @@ async def running_worker(stack: Stack, **overrides: str) -> AsyncIterator[None]:
 
 
 def new_spec(tenant: str, deployment: str) -> NodeSpec:
-    return NodeSpec(
-        tenant=tenant,
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-    )
+    return node_spec(tenant=tenant, deployment=deployment)
 
 
 @dataclass

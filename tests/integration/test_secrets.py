@@ -48,6 +48,7 @@ from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import Stack
+from tests.support.specs import node_spec
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
 from workflows.models import NodeView
@@ -172,15 +173,7 @@ class SecretStack:
         return self.stack.simulator
 
     def spec(self) -> NodeSpec:
-        return NodeSpec(
-            tenant=self.tenant,
-            model=MODEL,
-            provider="aws",
-            region="us-east-1",
-            gpu_type="A100",
-            gpu_count=1,
-            deployment=f"sec-{uuid.uuid4().hex[:8]}",
-        )
+        return node_spec(tenant=self.tenant, model=MODEL, deployment=f"sec-{uuid.uuid4().hex[:8]}")
 
 
 def secret_env(stack: Stack, **overrides: str) -> dict[str, str]:

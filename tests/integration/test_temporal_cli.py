@@ -29,6 +29,7 @@ from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
+from tests.support.specs import node_spec
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
 from workflows.models import NodeWorkflowInput
@@ -180,15 +181,7 @@ async def test_temporal_cli_cancel_during_launch_tears_the_node_down(stack: Stac
     """
     settings = load_settings({**stack.env, "NODE_HEARTBEAT_TIMEOUT": "30s"})
     env = bash_env(stack)
-    spec = NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"cancel-{uuid.uuid4().hex[:8]}",
-    )
+    spec = node_spec(deployment=f"cancel-{uuid.uuid4().hex[:8]}")
     control = stack.control
     async with (
         open_activities(settings) as activities,

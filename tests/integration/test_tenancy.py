@@ -28,6 +28,7 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, IdentityConflict, NotFound
 from tests.integration.conftest import Stack
+from tests.support.specs import node_spec as spec_of
 from workflows.deployment import (
     deployment_workflow_id,
     legacy_deployment_workflow_id,
@@ -42,16 +43,7 @@ MODEL = "NousResearch/Meta-Llama-3-8B-Instruct"
 
 
 def node_spec(tenant: str, deployment: str = "default", replica: int = 0) -> NodeSpec:
-    return NodeSpec(
-        tenant=tenant,
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=deployment,
-        replica=replica,
-    )
+    return spec_of(tenant=tenant, model=MODEL, deployment=deployment, replica=replica)
 
 
 def deployment_spec(tenant: str, name: str) -> DeploymentSpec:

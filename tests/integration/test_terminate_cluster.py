@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
-import pytest
 from pydantic import SecretStr
 
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
@@ -26,15 +23,6 @@ async def launch_directly(url: str, cluster_name: str) -> None:
         task = build_task(new_spec(), TaskSettings("http://localhost:8080", "0.11.0", "2.8.0"))
         request_id = await sky.launch(cluster_name, task)
         await sky.wait_for_request(request_id, timeout=30)
-
-
-@pytest.fixture
-async def repo(worker: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(worker.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 async def test_foreign_cluster_is_downed_and_unknown_one_is_already_gone(

@@ -11,7 +11,7 @@ import asyncio
 import shlex
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,17 +21,17 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.service import RPCError
 
-from controlplane.db.engine import create_engine
 from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.spec import NodeSpec
+from devtools.devstack import worker_process_env
 from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack, new_spec
 from tests.support.ports import free_port
-from tests.support.worker_process import WorkerProcess, worker_env
+from tests.support.worker_process import WorkerProcess
 from workflows.models import NodeView
 from workflows.node import NodeWorkflow
 
@@ -57,15 +57,6 @@ def slow_simulator() -> Iterator[SimulatorServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture
-async def repo(stack: Stack) -> AsyncIterator[NodeRepository]:
-    engine = create_engine(stack.settings.database_url or "")
-    try:
-        yield NodeRepository(engine)
-    finally:
-        await engine.dispose()
 
 
 async def wait_row(repo: NodeRepository, node_id: str, status: NodeStatus, timeout: float) -> None:
@@ -128,7 +119,7 @@ async def assert_no_orphan(
 async def test_worker_killed_mid_launch_and_restarted_launches_once(
     stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
 ) -> None:
-    env = worker_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
+    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
     spec = new_spec()
     control = stack.control
 
@@ -156,7 +147,7 @@ async def test_worker_killed_mid_launch_and_restarted_launches_once(
 async def test_sigterm_with_activity_in_flight_is_graceful(
     stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
 ) -> None:
-    env = worker_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
+    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
     spec = new_spec()
     control = stack.control
 
@@ -187,7 +178,7 @@ async def test_worker_starts_and_polls_while_api_server_is_down(
     stack: Stack, tmp_path: Path
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
-    env = worker_env(stack.env, SKYPILOT_API_SERVER_URL=closed)
+    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=closed)
 
     async with WorkerProcess(env, tmp_path) as worker:
         await worker.wait_polling()
@@ -219,7 +210,7 @@ async def test_worker_starts_and_polls_while_api_server_is_down(
 async def test_configuration_mistake_exits_2_naming_the_variable(
     stack: Stack, tmp_path: Path
 ) -> None:
-    env = worker_env(stack.env, SKYPILOT_LAUNCH_TIMEOUT="ten")
+    env = worker_process_env(stack.env, SKYPILOT_LAUNCH_TIMEOUT="ten")
 
     async with WorkerProcess(env, tmp_path) as worker:
         code = await worker.wait(timeout=30)
@@ -254,7 +245,7 @@ async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_agai
     config_only_sky: Path,
 ) -> None:
     """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
-    env = worker_env(
+    env = worker_process_env(
         stack.env,
         SKYPILOT_API_SERVER_URL=slow_simulator.url,
         SKYPILOT_CLI_PATH=str(config_only_sky),
@@ -291,7 +282,7 @@ async def test_cancelled_cli_launch_cancels_the_server_side_request(
     config_only_sky: Path,
 ) -> None:
     """Killing `sky launch` does not stop the server's launch: compensation must cancel it."""
-    env = worker_env(
+    env = worker_process_env(
         stack.env,
         SKYPILOT_API_SERVER_URL=slow_simulator.url,
         SKYPILOT_CLI_PATH=str(config_only_sky),

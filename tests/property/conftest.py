@@ -7,6 +7,5 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures, found by name
     sky_shim,
     stack,
     stack_database,
-    temporal,
     worker,
 )

@@ -19,7 +19,9 @@ import base64
 import contextlib
 import json
 import logging
+import os
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,26 +30,22 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import SecretStr
-from sqlalchemy import pool, text
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import create_async_engine
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from controlplane.config import Settings, load_settings
 from controlplane.lifecycle import NodeStatus
-from controlplane.search_attributes import dev_server_flags
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
-from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES, SimConfig
+from devtools.devstack import TEST_TIMINGS, Timings, reachable_server, worker_settings_env
+from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane, NotFound
-from tests.conftest import Databases, _admin_candidates
 from tests.support.fleet import sweeping
 from tests.support.replicas import named
-from tests.support.temporal_env import dev_server_path
+from tests.support.specs import node_spec as spec_of
+from tests.support.temporal_env import local_temporal
 from worker import create_worker, open_activities
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
@@ -60,12 +58,6 @@ TOKEN = "sky_replay-recorder-service-account-token"
 ENCRYPTION_KEY = base64.b64encode(b"replay-recorder-key-32-bytes-xx!").decode()
 MODEL = "NousResearch/Meta-Llama-3-8B-Instruct"
 WAIT = timedelta(seconds=60)
-# Probes as quick as the recordings need; sweeps are started by hand, not by a schedule.
-PROBES = {
-    "MODEL_PROBE_TIMEOUT": "500ms",
-    "MODEL_PROBE_THRESHOLD": "2",
-    "MODEL_PROBE_STARTUP_GRACE": "0s",
-}
 
 
 @dataclass
@@ -97,15 +89,8 @@ def compact(history_json: str) -> str:
 
 
 def node_spec(name: str, replica: int = 0) -> NodeSpec:
-    return NodeSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"{name}-{uuid.uuid4().hex[:6]}",
-        replica=replica,
+    return spec_of(
+        tenant="replay", model=MODEL, deployment=f"{name}-{uuid.uuid4().hex[:6]}", replica=replica
     )
 
 
@@ -442,29 +427,24 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
 }
 
 
-# --- the stack ---------------------------------------------------------------------------------
+# --- the stack (devtools.devstack builds it, as for the integration tests) --------------------
+# The integration tests' timings, with probes as quick as the recordings need; the watch loop
+# stays out of the way but for the "watched" queue (sweeps are started by hand, not by a schedule).
+RECORD_TIMINGS = TEST_TIMINGS.replace(
+    launch_delay_s=1.0,
+    health_check_interval="1h",
+    model_probe_timeout="500ms",
+    model_probe_startup_grace="0s",
+)
+
+
 @contextlib.asynccontextmanager
 async def database() -> AsyncIterator[str]:
-    problems = []
-    for candidate in _admin_candidates():
-        admin = create_async_engine(
-            candidate, isolation_level="AUTOCOMMIT", poolclass=pool.NullPool
-        )
-        try:
-            async with admin.connect() as connection:
-                await connection.execute(text("SELECT 1"))
-        except (SQLAlchemyError, OSError) as exc:
-            problems.append(f"{type(exc).__name__}: {exc}")
-            await admin.dispose()
-            continue
-        databases = Databases(admin, candidate)
-        try:
-            yield await databases.create(migrated=True)
-        finally:
-            await databases.drop_all()
-            await admin.dispose()
-        return
-    raise RuntimeError("PostgreSQL is not reachable: " + "; ".join(problems))
+    databases = await reachable_server(os.environ.get("TEST_DATABASE_ADMIN_URL"), "cp_test")
+    try:
+        yield await databases.create(migrated=True)
+    finally:
+        await databases.drop_all()
 
 
 def settings_for(
@@ -473,55 +453,47 @@ def settings_for(
     url: str,
     queue: str,
     *,
-    health: str = "1h",
-    heartbeat: str = "3s",
+    timings: Timings = RECORD_TIMINGS,
     extra: dict[str, str] | None = None,
 ) -> Settings:
     return load_settings(
-        {
-            **PROBES,
-            **(extra or {}),
-            "TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
-            "TEMPORAL_TASK_QUEUE": queue,
-            "DATABASE_URL": url,
-            "SKYPILOT_API_SERVER_URL": simulator.url,
-            "SKYPILOT_SERVICE_ACCOUNT_TOKEN": TOKEN,
-            "SKYPILOT_USE_API_SERVER": "true",
-            "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": ENCRYPTION_KEY,
-            "SKYPILOT_RETRY_BACKOFF": "200ms",
-            "SKYPILOT_LAUNCH_TIMEOUT": "60s",
-            "SKYPILOT_TERMINATE_TIMEOUT": "30s",
-            "NODE_HEALTH_CHECK_INTERVAL": health,
-            "NODE_HEARTBEAT_TIMEOUT": heartbeat,
-        }
-    )
-
-
-def sim_config(launch_delay_s: float) -> SimConfig:
-    return SimConfig(
-        port=0,
-        launch_delay_s=launch_delay_s,
-        model_warmup_s=0.3,
-        down_delay_s=0.2,
-        service_account_tokens=[TOKEN],
+        worker_settings_env(
+            temporal_address=env.client.service_client.config.target_host,
+            database_url=url,
+            simulator_url=simulator.url,
+            token=TOKEN,
+            encryption_key=ENCRYPTION_KEY,
+            timings=timings,
+            task_queue=queue,
+            extra={"MODEL_PROBE_THRESHOLD": "2", **(extra or {})},
+        )
     )
 
 
 async def record(names: list[str], out: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         url = await stack.enter_async_context(database())
-        env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=dev_server_path(),
-            data_converter=pydantic_data_converter,
-            ui=False,
-            dev_server_extra_args=dev_server_flags(),  # the control plane's search attributes
-        )
-        stack.push_async_callback(env.shutdown)
-        simulator = await stack.enter_async_context(SimulatorServer(sim_config(1.0)))
-        slow_simulator = await stack.enter_async_context(SimulatorServer(sim_config(4.0)))
+        home = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="record-")))
+        env, _ = await stack.enter_async_context(local_temporal(home))
+        sim_config = RECORD_TIMINGS.sim_config([TOKEN])
+        simulator = await stack.enter_async_context(SimulatorServer(sim_config))
+        slow_config = RECORD_TIMINGS.replace(launch_delay_s=4.0).sim_config([TOKEN])
+        slow_simulator = await stack.enter_async_context(SimulatorServer(slow_config))
         main = settings_for(env, simulator, url, "replay-main")
-        watched = settings_for(env, simulator, url, "replay-watched", health="1s")
-        slow = settings_for(env, slow_simulator, url, "replay-slow", heartbeat="1s")
+        watched = settings_for(
+            env,
+            simulator,
+            url,
+            "replay-watched",
+            timings=RECORD_TIMINGS.replace(health_check_interval="1s"),
+        )
+        slow = settings_for(
+            env,
+            slow_simulator,
+            url,
+            "replay-slow",
+            timings=RECORD_TIMINGS.replace(heartbeat_timeout="1s"),
+        )
         admission = settings_for(
             env,
             slow_simulator,

@@ -1,7 +1,10 @@
 """The real skypilot 0.14.1 API server, in its own virtualenv and HOME, on loopback (contract §12).
 
-The virtualenv is made by `scripts/test` (or `scripts/install-skypilot-server`); this module only
-starts and stops the server. It never downloads anything.
+The virtualenv is made by `scripts/test` (or `scripts/bootstrap --skypilot-server`); this module
+only starts and stops the server, and issues service-account tokens on it. It never downloads
+anything, and neither does the server: its HOME gets the minimal catalog of
+tests/fixtures/skypilot_catalog (a node's task names aws and an A100, which the server would
+otherwise fetch the catalog for).
 """
 
 from __future__ import annotations
@@ -21,6 +24,11 @@ from tests.support.ports import free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VENV = REPO / ".cache" / "skypilot-0.14.1"
+CATALOG = REPO / "tests" / "fixtures" / "skypilot_catalog"
+# The server's default configuration trusts an authentication proxy's user header (SkyPilot's
+# legacy "external proxy" default, sky/server/config.py); on loopback nothing else can set it.
+# The tests use it to act as a user when they issue a service-account token.
+AUTH_PROXY_HEADER = "X-Auth-Request-Email"
 QUEUE_PORT_OFFSET = 50011 - 46580  # the server's queue manager binds the API port + this
 
 
@@ -47,6 +55,7 @@ class RealSkyPilotServer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="skypilot-real-"))
         (self.workdir / "home").mkdir()
+        shutil.copytree(CATALOG, self.workdir / "home" / ".sky" / "catalogs", dirs_exist_ok=True)
         self.log_path = self.workdir / "server.log"
         self.startup_timeout = startup_timeout
         self.env = {
@@ -55,7 +64,10 @@ class RealSkyPilotServer:
             "SKYPILOT_DISABLE_USAGE_COLLECTION": "1",
             "SKYPILOT_API_SERVER_LOCAL_PORT": str(self.port),
         }
+        self.service_accounts = service_accounts
         if service_accounts:
+            # sky/skylet/constants.py ENV_VAR_ENABLE_SERVICE_ACCOUNTS: without it the server
+            # answers every sky_... Bearer token 401 "Service account authentication disabled".
             self.env["ENABLE_SERVICE_ACCOUNTS"] = "true"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -110,3 +122,22 @@ class RealSkyPilotServer:
             self._proc.wait(timeout=10)
         self._proc = None
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def issue_service_account_token(
+    url: str, name: str, *, user: str = "admin@controlplane.test"
+) -> str:
+    """A service-account token the real server issues (POST /users/service-account-tokens, as
+    the dashboard's "create service account" does), made by ``user`` through the trusted
+    proxy header. The server must run with service accounts on. ``name``: letters, digits, _."""
+    response = httpx.post(
+        f"{url}/users/service-account-tokens",
+        json={"token_name": name, "expires_in_days": 1},
+        headers={AUTH_PROXY_HEADER: user},
+        timeout=30,
+    )
+    response.raise_for_status()
+    token = response.json()["token"]
+    if not (isinstance(token, str) and token.startswith("sky_")):
+        raise RealServerUnavailable("the server answered no sky_... service-account token")
+    return token

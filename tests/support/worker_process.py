@@ -3,7 +3,8 @@
 The process gets its own session (``start_new_session=True``), so signals reach only it and
 whatever it started. Its stdout and stderr go to files under the given directory (log lines are
 on stderr); ``wait_for_log`` polls them. Leaving the ``async with`` block SIGKILLs a worker that
-is still running, so a failing test never leaks one.
+is still running, so a failing test never leaks one. Its environment comes from
+``devtools.devstack.worker_process_env`` (the one recipe the demo and the benchmark use too).
 """
 
 from __future__ import annotations
@@ -20,24 +21,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-REPO = Path(__file__).resolve().parents[2]
+from devtools.devstack import POLLING_LINE, REPO
+
 WORKER_SCRIPT = REPO / "worker.py"
-POLLING_LINE = "worker polling"
-
-# What the child inherits from this process; everything else comes from the stack's env, so a
-# SKYPILOT_*/TEMPORAL_*/DATABASE_URL set in the developer's shell cannot leak into a test.
-INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TZ", "SYSTEMROOT")
-
-
-def worker_env(stack_env: Mapping[str, str], **overrides: str) -> dict[str, str]:
-    """The environment of a worker process: the basics, the stack's variables, then overrides."""
-    env = {key: os.environ[key] for key in INHERITED if key in os.environ}
-    env["PYTHONUNBUFFERED"] = "1"
-    # A free port for the worker's metrics endpoint, so workers never clash on the default one.
-    env["METRICS_PORT"] = "0"
-    env.update(stack_env)
-    env.update(overrides)
-    return env
 
 
 class WorkerExited(RuntimeError):
@@ -166,4 +152,4 @@ class WorkerProcess:
         return await self.wait(timeout=10.0)
 
 
-__all__ = ["POLLING_LINE", "WorkerExited", "WorkerProcess", "worker_env"]
+__all__ = ["POLLING_LINE", "WorkerExited", "WorkerProcess"]

@@ -28,6 +28,7 @@ from controlplane.credentials_cli import UsageError, read_document
 from controlplane.skypilot.task import TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialPayload, Vault, VaultError
+from tests.support.specs import node_spec
 
 PLATFORM_R2 = TaskSettings(
     control_plane_url="https://cp.example.com",
@@ -79,14 +80,7 @@ ALLOWED = ["HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "OPENAI_API_KE
 
 
 def spec() -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-    )
+    return node_spec()
 
 
 @pytest.mark.parametrize("name", DENIED)

@@ -9,8 +9,7 @@ import pytest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from controlplane.search_attributes import dev_server_flags
-from tests.support.temporal_env import dev_server_path, test_server_path
+from tests.support.temporal_env import test_server_path
 
 
 @pytest.fixture
@@ -30,17 +29,8 @@ def task_queue() -> str:
     return f"tq-{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
-async def local_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The real dev server, for updates that wait on timers (the test server mishandles them:
-    sdk-java #1903, sdk-python #675)."""
-    environment = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=dev_server_path(),
-        data_converter=pydantic_data_converter,
-        ui=False,
-        dev_server_extra_args=dev_server_flags(),  # the control plane's search attributes
-    )
-    try:
-        yield environment
-    finally:
-        await environment.shutdown()
+@pytest.fixture
+def local_env(dev_server: WorkflowEnvironment) -> WorkflowEnvironment:
+    """The real dev server (tests/conftest.py's ``dev_server``), for updates that wait on timers
+    (the test server mishandles them: sdk-java #1903, sdk-python #675)."""
+    return dev_server

@@ -19,6 +19,7 @@ from activities.progress import ProgressReporter
 from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
+from tests.support.specs import node_spec
 from tests.workflows.fakes import FakeActivities
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
@@ -48,15 +49,7 @@ LAUNCH_LOG = [
 
 
 def spec(tenant: str = "acme") -> NodeSpec:
-    return NodeSpec(
-        tenant=tenant,
-        model="org/llama",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"d{uuid.uuid4().hex[:6]}",
-    )
+    return node_spec(tenant=tenant, model="org/llama", deployment=f"d{uuid.uuid4().hex[:6]}")
 
 
 class LoggingLaunch(FakeActivities):

@@ -16,6 +16,7 @@ from temporalio.worker import Worker
 
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
+from tests.support.specs import node_spec
 from tests.workflows.fakes import FakeActivities
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_models import ModelHealthSignal
@@ -23,14 +24,7 @@ from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
-SPEC = NodeSpec(
-    tenant="acme",
-    model="org/llama",
-    provider="aws",
-    region="us-east-1",
-    gpu_type="A100",
-    gpu_count=1,
-)
+SPEC = node_spec(model="org/llama")
 
 
 @asynccontextmanager
