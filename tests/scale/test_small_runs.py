@@ -249,6 +249,16 @@ def test_launch_check_flags_a_duplicate_launch_request() -> None:
     events = {spec.node_id: [event(spec.node_id, "node.launched", "pending", "launching", "0")]}
     assert chaos.check_launches([spec], events, {spec.cluster_name: 1}).ok
     assert chaos.check_launches([spec], events, {spec.cluster_name: 2}).bad == 1
+    failed = {"status": "FAILED", "created_at": 1.0, "finished_at": 2.0}
+    live = {"status": "RUNNING", "created_at": 1.0, "finished_at": None}
+    again = {"status": "SUCCEEDED", "created_at": 3.0, "finished_at": 4.0}
+    early = {"status": "SUCCEEDED", "created_at": 1.5, "finished_at": 4.0}
+    two = {spec.cluster_name: 2}
+    # A CLI launch that failed inside `sky launch` (no event), then one that worked: fine.
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [failed, again]}).ok
+    # A second launch while the first was live, or before the failed one had finished: not.
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [live, again]}).bad == 1
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [failed, early]}).bad == 1
 
 
 def test_live_cluster_checks_flag_orphans_and_leaks() -> None:
