@@ -99,10 +99,13 @@ from devtools.devstack import (
     start_worker,
     write_sky_shim,
 )
-from starter.api import ControlPlane
+from starter.api import ControlPlane, NotFound
 from workflows.deployment import node_workflow_id
 
 TASK_QUEUE = "chaos-nodes"
+# What the driver retries: Temporal errors, its own bounded waits, and the starter's NotFound
+# (an update sent to a run the operator terminated, before the reconciler starts a new one).
+DRIVER_ERRORS = (TemporalError, TimeoutError, NotFound)
 TRANSIENT, PERMANENT = "ResourcesUnavailableError", "ProvisionPrechecksError"
 # The database steps (workflows/node.py DB_OPTIONS: retried, no total deadline); their failed
 # attempts are counted from the workers' logs (the SDK's "Completing activity as failed").
@@ -333,7 +336,7 @@ async def retrying(
     for attempt in range(1, attempts + 1):
         try:
             return await call()
-        except (TemporalError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             if attempt == attempts:
                 raise
             print(f"  retrying {what} ({type(exc).__name__}: {exc})", flush=True)
@@ -378,7 +381,7 @@ async def drive(chaos: Chaos, index: int) -> None:
             await terminate(chaos, workflow_id)
             status = await chaos.watcher.wait(spec.node_id, FINAL, timeout)
         chaos.outcomes[spec.node_id] = f"{status}; {await workflow_outcome(chaos, workflow_id)}"
-    except (TemporalError, TimeoutError) as exc:
+    except DRIVER_ERRORS as exc:
         chaos.outcomes[spec.node_id] = f"stuck: {type(exc).__name__}: {exc}"
     finally:
         async with chaos.progress:
