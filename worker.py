@@ -15,12 +15,13 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import httpx
+from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
@@ -55,6 +56,7 @@ from controlplane.vault import CredentialStore, Vault
 from starter.connection import connect
 from starter.schedules import ensure_fleet_health_schedules, ensure_reconcile_schedule
 from starter.search_attributes import warn_if_missing
+from workflows import activity_refs as acts
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
@@ -73,6 +75,30 @@ WORKFLOWS: Sequence[type] = (
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
 
 
+# Which method implements each activity the workflows call (workflows/activity_refs.py): the
+# worker registers exactly the references in acts.ALL, each by the name the reference gives
+# (tests/unit/test_activity_refs.py checks names and types).
+IMPLEMENTATIONS: Mapping[acts.ActivityRef[Any, Any], Callable[..., Awaitable[BaseModel]]] = {
+    acts.RECORD_INTENT: RecordActivities.record_intent,
+    acts.RECORD_TRANSITION: RecordActivities.record_transition,
+    acts.LOOKUP_CLUSTER: RecordActivities.lookup_cluster,
+    acts.CREDENTIAL_REFERENCE: CredentialActivities.credential_reference,
+    acts.LAUNCH_CLUSTER: SkyPilotActivities.launch_cluster,
+    acts.WAIT_READY: SkyPilotActivities.wait_ready,
+    acts.CLUSTER_HEALTH: SkyPilotActivities.cluster_health,
+    acts.DOWN_CLUSTER: SkyPilotActivities.down_cluster,
+    acts.RESTART_MODEL: SkyPilotActivities.restart_model,
+    acts.RECOVER_NODE: ReconcileActivities.recover_node,
+    acts.RECONCILE_SCAN: ReconcileActivities.reconcile_scan,
+    acts.SWEEP_CLUSTERS: HealthActivities.sweep_clusters,
+    acts.COUNT_SERVING: HealthActivities.count_serving_nodes,
+    acts.PROBE_MODEL_SHARD: HealthActivities.probe_model_shard,
+    acts.ACQUIRE_LAUNCH_SLOT: AdmissionActivities.acquire_launch_slot,
+    acts.RELEASE_LAUNCH_SLOT: AdmissionActivities.release_launch_slot,
+    acts.RECORD_DEPLOYMENT_EVENTS: DeploymentEventActivities.record_deployment_events,
+}
+
+
 @dataclass
 class Activities:
     records: RecordActivities
@@ -81,29 +107,25 @@ class Activities:
     reconcile: ReconcileActivities
     health: HealthActivities
     admission: AdmissionActivities
-    deployment_events: DeploymentEventActivities | None = None
+    deployment_events: DeploymentEventActivities
 
-    def all(self) -> list[Any]:
-        extra = [self.deployment_events.record_deployment_events] if self.deployment_events else []
-        return [
-            *extra,
-            self.records.record_intent,
-            self.records.record_transition,
-            self.records.lookup_cluster,
-            self.credentials.credential_reference,
-            self.skypilot.launch_cluster,
-            self.skypilot.wait_ready,
-            self.skypilot.cluster_health,
-            self.skypilot.down_cluster,
-            self.skypilot.restart_model,
-            self.reconcile.recover_node,
-            self.reconcile.reconcile_scan,
-            self.health.sweep_clusters,
-            self.health.count_serving_nodes,
-            self.health.probe_model_shard,
-            self.admission.acquire_launch_slot,
-            self.admission.release_launch_slot,
+    def all(self) -> list[Callable[..., Awaitable[BaseModel]]]:
+        """Every reference's implementation, bound to its instance here, in acts.ALL's order."""
+        owners = [
+            self.records,
+            self.credentials,
+            self.skypilot,
+            self.reconcile,
+            self.health,
+            self.admission,
+            self.deployment_events,
         ]
+        bound: list[Callable[..., Awaitable[BaseModel]]] = []
+        for ref in acts.ALL:
+            method = IMPLEMENTATIONS[ref]
+            owner = next(o for o in owners if getattr(type(o), method.__name__, None) is method)
+            bound.append(getattr(owner, method.__name__))
+        return bound
 
 
 def task_settings(settings: Settings) -> TaskSettings:

@@ -17,6 +17,7 @@ from controlplane.admission import budget_key, poll_interval_s, waiter_ttl
 from controlplane.config import Settings
 from controlplane.db.launch_slots import LaunchSlotRepository
 from controlplane.metrics import Metrics
+from workflows import activity_refs as acts
 from workflows.fleet_models import (
     AcquireSlotInput,
     AcquireSlotResult,
@@ -36,7 +37,7 @@ class AdmissionActivities:
         self.settings = settings
         self.metrics = metrics
 
-    @activity.defn(name="acquire_launch_slot")
+    @activity.defn(name=acts.ACQUIRE_LAUNCH_SLOT.name)
     async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
         """Return once granted, or ``granted=False`` when ``timeout_s`` passed in the queue."""
         s = self.settings
@@ -63,6 +64,6 @@ class AdmissionActivities:
                 return AcquireSlotResult(granted=False, ahead=answer.ahead, budget=budget)
             await asyncio.sleep(min(poll_interval_s(answer.ahead), remaining))
 
-    @activity.defn(name="release_launch_slot")
+    @activity.defn(name=acts.RELEASE_LAUNCH_SLOT.name)
     async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
         return ReleaseSlotResult(released=await self.slots.release(input.node_id))

@@ -7,6 +7,7 @@ from temporalio import activity
 from activities.errors import permanent
 from controlplane.db.repository import CredentialRepository
 from controlplane.vault import CredentialStore
+from workflows import activity_refs as acts
 from workflows.models import CredentialRefInput, CredentialRefResult
 
 
@@ -21,7 +22,7 @@ class CredentialActivities:
         self.repository = repository
         self.store = store
 
-    @activity.defn(name="credential_reference")
+    @activity.defn(name=acts.CREDENTIAL_REFERENCE.name)
     async def credential_reference(self, input: CredentialRefInput) -> CredentialRefResult:
         if self.store is not None:
             # None is the guide's nil: launch on the API server's own credentials.

@@ -6,6 +6,7 @@ from temporalio import activity
 
 from controlplane.db.deployment_events import DeploymentEventRepository, NewDeploymentEvent
 from controlplane.metrics import Metrics
+from workflows import activity_refs as acts
 from workflows.models import RecordDeploymentEventsInput, RecordDeploymentEventsResult
 
 
@@ -14,7 +15,7 @@ class DeploymentEventActivities:
         self.events = events
         self.metrics = metrics
 
-    @activity.defn(name="record_deployment_events")
+    @activity.defn(name=acts.RECORD_DEPLOYMENT_EVENTS.name)
     async def record_deployment_events(
         self, input: RecordDeploymentEventsInput
     ) -> RecordDeploymentEventsResult:

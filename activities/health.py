@@ -29,6 +29,7 @@ from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
 from controlplane.skypilot.backend import SkyPilotBackend
 from controlplane.skypilot.models import ClusterStatus
+from workflows import activity_refs as acts
 from workflows.fleet_models import (
     ClusterChange,
     ClusterSweepInput,
@@ -75,7 +76,7 @@ class HealthActivities:
         # This installation's clusters only (the cluster-name prefix).
         self.prefix = f"{settings.cluster_name_prefix}-"
 
-    @activity.defn(name="sweep_clusters")
+    @activity.defn(name=acts.SWEEP_CLUSTERS.name)
     @translate_errors
     async def sweep_clusters(self, input: ClusterSweepInput) -> ClusterSweepResult:
         """One cluster list per launch mode in use, then a fresh look at each suspect only."""
@@ -125,7 +126,7 @@ class HealthActivities:
             changed=changed,
         )
 
-    @activity.defn(name="count_serving_nodes")
+    @activity.defn(name=acts.COUNT_SERVING.name)
     async def count_serving_nodes(self, input: CountServingInput) -> CountServingResult:
         """How many nodes the probes cover: decides how many shards a sweep uses."""
         counts = await self.nodes.count_by_status()
@@ -133,7 +134,7 @@ class HealthActivities:
             serving_nodes=sum(counts.get(s.value, 0) for s in SERVING_STATUSES)
         )
 
-    @activity.defn(name="probe_model_shard")
+    @activity.defn(name=acts.PROBE_MODEL_SHARD.name)
     async def probe_model_shard(self, input: ProbeShardInput) -> ProbeShardResult:
         """Probe every serving node of this shard; record the counts; return the changed."""
         s = self.settings

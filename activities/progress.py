@@ -19,10 +19,10 @@ from temporalio.service import RPCError
 
 from controlplane.launch_progress import NodePhase, PhaseTracker, Progress
 from workflows.models import NodeProgressSignal
+from workflows.node import NodeWorkflow
 
 log = logging.getLogger(__name__)
 
-SIGNAL = "launch_progress"
 _FLUSH_S = 5.0
 
 
@@ -59,7 +59,8 @@ class ProgressReporter:
             progress = await self._queue.get()
             try:
                 await handle.signal(
-                    SIGNAL, NodeProgressSignal(phase=progress.phase, progress=progress.line)
+                    NodeWorkflow.launch_progress,
+                    NodeProgressSignal(phase=progress.phase, progress=progress.line),
                 )
                 self.sent.append(progress)
             except (RPCError, RuntimeError) as exc:

@@ -17,16 +17,18 @@ from controlplane.config import Settings
 from controlplane.db.errors import DATABASE_ERRORS
 from controlplane.db.models import EventRow, TransitionOutcome
 from controlplane.db.repository import (
+    UNSET,
     ClusterNameConflict,
     InvalidTransition,
     NewNode,
     NodeRepository,
     NodeRow,
 )
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import DEADLINE_STATUSES, EventType, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, compensation_reason
 from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
+from workflows import activity_refs as acts
 from workflows.models import (
     LookupClusterInput,
     LookupClusterResult,
@@ -91,7 +93,7 @@ class RecordActivities:
             retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
         )
 
-    @activity.defn(name="record_intent")
+    @activity.defn(name=acts.RECORD_INTENT.name)
     async def record_intent(self, input: RecordIntentInput) -> RecordIntentResult:
         """Upsert the node's row as ``pending`` before anything exists in a cloud.
 
@@ -102,7 +104,7 @@ class RecordActivities:
         mode = input.launch_mode or self.mode_for(spec.tenant)
         self._check_mode_available(mode)
         try:
-            with self._database_step("record_intent"):
+            with self._database_step(acts.RECORD_INTENT.name):
                 row = await self._record_intent_row(spec, mode, input.workflow_id)
         except ClusterNameConflict as exc:
             raise permanent(f"{exc}; nothing was launched", "NodeIdentityConflict") from None
@@ -135,7 +137,7 @@ class RecordActivities:
             )
         )
 
-    @activity.defn(name="record_transition")
+    @activity.defn(name=acts.RECORD_TRANSITION.name)
     async def record_transition(self, input: TransitionInput) -> TransitionResult:
         """Change the status and append its event in one transaction."""
         deadline = (
@@ -143,41 +145,36 @@ class RecordActivities:
             if input.deadline_s is not None
             else None
         )
-        dedupe = f"{input.node_id}:{input.event_type.value}"
+        dedupe = f"{input.node_id}:{input.transition.event.value}"
         if input.dedupe_suffix:
             dedupe += f":{input.dedupe_suffix}"
-        fields: dict[str, object] = {}
-        if input.request_id is not None:
-            fields["request_id"] = input.request_id
-        if input.endpoint is not None:
-            fields["endpoint"] = input.endpoint
-        if input.error is not None:
-            fields["error"] = input.error
-        if deadline is not None or input.to_status.final or input.to_status is NodeStatus.RUNNING:
-            fields["status_deadline_at"] = deadline
-        with self._database_step("record_transition"):
-            result = await self._transition(input, dedupe, fields)
+        with self._database_step(acts.RECORD_TRANSITION.name):
+            result = await self._transition(input, dedupe, deadline)
         if result.applied and self.metrics is not None:
             await self._observe(input, result.row, result.event)
         return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
 
     async def _transition(
-        self, input: TransitionInput, dedupe: str, fields: dict[str, object]
+        self, input: TransitionInput, dedupe: str, deadline: datetime | None
     ) -> TransitionOutcome:
+        # Only the fields given are set; a status that carries no deadline clears it.
+        target = input.transition.target
+        keeps_deadline = deadline is None and target in DEADLINE_STATUSES
         try:
             return await self.nodes.transition(
                 input.node_id,
-                to_status=input.to_status.value,
-                event_type=input.event_type.value,
-                allowed_from=frozenset(s.value for s in input.allowed_from),
+                input.transition,
                 dedupe_key=dedupe,
+                request_id=UNSET if input.request_id is None else input.request_id,
+                endpoint=UNSET if input.endpoint is None else input.endpoint,
+                error=UNSET if input.error is None else input.error,
+                status_deadline_at=UNSET if keeps_deadline else deadline,
                 payload={
                     key: value
                     for key, value in (("error", input.error), ("location", input.location))
                     if value
                 }
                 or None,
-                **fields,  # type: ignore[arg-type]
             )
         except InvalidTransition as exc:
             raise permanent(str(exc), "InvalidTransition") from None
@@ -185,11 +182,12 @@ class RecordActivities:
     async def _observe(self, input: TransitionInput, row: NodeRow, event: EventRow | None) -> None:
         """Lifecycle metrics, recorded once: only when the transition was really applied."""
         assert self.metrics is not None
-        if input.event_type is EventType.READY and row.ready_at is not None:
+        target = input.transition.target
+        if input.transition.event is EventType.READY and row.ready_at is not None:
             seconds = (row.ready_at - row.created_at).total_seconds()
             self.metrics.launch_to_ready.observe(seconds)
         elif (
-            input.to_status is NodeStatus.TERMINATED
+            target is NodeStatus.TERMINATED
             and row.terminated_at is not None
             and event is not None
             and event.from_status == NodeStatus.TERMINATING.value  # not a late reconciler fix
@@ -203,12 +201,12 @@ class RecordActivities:
                 self.metrics.terminate_seconds.observe(
                     (row.terminated_at - max(started)).total_seconds()
                 )
-        elif input.to_status is NodeStatus.FAILED:
+        elif target is NodeStatus.FAILED:
             self.metrics.compensations.labels(reason=compensation_reason(input.error)).inc()
 
-    @activity.defn(name="lookup_cluster")
+    @activity.defn(name=acts.LOOKUP_CLUSTER.name)
     async def lookup_cluster(self, input: LookupClusterInput) -> LookupClusterResult:
-        with self._database_step("lookup_cluster"):
+        with self._database_step(acts.LOOKUP_CLUSTER.name):
             row = await self.nodes.get_by_cluster(input.cluster_name)
         mode = (
             LaunchMode(row.launch_mode) if row is not None else input.launch_mode

@@ -20,6 +20,9 @@ from controlplane.spec import NodeSpec
 from workflows.models import NodeWorkflowInput, TerminateNodeRequest
 
 RecoveryMode = Literal["adopt", "teardown"]
+# NodeWorkflow.request_terminate's name: signal-with-start takes a name, not a method
+# (tests/unit/test_activity_refs.py checks it is that signal's).
+TEARDOWN_SIGNAL = "request_terminate"
 
 
 async def workflow_running(client: Client, workflow_id: str) -> bool:
@@ -51,7 +54,7 @@ async def recover_node(
         task_queue=task_queue,
         id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        start_signal="request_terminate" if mode == "teardown" else None,
+        start_signal=TEARDOWN_SIGNAL if mode == "teardown" else None,
         start_signal_args=[request] if mode == "teardown" else [],
     )
     return handle.result_run_id or ""

@@ -34,6 +34,7 @@ from controlplane.skypilot.probe import model_is_ready
 from controlplane.skypilot.task import VLLM_PORT, SkyTask, TaskSettings, build_task
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialStore, VaultError
+from workflows import activity_refs as acts
 from workflows.models import (
     NOTHING_SUBMITTED,
     ClusterHealthInput,
@@ -116,13 +117,13 @@ class SkyPilotActivities:
             raise permanent(f"{exc}; nothing was launched", "CredentialPolicyError") from None
         return task, workspace
 
-    @activity.defn(name="launch_cluster")
+    @activity.defn(name=acts.LAUNCH_CLUSTER.name)
     @records_retries
     @translate_errors
     async def launch_cluster(self, input: LaunchInput) -> LaunchResult:
         backend = self._backend(input.launch_mode)
         task, workspace = await self._task(input.spec, input.credential)
-        activity.logger.info(
+        activity.logger.debug(  # DEBUG: an INFO line per lifecycle step costs CPU at scale
             "launching %s via %s for tenant %s",
             input.cluster_name,
             input.launch_mode.value,
@@ -145,7 +146,7 @@ class SkyPilotActivities:
                 ) from None
         return LaunchResult(request_id=request_id)
 
-    @activity.defn(name="restart_model")
+    @activity.defn(name=acts.RESTART_MODEL.name)
     @translate_errors
     async def restart_model(self, input: RestartModelInput) -> RestartModelResult:
         """Repair in place: the node's task runs again on its own cluster (SkyPilot exec),
@@ -163,7 +164,7 @@ class SkyPilotActivities:
             )
         return RestartModelResult(job_submitted=True)
 
-    @activity.defn(name="wait_ready")
+    @activity.defn(name=acts.WAIT_READY.name)
     @records_retries
     async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
         """SkyPilot finished, the cluster is UP, and the model answers /health."""
@@ -220,7 +221,7 @@ class SkyPilotActivities:
             log.warning("no location for %s: %s", cluster_name, exc)
             return None
 
-    @activity.defn(name="cluster_health")
+    @activity.defn(name=acts.CLUSTER_HEALTH.name)
     @records_retries
     @translate_errors
     async def cluster_health(self, input: ClusterHealthInput) -> ClusterHealthResult:
@@ -231,7 +232,7 @@ class SkyPilotActivities:
             cluster_status=status.value, present=status is not ClusterStatus.TERMINATED
         )
 
-    @activity.defn(name="down_cluster")
+    @activity.defn(name=acts.DOWN_CLUSTER.name)
     @records_retries
     async def down_cluster(self, input: DownClusterInput) -> DownClusterResult:
         """Down and confirm: done only when SkyPilot no longer lists the cluster.
@@ -257,7 +258,7 @@ class SkyPilotActivities:
                 f"cluster {input.cluster_name} is still {status.value} after down; retrying",
                 type="ClusterStillPresent",
             )
-        log.info("cluster %s is gone (already_gone=%s)", input.cluster_name, result.already_gone)
+        log.debug("cluster %s is gone (already_gone=%s)", input.cluster_name, result.already_gone)
         return DownClusterResult(already_gone=result.already_gone, cancelled_requests=cancelled)
 
 

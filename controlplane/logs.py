@@ -45,6 +45,7 @@ class SecretRedactor(logging.Filter):
 
 
 REDACTOR = SecretRedactor()
+_HANDLER_NAME = "controlplane"
 
 
 def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
@@ -52,10 +53,10 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> None:
     REDACTOR.add(secrets)
     root = logging.getLogger()
     root.setLevel(level)
-    if not any(getattr(h, "_controlplane", False) for h in root.handlers):
+    if not any(h.get_name() == _HANDLER_NAME for h in root.handlers):
         handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler._controlplane = True  # type: ignore[attr-defined]
+        handler.set_name(_HANDLER_NAME)  # installed once, however often this is called
         root.addHandler(handler)
     for handler in root.handlers:
         if REDACTOR not in handler.filters:

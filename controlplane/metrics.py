@@ -15,102 +15,104 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from controlplane import metric_names as names
 from controlplane.lifecycle import NodeStatus
 
 log = logging.getLogger(__name__)
 
 # Simulated launches take seconds, real ones minutes: buckets cover both.
-LIFECYCLE_BUCKETS = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
-API_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+LIFECYCLE_BUCKETS: tuple[float, ...] = (1, 2, 5, 10, 30, 60, 120, 300, 600, 900, 1200, 1800, 3600)
+API_BUCKETS: tuple[float, ...] = (
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+)
+
+
+def _labels(name: str) -> tuple[str, ...]:
+    """The series' label names, as metric_names lists them."""
+    return names.ALL_SERIES[name]
 
 
 class Metrics:
-    """One registry per process; also the SkyPilot client's CallObserver."""
+    """One registry per process; also the SkyPilot client's CallObserver.
+
+    Every series is built from controlplane/metric_names.py: its name and its label names.
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.api_requests = Counter(
-            "skypilot_api_requests",
+
+        def counter(name: str, documentation: str) -> Counter:
+            return Counter(name, documentation, _labels(name), registry=r)
+
+        def gauge(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, _labels(name), registry=r)
+
+        def histogram(name: str, documentation: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, documentation, _labels(name), buckets=buckets, registry=r)
+
+        self.api_requests = counter(
+            names.SKYPILOT_API_REQUESTS,
             "SkyPilot calls by operation and outcome (API and CLI mode)",
-            ["operation", "status"],
-            registry=r,
         )
-        self.api_duration = Histogram(
-            "skypilot_api_request_duration_seconds",
-            "Duration of SkyPilot calls",
-            ["operation"],
-            buckets=API_BUCKETS,
-            registry=r,
+        self.api_duration = histogram(
+            names.SKYPILOT_API_REQUEST_DURATION, "Duration of SkyPilot calls", API_BUCKETS
         )
-        self.api_errors = Counter(
-            "skypilot_api_errors",
-            "Failed SkyPilot calls by SkyPilot error type",
-            ["operation", "error_type"],
-            registry=r,
+        self.api_errors = counter(
+            names.SKYPILOT_API_ERRORS, "Failed SkyPilot calls by SkyPilot error type"
         )
-        self.api_retries = Counter(
-            "skypilot_api_retries",
-            "Retries of transient SkyPilot failures",
-            ["operation"],
-            registry=r,
+        self.api_retries = counter(
+            names.SKYPILOT_API_RETRIES, "Retries of transient SkyPilot failures"
         )
-        self.nodes = Gauge("controlplane_nodes", "Nodes by lifecycle state", ["state"], registry=r)
-        self.cleanup_failed = Gauge(
-            "controlplane_cleanup_failed_nodes",
-            "Nodes whose teardown was never confirmed",
-            registry=r,
+        self.nodes = gauge(names.NODES, "Nodes by lifecycle state")
+        self.cleanup_failed = gauge(
+            names.CLEANUP_FAILED_NODES, "Nodes whose teardown was never confirmed"
         )
-        self.launch_to_ready = Histogram(
-            "controlplane_node_launch_to_ready_seconds",
+        self.launch_to_ready = histogram(
+            names.NODE_LAUNCH_TO_READY,
             "From recorded intent to the model answering /health",
-            buckets=LIFECYCLE_BUCKETS,
-            registry=r,
+            LIFECYCLE_BUCKETS,
         )
-        self.terminate_seconds = Histogram(
-            "controlplane_node_terminate_seconds",
-            "From terminating to confirmed terminated",
-            buckets=LIFECYCLE_BUCKETS,
-            registry=r,
+        self.terminate_seconds = histogram(
+            names.NODE_TERMINATE, "From terminating to confirmed terminated", LIFECYCLE_BUCKETS
         )
-        self.compensations = Counter(
-            "controlplane_compensations",
-            "Launches undone (cancel, down, record failed)",
-            ["reason"],
-            registry=r,
+        self.compensations = counter(
+            names.COMPENSATIONS, "Launches undone (cancel, down, record failed)"
         )
-        self.orphans_found = Counter(
-            "controlplane_orphans_found",
-            "Clusters found with our prefix and no live node",
-            registry=r,
+        self.orphans_found = counter(
+            names.ORPHANS_FOUND, "Clusters found with our prefix and no live node"
         )
-        self.relay_lag_events = Gauge(
-            "controlplane_event_relay_lag_events",
-            "Feed events the JetStream relay has not published yet",
-            registry=r,
+        self.relay_lag_events = gauge(
+            names.EVENT_RELAY_LAG_EVENTS, "Feed events the JetStream relay has not published yet"
         )
-        self.relay_lag_seconds = Gauge(
-            "controlplane_event_relay_lag_seconds",
+        self.relay_lag_seconds = gauge(
+            names.EVENT_RELAY_LAG_SECONDS,
             "Age of the oldest feed event the JetStream relay has not published (0 if none)",
-            registry=r,
         )
-        self.probe_failures = Counter(
-            "controlplane_model_probe_failures",
-            "Failed liveness probes of serving nodes' models, by reason",
-            ["reason"],
-            registry=r,
+        self.probe_failures = counter(
+            names.MODEL_PROBE_FAILURES, "Failed liveness probes of serving nodes' models, by reason"
         )
-        self.launch_queue_wait = Histogram(
-            "controlplane_launch_queue_seconds",
+        self.launch_queue_wait = histogram(
+            names.LAUNCH_QUEUE,
             "How long a launch waited for a slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)",
-            buckets=LIFECYCLE_BUCKETS,
-            registry=r,
+            LIFECYCLE_BUCKETS,
         )
-        self.database_step_failures = Counter(
-            "controlplane_database_step_failures",
+        self.database_step_failures = counter(
+            names.DATABASE_STEP_FAILURES,
             "Attempts of database steps that failed (each is retried, with no total deadline)",
-            ["activity"],
-            registry=r,
         )
         for state in NodeStatus:
             self.nodes.labels(state=state.value).set(0)

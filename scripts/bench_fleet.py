@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -58,8 +59,10 @@ from devtools.devstack import (
 from starter.api import ControlPlane
 from starter.schedules import ensure_fleet_health_schedules
 from workflows.deployment import node_workflow_id
+from workflows.fleet_health import NODES_PER_SHARD
 
 EXTRAPOLATE_TO = 20_000
+ISSUE_SIZES = (20, 100, 1000, 5000)
 SAMPLED_WORKFLOWS = 50
 PROBE_PREFIX = "GET /sim/models/"
 QUIET = timedelta(minutes=30)
@@ -176,8 +179,20 @@ async def health_at(rig: Rig, sizes: FleetSizes, node_ids: list[str]) -> dict[st
         ),
         "of_which_node_workflow": round(node_events_per_hour, 2),
         "of_which_sweeps_shared": round(sweep_events / max(node_hours, 1e-9), 2),
+        # The fleet's fixed cost: every sweep workflow's events, whatever the fleet size.
+        "sweep_events_per_hour": round(sweep_events / (window_min / 60)),
         "worker_rss_mib": rss_mib(rig.worker_pid),
+        "load_average": load_average(),
+        # Every model answers in this phase: an unhealthy node is a probe that came too late.
+        "unhealthy_nodes": (await count_by_status(rig.engine, node_ids)).get(
+            NodeStatus.UNHEALTHY.value, 0
+        ),
     }
+
+
+def load_average() -> str:
+    """`uptime`'s 1/5/15-minute load averages: timings on a shared box depend on them."""
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 async def cluster_names(engine: AsyncEngine, node_ids: Sequence[str]) -> list[str]:
@@ -186,33 +201,63 @@ async def cluster_names(engine: AsyncEngine, node_ids: Sequence[str]) -> list[st
         return [str(name) for (name,) in (await connection.execute(statement)).all()]
 
 
-def extrapolate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """20,000 running nodes from the measured per-node costs: labelled as an extrapolation."""
+def shards_at(nodes: int, max_shards: int) -> int:
+    """How many probe shards a sweep uses at ``nodes`` (FleetHealthWorkflow's rule)."""
+    return max(1, min(max_shards, -(-nodes // NODES_PER_SHARD)))
+
+
+def extrapolate(runs: list[dict[str, Any]], nodes: int, max_shards: int) -> dict[str, Any]:
+    """``nodes`` running nodes from the measured per-node costs: labelled as an extrapolation.
+
+    Node-workflow events per node-hour are the largest size's; the sweeps' fixed events an hour
+    are the largest size's plus, for each probe shard more (capped at ``max_shards``), the
+    measured events per shard an hour. Probes grow with the nodes, SkyPilot calls do not; the
+    worker's RSS grows by the measured slope (an upper bound: its workflow cache is capped).
+    """
     first, last = runs[0], runs[-1]
     grown = max(last["running_nodes"] - first["running_nodes"], 1)
     rss_per_node = (last["worker_rss_mib"] - first["worker_rss_mib"]) / grown
+    shards = {r["running_nodes"]: shards_at(r["running_nodes"], max_shards) for r in (first, last)}
+    added = shards[last["running_nodes"]] - shards[first["running_nodes"]]
+    # Never below what was measured: a box that skipped sweeps (a sweep outlasting its
+    # interval) at the larger size would otherwise extrapolate a shrinking cost.
+    per_shard = max(
+        (last["sweep_events_per_hour"] - first["sweep_events_per_hour"]) / added if added else 0.0,
+        0.0,
+    )
+    fixed = max(r["sweep_events_per_hour"] for r in runs) + per_shard * (
+        shards_at(nodes, max_shards) - shards[last["running_nodes"]]
+    )
     return {
-        "running_nodes": EXTRAPOLATE_TO,
+        "running_nodes": nodes,
         "label": (
-            f"EXTRAPOLATED from {first['running_nodes']}..{last['running_nodes']} measured nodes, "
-            "not measured"
+            f"EXTRAPOLATED to {nodes} from {first['running_nodes']}..{last['running_nodes']} "
+            "measured nodes, not measured"
         ),
         "skypilot_calls_per_min": max(r["skypilot_calls_per_min"] for r in runs),
-        "temporal_events_per_node_hour": last["temporal_events_per_node_hour"],
+        "temporal_events_per_node_hour": round(last["of_which_node_workflow"] + fixed / nodes, 2),
+        "of_which_node_workflow": last["of_which_node_workflow"],
+        "sweep_events_per_hour": round(fixed),
+        "sweep_events_per_shard_hour": round(per_shard),
+        "probe_shards": shards_at(nodes, max_shards),
+        "model_probes_per_min": round(last["model_probes_per_min"] * nodes / last["running_nodes"]),
         "worker_rss_mib": round(
-            last["worker_rss_mib"] + rss_per_node * (EXTRAPOLATE_TO - last["running_nodes"]), 1
+            last["worker_rss_mib"] + rss_per_node * (nodes - last["running_nodes"]), 1
         ),
         "worker_rss_per_1000_nodes_mib": round(rss_per_node * 1000, 2),
     }
 
 
 async def phase_health(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
-    await set_intervals(rig, sizes.health_interval_s, sizes.shards)
     node_ids: list[str] = []
     runs = []
     try:
         for target in sizes.health_nodes:
+            # Quiet while parking: a worker busy with hundreds of launches answers its probes
+            # late, and a late probe is a failed one (it is the steady state that is measured).
+            await set_intervals(rig, QUIET.total_seconds(), sizes.shards)
             node_ids += await rig.park(max(target - len(node_ids), 0))
+            await set_intervals(rig, sizes.health_interval_s, sizes.shards)
             runs.append(await health_at(rig, sizes, node_ids))
     finally:
         await set_intervals(rig, QUIET.total_seconds(), sizes.shards)
@@ -222,7 +267,13 @@ async def phase_health(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
         "shards": sizes.shards,
         "by_size": runs,
         "calls_per_min_spread": round(max(calls) - min(calls), 1),
-        "extrapolated": extrapolate(runs),
+        "extrapolated": extrapolate(runs, EXTRAPOLATE_TO, sizes.shards),
+        # The issue's sizes this run did not reach (a busy or small box), extrapolated too.
+        "extrapolated_also": [
+            extrapolate(runs, n, sizes.shards)
+            for n in ISSUE_SIZES
+            if n > max(r["running_nodes"] for r in runs)
+        ],
         "node_ids": node_ids,
     }
 
@@ -280,6 +331,7 @@ async def phase_liveness(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
         "preempt_to_lost": summary_ms(lost),
         "unhealthy_limit_ms": (interval * rig.threshold + 5) * 1000,
         "lost_limit_ms": (interval + 5) * 1000,
+        "load_average": load_average(),
     }
 
 
@@ -393,6 +445,7 @@ async def admission_burst(
             "status_requests": len(latencies),
             "status_latency": summary_ms(latencies),
             "worker_rss_mib": rss_mib(worker.proc.pid),
+            "load_average": load_average(),
         }
     finally:
         await stack.close()

@@ -22,7 +22,7 @@ fails). Meanwhile:
   * PostgreSQL is stopped and started again --pg-restarts times (2 s), and stopped for
     --outage-s --outages times: by default 16 minutes, longer than the 15-minute
     schedule-to-close the database steps had before they retried without a total deadline
-    (workflows/node.py, DB_OPTIONS); --small's 40 s outlasts a step's 30 s start-to-close
+    (workflows/options.py, DATABASE); --small's 40 s outlasts a step's 30 s start-to-close
     and its retries' 30 s cap, the same code path;
   * an operator terminates --terminates node workflows (``handle.terminate()``, as
     ``temporal workflow terminate`` does) while their rows are launching or running; the
@@ -83,6 +83,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import TemporalError
 
+from controlplane import lifecycle
 from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
 from controlplane.db.errors import DATABASE_ERRORS
 from controlplane.db.schema import nodes
@@ -107,7 +108,7 @@ TASK_QUEUE = "chaos-nodes"
 # (an update sent to a run the operator terminated, before the reconciler starts a new one).
 DRIVER_ERRORS = (TemporalError, TimeoutError, NotFound)
 TRANSIENT, PERMANENT = "ResourcesUnavailableError", "ProvisionPrechecksError"
-# The database steps (workflows/node.py DB_OPTIONS: retried, no total deadline); their failed
+# The database steps (workflows/options.py DATABASE: retried, no total deadline); their failed
 # attempts are counted from the workers' logs (the SDK's "Completing activity as failed").
 DB_STEPS = (
     "record_intent",
@@ -528,18 +529,11 @@ class Check:
 
 
 EVENT = {e.value for e in EventType}
-_PRE_RUN = ("pending", "launching", "running")
+# Every (event, from, to) the state machine allows (controlplane/lifecycle.py).
 TRANSITIONS = frozenset(
-    {
-        ("node.launched", "pending", "launching"),
-        ("node.launched", "launching", "launching"),
-        ("node.ready", "launching", "running"),
-        ("node.terminated", "terminating", "terminated"),
-        ("node.lost", "running", "lost"),
-        *(("node.terminating", s, "terminating") for s in _PRE_RUN),
-        *(("node.failed", s, "failed") for s in _PRE_RUN),
-        *(("node.cleanup_failed", s, "cleanup_failed") for s in (*_PRE_RUN, "terminating", "lost")),
-    }
+    (t.event.value, status.value, t.target.value)
+    for t in lifecycle.TRANSITIONS.values()
+    for status in t.allowed_from
 )
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -22,6 +22,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from controlplane import search_attributes as names
@@ -32,6 +33,7 @@ from starter.ownership import parsed, start_input, started_input
 from starter.search_attributes import missing_search_attributes
 from workflows import search_attributes as attrs
 from workflows.deployment import (
+    LEGACY_NODE_ID_PREFIX,
     DeploymentWorkflow,
     deployment_workflow_id,
     legacy_deployment_workflow_id,
@@ -112,6 +114,7 @@ class ControlPlane:
         self.task_queue = task_queue
         self.cluster_prefix = cluster_prefix  # the workers' CLUSTER_NAME_PREFIX
         self._labelled: bool | None = None
+        self._legacy_free = False  # no legacy node workflow can run (see _legacy_nodes_may_run)
 
     def for_tenant(self, tenant: str) -> TenantControlPlane:
         """This API for one tenant: every call first checks its target is that tenant's."""
@@ -140,31 +143,61 @@ class ControlPlane:
         either id is an IdentityConflict: nothing is started or attached.
         """
         legacy_id = legacy_node_workflow_id(spec)
-        if await self._is_running(legacy_id) and await self._runs_node(legacy_id, spec):
+        if (
+            await self._legacy_nodes_may_run()
+            and await self._is_running(legacy_id)
+            and await self._runs_node(legacy_id, spec)
+        ):
             return NodeStarted(legacy_id, spec, True, spec.legacy_cluster_name)
         workflow_id = node_workflow_id(spec.node_id)
-        attached = await self._is_running(workflow_id)
-        await self.client.start_workflow(
-            NodeWorkflow.run,
-            NodeWorkflowInput(spec=spec, launch_mode=launch_mode),
-            id=workflow_id,
-            task_queue=self.task_queue,
-            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-            search_attributes=await self._attributes(
-                attrs.node_attributes(spec, NodeStatus.PENDING)
-            ),
-            static_summary=node_summary(spec),
-            static_details=(
-                f"node {spec.node_id}, cluster {spec.cluster_name_for(self.cluster_prefix)}"
-            ),
-        )
+        cluster_name = spec.cluster_name_for(self.cluster_prefix)
+        try:
+            # One call: a start that fails on a running workflow of this id, instead of a
+            # describe before every start. Only a conflict reads whose workflow it is.
+            await self.client.start_workflow(
+                NodeWorkflow.run,
+                NodeWorkflowInput(spec=spec, launch_mode=launch_mode),
+                id=workflow_id,
+                task_queue=self.task_queue,
+                id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                search_attributes=await self._attributes(
+                    attrs.node_attributes(spec, NodeStatus.PENDING)
+                ),
+                static_summary=node_summary(spec),
+                static_details=f"node {spec.node_id}, cluster {cluster_name}",
+            )
+        except WorkflowAlreadyStartedError:
+            pass  # attach, if it runs this very spec (below)
+        else:
+            return NodeStarted(workflow_id, spec, False, cluster_name)
         if not await self._runs_node(workflow_id, spec, invalid_ok=True):
             raise IdentityConflict(
                 f"workflow {workflow_id!r} runs another node than the one asked for "
                 f"(node {spec.node_id}); nothing was started or attached"
             )
-        return NodeStarted(workflow_id, spec, attached, spec.cluster_name_for(self.cluster_prefix))
+        return NodeStarted(workflow_id, spec, True, cluster_name)
+
+    async def _legacy_nodes_may_run(self) -> bool:
+        """Whether a node workflow under a legacy id may still run (False is kept for good).
+
+        Nothing starts legacy ids any more, so once visibility holds no legacy node workflow
+        that runs or closed within the last day (the day covers a continue-as-new in flight),
+        none can appear again and ``launch_node`` stops looking for one. Without visibility
+        (an RPC error) it keeps looking, as it always did.
+        """
+        if self._legacy_free:
+            return False
+        since = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        query = (
+            f"WorkflowType = 'NodeWorkflow' AND WorkflowId STARTS_WITH '{LEGACY_NODE_ID_PREFIX}'"
+            f" AND (ExecutionStatus = 'Running' OR CloseTime > '{since}')"
+        )
+        try:
+            self._legacy_free = (await self.client.count_workflows(query)).count == 0
+        except RPCError:
+            return True
+        return not self._legacy_free
 
     async def _runs_node(
         self, workflow_id: str, spec: NodeSpec, *, invalid_ok: bool = False

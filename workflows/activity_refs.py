@@ -2,7 +2,9 @@
 
 Workflows call activities by name, so no I/O code (httpx, SQLAlchemy, cryptography) is imported
 into the workflow sandbox; the worker registers the implementations (activities/*) under these
-same names, and a test checks that every reference has an implementation with matching types.
+same names (worker.py's IMPLEMENTATIONS, keyed by these references), and
+tests/unit/test_activity_refs.py checks that every reference has an implementation with
+matching input and output types. The options of each call are in workflows/options.py.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from workflows.models import (
     WaitReadyInput,
     WaitReadyResult,
 )
+from workflows.options import ActivityOptions
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -62,18 +65,34 @@ class ActivityRef(Generic[In, Out]):
     input_type: type[In]
     result_type: type[Out]
 
-    async def run(self, arg: In, **options: Any) -> Out:
+    async def run(self, arg: In, options: ActivityOptions) -> Out:
         """Execute the activity from workflow code, typed end to end."""
         result: Out = await workflow.execute_activity(
-            self.name, arg, result_type=self.result_type, **options
+            self.name,
+            arg,
+            result_type=self.result_type,
+            start_to_close_timeout=options.start_to_close,
+            schedule_to_close_timeout=options.schedule_to_close,
+            heartbeat_timeout=options.heartbeat,
+            retry_policy=options.retry_policy,
+            cancellation_type=options.cancellation,
         )
         return result
 
-    async def run_local(self, arg: In, **options: Any) -> Out:
+    async def run_local(self, arg: In, options: ActivityOptions) -> Out:
         """Execute it as a local activity: in the workflow's own task, with no activity task
         on the queue and no activity events in the history (for short database steps)."""
+        if options.heartbeat is not None:
+            raise ValueError(f"{self.name}: a local activity cannot heartbeat")
         result: Out = await workflow.execute_local_activity(
-            self.name, arg, result_type=self.result_type, **options
+            self.name,
+            arg,
+            result_type=self.result_type,
+            start_to_close_timeout=options.start_to_close,
+            schedule_to_close_timeout=options.schedule_to_close,
+            retry_policy=options.retry_policy,
+            local_retry_threshold=options.local_retry_threshold,
+            cancellation_type=options.cancellation,
         )
         return result
 
@@ -98,7 +117,7 @@ ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, Acqui
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
 RECOVER_NODE = ActivityRef("recover_node", RecoverNodeInput, RecoverNodeResult)
 
-ALL = (
+ALL: tuple[ActivityRef[Any, Any], ...] = (
     RECORD_INTENT,
     RECORD_TRANSITION,
     CREDENTIAL_REFERENCE,

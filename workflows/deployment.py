@@ -27,9 +27,10 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from controlplane import metric_names
-    from controlplane.spec import NodeSpec
+    from controlplane.spec import CLUSTER_PREFIX, NodeSpec
     from workflows import activity_refs as acts
     from workflows import deployment_plan as rules
+    from workflows import options
     from workflows import search_attributes as attrs
     from workflows.inputs import require_input
     from workflows.models import (
@@ -53,7 +54,7 @@ with workflow.unsafe.imports_passed_through():
         TerminateNodeRequest,
         UpdateDeploymentRequest,
     )
-    from workflows.node import DB_OPTIONS, NodeWorkflow
+    from workflows.node import NodeWorkflow
     from workflows.user_metadata import node_summary
 
 TERMINATE_WAIT = timedelta(minutes=5)
@@ -70,6 +71,11 @@ def node_workflow_id(node_id: str) -> str:
 def legacy_node_workflow_id(spec: NodeSpec) -> str:
     """The id nodes got before ``node_workflow_id`` (24 bits of hash): only to find them."""
     return f"node-{spec.legacy_cluster_name}"
+
+
+# Every legacy node id starts so (legacy names always took the default prefix); no
+# ``node_workflow_id`` does, a node id being a UUID.
+LEGACY_NODE_ID_PREFIX = f"node-{CLUSTER_PREFIX}-"
 
 
 def deployment_workflow_id(tenant: str, name: str) -> str:
@@ -480,7 +486,7 @@ class DeploymentWorkflow:
                 continue
             try:
                 found = await acts.LOOKUP_CLUSTER.run(
-                    LookupClusterInput(cluster_name=record.cluster_name), **DB_OPTIONS
+                    LookupClusterInput(cluster_name=record.cluster_name), options.DATABASE
                 )
             except FailureError as error:
                 workflow.logger.warning("leak check of %s failed: %s", record.cluster_name, error)
@@ -583,7 +589,7 @@ class DeploymentWorkflow:
                 desired=st.desired,
                 serving=len(rules.serving(st)),
             ),
-            **DB_OPTIONS,
+            options.DATABASE,
         )
         st.events_written += len(batch)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from controlplane.backoff import exponential_backoff
 from controlplane.lifecycle import NodeStatus
 from workflows.models import (
     DeploymentPolicy,
@@ -44,10 +45,11 @@ def counting(state: DeploymentState) -> list[ReplicaRecord]:
 
 def backoff(policy: DeploymentPolicy, failures: int) -> timedelta:
     """Exponential from ``backoff_initial_s``, capped at ``backoff_max_s``."""
-    if failures <= 0:
-        return timedelta(0)
-    seconds = policy.backoff_initial_s * 2 ** min(failures - 1, 30)
-    return timedelta(seconds=min(seconds, policy.backoff_max_s))
+    return timedelta(
+        seconds=exponential_backoff(
+            failures, initial_s=policy.backoff_initial_s, cap_s=policy.backoff_max_s
+        )
+    )
 
 
 def may_start(state: DeploymentState, now: datetime) -> bool:

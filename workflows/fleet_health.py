@@ -9,14 +9,15 @@ workflows whose cluster or model changed are signalled, so a healthy node costs 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from collections.abc import Awaitable
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from workflows import activity_refs as acts
+    from workflows import options
+    from workflows.failures import describe
     from workflows.fleet_models import (
         ClusterSweepInput,
         CountServingInput,
@@ -26,20 +27,10 @@ with workflow.unsafe.imports_passed_through():
         ProbeShardResult,
     )
     from workflows.inputs import require_input
-    from workflows.node import describe
+    from workflows.node import NodeWorkflow
 
-COUNT_OPTIONS = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_attempts=2),
-}
 # A small fleet needs fewer probe activities: each costs history events whatever its size.
 NODES_PER_SHARD = 250
-SWEEP_OPTIONS = {
-    "start_to_close_timeout": timedelta(minutes=2),
-    "heartbeat_timeout": timedelta(seconds=30),
-    # A sweep that cannot run is simply the next sweep's work: retry a little, then give up.
-    "retry_policy": RetryPolicy(maximum_attempts=2),
-}
 
 
 @workflow.defn(name="FleetHealthWorkflow")
@@ -58,7 +49,7 @@ class FleetHealthWorkflow:
 
     async def _clusters(self, report: FleetHealthReport) -> None:
         try:
-            swept = await acts.SWEEP_CLUSTERS.run(ClusterSweepInput(), **SWEEP_OPTIONS)
+            swept = await acts.SWEEP_CLUSTERS.run(ClusterSweepInput(), options.SWEEP)
         except ActivityError as error:
             workflow.logger.warning("cluster sweep failed: %s", describe(error))
             return
@@ -67,12 +58,15 @@ class FleetHealthWorkflow:
         report.status_calls = swept.status_calls
         for change in swept.changed:
             # The node confirms once more and acts (records lost, downs the rest) itself.
-            if await self._signal(report, change.workflow_id, "check_health", None):
+            node = workflow.get_external_workflow_handle(change.workflow_id)
+            if await self._signalled(
+                report, change.workflow_id, node.signal(NodeWorkflow.check_health)
+            ):
                 report.clusters_changed.append(change.cluster_name)
 
     async def _models(self, report: FleetHealthReport, max_shards: int) -> None:
         try:
-            counted = await acts.COUNT_SERVING.run_local(CountServingInput(), **COUNT_OPTIONS)
+            counted = await acts.COUNT_SERVING.run_local(CountServingInput(), options.COUNT_SERVING)
         except ActivityError as error:
             workflow.logger.warning("could not count serving nodes: %s", describe(error))
             return
@@ -82,7 +76,7 @@ class FleetHealthWorkflow:
         results = await asyncio.gather(
             *(
                 acts.PROBE_MODEL_SHARD.run(
-                    ProbeShardInput(shard=shard, shards=shards), **SWEEP_OPTIONS
+                    ProbeShardInput(shard=shard, shards=shards), options.SWEEP
                 )
                 for shard in range(shards)
             ),
@@ -95,19 +89,18 @@ class FleetHealthWorkflow:
             report.models_probed += result.probed
             report.probe_failures += result.failures
             for change in result.changed:
-                if await self._signal(report, change.workflow_id, "model_health", change.signal):
+                node = workflow.get_external_workflow_handle(change.workflow_id)
+                sending = node.signal(NodeWorkflow.model_health, change.signal)
+                if await self._signalled(report, change.workflow_id, sending):
                     report.models_changed.append(change.cluster_name)
 
     @staticmethod
-    async def _signal(
-        report: FleetHealthReport, workflow_id: str, name: str, arg: object | None
+    async def _signalled(
+        report: FleetHealthReport, workflow_id: str, sending: Awaitable[None]
     ) -> bool:
-        handle = workflow.get_external_workflow_handle(workflow_id)
+        """Send a signal to a node's workflow; False (and noted) if it has ended."""
         try:
-            if arg is None:
-                await handle.signal(name)
-            else:
-                await handle.signal(name, arg)
+            await sending
         except FailureError as error:  # the node's workflow has ended meanwhile
             report.signal_errors.append(f"{workflow_id}: {describe(error)}")
             return False

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
-from typing import Any, TypeVar
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -25,28 +25,27 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     FailureError,
-    RetryState,
     is_cancelled_exception,
 )
-from temporalio.exceptions import TimeoutError as TemporalTimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from controlplane.lifecycle import SERVING_STATUSES
+    from controlplane import lifecycle
+    from controlplane.backoff import exponential_backoff
     from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
     from workflows import activity_refs as acts
+    from workflows import options
     from workflows import search_attributes as attrs
+    from workflows.failures import describe, failure_type, nothing_submitted, timed_out
     from workflows.fleet_models import AcquireSlotInput, ModelHealthSignal, ReleaseSlotInput
     from workflows.inputs import require_input
     from workflows.models import (
-        NOTHING_SUBMITTED,
         ClusterHealthInput,
         ClusterHealthResult,
         CredentialRef,
         CredentialRefInput,
         DownClusterInput,
-        EventType,
         LaunchInput,
         NodePhase,
         NodeProgressSignal,
@@ -67,113 +66,31 @@ with workflow.unsafe.imports_passed_through():
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 TRANSIENT_LAUNCH_ERRORS = TRANSIENT_ERROR_TYPES  # relaunched by the loop below (one definition)
-DEADLINE_ERRORS = frozenset({"LaunchTimeout", "ReadinessTimeout"})
 LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
-DB_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    maximum_interval=timedelta(seconds=30),
-    non_retryable_error_types=["InvalidTransition", "NodeAlreadyManaged", "ConfigurationError"],
-)
 # Running nodes wait for the fleet sweep's signals (workflows/fleet_health.py) instead of
 # checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
 FLEET_HEALTH_PATCH = "fleet-health-signals"
 ADMISSION_PATCH = "launch-admission"
 # An unhealthy model is restarted on its own cluster (SkyPilot exec) before anyone replaces it.
 REPAIR_PATCH = "node-repair-in-place"
-RESTART_TIMEOUT = timedelta(minutes=5)
+RESTART_TIMEOUT = options.RESTART_TIMEOUT
 # The serve loop's only timer: continue-as-new at least this often, to keep histories short.
 SERVE_RENEW = timedelta(hours=24)
 QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)"
 # The node's database steps (intent, credential reference, transitions, slot release) run as
 # local activities: a third of the events and no activity-task round trip each.
 LOCAL_DB_PATCH = "local-db-steps"
-DB_OPTIONS: dict[str, Any] = {
-    # No schedule-to-close: a database step retries until Postgres is back (an outage shows in
-    # controlplane_database_step_failures_total and its alert), never failing the workflow
-    # with its row live and its cluster running (issue 10, path 2).
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": DB_RETRY,
-}
+# A local database step's retry backoff beyond options.DATABASE_TIMERS' threshold is a durable
+# timer; before this patch it slept inside the workflow task (issue 10, path 2).
+DB_RETRY_TIMERS_PATCH = "db-retry-timers"
 # Patches (workflow.patched) of the leak-proofing paths (issue 10); see docs/reliability.md.
 PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
 PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
 PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
 PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
+PATCH_TEARDOWN_SURVIVES_CANCEL = "teardown-survives-cancel"
 LOST_SECOND_LOOK_S = 30.0
-
-
-def down_options(
-    *,
-    terminate_timeout_s: float,
-    heartbeat_timeout_s: float,
-    retry_backoff_s: float,
-    budget_s: float | None = None,
-    maximum_attempts: int = 0,
-) -> dict[str, Any]:
-    """Options of every down_cluster call: retried with capped backoff within a budget."""
-    options: dict[str, Any] = {
-        "start_to_close_timeout": timedelta(seconds=terminate_timeout_s + 60),
-        "heartbeat_timeout": timedelta(seconds=heartbeat_timeout_s),
-        "retry_policy": RetryPolicy(
-            initial_interval=timedelta(seconds=retry_backoff_s),
-            maximum_interval=timedelta(seconds=retry_backoff_s * 10),
-            maximum_attempts=maximum_attempts,
-        ),
-    }
-    if budget_s is not None:
-        options["schedule_to_close_timeout"] = timedelta(seconds=budget_s)
-    return options
-
-
-def describe(error: BaseException) -> str:
-    """A failure chain as one line a person can act on, skipping Temporal's generic wrappers."""
-    if is_cancelled_exception(error):
-        return "cancelled"
-    parts: list[str] = []
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, TemporalTimeoutError):
-            parts.append(f"timed out ({current.type.name if current.type else 'timeout'})")
-        elif isinstance(current, ActivityError):
-            pass  # "Activity task failed" says nothing
-        elif str(current) and str(current) not in parts:
-            parts.append(str(current))
-        current = current.__cause__
-    return ": ".join(parts)[:1000] or type(error).__name__
-
-
-def timed_out(error: BaseException) -> bool:
-    """True when the launch deadline, not a SkyPilot error, ended the wait."""
-    current: BaseException | None = error
-    while current is not None:
-        if isinstance(current, TemporalTimeoutError):
-            return True
-        if isinstance(current, ActivityError) and current.retry_state == RetryState.TIMEOUT:
-            return True
-        if isinstance(current, ApplicationError) and current.type in DEADLINE_ERRORS:
-            return True
-        current = current.__cause__
-    return False
-
-
-def nothing_submitted(error: BaseException) -> bool:
-    """True when the launch step proved nothing reached SkyPilot (its error's details say so)."""
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError) and NOTHING_SUBMITTED in (cause.details or ()):
-            return True
-        cause = cause.__cause__
-    return False
-
-
-def failure_type(error: BaseException) -> str | None:
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ApplicationError) and cause.type:
-            return cause.type
-        cause = cause.__cause__
-    return None
 
 
 @workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError])
@@ -198,7 +115,7 @@ class NodeWorkflow:
         # continue-as-new: a resumed node is running or tearing down, which its status says.
         self._phase: NodePhase | None = None
         self._progress: str | None = None
-        self._since: Any = None
+        self._since: datetime | None = None
         self._cleaning_up = False  # compensation began: a terminate only records that it was asked
         self._maybe_submitted = False  # a launch may have reached SkyPilot in this run
 
@@ -223,7 +140,7 @@ class NodeWorkflow:
     @workflow.signal(name="launch_progress")
     def launch_progress(self, update: NodeProgressSignal) -> None:
         """A launch moved on (the waiting activity tells, once per phase); late ones are dropped."""
-        if self._current_status() not in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
+        if self._current_status() not in lifecycle.STARTING_STATUSES:
             return
         if self._phase is not None and update.phase.rank < self._phase.rank:
             return
@@ -263,14 +180,12 @@ class NodeWorkflow:
         state = self._require_state()
         self._phase_for_status()
         early_terminate = (
-            state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING)
+            state.status in lifecycle.STARTING_STATUSES
             and self._terminate_requested
             and workflow.patched(PATCH_EARLY_TERMINATE)
         )
         if state.status is NodeStatus.PENDING and self._terminate_requested and not early_terminate:
-            await self._transition(
-                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.PENDING]
-            )
+            await self._transition(lifecycle.TERMINATED_BEFORE_LAUNCH)
             return self._view()
         if early_terminate:
             # Terminated before this run launched anything: undo what an earlier run of this
@@ -282,7 +197,7 @@ class NodeWorkflow:
             )
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self._view()
-        if state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
+        if state.status in lifecycle.STARTING_STATUSES:
             self._launch_task = asyncio.create_task(self._launch_phase())
             try:
                 await asyncio.shield(self._launch_task)
@@ -295,7 +210,7 @@ class NodeWorkflow:
                 self.request_terminate(TerminateNodeRequest(reason="workflow cancelled"))
                 await asyncio.shield(asyncio.ensure_future(self._finish_cancelled_launch()))
                 raise
-        if state.status in SERVING_STATUSES:
+        if state.status in lifecycle.SERVING_STATUSES:
             try:
                 await self._serve()
             except asyncio.CancelledError:
@@ -304,8 +219,18 @@ class NodeWorkflow:
                 state.terminate_reason = state.terminate_reason or "workflow cancelled"
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
-        if state.status in (*SERVING_STATUSES, NodeStatus.TERMINATING):
-            await self._terminate_phase()
+        if state.status in lifecycle.TERMINATING.allowed_from:
+            if workflow.patched(PATCH_TEARDOWN_SURVIVES_CANCEL):
+                # A cancel during the teardown lets it finish: abandoned, it would leave the
+                # row live and the cluster up (found by the interleaving matrix).
+                teardown = asyncio.ensure_future(self._terminate_phase())
+                try:
+                    await asyncio.shield(teardown)
+                except asyncio.CancelledError:
+                    await teardown
+                    raise
+            else:
+                await self._terminate_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -358,11 +283,7 @@ class NodeWorkflow:
             finally:
                 await asyncio.shield(asyncio.ensure_future(self._release_launch_slot()))
             await self._transition(
-                NodeStatus.RUNNING,
-                EventType.READY,
-                [NodeStatus.LAUNCHING],
-                endpoint=state.endpoint,
-                location=state.location,
+                lifecycle.READY, endpoint=state.endpoint, location=state.location
             )
         except (asyncio.CancelledError, FailureError) as error:
             self._cleaning_up = workflow.patched(PATCH_CLEANUP_SURVIVES_TERMINATE)
@@ -391,7 +312,7 @@ class NodeWorkflow:
         if self._require_state().status is NodeStatus.RUNNING:
             await self._terminate_phase()
 
-    async def _launch_until_ready(self, ref: CredentialRef | None, deadline: Any) -> None:
+    async def _launch_until_ready(self, ref: CredentialRef | None, deadline: datetime) -> None:
         state = self._require_state()
         plan = state.plan
         attempt = 0
@@ -412,9 +333,7 @@ class NodeWorkflow:
                         launch_mode=plan.launch_mode,
                         credential=ref,
                     ),
-                    **self._skypilot_options(
-                        deadline, start_to_close=self._launch_start_to_close()
-                    ),
+                    self._skypilot_options(deadline, start_to_close=self._launch_start_to_close()),
                 )
             except BaseException as error:
                 # Only a launch step that proved nothing was sent leaves nothing to clean up.
@@ -423,9 +342,7 @@ class NodeWorkflow:
             self._maybe_submitted = True
             state.request_id = launched.request_id
             await self._transition(
-                NodeStatus.LAUNCHING,
-                EventType.LAUNCHED,
-                [NodeStatus.PENDING, NodeStatus.LAUNCHING],
+                lifecycle.LAUNCHING,
                 request_id=launched.request_id,
                 deadline=deadline,
                 dedupe_suffix=str(attempt),
@@ -438,11 +355,13 @@ class NodeWorkflow:
                         request_id=launched.request_id,
                         timeout_s=self._remaining(deadline),
                     ),
-                    **self._skypilot_options(deadline),
+                    self._skypilot_options(deadline),
                 )
             except ActivityError as error:
                 retryable = failure_type(error) in TRANSIENT_LAUNCH_ERRORS
-                backoff = min(plan.retry_backoff_s * 2**attempt, plan.retry_backoff_s * 10)
+                backoff = exponential_backoff(
+                    attempt + 1, initial_s=plan.retry_backoff_s, cap_s=plan.retry_backoff_s * 10
+                )
                 if (
                     not retryable
                     or attempt >= plan.max_retries
@@ -477,29 +396,18 @@ class NodeWorkflow:
             )
         by_request = self._terminate_requested and not self._cancelled
         if by_request:
-            await self._transition(
-                NodeStatus.TERMINATING,
-                EventType.TERMINATING,
-                [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
-            )
+            await self._transition(lifecycle.TERMINATING_LAUNCH)
         if cluster_may_exist and not await self._down(
             cancel_launches=True, reason=None if by_request else reason
         ):
             return
         if by_request:
-            await self._transition(
-                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
-            )
+            await self._transition(lifecycle.TERMINATED)
         else:
             state.error = reason
-            await self._transition(
-                NodeStatus.FAILED,
-                EventType.FAILED,
-                [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
-                error=reason,
-            )
+            await self._transition(lifecycle.FAILED, error=reason)
 
-    async def _admit(self, deadline: Any) -> None:
+    async def _admit(self, deadline: datetime) -> None:
         """Wait durably, still pending, until this launch fits the API server's budget."""
         if self._slot_asked or not workflow.patched(ADMISSION_PATCH):
             return
@@ -512,7 +420,7 @@ class NodeWorkflow:
                     launch_mode=state.plan.launch_mode,
                     timeout_s=max(self._remaining(deadline), 1.0),
                 ),
-                **self._skypilot_options(deadline),
+                self._skypilot_options(deadline),
             )
         finally:
             self._queued = False
@@ -626,21 +534,14 @@ class NodeWorkflow:
                 f"model failed {verdict.consecutive_failures} probes in a row: {verdict.detail}"
             )
             await self._transition(
-                NodeStatus.UNHEALTHY,
-                EventType.UNHEALTHY,
-                [NodeStatus.RUNNING],
+                lifecycle.UNHEALTHY,
                 error=state.error,
                 dedupe_suffix=str(state.unhealthy_episodes),
             )
         elif verdict.healthy and state.status is NodeStatus.UNHEALTHY:
             state.error = None
             state.repair_exhausted = False
-            await self._transition(
-                NodeStatus.RUNNING,
-                EventType.HEALTHY,
-                [NodeStatus.UNHEALTHY],
-                dedupe_suffix=str(state.unhealthy_episodes),
-            )
+            await self._transition(lifecycle.HEALTHY, dedupe_suffix=str(state.unhealthy_episodes))
 
     def _needs_repair(self) -> bool:
         state = self._state
@@ -692,9 +593,9 @@ class NodeWorkflow:
                     attempt=state.repairs,
                     timeout_s=RESTART_TIMEOUT.total_seconds(),
                 ),
-                start_to_close_timeout=RESTART_TIMEOUT + timedelta(minutes=1),
-                heartbeat_timeout=timedelta(seconds=plan.heartbeat_timeout_s),
-                retry_policy=self._skypilot_retry(),
+                options.restart_model(
+                    heartbeat_timeout_s=plan.heartbeat_timeout_s, retry=self._skypilot_retry()
+                ),
             )
         except ActivityError as error:  # counts as a failed repair; the next one may work
             workflow.logger.warning(
@@ -729,12 +630,7 @@ class NodeWorkflow:
             if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
                 return False
         state.error = f"cluster is {health.cluster_status} while the node was running"
-        await self._transition(
-            NodeStatus.LOST,
-            EventType.LOST,
-            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
-            error=state.error,
-        )
+        await self._transition(lifecycle.LOST, error=state.error)
         if health.present:
             await self._down(cancel_launches=False)
         return True
@@ -747,8 +643,7 @@ class NodeWorkflow:
                 ClusterHealthInput(
                     cluster_name=plan.cluster_name, launch_mode=plan.launch_mode, refresh=refresh
                 ),
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=self._skypilot_retry(),
+                options.cluster_health(self._skypilot_retry()),
             )
         except ActivityError as error:
             if is_cancelled_exception(error) and workflow.patched(PATCH_HEALTH_CANCEL):
@@ -764,15 +659,11 @@ class NodeWorkflow:
     async def _terminate_phase(self) -> None:
         state = self._require_state()
         await self._transition(
-            NodeStatus.TERMINATING,
-            EventType.TERMINATING,
-            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY, NodeStatus.TERMINATING],
+            lifecycle.TERMINATING,
             deadline=workflow.now() + timedelta(seconds=state.plan.terminate_timeout_s),
         )
         if await self._down(cancel_launches=False):
-            await self._transition(
-                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
-            )
+            await self._transition(lifecycle.TERMINATED)
 
     async def _down(self, *, cancel_launches: bool, reason: str | None = None) -> bool:
         """Down until SkyPilot confirms the cluster is gone; False (cleanup_failed) if it cannot.
@@ -790,7 +681,7 @@ class NodeWorkflow:
                     timeout_s=plan.terminate_timeout_s,
                     cancel_launches=cancel_launches,
                 ),
-                **down_options(
+                options.down(
                     terminate_timeout_s=plan.terminate_timeout_s,
                     heartbeat_timeout_s=plan.heartbeat_timeout_s,
                     retry_backoff_s=plan.retry_backoff_s,
@@ -800,33 +691,19 @@ class NodeWorkflow:
         except FailureError as error:
             cause = f"{reason}; " if reason else ""
             state.error = f"{cause}teardown not confirmed: {describe(error)}"
-            await self._transition(
-                NodeStatus.CLEANUP_FAILED,
-                EventType.CLEANUP_FAILED,
-                [
-                    NodeStatus.PENDING,
-                    NodeStatus.LAUNCHING,
-                    NodeStatus.RUNNING,
-                    NodeStatus.UNHEALTHY,
-                    NodeStatus.TERMINATING,
-                    NodeStatus.LOST,
-                ],
-                error=state.error,
-            )
+            await self._transition(lifecycle.CLEANUP_FAILED, error=state.error)
             return False
         return True
 
     # --- helpers ---------------------------------------------------------------------------------
     async def _transition(
         self,
-        to_status: NodeStatus,
-        event: EventType,
-        allowed_from: list[NodeStatus],
+        transition: lifecycle.Transition,
         *,
         request_id: str | None = None,
         endpoint: str | None = None,
         error: str | None = None,
-        deadline: Any = None,
+        deadline: datetime | None = None,
         dedupe_suffix: str | None = None,
         location: str | None = None,
     ) -> None:
@@ -836,9 +713,7 @@ class NodeWorkflow:
             acts.RECORD_TRANSITION,
             TransitionInput(
                 node_id=state.plan.node_id,
-                to_status=to_status,
-                event_type=event,
-                allowed_from=allowed_from,
+                transition=transition,
                 request_id=request_id,
                 endpoint=endpoint,
                 error=error,
@@ -847,8 +722,8 @@ class NodeWorkflow:
                 location=location,
             ),
         )
-        state.status = to_status
-        attrs.upsert_status(attrs.NODE_STATUS, to_status.value)
+        state.status = transition.target
+        attrs.upsert_status(attrs.NODE_STATUS, transition.target.value)
         self._phase_for_status()
         await self._tell_parent()
 
@@ -858,18 +733,22 @@ class NodeWorkflow:
         if self._local_db is None:
             self._local_db = workflow.patched(LOCAL_DB_PATCH)
         if self._local_db:
-            return await ref.run_local(arg, **DB_OPTIONS)
-        return await ref.run(arg, **DB_OPTIONS)
+            timers = workflow.patched(DB_RETRY_TIMERS_PATCH)
+            return await ref.run_local(arg, options.DATABASE_TIMERS if timers else options.DATABASE)
+        return await ref.run(arg, options.DATABASE)
 
     async def _tell_parent(self) -> None:
         parent = workflow.info().parent
         state = self._require_state()
         if parent is None:
             return
+        with workflow.unsafe.imports_passed_through():
+            # Here, not at the top: workflows/deployment.py imports this module.
+            from workflows.deployment import DeploymentWorkflow
         handle = workflow.get_external_workflow_handle(parent.workflow_id)
         try:
             await handle.signal(
-                "replica_status",
+                DeploymentWorkflow.replica_status,
                 ReplicaStatusSignal(
                     replica=self._spec.replica,
                     status=state.status,
@@ -886,15 +765,13 @@ class NodeWorkflow:
 
     def _skypilot_retry(self) -> RetryPolicy:
         plan = self._require_state().plan
-        return RetryPolicy(
-            initial_interval=timedelta(seconds=plan.retry_backoff_s),
-            maximum_interval=timedelta(seconds=plan.retry_backoff_s * 10),
-            maximum_attempts=plan.max_retries + 1,
+        return options.skypilot_retry(
+            retry_backoff_s=plan.retry_backoff_s, max_retries=plan.max_retries
         )
 
     def _skypilot_options(
-        self, deadline: Any, *, start_to_close: float | None = None
-    ) -> dict[str, Any]:
+        self, deadline: datetime, *, start_to_close: float | None = None
+    ) -> options.ActivityOptions:
         plan = self._require_state().plan
         remaining = self._remaining(deadline)
         if remaining <= 0:
@@ -904,15 +781,12 @@ class NodeWorkflow:
                 type="LaunchTimeout",
                 non_retryable=True,
             )
-        return {
-            "start_to_close_timeout": timedelta(
-                seconds=min(start_to_close or remaining, remaining)
-            ),
-            "schedule_to_close_timeout": timedelta(seconds=remaining),
-            "heartbeat_timeout": timedelta(seconds=plan.heartbeat_timeout_s),
-            "retry_policy": self._skypilot_retry(),
-            "cancellation_type": workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-        }
+        return options.before_deadline(
+            remaining_s=remaining,
+            start_to_close_s=start_to_close,
+            heartbeat_timeout_s=plan.heartbeat_timeout_s,
+            retry=self._skypilot_retry(),
+        )
 
     def _launch_start_to_close(self) -> float:
         plan = self._require_state().plan
@@ -920,7 +794,7 @@ class NodeWorkflow:
         return plan.launch_timeout_s if plan.launch_mode.value == "cli" else 120.0
 
     @staticmethod
-    def _remaining(deadline: Any) -> float:
+    def _remaining(deadline: datetime) -> float:
         return float((deadline - workflow.now()).total_seconds())
 
     def _require_state(self) -> NodeState:

@@ -9,20 +9,18 @@ their own workflows (or a person) own them.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from controlplane import lifecycle
     from workflows import activity_refs as acts
+    from workflows import options
+    from workflows.failures import describe
     from workflows.models import (
         DownClusterInput,
-        EventType,
         Finding,
         LaunchMode,
-        NodeStatus,
         ReconcileInput,
         ReconcileReport,
         ReconcileScanInput,
@@ -30,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         RecoverNodeInput,
         TransitionInput,
     )
-    from workflows.node import DB_OPTIONS, describe, down_options
+    from workflows.node import NodeWorkflow
 
 PATCH_RECOVER = "reconcile-recovers-unowned-and-retries-cleanup-failed"
 
@@ -40,11 +38,7 @@ class ReconcileWorkflow:
     @workflow.run
     async def run(self, input: ReconcileInput | None = None) -> ReconcileReport:
         input = input if isinstance(input, ReconcileInput) else ReconcileInput()
-        scan = await acts.RECONCILE_SCAN.run(
-            ReconcileScanInput(),
-            start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=RetryPolicy(maximum_attempts=3),
-        )
+        scan = await acts.RECONCILE_SCAN.run(ReconcileScanInput(), options.RECONCILE_SCAN)
         findings = scan.findings
         cleanup = scan.cleanup_enabled if input.cleanup is None else input.cleanup
         report = ReconcileReport(
@@ -84,12 +78,7 @@ class ReconcileWorkflow:
                 if await self._ask_workflow_to_check(finding):
                     report.cleaned.append(finding.cluster_name)
                     continue
-                await self._record(
-                    finding.node_id,
-                    NodeStatus.LOST,
-                    EventType.LOST,
-                    [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
-                )
+                await self._record(finding.node_id, lifecycle.LOST)
                 report.cleaned.append(finding.cluster_name)
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
@@ -103,9 +92,7 @@ class ReconcileWorkflow:
                 continue
             try:
                 recovered = await acts.RECOVER_NODE.run(
-                    RecoverNodeInput(node_id=finding.node_id),
-                    start_to_close_timeout=timedelta(seconds=60),
-                    retry_policy=RetryPolicy(maximum_attempts=3),
+                    RecoverNodeInput(node_id=finding.node_id), options.RECOVER_NODE
                 )
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
@@ -120,12 +107,7 @@ class ReconcileWorkflow:
             try:
                 await self._down(finding, scan)
                 if finding.kind == "cleanup_failed" and finding.node_id:
-                    await self._record(
-                        finding.node_id,
-                        NodeStatus.TERMINATED,
-                        EventType.TERMINATED,
-                        [NodeStatus.CLEANUP_FAILED],
-                    )
+                    await self._record(finding.node_id, lifecycle.CLEANUP_CONFIRMED)
                 report.cleaned.append(finding.cluster_name)
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
@@ -140,7 +122,9 @@ class ReconcileWorkflow:
         if not finding.workflow_id:
             return False
         try:
-            await workflow.get_external_workflow_handle(finding.workflow_id).signal("check_health")
+            await workflow.get_external_workflow_handle(finding.workflow_id).signal(
+                NodeWorkflow.check_health
+            )
         except FailureError:
             return False
         return True
@@ -155,7 +139,7 @@ class ReconcileWorkflow:
                 timeout_s=scan.terminate_timeout_s,
                 cancel_launches=True,
             ),
-            **down_options(
+            options.down(
                 terminate_timeout_s=scan.terminate_timeout_s,
                 heartbeat_timeout_s=scan.heartbeat_timeout_s,
                 retry_backoff_s=scan.retry_backoff_s,
@@ -164,16 +148,12 @@ class ReconcileWorkflow:
         )
 
     @staticmethod
-    async def _record(
-        node_id: str, to_status: NodeStatus, event: EventType, allowed_from: list[NodeStatus]
-    ) -> None:
+    async def _record(node_id: str, transition: lifecycle.Transition) -> None:
         await acts.RECORD_TRANSITION.run(
             TransitionInput(
                 node_id=node_id,
-                to_status=to_status,
-                event_type=event,
-                allowed_from=allowed_from,
-                error=f"reconciler: {to_status.value}",
+                transition=transition,
+                error=f"reconciler: {transition.target.value}",
             ),
-            **DB_OPTIONS,
+            options.DATABASE,
         )

@@ -15,11 +15,12 @@ from temporalio.exceptions import ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from controlplane import lifecycle
     from workflows import activity_refs as acts
+    from workflows import options
     from workflows.inputs import require_input
     from workflows.models import (
         DownClusterInput,
-        EventType,
         LookupClusterInput,
         NodeStatus,
         TerminateClusterInput,
@@ -27,16 +28,9 @@ with workflow.unsafe.imports_passed_through():
         TerminateNodeRequest,
         TransitionInput,
     )
-    from workflows.node import DB_OPTIONS, down_options
+    from workflows.node import NodeWorkflow
 
 PATCH_OWNER_GONE = "terminate-cluster-owner-gone"
-OWNED_LIVE = (
-    NodeStatus.PENDING,
-    NodeStatus.LAUNCHING,
-    NodeStatus.RUNNING,
-    NodeStatus.UNHEALTHY,
-    NodeStatus.TERMINATING,
-)
 
 
 @workflow.defn(name="TerminateClusterWorkflow", failure_exception_types=[ValidationError])
@@ -46,7 +40,7 @@ class TerminateClusterWorkflow:
         input = require_input(input, TerminateClusterInput, "TerminateClusterWorkflow")
         found = await acts.LOOKUP_CLUSTER.run(
             LookupClusterInput(cluster_name=input.cluster_name, launch_mode=input.launch_mode),
-            **DB_OPTIONS,
+            options.DATABASE,
         )
         if input.tenant is not None and found.tenant != input.tenant:
             # Asked for a tenant: a cluster of another tenant, or of none, is "not found", worded
@@ -62,7 +56,8 @@ class TerminateClusterWorkflow:
             # A live node owns this cluster: its workflow tears it down and records it.
             try:
                 await workflow.get_external_workflow_handle(found.workflow_id).signal(
-                    "request_terminate", TerminateNodeRequest(reason="TerminateClusterWorkflow")
+                    NodeWorkflow.request_terminate,
+                    TerminateNodeRequest(reason="TerminateClusterWorkflow"),
                 )
             except FailureError:
                 if not workflow.patched(PATCH_OWNER_GONE):
@@ -83,7 +78,7 @@ class TerminateClusterWorkflow:
                 timeout_s=found.terminate_timeout_s,
                 cancel_launches=True,
             ),
-            **down_options(
+            options.down(
                 terminate_timeout_s=found.terminate_timeout_s,
                 heartbeat_timeout_s=found.heartbeat_timeout_s,
                 retry_backoff_s=found.retry_backoff_s,
@@ -94,23 +89,16 @@ class TerminateClusterWorkflow:
             await acts.RECORD_TRANSITION.run(
                 TransitionInput(
                     node_id=found.node_id,
-                    to_status=NodeStatus.TERMINATED,
-                    event_type=EventType.TERMINATED,
-                    allowed_from=[*OWNED_LIVE],
+                    transition=lifecycle.TERMINATED_UNOWNED,
                     error="TerminateClusterWorkflow: downed it; its workflow had ended",
                 ),
-                **DB_OPTIONS,
+                options.DATABASE,
             )
         elif found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
             # The teardown its node never confirmed is confirmed now.
             await acts.RECORD_TRANSITION.run(
-                TransitionInput(
-                    node_id=found.node_id,
-                    to_status=NodeStatus.TERMINATED,
-                    event_type=EventType.TERMINATED,
-                    allowed_from=[NodeStatus.CLEANUP_FAILED],
-                ),
-                **DB_OPTIONS,
+                TransitionInput(node_id=found.node_id, transition=lifecycle.CLEANUP_CONFIRMED),
+                options.DATABASE,
             )
         return TerminateClusterResult(
             cluster_name=input.cluster_name,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from controlplane.backoff import exponential_backoff
+
 MAX_RETRY_AFTER_S = 600.0
 
 
@@ -30,7 +32,7 @@ class RetryPolicy:
         """Seconds to wait before retry ``retry_number`` (1-based)."""
         if retry_after_s is not None and retry_after_s >= 0:
             return min(retry_after_s, MAX_RETRY_AFTER_S)
-        base = min(self.backoff_s * (2 ** (retry_number - 1)), self.max_delay_s)
+        base = exponential_backoff(retry_number, initial_s=self.backoff_s, cap_s=self.max_delay_s)
         return float(base * (1 + random.uniform(0, self.jitter)))
 
 

@@ -12,16 +12,25 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
+from typing import Any
 
 import pytest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    Interceptor,
+    OutboundInterceptor,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+import starter.api
 from controlplane.db.engine import create_engine
 from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
@@ -244,6 +253,15 @@ async def test_the_found_cross_tenant_collision_no_longer_attaches(stack: Stack)
         assert started.cluster_name == victim.cluster_name != attacker.cluster_name
 
 
+async def visible(client: Client, workflow_id: str) -> None:
+    """Wait until visibility lists the workflow: a legacy node has run since long before."""
+    async with asyncio.timeout(WAIT.total_seconds()):
+        while True:
+            if (await client.count_workflows(f"WorkflowId = '{workflow_id}'")).count:
+                return
+            await asyncio.sleep(0.1)
+
+
 async def test_a_node_started_under_its_old_id_is_still_attached_to(stack: Stack) -> None:
     spec = node_spec(f"o{uuid.uuid4().hex[:6]}")
     control = ControlPlane(stack.client, f"nobody-{uuid.uuid4().hex[:8]}")
@@ -251,12 +269,85 @@ async def test_a_node_started_under_its_old_id_is_still_attached_to(stack: Stack
         old_id = legacy_node_workflow_id(spec)
         ids.append(old_id)
         await squat(stack.client, old_id, spec)  # what the old starter started for this node
+        await visible(stack.client, old_id)
         started = await control.launch_node(spec)
         assert started.workflow_id == old_id
         assert started.attached
         assert started.cluster_name == spec.legacy_cluster_name
         with pytest.raises(RPCError):  # and no second workflow for the same node
             await stack.client.get_workflow_handle(node_workflow_id(spec.node_id)).describe()
+
+
+class Calls(Interceptor):
+    """Counts the client calls made through it, by name."""
+
+    def __init__(self) -> None:
+        self.made: Counter[str] = Counter()
+
+    def intercept_client(self, next: OutboundInterceptor) -> OutboundInterceptor:
+        calls = self
+
+        class Counting(OutboundInterceptor):
+            def __getattribute__(self, name: str) -> Any:
+                found = super().__getattribute__(name)
+                if name.startswith("_") or not callable(found):
+                    return found
+
+                def counted(*args: Any, **kwargs: Any) -> Any:
+                    calls.made[name] += 1
+                    return found(*args, **kwargs)  # a coroutine or an async iterator
+
+                return counted
+
+        return Counting(next)
+
+
+async def test_a_launch_is_one_start_and_an_attach_reads_only_on_conflict(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No describe before every start: a new node is one start call (after one visibility
+    count per ControlPlane, which finds no legacy node); the same spec again conflicts and
+    attaches after reading the running workflow's input; another spec under the id does not."""
+    # A namespace without legacy nodes: this session's other tests squat legacy ids.
+    monkeypatch.setattr(starter.api, "LEGACY_NODE_ID_PREFIX", f"node-cpn-{uuid.uuid4().hex}-")
+    calls = Calls()
+    config = stack.client.config()
+    config["interceptors"] = [*config["interceptors"], calls]
+    client = Client(**config)
+    spec = node_spec(f"c{uuid.uuid4().hex[:6]}")
+    control = ControlPlane(client, f"nobody-{uuid.uuid4().hex[:8]}")
+    control._labelled = False  # the search-attribute check is not what is counted here
+    async with cleanup(stack.client) as ids:
+        ids.append(node_workflow_id(spec.node_id))
+        calls.made.clear()
+        first = await control.launch_node(spec)
+        assert not first.attached
+        assert calls.made == Counter({"count_workflows": 1, "start_workflow": 1})
+
+        calls.made.clear()
+        second = await control.launch_node(spec)
+        assert second.attached
+        assert second.workflow_id == first.workflow_id
+        assert calls.made["describe_workflow"] == 0
+        assert calls.made["count_workflows"] == 0  # learnt once: no legacy node can appear
+        assert calls.made["start_workflow"] == 1
+
+        other = spec.model_copy(update={"gpu_count": 2})
+        with pytest.raises(IdentityConflict):  # not its spec: refused, not attached
+            await squat_then_launch(control, client, spec, other)
+
+
+async def squat_then_launch(
+    control: ControlPlane, client: Client, running: NodeSpec, asked: NodeSpec
+) -> None:
+    """``running``'s workflow under ``asked``'s id (a squatter), then a launch of ``asked``."""
+    workflow_id = node_workflow_id(asked.node_id)
+    try:
+        await squat(client, workflow_id, running)
+        await control.launch_node(asked)
+    finally:
+        with suppress(RPCError):
+            await client.get_workflow_handle(workflow_id).terminate("test over")
 
 
 async def test_ambiguous_deployment_names_get_their_own_workflows(stack: Stack) -> None:

@@ -49,7 +49,14 @@ from tests.support.temporal_env import local_temporal
 from worker import create_worker, open_activities
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
-from workflows.models import DeploymentPolicy, DeploymentSpec, UpdateDeploymentRequest
+from workflows.models import (
+    DeploymentPolicy,
+    DeploymentSpec,
+    ReconcileInput,
+    TerminateNodeRequest,
+    UpdateDeploymentRequest,
+)
+from workflows.reconcile import ReconcileWorkflow
 
 log = logging.getLogger("record_histories")
 
@@ -147,6 +154,16 @@ async def node_relaunch_after_transient_failure(r: Recorder) -> None:
     await r.save("node_relaunch_after_transient_failure", r.handle(started.workflow_id))
 
 
+async def cancelled(handle: WorkflowHandle[object, object]) -> None:
+    """Cancel the workflow and see it end cancelled."""
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return
+    raise AssertionError("the workflow was meant to end cancelled")
+
+
 async def node_cancelled_during_launch(r: Recorder) -> None:
     started = await r.slow.launch_node(node_spec("cancel"))
 
@@ -158,17 +175,29 @@ async def node_cancelled_during_launch(r: Recorder) -> None:
     await until(launching, "launching")
     await asyncio.sleep(0.5)  # wait_ready is running and heartbeating: it will see the cancel
     handle = r.handle(started.workflow_id)
-    await handle.cancel()
-    try:
-        await handle.result()
-    except WorkflowFailureError:
-        pass
-    else:
-        raise AssertionError("the workflow was meant to end cancelled")
+    await cancelled(handle)
     view = await r.slow.node_status(started.workflow_id)
     assert view.status is NodeStatus.FAILED, view
     assert view.error == "cancelled", view
     await r.save("node_cancelled_during_launch", handle)
+
+
+async def node_cancelled_while_terminating(r: Recorder) -> None:
+    """A workflow cancel during the teardown lets it finish (patch teardown-survives-cancel)."""
+    started = await r.slow.launch_node(node_spec("cancel-teardown"))
+    view = await r.slow.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.status is NodeStatus.RUNNING, view
+    handle = r.handle(started.workflow_id)
+    await handle.signal("request_terminate", TerminateNodeRequest(reason="replay recording"))
+
+    async def terminating() -> bool:
+        return (await r.slow.node_status(started.workflow_id)).status is NodeStatus.TERMINATING
+
+    await until(terminating, "terminating", timeout=30)
+    await cancelled(handle)
+    view = await r.slow.node_status(started.workflow_id)
+    assert view.status is NodeStatus.TERMINATED, view
+    await r.save("node_cancelled_while_terminating", handle)
 
 
 async def node_lost_found_by_sweep(r: Recorder) -> None:
@@ -405,6 +434,41 @@ async def terminate_cluster_refused_for_tenant(r: Recorder) -> None:
     await r.save("terminate_cluster_refused_for_tenant", r.handle(f"terminate-{cluster}:replay"))
 
 
+async def terminate_cluster_delegated_to_its_node(r: Recorder) -> None:
+    """A terminate by cluster name of a live node's cluster: signalled to the node's workflow."""
+    spec = node_spec("delegated")
+    started = await r.main.launch_node(spec)
+    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.cluster_name is not None, view
+    result = await r.main.terminate_cluster(view.cluster_name, wait=WAIT)
+    assert result is not None, "still terminating"
+    assert result.delegated_to == started.workflow_id, result
+    await r.handle(started.workflow_id).result()
+    await r.save(
+        "terminate_cluster_delegated_to_its_node", r.handle(f"terminate-{view.cluster_name}")
+    )
+
+
+async def reconcile_asks_a_running_node_to_check(r: Recorder) -> None:
+    """A running node whose cluster vanished: the reconciler signals its workflow to look."""
+    spec = node_spec("vanished")
+    started = await r.main.launch_node(spec)
+    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.cluster_name is not None, view
+    assert r.simulator.preempt(view.cluster_name)
+    run_id = f"reconcile-{uuid.uuid4().hex[:8]}"
+    report = await r.client.execute_workflow(
+        ReconcileWorkflow.run,
+        ReconcileInput(cleanup=True),
+        id=run_id,
+        task_queue=r.main.task_queue,
+    )
+    assert view.cluster_name in report.cleaned, report
+    view = await r.main.wait_for_node(started.workflow_id, until=set(), timeout=WAIT)
+    assert view.status is NodeStatus.LOST, view
+    await r.save("reconcile_asks_a_running_node_to_check", r.handle(run_id))
+
+
 PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     f.__name__: f
     for f in (
@@ -412,6 +476,7 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_launch_failure,
         node_relaunch_after_transient_failure,
         node_cancelled_during_launch,
+        node_cancelled_while_terminating,
         node_lost_found_by_sweep,
         node_model_unhealthy_then_healthy,
         node_queued_for_a_launch_slot,
@@ -423,6 +488,8 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         terminate_cluster_refused_for_tenant,
         node_with_search_attributes_and_progress,
         deployment_with_search_attributes,
+        terminate_cluster_delegated_to_its_node,
+        reconcile_asks_a_running_node_to_check,
     )
 }
 

@@ -19,12 +19,22 @@ import pytest
 from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.worker import Replayer, WorkflowReplayResult
+from temporalio.worker import (
+    Interceptor,
+    Replayer,
+    SignalChildWorkflowInput,
+    SignalExternalWorkflowInput,
+    WorkflowInboundInterceptor,
+    WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
+    WorkflowReplayResult,
+)
 from temporalio.workflow import NondeterminismError
 
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
+from workflows.reconcile import ReconcileWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
 HISTORIES = Path(__file__).resolve().parent / "histories"
@@ -33,6 +43,7 @@ WORKFLOWS: list[type] = [
     DeploymentWorkflow,
     TerminateClusterWorkflow,
     FleetHealthWorkflow,
+    ReconcileWorkflow,
 ]
 MAIN_PATHS = {
     "node_happy_path": "NodeWorkflow",
@@ -54,6 +65,8 @@ MAIN_PATHS = {
     "terminate_cluster_refused_for_tenant": "TerminateClusterWorkflow",
     "node_with_search_attributes_and_progress": "NodeWorkflow",
     "deployment_with_search_attributes": "DeploymentWorkflow",
+    "terminate_cluster_delegated_to_its_node": "TerminateClusterWorkflow",
+    "reconcile_asks_a_running_node_to_check": "ReconcileWorkflow",
 }
 FILES = sorted(HISTORIES.glob("*.json"))
 
@@ -79,18 +92,56 @@ def is_sandbox_validation_flake(error: BaseException) -> bool:
     return False
 
 
-async def replay(history: WorkflowHistory, workflows: list[type]) -> WorkflowReplayResult:
+async def replay(
+    history: WorkflowHistory, workflows: list[type], interceptors: list[Interceptor] | None = None
+) -> WorkflowReplayResult:
     """Replay once; retry once only for the known sandbox validation flake (sdk-python #585)."""
+    replayer = Replayer(
+        workflows=workflows, data_converter=pydantic_data_converter, interceptors=interceptors or []
+    )
     try:
-        return await Replayer(
-            workflows=workflows, data_converter=pydantic_data_converter
-        ).replay_workflow(history)
+        return await replayer.replay_workflow(history)
     except RuntimeError as error:
         if not is_sandbox_validation_flake(error):
             raise
-    return await Replayer(
-        workflows=workflows, data_converter=pydantic_data_converter
-    ).replay_workflow(history)
+    return await replayer.replay_workflow(history)
+
+
+class SignalsSent(Interceptor):
+    """Collects the name of every signal the replayed workflow sends (child or external)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def workflow_interceptor_class(
+        self, input: WorkflowInterceptorClassInput
+    ) -> type[WorkflowInboundInterceptor]:
+        names = self.names
+
+        class Outbound(WorkflowOutboundInterceptor):
+            async def signal_child_workflow(self, input: SignalChildWorkflowInput) -> None:
+                names.append(input.signal)
+                await self.next.signal_child_workflow(input)
+
+            async def signal_external_workflow(self, input: SignalExternalWorkflowInput) -> None:
+                names.append(input.signal)
+                await self.next.signal_external_workflow(input)
+
+        class Inbound(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(Outbound(outbound))
+
+        return Inbound
+
+
+def signals_in(path: Path) -> list[str]:
+    """The signal names of the history's signal commands, in order."""
+    events = json.loads(path.read_text())["events"]
+    return [
+        e["signalExternalWorkflowExecutionInitiatedEventAttributes"]["signalName"]
+        for e in events
+        if e["eventType"] == "EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED"
+    ]
 
 
 def test_every_main_path_has_a_committed_history() -> None:
@@ -106,6 +157,22 @@ async def test_history_replays_against_todays_workflows(path: Path) -> None:
     _, history = load(path)
     result = await replay(history, WORKFLOWS)
     assert result.replay_failure is None
+
+
+# Replay checks a signal command's type, not its name: a signal sent under a new name would
+# replay and then never reach running workflows. So the names are compared here, one by one.
+@pytest.mark.parametrize("path", FILES, ids=[path.stem for path in FILES])
+async def test_signals_keep_their_names_on_the_wire(path: Path) -> None:
+    _, history = load(path)
+    sent = SignalsSent()
+    result = await replay(history, WORKFLOWS, [sent])
+    assert result.replay_failure is None
+    assert sent.names == signals_in(path)
+
+
+def test_the_histories_cover_every_signal_a_workflow_sends() -> None:
+    covered = {name for path in FILES for name in signals_in(path)}
+    assert covered >= {"request_terminate", "check_health", "model_health", "replica_status"}
 
 
 # --- proof that the check bites: each workflow with one extra timer before its first activity ---

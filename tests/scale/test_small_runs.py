@@ -72,6 +72,8 @@ def test_benchmark_small_runs_every_phase_correctly(benchmark_run: tuple[str, An
     for name in ("throughput", "baseline"):
         assert phases[name]["errors"] == 0
         assert phases[name]["completed_in_window"] > 0
+        assert phases[name]["cpu_ms_per_workflow"]["processes"] > 0  # the cost per lifecycle
+    assert "postgres" in phases["throughput"]["cpu_ms_per_workflow"]  # every process counted
     assert phases["baseline"]["activities"] == phases["lifecycle_history"]["activities"]
     burst = phases["burst"]
     assert burst["reached_running"] == burst["terminated"] == burst["nodes"]
@@ -102,7 +104,9 @@ def test_benchmark_small_evaluates_and_prints_every_target(benchmark_run: tuple[
     stdout, report = benchmark_run
     delays = len(report["phases"]["calls"]["by_launch_delay"])
     targets = report["targets"]
-    assert len(targets) == 2 + 2 * delays + 5  # + the fleet-health and admission targets
+    # throughput, p50 and CPU per lifecycle; calls and ready detection per delay; fleet health
+    # and admission
+    assert len(targets) == 3 + 2 * delays + 5
     for target in targets:
         assert isinstance(target["passed"], bool)
         assert math.isfinite(target["value"])
@@ -124,6 +128,7 @@ def test_benchmark_small_health_load_is_one_cluster_list_per_sweep(
         assert run["sweep_runs"] > 0
         assert run["model_probes_per_min"] > 0  # every model was probed
         assert run["temporal_events_per_node_hour"] > 0
+        assert run["sweep_events_per_hour"] > 0  # the fleet's fixed cost, shown apart
     assert "EXTRAPOLATED" in health["extrapolated"]["label"]
     assert health["extrapolated"]["running_nodes"] == 20_000
 
@@ -175,7 +180,7 @@ def test_chaos_small_really_injected_its_faults(chaos_run: tuple[str, Any]) -> N
     # Kills spread over every worker process, each killed at least once.
     assert plan["kills"] >= plan["workers"] == len(stats["kills_per_worker"]) == 3
     assert sum(stats["kills_per_worker"].values()) == plan["kills"]
-    # The outage outlasts a database step's 30 s start-to-close (workflows/node.py DB_OPTIONS).
+    # The outage outlasts a database step's 30 s start-to-close (workflows/options.py DATABASE).
     assert stats["postgres_outages_s"] == [plan["outage_s"]]
     assert plan["outage_s"] > 30
     assert stats["database_steps"]["highest_attempt"] >= 2  # the outage failed DB steps: retried

@@ -16,37 +16,32 @@ from temporalio.common import RetryPolicy
 from temporalio.testing import ActivityEnvironment
 
 from activities.records import RecordActivities
+from controlplane import lifecycle
 from controlplane.config import load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS
 from controlplane.db.repository import NodeRepository
-from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.metric_names import DATABASE_STEP_FAILURES
 from controlplane.metrics import Metrics
 from tests.support.ports import free_port
+from workflows import options
 from workflows.models import TransitionInput
-from workflows.node import DB_OPTIONS
 
 
 def test_database_steps_have_no_total_deadline_and_no_attempt_limit() -> None:
-    assert "schedule_to_close_timeout" not in DB_OPTIONS
-    policy = DB_OPTIONS["retry_policy"]
+    assert options.DATABASE.schedule_to_close is None
+    policy = options.DATABASE.retry_policy
     assert isinstance(policy, RetryPolicy)
     assert policy.maximum_attempts == 0  # unlimited
     # A failing attempt is bounded, so each retry can see Postgres come back.
-    assert DB_OPTIONS["start_to_close_timeout"].total_seconds() <= 60
+    assert options.DATABASE.start_to_close.total_seconds() <= 60
 
 
 async def test_a_failed_database_attempt_is_counted_for_the_alert() -> None:
     engine = create_engine(f"postgresql://nobody@127.0.0.1:{free_port()}/gone")  # nobody listens
     metrics = Metrics()
     records = RecordActivities(NodeRepository(engine), load_settings({}), metrics)
-    step = TransitionInput(
-        node_id="n-1",
-        to_status=NodeStatus.FAILED,
-        event_type=EventType.FAILED,
-        allowed_from=[NodeStatus.LAUNCHING],
-    )
+    step = TransitionInput(node_id="n-1", transition=lifecycle.FAILED)
     try:
         for attempt in (1, 2):
             with pytest.raises(DATABASE_ERRORS):

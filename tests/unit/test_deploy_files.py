@@ -9,6 +9,7 @@ provides ``promtool``, the rules are checked and unit-tested with it too.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import json
@@ -618,6 +619,42 @@ def test_controlplane_metrics_export_exactly_the_listed_series() -> None:
     assert set(exported) == set(CONTROLPLANE_SERIES)
     for name, kind in exported.items():
         assert (kind == "histogram") == (name in HISTOGRAMS), name
+
+
+def test_controlplane_metrics_carry_the_listed_labels() -> None:
+    metrics = importlib.import_module("controlplane.metrics").Metrics()
+    for name, collector in metrics.registry._names_to_collectors.items():
+        base = name.removesuffix("_created")
+        series = base if base in ALL_SERIES else base + "_total"
+        if series in ALL_SERIES:
+            assert tuple(collector._labelnames) == ALL_SERIES[series], series
+
+
+def _string_literals(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return {
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    }
+
+
+PRODUCT_CODE = [
+    *sorted(
+        path
+        for top in ("controlplane", "activities", "workflows", "starter", "devtools", "scripts")
+        for path in (ROOT / top).rglob("*.py")
+        if path != ROOT / "controlplane" / "metric_names.py"
+    ),
+    ROOT / "worker.py",
+]
+
+
+@pytest.mark.parametrize("path", PRODUCT_CODE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_metric_name_is_spelled_outside_metric_names(path: Path) -> None:
+    """A series is named once: code refers to metric_names' constants, never to the text."""
+    spellings = {*ALL_SERIES, *(n.removesuffix("_total") for n in ALL_SERIES)}
+    assert not _string_literals(path) & spellings
 
 
 @pytest.mark.parametrize("source", ["alerts", "dashboard"])
