@@ -92,17 +92,24 @@ async def sweep(env: WorkflowEnvironment, queue: str, input: FleetHealthInput) -
     )
 
 
+def node_and_fleet_worker(
+    env: WorkflowEnvironment, task_queue: str, nodes: FakeActivities, fleet: FakeFleet
+) -> Worker:
+    """A worker for node workflows and the sweep, with the nodes' and the fleet's fakes."""
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[NodeWorkflow, FleetHealthWorkflow],
+        activities=[*nodes.all(), *fleet.all()],
+    )
+
+
 async def test_changed_models_are_signalled_and_a_failed_shard_is_only_reported(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     nodes = FakeActivities()
     fleet = FakeFleet(serving=600, changed_cluster=None, sick_node=f"node-{SPEC.cluster_name}")
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[NodeWorkflow, FleetHealthWorkflow],
-        activities=[*nodes.all(), *fleet.all()],
-    ):
+    async with node_and_fleet_worker(env, task_queue, nodes, fleet):
         handle = await start(env, task_queue)
         await wait_status(handle, NodeStatus.RUNNING)
         report = await sweep(env, task_queue, FleetHealthInput(clusters=False, shards=4))
@@ -119,12 +126,7 @@ async def test_a_changed_cluster_is_signalled_and_an_ended_workflow_is_only_repo
 ) -> None:
     nodes = FakeActivities()
     fleet = FakeFleet(serving=2, changed_cluster=SPEC.cluster_name, sick_node=None)
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[NodeWorkflow, FleetHealthWorkflow],
-        activities=[*nodes.all(), *fleet.all()],
-    ):
+    async with node_and_fleet_worker(env, task_queue, nodes, fleet):
         handle = await start(env, task_queue)
         await wait_status(handle, NodeStatus.RUNNING)
         nodes.behaviour.cluster_status = "TERMINATED"
