@@ -19,6 +19,7 @@ from controlplane.db.models import SealedRow
 from controlplane.db.repository import CredentialRepository
 from controlplane.db.schema import tenant_credentials
 from controlplane.vault import CredentialPayload, CredentialStore, Vault, VaultError
+from tests.support.processes import run_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hf_store-test-secret-value-9876543210"
@@ -179,15 +180,8 @@ def run_cli(
     env["SKYPILOT_CREDENTIAL_ENCRYPTION_KEY"] = b64(key)
     if previous:
         env["SKYPILOT_CREDENTIAL_PREVIOUS_KEYS"] = ",".join(b64(k) for k in previous)
-    result = subprocess.run(
-        [sys.executable, "-m", "controlplane.credentials_cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_text(
+        [sys.executable, "-m", "controlplane.credentials_cli", *args], env=env, stdin=stdin
     )
     for secret in (SECRET, OTHER_SECRET):
         assert secret not in result.stdout + result.stderr

@@ -15,6 +15,7 @@ from pydantic import SecretStr, ValidationError
 from controlplane.config import ConfigError, key_id, load_settings
 from controlplane.credentials_cli import UsageError, read_document
 from controlplane.vault import CredentialPayload, Sealed, Vault, VaultError
+from tests.support.processes import run_text
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hf_vault-unit-test-secret-value-0123456789"
@@ -213,15 +214,8 @@ def test_document_must_be_json(tmp_path: Path) -> None:
 def _cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "DATABASE_"))}
     env.update(env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.credentials_cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        input="{}",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_text(
+        [sys.executable, "-m", "controlplane.credentials_cli", *args], env=env, stdin="{}"
     )
 
 
