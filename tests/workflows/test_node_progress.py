@@ -11,7 +11,6 @@ from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -21,12 +20,12 @@ from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.specs import deployment_spec, node_spec
 from tests.workflows.fakes import FakeActivities
+from tests.workflows.test_node_workflow import running_worker, start
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
     DeploymentInput,
     NodeView,
-    NodeWorkflowInput,
     TerminateDeploymentRequest,
     TerminateNodeRequest,
     WaitReadyInput,
@@ -69,19 +68,6 @@ class LoggingLaunch(FakeActivities):
         return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
 
 
-async def start(
-    env: WorkflowEnvironment, task_queue: str, node: NodeSpec, **options: Any
-) -> WorkflowHandle[NodeWorkflow, NodeView]:
-    return await env.client.start_workflow(
-        NodeWorkflow.run,
-        NodeWorkflowInput(spec=node),
-        id=f"node-{node.cluster_name}",
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        **options,
-    )
-
-
 async def until(handle: WorkflowHandle[Any, NodeView], check: Any, what: str) -> NodeView:
     for _ in range(400):
         view: NodeView = await handle.query("status", result_type=NodeView)
@@ -111,9 +97,7 @@ async def test_phase_and_progress_follow_the_launch_log(
 ) -> None:
     fakes = LoggingLaunch()
     node = spec()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(env, task_queue, fakes):
         handle = await start(env, task_queue, node)
         view = await until(
             handle, lambda v: v.phase is NodePhase.SETTING_UP, "the setting_up phase"
@@ -143,9 +127,7 @@ async def test_a_late_or_backward_phase_is_ignored(
 ) -> None:
     fakes = LoggingLaunch()
     node = spec()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(env, task_queue, fakes):
         handle = await start(env, task_queue, node)
         await until(handle, lambda v: v.phase is NodePhase.SETTING_UP, "setting_up")
         await handle.signal(
@@ -166,9 +148,7 @@ async def test_node_carries_search_attributes_and_upserts_its_status(
     fakes = LoggingLaunch()
     fakes.release.set()
     node = spec(tenant=f"t{uuid.uuid4().hex[:6]}")
-    async with Worker(
-        local_env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(local_env, task_queue, fakes):
         handle = await start(
             local_env,
             task_queue,
@@ -193,9 +173,7 @@ async def test_a_node_started_without_attributes_never_upserts(
 ) -> None:
     fakes = LoggingLaunch()
     fakes.release.set()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(env, task_queue, fakes):
         handle = await start(env, task_queue, spec())
         await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
         await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
