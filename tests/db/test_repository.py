@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -30,8 +29,6 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from devtools.devstack import ServerDatabases
 from tests.support.processes import run_text
 from tests.support.specs import node_spec
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def new_node(**overrides: object) -> NewNode:

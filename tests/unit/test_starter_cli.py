@@ -27,7 +27,6 @@ from tests.support.processes import run_text
 from tests.support.specs import BASE
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeResponse
 
-REPO = Path(__file__).resolve().parents[2]
 NODE = [
     "--tenant",
     "acme",

@@ -17,7 +17,8 @@ from controlplane.credentials_cli import UsageError, read_document
 from controlplane.vault import CredentialPayload, Sealed, Vault, VaultError
 from tests.support.processes import run_text
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The credentials command storing acme's aws credential document from stdin.
+PUT_ACME_AWS = ("put", "--tenant", "acme", "--provider", "aws", "--file", "-")
 SECRET = "hf_vault-unit-test-secret-value-0123456789"
 OLD_KEY, NEW_KEY, OTHER_KEY = os.urandom(32), os.urandom(32), os.urandom(32)
 
@@ -222,13 +223,7 @@ def _cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[s
 def test_cli_passphrase_key_exits_2_naming_the_variable() -> None:
     passphrase = "correct horse battery staple"
     result = _cli(
-        "put",
-        "--tenant",
-        "acme",
-        "--provider",
-        "aws",
-        "--file",
-        "-",
+        *PUT_ACME_AWS,
         env_extra={
             "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": passphrase,
             "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
