@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from controlplane.lifecycle import NodeStatus
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_deployment_controller import deploy, running, until, worker
+from tests.workflows.test_deployment_controller import deploy_running, running, until, worker
 from tests.workflows.test_node_workflow import SPEC, node_at
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_models import ModelHealthSignal
@@ -72,8 +72,7 @@ async def test_replica_repaired_in_place_then_replaced_when_repair_fails(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        view = await until(env, handle, running(2), "2 running")
+        handle, view = await deploy_running(env, task_queue, 2)
         first, second = (
             env.client.get_workflow_handle_for(NodeWorkflow.run, r.workflow_id)
             for r in view.replicas
