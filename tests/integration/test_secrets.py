@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -282,14 +281,10 @@ def starter_env(settings_env: dict[str, str]) -> dict[str, str]:
 async def starter(ss: SecretStack, *args: str) -> tuple[int, dict[str, Any], str]:
     """`python -m starter ...` with the secret-carrying environment: code, JSON out, all text."""
     done = await asyncio.to_thread(
-        subprocess.run,
+        run_text,
         [sys.executable, "-m", "starter", *args],
-        cwd=REPO,
         env=starter_env(secret_env(ss.stack)),
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
     text = done.stdout.strip()
     try:
