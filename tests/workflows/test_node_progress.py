@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio import activity
@@ -92,9 +94,13 @@ async def signals(handle: WorkflowHandle[Any, Any], name: str) -> int:
     )
 
 
-async def test_phase_and_progress_follow_the_launch_log(
+@asynccontextmanager
+async def setting_up(
     env: WorkflowEnvironment, task_queue: str
-) -> None:
+) -> AsyncIterator[
+    tuple[LoggingLaunch, NodeSpec, WorkflowHandle[NodeWorkflow, NodeView], NodeView]
+]:
+    """A node whose launch log reached the setting_up phase; its wait_ready not released yet."""
     fakes = LoggingLaunch()
     node = spec()
     async with running_worker(env, task_queue, fakes):
@@ -102,6 +108,13 @@ async def test_phase_and_progress_follow_the_launch_log(
         view = await until(
             handle, lambda v: v.phase is NodePhase.SETTING_UP, "the setting_up phase"
         )
+        yield fakes, node, handle, view
+
+
+async def test_phase_and_progress_follow_the_launch_log(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with setting_up(env, task_queue) as (fakes, node, handle, view):
         assert view.status is NodeStatus.LAUNCHING
         assert view.progress == "Syncing files."
         assert view.since is not None
@@ -125,11 +138,7 @@ async def test_phase_and_progress_follow_the_launch_log(
 async def test_a_late_or_backward_phase_is_ignored(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = LoggingLaunch()
-    node = spec()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue, node)
-        await until(handle, lambda v: v.phase is NodePhase.SETTING_UP, "setting_up")
+    async with setting_up(env, task_queue) as (fakes, _, handle, _):
         await handle.signal(
             "launch_progress", {"phase": "provisioning", "progress": "Launching on GCP"}
         )
