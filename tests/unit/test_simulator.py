@@ -593,6 +593,28 @@ def test_late_commit_hides_an_accepted_request_until_it_commits(http: httpx.Clie
     assert [json.loads(r["request_body"])["entrypoint_command"] for r in rows] == [marker]
     assert result(http, rows[0]["request_id"])["job_id"] == 1
     assert http.get("/sim/counters").json()["launch_requests"] == {"c-late": 1}
+    assert http.get("/sim/counters").json()["late_commits"] == 1
+
+
+def test_history_keeps_every_cluster_incarnation_after_it_is_gone(http: httpx.Client) -> None:
+    """GET /sim/history: a cluster downed and launched again is two entries; a gone one stays."""
+    result(http, launch(http, "c-hist"))
+    result(http, launch(http, "c-other"))
+    result(http, submit(http, "/down", {"cluster_name": "c-hist"}))
+    wait_until(lambda: "c-hist" not in http.get("/sim/counters").json()["live_clusters"])
+    result(http, launch(http, "c-hist"))
+    history = http.get("/sim/history").json()
+    assert [(c["name"], c["live"]) for c in history] == [
+        ("c-hist", False),
+        ("c-other", True),
+        ("c-hist", True),
+    ]
+    assert history[0]["gone_at"] is not None
+    assert history[1]["gone_at"] is None
+    assert history[0]["cluster_hash"] != history[2]["cluster_hash"]
+    assert http.get("/sim/counters").json()["calls"].get("GET /sim/history") is None
+    http.post("/sim/reset")
+    assert http.get("/sim/history").json() == []
 
 
 async def test_client_reattaches_to_a_late_commit_instead_of_launching_twice(
