@@ -24,6 +24,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.workflow import UpdateMethodMultiParam
 
 from controlplane import search_attributes as names
 from controlplane.cluster_names import CLUSTER_PREFIX
@@ -62,6 +63,7 @@ from workflows.terminate import TerminateClusterWorkflow
 from workflows.user_metadata import deployment_summary, node_summary
 
 T = TypeVar("T")
+R = TypeVar("R")  # an update's request model
 
 if TYPE_CHECKING:
     from starter.tenant import TenantControlPlane
@@ -346,22 +348,14 @@ class ControlPlane:
         return await self._guard(handle.query(DeploymentWorkflow.status), workflow_id)
 
     async def scale_deployment(self, workflow_id: str, replicas: int) -> DeploymentView:
-        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
-        return await self._guard(
-            handle.execute_update(
-                DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=replicas)
-            ),
-            workflow_id,
-        )
+        request = ScaleDeploymentRequest(replicas=replicas)
+        return await self._deployment_update(workflow_id, DeploymentWorkflow.scale, request)
 
     async def update_deployment(
         self, workflow_id: str, request: UpdateDeploymentRequest
     ) -> DeploymentView:
         """Start a rolling update; answers once it has begun (see ``wait_for_rollout``)."""
-        handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
-        return await self._guard(
-            handle.execute_update(DeploymentWorkflow.update, request), workflow_id
-        )
+        return await self._deployment_update(workflow_id, DeploymentWorkflow.update, request)
 
     async def wait_for_rollout(
         self,
@@ -385,13 +379,18 @@ class ControlPlane:
     async def terminate_deployment(
         self, workflow_id: str, reason: str = "requested"
     ) -> DeploymentView:
+        request = TerminateDeploymentRequest(reason=reason)
+        return await self._deployment_update(workflow_id, DeploymentWorkflow.terminate, request)
+
+    async def _deployment_update(
+        self,
+        workflow_id: str,
+        update: UpdateMethodMultiParam[[DeploymentWorkflow, R], DeploymentView],
+        request: R,
+    ) -> DeploymentView:
+        """Run one of the deployment's updates; a workflow that is not there is ``NotFound``."""
         handle = self.client.get_workflow_handle_for(DeploymentWorkflow.run, workflow_id)
-        return await self._guard(
-            handle.execute_update(
-                DeploymentWorkflow.terminate, TerminateDeploymentRequest(reason=reason)
-            ),
-            workflow_id,
-        )
+        return await self._guard(handle.execute_update(update, request), workflow_id)
 
     # --- listing ---------------------------------------------------------------------------------
     async def list_nodes(

@@ -112,7 +112,32 @@ class SkyPilotBackend(Protocol):
         """Every cluster SkyPilot knows, for every user (the reconciler's inventory)."""
 
 
-class ApiBackend:
+class _Inventory:
+    """What both front doors do alike, over each one's own status, request list and cancel."""
+
+    async def _status(self, cluster_names: list[str] | None) -> list[ClusterRecord]:
+        raise NotImplementedError
+
+    async def _launch_requests(self, cluster_name: str) -> list[RequestRecord]:
+        raise NotImplementedError
+
+    async def _cancel(self, request_ids: list[str], cluster_name: str) -> list[str]:
+        raise NotImplementedError
+
+    async def location(self, cluster_name: str) -> str | None:
+        return location_of(await self._status([cluster_name]), cluster_name)
+
+    async def cancel_launches(self, cluster_name: str) -> list[str]:
+        live = live_request_ids(await self._launch_requests(cluster_name))
+        if not live:
+            return []
+        return await self._cancel(live, cluster_name)
+
+    async def list_clusters(self) -> list[ClusterRecord]:
+        return await self._status(None)
+
+
+class ApiBackend(_Inventory):
     """The REST API: launch returns at once, the wait long-polls the request."""
 
     mode = LaunchMode.API
@@ -183,9 +208,6 @@ class ApiBackend:
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return (await self.client.endpoints(cluster_name, port)).get(port)
 
-    async def location(self, cluster_name: str) -> str | None:
-        return location_of(await self.client.status([cluster_name]), cluster_name)
-
     async def restart_model(
         self,
         cluster_name: str,
@@ -200,17 +222,17 @@ class ApiBackend:
         )
         await self.client.wait_for_request(request_id, timeout=timeout)
 
-    async def cancel_launches(self, cluster_name: str) -> list[str]:
-        live = live_request_ids(await self.client.find_requests(cluster_name, name="sky.launch"))
-        if not live:
-            return []
-        return await self.client.cancel(live)
-
     async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
         return await self.client.terminate(cluster_name, timeout=timeout)
 
-    async def list_clusters(self) -> list[ClusterRecord]:
-        return await self.client.status(None)
+    async def _status(self, cluster_names: list[str] | None) -> list[ClusterRecord]:
+        return await self.client.status(cluster_names)
+
+    async def _launch_requests(self, cluster_name: str) -> list[RequestRecord]:
+        return await self.client.find_requests(cluster_name, name="sky.launch")
+
+    async def _cancel(self, request_ids: list[str], cluster_name: str) -> list[str]:
+        return await self.client.cancel(request_ids)
 
 
 class ObservedCLI:
@@ -278,7 +300,7 @@ class ObservedCLI:
         return await self._observe("endpoints", self._cli.endpoint(cluster_name, port))
 
 
-class CliBackend:
+class CliBackend(_Inventory):
     """The `sky` CLI: launch blocks until provisioned, so the wait only confirms the status.
 
     The CLI is itself a client of an API server, where a launch goes on when the `sky` process
@@ -367,9 +389,6 @@ class CliBackend:
     async def endpoint(self, cluster_name: str, port: int) -> str | None:
         return await self.cli.endpoint(cluster_name, port)
 
-    async def location(self, cluster_name: str) -> str | None:
-        return location_of(await self.cli.status([cluster_name]), cluster_name)
-
     async def restart_model(
         self,
         cluster_name: str,
@@ -382,14 +401,14 @@ class CliBackend:
         # `sky exec -d` returns once the job is submitted; no request id to reattach to.
         await self.cli.exec(cluster_name, task, workspace=workspace)
 
-    async def cancel_launches(self, cluster_name: str) -> list[str]:
-        live = live_request_ids(await self.cli.launch_requests(cluster_name))
-        if not live:
-            return []
-        return await self.cli.cancel(live, cluster_name)
-
     async def terminate(self, cluster_name: str, timeout: float) -> TerminateResult:
         return await self.cli.down(cluster_name)
 
-    async def list_clusters(self) -> list[ClusterRecord]:
-        return await self.cli.status(None)
+    async def _status(self, cluster_names: list[str] | None) -> list[ClusterRecord]:
+        return await self.cli.status(cluster_names)
+
+    async def _launch_requests(self, cluster_name: str) -> list[RequestRecord]:
+        return await self.cli.launch_requests(cluster_name)
+
+    async def _cancel(self, request_ids: list[str], cluster_name: str) -> list[str]:
+        return await self.cli.cancel(request_ids, cluster_name)

@@ -19,8 +19,9 @@ from controlplane.db.models import SealedRow
 from controlplane.db.repository import CredentialRepository
 from controlplane.db.schema import tenant_credentials
 from controlplane.vault import CredentialPayload, CredentialStore, Vault, VaultError
+from tests.support.processes import run_text
+from tests.unit.test_vault import PUT_ACME_AWS
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 SECRET = "hf_store-test-secret-value-9876543210"
 OTHER_SECRET = "sk-second-secret-value-0123456789abcdef"
 OLD_KEY, NEW_KEY, LOST_KEY = os.urandom(32), os.urandom(32), os.urandom(32)
@@ -179,15 +180,8 @@ def run_cli(
     env["SKYPILOT_CREDENTIAL_ENCRYPTION_KEY"] = b64(key)
     if previous:
         env["SKYPILOT_CREDENTIAL_PREVIOUS_KEYS"] = ",".join(b64(k) for k in previous)
-    result = subprocess.run(
-        [sys.executable, "-m", "controlplane.credentials_cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = run_text(
+        [sys.executable, "-m", "controlplane.credentials_cli", *args], env=env, stdin=stdin
     )
     for secret in (SECRET, OTHER_SECRET):
         assert secret not in result.stdout + result.stderr
@@ -245,13 +239,7 @@ async def test_cli_put_from_file_and_stdin_then_list(
 async def test_cli_rotate(rows: CredentialRepository, database_url: str) -> None:
     stored = run_cli(
         database_url,
-        "put",
-        "--tenant",
-        "acme",
-        "--provider",
-        "aws",
-        "--file",
-        "-",
+        *PUT_ACME_AWS,
         key=OLD_KEY,
         stdin=document(),
     )
@@ -274,9 +262,7 @@ async def test_cli_rejects_invalid_documents_without_echoing_them(
     rows: CredentialRepository, database_url: str
 ) -> None:
     bad = json.dumps({"secrets": {SECRET: OTHER_SECRET, "HF_TOKEN": 7}})
-    result = run_cli(
-        database_url, "put", "--tenant", "acme", "--provider", "aws", "--file", "-", stdin=bad
-    )
+    result = run_cli(database_url, *PUT_ACME_AWS, stdin=bad)
     unknown = run_cli(
         database_url,
         "put",
@@ -311,9 +297,7 @@ async def test_cli_put_refuses_a_denied_secret_name_and_stores_nothing(
     rows: CredentialRepository, database_url: str, name: str
 ) -> None:
     smuggled = json.dumps({"secrets": {"HF_TOKEN": SECRET, name: "https://evil.example.com"}})
-    result = run_cli(
-        database_url, "put", "--tenant", "acme", "--provider", "aws", "--file", "-", stdin=smuggled
-    )
+    result = run_cli(database_url, *PUT_ACME_AWS, stdin=smuggled)
     assert result.returncode == 1
     assert result.stderr.startswith("error: invalid credential document in stdin: secrets: ")
     assert "denied" in result.stderr
@@ -330,7 +314,7 @@ async def test_cli_put_refuses_a_workspace_not_allowed_for_the_tenant(
 ) -> None:
     result = run_cli(
         database_url,
-        *("put", "--tenant", "acme", "--provider", "aws", "--file", "-"),
+        *PUT_ACME_AWS,
         stdin=document(),
         workspaces=workspaces,
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -14,6 +16,8 @@ from controlplane.db.schema import node_events
 from controlplane.events.feed import EventFeed, FeedFilter
 from controlplane.lifecycle import EventType
 from tests.db.test_repository import launched, new_node
+
+T = TypeVar("T")
 
 # A feed event's fields, as consumers read them (the feed API and `python -m starter events`).
 FEED_EVENT_FIELDS = {
@@ -65,15 +69,17 @@ async def two_nodes(nodes: NodeRepository) -> tuple[str, str]:
     return first.node_id, second.node_id
 
 
-async def commit_out_of_id_order(engine: AsyncEngine, a: str, b: str) -> tuple[int, int, list[int]]:
-    """Insert id X (open), then X+1 (committed), read, then commit X. Returns X, X+1, read."""
+async def commit_out_of_id_order(
+    engine: AsyncEngine, a: str, b: str, read: Callable[[], Awaitable[T]]
+) -> tuple[int, int, T]:
+    """Insert id X (open), then X+1 (committed), ``read``, then commit X. Returns X, X+1, read."""
     async with engine.connect() as slow, engine.connect() as fast:
         await slow.begin()
         early = await insert_event(slow, a, f"{a}:slow")
         await fast.begin()
         late = await insert_event(fast, b, f"{b}:fast")
         await fast.commit()
-        seen = await naive_read(engine, 0, {a, b})
+        seen = await read()
         await slow.commit()
     return early, late, seen
 
@@ -82,7 +88,9 @@ async def test_id_cursor_skips_an_event_committed_late(
     engine: AsyncEngine, nodes: NodeRepository
 ) -> None:
     a, b = await two_nodes(nodes)
-    early, late, seen = await commit_out_of_id_order(engine, a, b)
+    early, late, seen = await commit_out_of_id_order(
+        engine, a, b, lambda: naive_read(engine, 0, {a, b})
+    )
 
     assert early < late
     assert seen == [late]  # the consumer's cursor is now `late`...
@@ -96,16 +104,14 @@ async def test_feed_delivers_an_event_committed_late_exactly_once(
     a, b = await two_nodes(nodes)
     cursor = max([0, *(e.cursor for e in await feed.read(0, limit=100_000))])
     got: list[int] = []
-    async with engine.connect() as slow, engine.connect() as fast:
-        await slow.begin()
-        early = await insert_event(slow, a, f"{a}:slow")
-        await fast.begin()
-        late = await insert_event(fast, b, f"{b}:fast")
-        await fast.commit()
+
+    async def read_page() -> None:
+        nonlocal cursor
         page = await feed.read(cursor)
-        got += [e.event_id for e in page]
+        got.extend(e.event_id for e in page)
         cursor = page[-1].cursor
-        await slow.commit()
+
+    early, late, _ = await commit_out_of_id_order(engine, a, b, read_page)
     page = await feed.read(cursor)
     got += [e.event_id for e in page]
     assert got == [late, early]  # commit order, each once

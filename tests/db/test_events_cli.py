@@ -17,6 +17,7 @@ from controlplane.db.repository import NodeRepository
 from starter.feed import EventStream
 from tests.db.test_event_feed import FEED_EVENT_FIELDS
 from tests.db.test_repository import launched, new_node
+from tests.support.processes import run_text
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,14 +30,8 @@ def environment(database_url: str) -> dict[str, str]:
 
 
 def starter(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "starter", *args],
-        cwd=REPO,
-        env=environment(database_url),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    return run_text(
+        [sys.executable, "-m", "starter", *args], env=environment(database_url), timeout=120
     )
 
 

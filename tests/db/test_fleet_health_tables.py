@@ -23,6 +23,15 @@ async def serving_node(nodes: NodeRepository, *, endpoint: str | None = "127.0.0
     return (await serving(nodes, endpoint)).node_id
 
 
+async def slot_queue(
+    nodes: NodeRepository, engine: AsyncEngine, count: int
+) -> tuple[LaunchSlotRepository, str, list[str]]:
+    """The slot table, a fresh slot key of one API server, and ``count`` serving nodes."""
+    slots = LaunchSlotRepository(engine)
+    key = f"api:http://sim-{uuid.uuid4().hex[:6]}"
+    return slots, key, [await serving_node(nodes) for _ in range(count)]
+
+
 async def test_a_running_node_becomes_unhealthy_and_healthy_again(nodes: NodeRepository) -> None:
     node_id = await serving_node(nodes)
     sick = await nodes.transition(
@@ -76,9 +85,7 @@ async def test_probe_records_are_upserted_and_read_back_with_the_shard(
 async def test_launch_slots_cap_in_flight_launches_first_come_first_served(
     nodes: NodeRepository, engine: AsyncEngine
 ) -> None:
-    slots = LaunchSlotRepository(engine)
-    key = f"api:http://sim-{uuid.uuid4().hex[:6]}"
-    ids = [await serving_node(nodes) for _ in range(4)]
+    slots, key, ids = await slot_queue(nodes, engine, 4)
 
     async def ask(node_id: str) -> bool:
         answer = await slots.try_acquire(node_id, key, budget=2, lease=LEASE, waiter_ttl=TTL)
@@ -98,9 +105,7 @@ async def test_launch_slots_cap_in_flight_launches_first_come_first_served(
 async def test_concurrent_asks_never_exceed_the_budget(
     nodes: NodeRepository, engine: AsyncEngine
 ) -> None:
-    slots = LaunchSlotRepository(engine)
-    key = f"api:http://sim-{uuid.uuid4().hex[:6]}"
-    ids = [await serving_node(nodes) for _ in range(10)]
+    slots, key, ids = await slot_queue(nodes, engine, 10)
     answers = await asyncio.gather(
         *(slots.try_acquire(n, key, budget=3, lease=LEASE, waiter_ttl=TTL) for n in ids)
     )

@@ -8,7 +8,6 @@ import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
@@ -28,9 +27,8 @@ from controlplane.db.repository import (
 from controlplane.db.schema import Base, node_events, nodes
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from devtools.devstack import ServerDatabases
+from tests.support.processes import run_text
 from tests.support.specs import node_spec
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def new_node(**overrides: object) -> NewNode:
@@ -371,15 +369,7 @@ async def test_migrated_database_is_at_head_and_matches_schema(
 def _db_command(url: str, command: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "DATABASE_"))}
     env["DATABASE_URL"] = url
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.db", command],
-        cwd=REPO_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_text([sys.executable, "-m", "controlplane.db", command], env=env)
 
 
 async def test_check_command_fails_until_migrated(databases: ServerDatabases) -> None:

@@ -31,6 +31,7 @@ from controlplane.db.models import NodeRow
 from controlplane.db.repository import NodeRepository
 from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
+from tests.support.processes import run_text
 from tests.support.temporal_env import dev_server_path
 from workflows.models import DeploymentSpec
 
@@ -205,14 +206,7 @@ async def test_starter_cli_exits_2_naming_the_field(
     untouched: Untouched, argv: list[str], name: str
 ) -> None:
     done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "starter", *argv],
-        cwd=REPO,
-        env=cli_env(untouched.stack),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        run_text, [sys.executable, "-m", "starter", *argv], env=cli_env(untouched.stack)
     )
     assert done.returncode == 2, (done.returncode, done.stdout, done.stderr)
     assert done.stdout == ""
@@ -229,12 +223,7 @@ TEMPORAL = dev_server_path()  # the `temporal` binary serves as both dev server 
 async def temporal(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
     address = stack.env["TEMPORAL_ADDRESS"]
     return await asyncio.to_thread(
-        subprocess.run,
-        [TEMPORAL, *args, "--address", address, "--namespace", "default"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        run_text, [TEMPORAL, *args, "--address", address, "--namespace", "default"]
     )
 
 

@@ -37,6 +37,7 @@ from starter.codec import EncryptionCodec
 from starter.codec_server import SESSION_COOKIE
 from starter.connection import connect
 from tests.support.ports import free_port
+from tests.support.processes import run_text
 from tests.support.temporal_env import dev_server_path, local_temporal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,13 +113,8 @@ class CodecServerProcess:
 def run_codec_cli(
     env: Mapping[str, str], *args: str, timeout: float = 30
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "starter.codec_server", *args],
-        cwd=ROOT,
-        env=dict(env),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
+    return run_text(
+        [sys.executable, "-m", "starter.codec_server", *args], env=env, cwd=ROOT, timeout=timeout
     )
 
 
@@ -490,12 +486,7 @@ async def temporal_cli(
     *args: str, extra_env: Mapping[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(
-        subprocess.run,
-        [dev_server_path(), *args],
-        env=base_env(**(extra_env or {})),
-        capture_output=True,
-        text=True,
-        timeout=60,
+        run_text, [dev_server_path(), *args], env=base_env(**(extra_env or {}))
     )
 
 

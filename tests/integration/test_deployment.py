@@ -17,6 +17,7 @@ from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.nodes import assert_terminated_cleanly
 from tests.support.specs import deployment_spec
 from worker import create_worker, open_activities
 from workflows.deployment import DeploymentWorkflow
@@ -125,11 +126,7 @@ async def test_deployment_launch_scale_and_terminate(worker: Stack, repo: NodeRe
     assert [launches.get(name) for name in clusters.values()] == [1, 1, 1]
     for replica in range(3):
         node_id = spec.node(replica, generation=result.generation).node_id
-        row = await repo.get(node_id)
-        assert row is not None
-        assert row.status == NodeStatus.TERMINATED.value
-        events = [event.event_type for event in await repo.events(node_id)]
-        assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+        await assert_terminated_cleanly(repo, node_id)
 
 
 async def test_scale_down_while_launching_tears_the_dropped_replica_down(stack: Stack) -> None:

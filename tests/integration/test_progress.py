@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import subprocess
 import sys
 import uuid
 from datetime import timedelta
@@ -20,6 +19,7 @@ from temporalio.api.enums.v1 import EventType
 from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from tests.integration.conftest import Stack, new_spec
+from tests.support.processes import run_text
 from workflows import search_attributes as attrs
 from workflows.deployment import deployment_workflow_id
 from workflows.models import NodeProgressSignal, NodeView
@@ -105,14 +105,7 @@ async def run_starter(stack: Stack, *args: str) -> tuple[int, list[dict[str, Any
     """`python -m starter ...` redirected (not a TTY): exit code and its JSON lines."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "TEMPORAL_"))}
     done = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "-m", "starter", *args],
-        cwd=REPO,
-        env={**env, **stack.env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        run_text, [sys.executable, "-m", "starter", *args], env={**env, **stack.env}, timeout=120
     )
     assert done.stdout.strip(), done.stderr
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]

@@ -23,7 +23,6 @@ import contextlib
 import json
 import logging
 import os
-import subprocess
 import sys
 import time
 import uuid
@@ -48,6 +47,7 @@ from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import Stack
+from tests.support.processes import run_text
 from tests.support.specs import node_spec
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
@@ -281,14 +281,10 @@ def starter_env(settings_env: dict[str, str]) -> dict[str, str]:
 async def starter(ss: SecretStack, *args: str) -> tuple[int, dict[str, Any], str]:
     """`python -m starter ...` with the secret-carrying environment: code, JSON out, all text."""
     done = await asyncio.to_thread(
-        subprocess.run,
+        run_text,
         [sys.executable, "-m", "starter", *args],
-        cwd=REPO,
         env=starter_env(secret_env(ss.stack)),
-        capture_output=True,
-        text=True,
         timeout=120,
-        check=False,
     )
     text = done.stdout.strip()
     try:
@@ -339,12 +335,8 @@ async def cli_failing_launch(ss: SecretStack, mode: LaunchMode) -> tuple[NodeSpe
 # --- exporting histories as an operator would ----------------------------------------------------
 async def temporal(stack: Stack, *args: str) -> str:
     done = await asyncio.to_thread(
-        subprocess.run,
+        run_text,
         [TEMPORAL, *args, "--address", stack.env["TEMPORAL_ADDRESS"], "--namespace", "default"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
     )
     assert done.returncode == 0, f"temporal {' '.join(args)}: {done.stderr}"
     return done.stdout

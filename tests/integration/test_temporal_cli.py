@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import re
-import subprocess
 import time
 import uuid
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.integration.conftest import Stack
+from tests.support.processes import run_text
 from tests.support.specs import node_spec
 from tests.support.temporal_env import dev_server_path
 from worker import create_worker, open_activities
@@ -92,14 +92,7 @@ def bash_env(stack: Stack) -> dict[str, str]:
 
 async def bash(command: str, env: dict[str, str]) -> str:
     done = await asyncio.to_thread(
-        subprocess.run,
-        ["bash", "-euo", "pipefail", "-c", command],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+        run_text, ["bash", "-euo", "pipefail", "-c", command], env=env, timeout=120
     )
     assert done.returncode == 0, f"{command}\nexit {done.returncode}\n{done.stdout}{done.stderr}"
     return done.stdout

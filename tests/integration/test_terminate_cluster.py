@@ -13,6 +13,7 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.task import TaskSettings, build_task
 from tests.integration.conftest import SIM_TOKEN, Stack, new_spec
+from tests.support.nodes import assert_terminated_cleanly
 from workflows.node import NodeWorkflow
 
 WAIT = timedelta(seconds=30)
@@ -83,11 +84,7 @@ async def test_cluster_of_running_node_is_delegated_to_its_workflow(
     assert final.status is NodeStatus.TERMINATED
     assert spec.cluster_name not in worker.simulator.counters()["live_clusters"]
     assert worker.simulator.counters()["launch_requests"][spec.cluster_name] == 1
-    row = await repo.get(spec.node_id)
-    assert row is not None
-    assert row.status == NodeStatus.TERMINATED.value
-    events = [event.event_type for event in await repo.events(spec.node_id)]
-    assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+    await assert_terminated_cleanly(repo, spec.node_id)
 
 
 async def test_cluster_left_by_cleanup_failed_node_is_downed(

@@ -30,6 +30,7 @@ from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane, NodeStarted
 from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack, new_spec
+from tests.support.nodes import assert_terminated_cleanly
 from tests.support.ports import free_port
 from tests.support.worker_process import WorkerProcess
 from workflows.models import NodeView
@@ -125,11 +126,7 @@ async def assert_no_orphan(
     counters = sim.counters()
     assert counters["launch_requests"].get(spec.cluster_name) == 1, counters["launch_requests"]
     assert spec.cluster_name not in counters["live_clusters"]
-    row = await repo.get(spec.node_id)
-    assert row is not None
-    assert row.status == NodeStatus.TERMINATED.value
-    events = [event.event_type for event in await repo.events(spec.node_id)]
-    assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]
+    await assert_terminated_cleanly(repo, spec.node_id)
 
 
 async def test_worker_killed_mid_launch_and_restarted_launches_once(

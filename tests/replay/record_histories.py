@@ -41,7 +41,7 @@ from controlplane.spec import NodeSpec
 from devtools.devstack import TEST_TIMINGS, Timings, reachable_server, worker_settings_env
 from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
 from devtools.skypilot_sim.server import SimulatorServer
-from starter.api import ControlPlane, NotFound
+from starter.api import ControlPlane, NodeStarted, NotFound
 from tests.support.fleet import sweeping
 from tests.support.replicas import named
 from tests.support.specs import deployment_spec
@@ -52,6 +52,7 @@ from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
 from workflows.models import (
     DeploymentPolicy,
+    NodeView,
     ReconcileInput,
     TerminateNodeRequest,
     UpdateDeploymentRequest,
@@ -116,10 +117,18 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float 
         await asyncio.sleep(0.1)
 
 
+async def launch_running(control: ControlPlane, spec: NodeSpec) -> tuple[NodeStarted, NodeView]:
+    """Launch ``spec`` and wait (up to WAIT) for it to run; the view it stopped waiting at."""
+    started = await control.launch_node(spec)
+    view = await control.wait_for_node(
+        started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
+    )
+    return started, view
+
+
 # --- the paths ---------------------------------------------------------------------------------
 async def node_happy_path(r: Recorder) -> None:
-    started = await r.main.launch_node(node_spec("happy"))
-    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    started, view = await launch_running(r.main, node_spec("happy"))
     assert view.status is NodeStatus.RUNNING, view
     await r.terminate_and_save(r.main, started.workflow_id, "node_happy_path")
 
@@ -146,10 +155,7 @@ async def node_launch_failure(r: Recorder) -> None:
 async def node_relaunch_after_transient_failure(r: Recorder) -> None:
     r.simulator.set_faults(fail_next_launches=1, launch_failure_types=["ResourcesUnavailableError"])
     try:
-        started = await r.main.launch_node(node_spec("relaunch"))
-        view = await r.main.wait_for_node(
-            started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
-        )
+        started, view = await launch_running(r.main, node_spec("relaunch"))
     finally:
         r.simulator.set_faults(fail_next_launches=0)
     assert view.status is NodeStatus.RUNNING, view
@@ -188,8 +194,7 @@ async def node_cancelled_during_launch(r: Recorder) -> None:
 
 async def node_cancelled_while_terminating(r: Recorder) -> None:
     """A workflow cancel during the teardown lets it finish (patch teardown-survives-cancel)."""
-    started = await r.slow.launch_node(node_spec("cancel-teardown"))
-    view = await r.slow.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    started, view = await launch_running(r.slow, node_spec("cancel-teardown"))
     assert view.status is NodeStatus.RUNNING, view
     handle = r.handle(started.workflow_id)
     await handle.signal("request_terminate", TerminateNodeRequest(reason="replay recording"))
@@ -344,10 +349,7 @@ async def node_with_search_attributes_and_progress(r: Recorder) -> None:
     """A node started with its search attributes: NodeStatus upserts and launch_progress signals."""
     r.simulator.set_timings(launch_delay_s=2.0)  # long enough for each phase to be signalled
     try:
-        started = await r.main.launch_node(node_spec("labelled"))
-        view = await r.main.wait_for_node(
-            started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT
-        )
+        started, view = await launch_running(r.main, node_spec("labelled"))
     finally:
         r.simulator.set_timings(launch_delay_s=1.0)
     assert view.status is NodeStatus.RUNNING, view
@@ -410,8 +412,7 @@ async def terminate_cluster_refused_for_tenant(r: Recorder) -> None:
 async def terminate_cluster_delegated_to_its_node(r: Recorder) -> None:
     """A terminate by cluster name of a live node's cluster: signalled to the node's workflow."""
     spec = node_spec("delegated")
-    started = await r.main.launch_node(spec)
-    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    started, view = await launch_running(r.main, spec)
     assert view.cluster_name is not None, view
     result = await r.main.terminate_cluster(view.cluster_name, wait=WAIT)
     assert result is not None, "still terminating"
@@ -425,8 +426,7 @@ async def terminate_cluster_delegated_to_its_node(r: Recorder) -> None:
 async def reconcile_asks_a_running_node_to_check(r: Recorder) -> None:
     """A running node whose cluster vanished: the reconciler signals its workflow to look."""
     spec = node_spec("vanished")
-    started = await r.main.launch_node(spec)
-    view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    started, view = await launch_running(r.main, spec)
     assert view.cluster_name is not None, view
     assert r.simulator.preempt(view.cluster_name)
     run_id = f"reconcile-{uuid.uuid4().hex[:8]}"

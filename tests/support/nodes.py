@@ -6,7 +6,7 @@ import uuid
 
 from controlplane import lifecycle
 from controlplane.db.repository import NewNode, NodeRepository
-from controlplane.lifecycle import LaunchMode
+from controlplane.lifecycle import LaunchMode, NodeStatus
 from tests.support.specs import node_spec
 
 
@@ -18,3 +18,12 @@ async def serving_node(nodes: NodeRepository, endpoint: str | None = "m:1") -> N
     for transition in (lifecycle.LAUNCHING, lifecycle.READY):
         await nodes.transition(node.node_id, transition, endpoint=endpoint)
     return node
+
+
+async def assert_terminated_cleanly(nodes: NodeRepository, node_id: str) -> None:
+    """The node's row is terminated, after exactly one launch, ready, terminating, terminated."""
+    row = await nodes.get(node_id)
+    assert row is not None
+    assert row.status == NodeStatus.TERMINATED.value
+    events = [event.event_type for event in await nodes.events(node_id)]
+    assert events == ["node.launched", "node.ready", "node.terminating", "node.terminated"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from pydantic import SecretStr
+
+from controlplane.skypilot.task import TaskSettings
 from controlplane.spec import NodeSpec
 from workflows.models import DeploymentSpec
 
@@ -31,3 +34,17 @@ def new_spec(**overrides: Any) -> NodeSpec:
 def deployment_spec(*, name: str, **overrides: Any) -> DeploymentSpec:
     """The same spec as a deployment named ``name``, with ``overrides``."""
     return DeploymentSpec(**{**BASE, "name": name, **overrides})
+
+
+def task_settings(**overrides: Any) -> TaskSettings:
+    """The platform's task settings, R2 configured, with ``overrides`` (any TaskSettings field)."""
+    fields: dict[str, Any] = {
+        "control_plane_url": "https://cp.example.com",
+        "vllm_version": "0.11.0",
+        "torch_version": "2.8.0",
+        "r2_endpoint": "https://r2.example.com",
+        "r2_bucket": "models",
+        "r2_access_key_id": SecretStr("r2-access-key-id-value"),
+        "r2_secret_access_key": SecretStr("r2-secret-access-key-value"),
+    }
+    return TaskSettings(**{**fields, **overrides})

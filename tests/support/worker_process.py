@@ -18,7 +18,6 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
 from typing import IO, Self
 
 from devtools.devstack import POLLING_LINE, REPO
@@ -63,12 +62,7 @@ class WorkerProcess:
     async def __aenter__(self) -> Self:
         return self.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self.returncode is None:
             await self.kill()
         for file in self._files:

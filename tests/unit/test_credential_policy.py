@@ -25,17 +25,12 @@ from controlplane.credential_policy import (
     check_workspace,
 )
 from controlplane.credentials_cli import UsageError, read_document
-from controlplane.skypilot.task import TaskSettings, build_task
+from controlplane.skypilot.task import build_task
 from controlplane.spec import NodeSpec
 from controlplane.vault import CredentialPayload, Vault, VaultError
-from tests.support.specs import node_spec
+from tests.support.specs import node_spec, task_settings
 
-PLATFORM_R2 = TaskSettings(
-    control_plane_url="https://cp.example.com",
-    vllm_version="0.11.0",
-    torch_version="2.8.0",
-    r2_endpoint="https://r2.example.com",
-    r2_bucket="models",
+PLATFORM_R2 = task_settings(
     r2_access_key_id=SecretStr("platform-r2-access-key-id"),
     r2_secret_access_key=SecretStr("platform-r2-secret-access-key"),
 )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.processes import run_text
+
 REPO = Path(__file__).resolve().parents[2]
 DOCS = [*sorted((REPO / "docs" / "runbooks").glob("*.md")), REPO / "README.md"]
 FENCE = re.compile(r"```bash\n(.*?)```", re.DOTALL)
@@ -59,14 +61,7 @@ def test_command_parses(doc: str, line: str) -> None:
 
 @functools.cache
 def help_text(module: str, sub: tuple[str, ...]) -> tuple[int, str]:
-    done = subprocess.run(
-        [sys.executable, "-m", module, *sub, "--help"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_text([sys.executable, "-m", module, *sub, "--help"])
     return done.returncode, done.stdout + done.stderr
 
 

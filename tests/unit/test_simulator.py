@@ -27,6 +27,7 @@ from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.models import RequestRecord, RequestStatus
 from controlplane.skypilot.task import SkyTask
 from devtools.skypilot_sim import SimConfig, SimulatorServer
+from tests.support.processes import run_text
 
 USER = {"SKYPILOT_USER_ID": "orch0001", "SKYPILOT_USER": "orchestrator"}
 VERSION_HEADERS = {"X-SkyPilot-API-Version": "62", "X-SkyPilot-Version": "0.14.1"}
@@ -788,11 +789,8 @@ def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
 
 def test_a_token_on_the_command_line_is_refused_without_repeating_it() -> None:
     token = "sky_argv-token-must-not-be-echoed-42"
-    result = subprocess.run(
-        [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0", "--token", token],
-        capture_output=True,
-        text=True,
-        timeout=60,
+    result = run_text(
+        [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0", "--token", token]
     )
     assert result.returncode != 0
     assert "--token is not accepted" in result.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,10 +23,10 @@ import starter.__main__ as cli
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import NotFound
+from tests.support.processes import run_text
 from tests.support.specs import BASE
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeResponse
 
-REPO = Path(__file__).resolve().parents[2]
 NODE = [
     "--tenant",
     "acme",
@@ -427,15 +426,7 @@ def test_exit_code_2_survives_the_real_process_exit(tmp_path: Path) -> None:
     """`python -m starter` leaves through os._exit: the code must still be 2, stderr JSON."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "TEMPORAL_"))}
     env["TEMPORAL_ADDRESS"] = f"127.0.0.1:{closed_port()}"
-    done = subprocess.run(
-        [sys.executable, "-m", "starter", *launch_args(gpu="A100:x")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = run_text([sys.executable, "-m", "starter", *launch_args(gpu="A100:x")], env=env)
     assert done.returncode == 2, done.stderr
     assert done.stdout == ""
     payload = json.loads(done.stderr.strip().splitlines()[-1])

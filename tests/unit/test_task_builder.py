@@ -9,19 +9,12 @@ import yaml
 from pydantic import SecretStr, ValidationError
 
 from controlplane.cluster_names import CLUSTER_NAME_RE
-from controlplane.skypilot.task import IDLE_AUTOSTOP_MINUTES, VLLM_PORT, TaskSettings, build_task
+from controlplane.skypilot.task import IDLE_AUTOSTOP_MINUTES, VLLM_PORT, build_task
 from controlplane.spec import NodeSpec
 from tests.support.specs import node_spec as node_spec_of
+from tests.support.specs import task_settings
 
-SETTINGS = TaskSettings(
-    control_plane_url="https://cp.example.com",
-    vllm_version="0.11.0",
-    torch_version="2.8.0",
-    r2_endpoint="https://r2.example.com",
-    r2_bucket="models",
-    r2_access_key_id=SecretStr("r2-access-key-id-value"),
-    r2_secret_access_key=SecretStr("r2-secret-access-key-value"),
-)
+SETTINGS = task_settings()
 
 
 def spec(**overrides: object) -> NodeSpec:

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from controlplane.db.url import redact_database_url
 from controlplane.logs import REDACTOR
 from controlplane.urls import redact_url, scrub, url_credentials
 from tests.support.ports import free_port
+from tests.support.processes import run_text
 from worker import open_activities, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -101,14 +101,7 @@ def test_starter_health_never_prints_a_user_or_password() -> None:
         if not k.startswith(("SKYPILOT_", "DATABASE_", "TEMPORAL_"))
     }
     env.update(addresses())
-    result = subprocess.run(
-        [sys.executable, "-m", "starter", "health"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_text([sys.executable, "-m", "starter", "health"], env=env, cwd=ROOT, timeout=120)
     report = json.loads(result.stdout)
     assert report["ok"] is False
     # Every part failed, and each says where and why, without the credentials.

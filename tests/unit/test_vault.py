@@ -15,8 +15,10 @@ from pydantic import SecretStr, ValidationError
 from controlplane.config import ConfigError, key_id, load_settings
 from controlplane.credentials_cli import UsageError, read_document
 from controlplane.vault import CredentialPayload, Sealed, Vault, VaultError
+from tests.support.processes import run_text
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The credentials command storing acme's aws credential document from stdin.
+PUT_ACME_AWS = ("put", "--tenant", "acme", "--provider", "aws", "--file", "-")
 SECRET = "hf_vault-unit-test-secret-value-0123456789"
 OLD_KEY, NEW_KEY, OTHER_KEY = os.urandom(32), os.urandom(32), os.urandom(32)
 
@@ -213,28 +215,15 @@ def test_document_must_be_json(tmp_path: Path) -> None:
 def _cli(*args: str, env_extra: dict[str, str]) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SKYPILOT_", "DATABASE_"))}
     env.update(env_extra)
-    return subprocess.run(
-        [sys.executable, "-m", "controlplane.credentials_cli", *args],
-        cwd=REPO_ROOT,
-        env=env,
-        input="{}",
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return run_text(
+        [sys.executable, "-m", "controlplane.credentials_cli", *args], env=env, stdin="{}"
     )
 
 
 def test_cli_passphrase_key_exits_2_naming_the_variable() -> None:
     passphrase = "correct horse battery staple"
     result = _cli(
-        "put",
-        "--tenant",
-        "acme",
-        "--provider",
-        "aws",
-        "--file",
-        "-",
+        *PUT_ACME_AWS,
         env_extra={
             "SKYPILOT_CREDENTIAL_ENCRYPTION_KEY": passphrase,
             "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",

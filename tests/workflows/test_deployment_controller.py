@@ -97,10 +97,15 @@ def running(count: int) -> Callable[[DeploymentView], bool]:
 
 
 async def deploy_running(
-    env: WorkflowEnvironment, task_queue: str, replicas: int
+    env: WorkflowEnvironment,
+    task_queue: str,
+    replicas: int,
+    *,
+    spec: DeploymentSpec = SPEC,
+    policy: DeploymentPolicy = POLICY,
 ) -> tuple[Handle, DeploymentView]:
-    """A deployment of ``replicas`` (the default spec and policy), once all of them run."""
-    handle = await deploy(env, task_queue, replicas)
+    """A deployment of ``replicas`` (``spec`` under ``policy``), once all of them run."""
+    handle = await deploy(env, task_queue, replicas, spec=spec, policy=policy)
     return handle, await until(env, handle, running(replicas), f"{replicas} running")
 
 
@@ -294,8 +299,7 @@ async def test_update_that_never_gets_ready_rolls_back(
     fakes = FakeActivities()
     fakes.behaviour.failing_models.add("org/broken")
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        before = await until(env, handle, running(2), "2 running")
+        handle, before = await deploy_running(env, task_queue, 2)
         await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/broken")
         )
@@ -364,8 +368,7 @@ async def test_spot_falls_back_to_on_demand_after_capacity_failures(
     policy = POLICY.model_copy(update={"spot_fallback_after": 1})
     spec = SPEC.model_copy(update={"spot": True})
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 1, spec=spec, policy=policy)
-        view = await until(env, handle, running(1), "running on spot")
+        handle, view = await deploy_running(env, task_queue, 1, spec=spec, policy=policy)
         await lose(env, fakes, view.replicas[0])
         view = await until(
             env, handle, lambda v: running(1)(v) and len(v.replicas) == 2, "replaced"
@@ -415,8 +418,7 @@ async def test_cleanup_failed_replica_keeps_its_marker_and_is_replaced(
 
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 1)
-        view = await until(env, handle, running(1), "running")
+        handle, view = await deploy_running(env, task_queue, 1)
         fakes.behaviour.cluster_statuses[named(view.replicas[0])] = "STOPPED"
         fakes.behaviour.down_error = ApplicationError("down refused", non_retryable=True)
         await env.client.get_workflow_handle(view.replicas[0].workflow_id).signal(
@@ -449,8 +451,7 @@ async def test_update_not_ready_by_its_deadline_rolls_back(
     fakes = FakeActivities(max_retries=1000)
     fakes.behaviour.slow_models.add("org/slow")  # never fails, never gets ready
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        before = await until(env, handle, running(2), "2 running")
+        handle, before = await deploy_running(env, task_queue, 2)
         await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/slow", deadline_s=120)
         )

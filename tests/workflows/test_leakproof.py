@@ -20,7 +20,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from controlplane.lifecycle import FINAL_STATUSES, LaunchMode, NodeStatus
 from tests.workflows.fakes import FakeActivities, Row
-from tests.workflows.test_node_workflow import SPEC, events, running_worker, start, wait_status
+from tests.workflows.test_node_workflow import (
+    SPEC,
+    events,
+    node_at,
+    running_worker,
+    start,
+)
 from workflows.models import (
     NOTHING_SUBMITTED,
     NodePlan,
@@ -129,9 +135,7 @@ async def test_one_absent_answer_does_not_mark_the_node_lost(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities(health_interval_s=60)
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         fakes.behaviour.cluster_status_answers = ["TERMINATED"]  # a reset API server answers once
         await handle.signal(NodeWorkflow.check_health)
         await until(lambda: len(fakes.calls["cluster_health"]) >= 2, "the confirming look")
@@ -147,9 +151,7 @@ async def test_confirmed_loss_is_recorded_after_a_second_look(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities(health_interval_s=60)
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         fakes.clusters.clear()  # really gone
         await handle.signal(NodeWorkflow.check_health)  # as the fleet sweep does on a change
         result = await handle.result()

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -21,12 +22,12 @@ from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.specs import deployment_spec, node_spec
 from tests.workflows.fakes import FakeActivities
+from tests.workflows.test_node_workflow import running_worker, start
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
     DeploymentInput,
     NodeView,
-    NodeWorkflowInput,
     TerminateDeploymentRequest,
     TerminateNodeRequest,
     WaitReadyInput,
@@ -69,19 +70,6 @@ class LoggingLaunch(FakeActivities):
         return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
 
 
-async def start(
-    env: WorkflowEnvironment, task_queue: str, node: NodeSpec, **options: Any
-) -> WorkflowHandle[NodeWorkflow, NodeView]:
-    return await env.client.start_workflow(
-        NodeWorkflow.run,
-        NodeWorkflowInput(spec=node),
-        id=f"node-{node.cluster_name}",
-        task_queue=task_queue,
-        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-        **options,
-    )
-
-
 async def until(handle: WorkflowHandle[Any, NodeView], check: Any, what: str) -> NodeView:
     for _ in range(400):
         view: NodeView = await handle.query("status", result_type=NodeView)
@@ -106,18 +94,27 @@ async def signals(handle: WorkflowHandle[Any, Any], name: str) -> int:
     )
 
 
-async def test_phase_and_progress_follow_the_launch_log(
+@asynccontextmanager
+async def setting_up(
     env: WorkflowEnvironment, task_queue: str
-) -> None:
+) -> AsyncIterator[
+    tuple[LoggingLaunch, NodeSpec, WorkflowHandle[NodeWorkflow, NodeView], NodeView]
+]:
+    """A node whose launch log reached the setting_up phase; its wait_ready not released yet."""
     fakes = LoggingLaunch()
     node = spec()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(env, task_queue, fakes):
         handle = await start(env, task_queue, node)
         view = await until(
             handle, lambda v: v.phase is NodePhase.SETTING_UP, "the setting_up phase"
         )
+        yield fakes, node, handle, view
+
+
+async def test_phase_and_progress_follow_the_launch_log(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with setting_up(env, task_queue) as (fakes, node, handle, view):
         assert view.status is NodeStatus.LAUNCHING
         assert view.progress == "Syncing files."
         assert view.since is not None
@@ -141,13 +138,7 @@ async def test_phase_and_progress_follow_the_launch_log(
 async def test_a_late_or_backward_phase_is_ignored(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = LoggingLaunch()
-    node = spec()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
-        handle = await start(env, task_queue, node)
-        await until(handle, lambda v: v.phase is NodePhase.SETTING_UP, "setting_up")
+    async with setting_up(env, task_queue) as (fakes, _, handle, _):
         await handle.signal(
             "launch_progress", {"phase": "provisioning", "progress": "Launching on GCP"}
         )
@@ -166,9 +157,7 @@ async def test_node_carries_search_attributes_and_upserts_its_status(
     fakes = LoggingLaunch()
     fakes.release.set()
     node = spec(tenant=f"t{uuid.uuid4().hex[:6]}")
-    async with Worker(
-        local_env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(local_env, task_queue, fakes):
         handle = await start(
             local_env,
             task_queue,
@@ -193,9 +182,7 @@ async def test_a_node_started_without_attributes_never_upserts(
 ) -> None:
     fakes = LoggingLaunch()
     fakes.release.set()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ):
+    async with running_worker(env, task_queue, fakes):
         handle = await start(env, task_queue, spec())
         await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
         await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
 from temporalio.client import WorkflowFailureError, WorkflowHandle
@@ -38,14 +39,16 @@ async def running_worker(
 
 
 async def start(
-    env: WorkflowEnvironment, task_queue: str, spec: NodeSpec = SPEC
+    env: WorkflowEnvironment, task_queue: str, spec: NodeSpec = SPEC, **options: Any
 ) -> WorkflowHandle[NodeWorkflow, NodeView]:
+    """Start (or attach to) the node's workflow; ``options`` go to ``start_workflow``."""
     return await env.client.start_workflow(
         NodeWorkflow.run,
         NodeWorkflowInput(spec=spec),
         id=f"node-{spec.cluster_name}",
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        **options,
     )
 
 
@@ -57,15 +60,28 @@ async def wait_status(handle: WorkflowHandle[NodeWorkflow, NodeView], status: No
     raise AssertionError(f"node never reached {status}")
 
 
+@asynccontextmanager
+async def node_at(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    fakes: FakeActivities,
+    status: NodeStatus,
+    spec: NodeSpec = SPEC,
+) -> AsyncIterator[WorkflowHandle[NodeWorkflow, NodeView]]:
+    """A worker running, the node ``spec`` started and seen at ``status``."""
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue, spec)
+        await wait_status(handle, status)
+        yield handle
+
+
 def events(fakes: FakeActivities) -> list[str]:
     return [event for _, event in fakes.events]
 
 
 async def test_happy_path_then_terminate(env: WorkflowEnvironment, task_queue: str) -> None:
     fakes = FakeActivities()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         view = await handle.query(NodeWorkflow.status)
         assert view.endpoint == f"127.0.0.1:8000/{SPEC.cluster_name}"
         response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
@@ -160,9 +176,7 @@ async def test_cancellation_during_launch_downs_the_cluster(
 ) -> None:
     fakes = FakeActivities()
     fakes.behaviour.wait_forever = True
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.LAUNCHING)
+    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -177,9 +191,7 @@ async def test_terminate_during_launch_cancels_and_terminates(
 ) -> None:
     fakes = FakeActivities()
     fakes.behaviour.wait_forever = True
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.LAUNCHING)
+    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
         response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
         result = await handle.result()
     assert response.status is NodeStatus.TERMINATED
@@ -195,9 +207,7 @@ async def test_terminate_bound_answers_still_terminating_then_finishes(
     env = local_env
     fakes = FakeActivities(terminate_timeout_s=1.5)
     fakes.behaviour.down_blocks = asyncio.Event()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         started = asyncio.get_running_loop().time()
         response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
         assert asyncio.get_running_loop().time() - started < 10
@@ -216,9 +226,7 @@ async def test_unconfirmed_down_is_cleanup_failed_never_terminated(
     fakes.behaviour.down_error = ApplicationError(
         "down refused", type="PermissionDeniedError", non_retryable=True
     )
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
         result = await handle.result()
     assert result.status is NodeStatus.CLEANUP_FAILED
@@ -245,9 +253,7 @@ async def test_second_workflow_for_same_node_launches_nothing(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with running_worker(env, task_queue, fakes):
-        first = await start(env, task_queue)
-        await wait_status(first, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING):
         other = await env.client.start_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(spec=SPEC),
@@ -264,9 +270,7 @@ async def test_health_check_marks_vanished_cluster_lost(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities(health_interval_s=60)
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         fakes.behaviour.cluster_status = "TERMINATED"
         await handle.signal(NodeWorkflow.check_health)  # as the fleet sweep does on a change
         result = await handle.result()
@@ -329,9 +333,7 @@ async def test_a_running_node_checks_nothing_on_its_own(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities(health_interval_s=60)
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await env.sleep(6 * 3600)  # six hours of health intervals skip by
         assert (await handle.query(NodeWorkflow.status)).status is NodeStatus.RUNNING
         await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
@@ -351,9 +353,7 @@ async def test_model_verdicts_make_the_node_unhealthy_and_healthy_again(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         sick = ModelHealthSignal(healthy=False, consecutive_failures=3, detail="HTTP 503")
         await handle.signal(NodeWorkflow.model_health, sick)
         await wait_status(handle, NodeStatus.UNHEALTHY)
@@ -381,9 +381,7 @@ async def test_an_unhealthy_node_whose_cluster_vanished_is_lost(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await handle.signal(NodeWorkflow.model_health, ModelHealthSignal(healthy=False))
         await wait_status(handle, NodeStatus.UNHEALTHY)
         fakes.behaviour.cluster_status = "STOPPED"
@@ -434,9 +432,7 @@ async def test_database_steps_are_local_activities(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
         await handle.result()
     history = await handle.fetch_history()

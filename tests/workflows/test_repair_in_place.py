@@ -11,8 +11,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from controlplane.lifecycle import NodeStatus
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_deployment_controller import deploy, running, until, worker
-from tests.workflows.test_node_workflow import SPEC, start, wait_status
+from tests.workflows.test_deployment_controller import deploy_running, running, until, worker
+from tests.workflows.test_node_workflow import SPEC, node_at
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_models import ModelHealthSignal
 from workflows.models import NodeView, TerminateDeploymentRequest, TerminateNodeRequest
@@ -37,9 +37,7 @@ async def test_unhealthy_node_is_restarted_in_place(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await handle.signal(NodeWorkflow.model_health, SICK)
         await wait_view(env, handle, lambda v: v.repairs == 1)
         restart = fakes.calls["restart_model"][0]
@@ -57,9 +55,7 @@ async def test_standalone_node_whose_repairs_fail_stays_unhealthy(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await handle.signal(NodeWorkflow.model_health, SICK)
         view = await wait_view(env, handle, lambda v: v.repair_exhausted)
         assert view.status is NodeStatus.UNHEALTHY
@@ -76,8 +72,7 @@ async def test_replica_repaired_in_place_then_replaced_when_repair_fails(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        view = await until(env, handle, running(2), "2 running")
+        handle, view = await deploy_running(env, task_queue, 2)
         first, second = (
             env.client.get_workflow_handle_for(NodeWorkflow.run, r.workflow_id)
             for r in view.replicas
