@@ -137,6 +137,9 @@ class SkyPilotActivities:
                     idempotency_key=input.node_id,
                     workspace=workspace,
                     on_line=progress.line,  # CLI mode: `sky launch` prints the launch as it goes
+                    # A retried attempt, or a run resuming a launching row: an earlier POST
+                    # may still be committed late (SKYPILOT_SUBMIT_COMMIT_HORIZON).
+                    earlier_may_have_sent=activity.info().attempt > 1 or input.resumed,
                 )
             except SkyPilotError as exc:
                 # Only a first attempt can prove nothing was sent: an earlier one may have been.

@@ -480,6 +480,9 @@ class LaunchInput(_Model):
     node_id: str
     launch_mode: LaunchMode
     credential: CredentialRef | None = None
+    # The row was already launching when this run began (an adopted or resumed node): an earlier
+    # run may have sent the launch.
+    resumed: bool = False
 
 
 NOTHING_SUBMITTED = "nothing_submitted"

@@ -118,6 +118,7 @@ class NodeWorkflow:
         self._since: datetime | None = None
         self._cleaning_up = False  # compensation began: a terminate only records that it was asked
         self._maybe_submitted = False  # a launch may have reached SkyPilot in this run
+        self._resumed_launch = False  # the row was launching when this run began
 
     # --- messages --------------------------------------------------------------------------------
     @workflow.query(name="status")
@@ -269,6 +270,7 @@ class NodeWorkflow:
         plan = state.plan
         deadline = workflow.now() + timedelta(seconds=plan.launch_timeout_s)
         launch_may_have_started = state.status is NodeStatus.LAUNCHING
+        self._resumed_launch = launch_may_have_started
         try:
             ref = (
                 await self._db(
@@ -333,6 +335,7 @@ class NodeWorkflow:
                         node_id=plan.node_id,
                         launch_mode=plan.launch_mode,
                         credential=ref,
+                        resumed=self._resumed_launch and attempt == 0,
                     ),
                     self._skypilot_options(deadline, start_to_close=self._launch_start_to_close()),
                 )

@@ -64,10 +64,13 @@ class SkyPilotBackend(Protocol):
         idempotency_key: str,
         workspace: str | None,
         on_line: LineSink | None = None,
+        earlier_may_have_sent: bool = False,
     ) -> str | None:
         """Start a launch; returns a request id when the mode has one (API), else None.
 
         ``on_line`` gets the launch's output lines where the launch itself produces them (CLI).
+        ``earlier_may_have_sent``: an earlier attempt may have sent this launch, so a marker not
+        found yet may still be committed late; look until the commit horizon before sending.
         """
 
     async def wait_launched(
@@ -153,6 +156,7 @@ class ApiBackend(_Inventory):
         idempotency_key: str,
         workspace: str | None,
         on_line: LineSink | None = None,
+        earlier_may_have_sent: bool = False,
     ) -> str | None:
         try:
             await self.client.validate(task)
@@ -160,7 +164,11 @@ class ApiBackend(_Inventory):
             exc.nothing_submitted = True  # no launch was sent: nothing to clean up
             raise
         return await self.client.launch(
-            cluster_name, task, idempotency_key=idempotency_key, workspace=workspace
+            cluster_name,
+            task,
+            idempotency_key=idempotency_key,
+            workspace=workspace,
+            earlier_may_have_sent=earlier_may_have_sent,
         )
 
     async def wait_launched(
@@ -325,6 +333,7 @@ class CliBackend(_Inventory):
         idempotency_key: str,
         workspace: str | None,
         on_line: LineSink | None = None,
+        earlier_may_have_sent: bool = False,  # `sky api status` is looked at once (not yet longer)
     ) -> str | None:
         earlier = await self._earlier_launch(cluster_name)
         if earlier is not None:

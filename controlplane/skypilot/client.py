@@ -268,6 +268,7 @@ class SkyPilotClient:
         cluster_name: str | None,
         request_name: str,
         idempotency_key: str | None = None,
+        earlier_may_have_sent: bool = False,
     ) -> str:
         """POST an async operation at most once and return its request id (contract §11.1-2).
 
@@ -275,13 +276,17 @@ class SkyPilotClient:
         activity reattaches to what an earlier attempt submitted. A POST that may have reached
         the server is never sent again by this call: after a lost response the marker is looked
         for until the commit horizon has passed, then SubmitUnconfirmedError (retryable) leaves
-        the next attempt to look again before it sends.
+        the next attempt to look again before it sends. That next attempt
+        (``earlier_may_have_sent``) looks until the commit horizon too before it sends: the
+        earlier POST may be committed late, after a worker died holding its response.
         """
         marker = _marker(operation, cluster_name or "-", idempotency_key)
         body = {**body, "env_vars": self.identity.env_vars(), "entrypoint_command": marker}
         seen: set[str] = set()
         if idempotency_key is not None and cluster_name is not None:
             earlier, seen = await self._find_marked(cluster_name, request_name, marker)
+            if earlier is None and earlier_may_have_sent:
+                earlier = await self._await_commit(cluster_name, request_name, marker, seen)
             if earlier is not None:
                 log.info("reattached to %s request %s for %s", request_name, earlier, cluster_name)
                 return earlier
@@ -579,6 +584,7 @@ class SkyPilotClient:
         idempotency_key: str | None = None,
         workspace: str | None = None,
         retry_until_up: bool = False,
+        earlier_may_have_sent: bool = False,
     ) -> str:
         """Submit a launch; returns its request id. Secrets go into the task's ``secrets:``."""
         body: dict[str, Any] = {
@@ -597,6 +603,7 @@ class SkyPilotClient:
                 cluster_name=cluster_name,
                 request_name="sky.launch",
                 idempotency_key=idempotency_key,
+                earlier_may_have_sent=earlier_may_have_sent,
             ),
         )
 

@@ -60,6 +60,7 @@ class RecordingBackend:
         idempotency_key: str,
         workspace: str | None,
         on_line: Any = None,
+        earlier_may_have_sent: bool = False,
     ) -> str | None:
         self.launched.append((task, workspace))
         return "request-1"

@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
+from controlplane.skypilot.errors import SubmitUnconfirmedError
 from controlplane.skypilot.models import RequestRecord, RequestStatus
 from controlplane.skypilot.task import SkyTask
 from devtools.skypilot_sim import SimConfig, SimulatorServer
@@ -644,6 +645,41 @@ async def test_client_reattaches_to_a_late_commit_instead_of_launching_twice(
         assert counters["launch_requests"] == {"c-late2": 1}
         assert counters["calls"]["POST /launch"] == 1
         assert [r.request_id for r in await sky.find_requests("c-late2")] == [request_id]
+
+
+async def test_a_retried_attempt_waits_for_a_late_commit_before_it_sends(
+    server: SimulatorServer, http: httpx.Client
+) -> None:
+    """Issue 10 path 3 across attempts (found by the chaos run: two SUCCEEDED launches for one
+    node): an attempt whose POST is committed late gives up (its worker died, or its own look
+    ended) before the commit; the next attempt's first look finds nothing, and must keep
+    looking until the commit horizon instead of POSTing a second launch."""
+    late_s = 3.0
+    server.set_faults(drop_next_responses=1, late_commit_s=late_s)
+    task = SkyTask(
+        name="probe",
+        document={
+            "name": "probe",
+            "resources": {"infra": "aws/us-east-1", "accelerators": "A100:1", "ports": [8000]},
+            "run": "echo hello",
+        },
+    )
+    identity = Identity("orch0001", "orchestrator")
+    async with SkyPilotClient(
+        server.url, identity=identity, timeouts=Timeouts(commit_horizon=0.2)
+    ) as first:
+        with pytest.raises(SubmitUnconfirmedError):
+            await first.launch("c-late3", task, idempotency_key="node-late3")
+    async with SkyPilotClient(
+        server.url, identity=identity, timeouts=Timeouts(commit_horizon=15)
+    ) as retried:
+        request_id = await retried.launch(
+            "c-late3", task, idempotency_key="node-late3", earlier_may_have_sent=True
+        )
+        counters = server.counters()
+        assert counters["calls"]["POST /launch"] == 1
+        assert counters["launch_requests"] == {"c-late3": 1}
+        assert [r.request_id for r in await retried.find_requests("c-late3")] == [request_id]
 
 
 def test_preemption_removes_the_cluster(http: httpx.Client) -> None:

@@ -65,7 +65,13 @@ class FlakyCli:
         self.downs = 0
 
     async def launch(
-        self, cluster_name: str, task: SkyTask, *, idempotency_key: str, workspace: str | None
+        self,
+        cluster_name: str,
+        task: SkyTask,
+        *,
+        idempotency_key: str,
+        workspace: str | None,
+        earlier_may_have_sent: bool = False,
     ) -> str | None:
         raise AssertionError("not launched in these tests")
 
