@@ -1,8 +1,10 @@
 """Launch admission activities: wait (heartbeating) for a launch slot, and give it back.
 
 The wait is one activity, not a timer per poll in the workflow, so a node queued for minutes
-costs Temporal a handful of events. If the worker dies, the retry on another worker finds the
-node's place in the queue kept (it is in Postgres).
+costs Temporal a handful of events. New workflows run it on the admission task queue, on a
+worker of its own (worker.py NodeWorkers), so waits never hold the slots launches need.
+If the worker dies, the retry on another worker finds the node's place in the queue kept
+(it is in Postgres).
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ class AdmissionActivities:
         deadline = time.monotonic() + input.timeout_s
         lease = timedelta(seconds=input.timeout_s) + LEASE_MARGIN
         ttl = waiter_ttl(s.node_heartbeat_timeout)
+        # Heartbeat well inside the activity's heartbeat timeout, however slowly the back polls.
+        timeout = activity.info().heartbeat_timeout
+        beat = timeout.total_seconds() / 3 if timeout else poll_interval_s(0)
         while True:
             answer = await self.slots.try_acquire(
                 input.node_id, key, budget=budget, lease=lease, waiter_ttl=ttl
@@ -62,7 +67,7 @@ class AdmissionActivities:
             if remaining <= 0:
                 await self.slots.release(input.node_id)  # leave the queue: the launch is over
                 return AcquireSlotResult(granted=False, ahead=answer.ahead, budget=budget)
-            await asyncio.sleep(min(poll_interval_s(answer.ahead), remaining))
+            await asyncio.sleep(min(poll_interval_s(answer.ahead), remaining, beat))
 
     @activity.defn(name=acts.RELEASE_LAUNCH_SLOT.name)
     async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:

@@ -32,6 +32,7 @@ from controlplane.keyring import KEY_HELP as KEY_HELP  # re-exported: callers im
 from controlplane.keyring import decode_key as decode_key
 from controlplane.keyring import decode_keys
 from controlplane.keyring import key_id as key_id
+from controlplane.lifecycle import LOST_SECOND_LOOK_DEFAULT_S
 from controlplane.spec import CLUSTER_PREFIX, TenantId, check_cluster_prefix
 from controlplane.urls import redact_url, url_credentials
 
@@ -49,6 +50,7 @@ class ConfigError(Exception):
 
 # The longest SKYPILOT_SUBMIT_COMMIT_HORIZON: it must fit in one launch attempt.
 MAX_COMMIT_HORIZON = timedelta(seconds=90)
+MAX_LOST_SECOND_LOOK = timedelta(minutes=5)
 
 
 def _to_duration(value: Any) -> Any:
@@ -98,6 +100,8 @@ class Settings(BaseSettings):
     node_health_check_interval: Duration = timedelta(seconds=60)
     node_cleanup_budget: Duration = timedelta(minutes=30)
     node_heartbeat_timeout: Duration = timedelta(seconds=30)
+    # The wait between the two refreshed looks that confirm a cluster lost (at most 5 minutes).
+    node_lost_second_look: Duration = timedelta(seconds=LOST_SECOND_LOOK_DEFAULT_S)
 
     # --- fleet health (controlplane/health, workflows/fleet_health.py) ---
     model_probe_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
@@ -109,6 +113,9 @@ class Settings(BaseSettings):
     model_probe_shards: int = Field(default=16, ge=1, le=1024)
     # 2 x the real API server's 4 LONG workers on 2 vCPU (docs/performance.md, "Admission").
     skypilot_max_inflight_launches: int = Field(default=8, ge=1, le=10_000)
+    # Launch-slot waits one worker runs at once, on its admission task queue (worker.py); more
+    # queued nodes wait in Temporal. It bounds the worker's Postgres polling (admission.py).
+    admission_max_concurrent_waits: int = Field(default=1000, ge=1, le=100_000)
 
     # --- operations ---
     skypilot_api_rollout_percent: int = Field(default=100, ge=0, le=100)
@@ -191,6 +198,7 @@ class Settings(BaseSettings):
         "node_health_check_interval",
         "node_cleanup_budget",
         "node_heartbeat_timeout",
+        "node_lost_second_look",
         "reconcile_interval",
         "reconcile_orphan_grace",
         "deployment_backoff_initial",
@@ -205,6 +213,13 @@ class Settings(BaseSettings):
     def _positive(cls, value: timedelta) -> timedelta:
         if value <= timedelta(0):
             raise ValueError(f"must be positive; expected {DURATION_HELP}")
+        return value
+
+    @field_validator("node_lost_second_look")
+    @classmethod
+    def _a_short_look(cls, value: timedelta) -> timedelta:
+        if value > MAX_LOST_SECOND_LOOK:
+            raise ValueError(f"must be at most {MAX_LOST_SECOND_LOOK.total_seconds():.0f}s")
         return value
 
     @field_validator("skypilot_submit_commit_horizon")

@@ -177,12 +177,15 @@ async def shared() -> AsyncIterator[Shared]:
     fakes.plan_args["heartbeat_timeout_s"] = 1.0
     fakes.plan_args["health_interval_s"] = 600.0  # few timers to skip through
     try:
-        async with Worker(
-            env.client,
-            task_queue=QUEUE,
-            workflows=[NodeWorkflow, DeploymentWorkflow],
-            activities=fakes.all(),
-            max_concurrent_activities=50,
+        async with (
+            Worker(
+                env.client,
+                task_queue=QUEUE,
+                workflows=[NodeWorkflow, DeploymentWorkflow],
+                activities=fakes.all(),
+                max_concurrent_activities=50,
+            ),
+            fakes.admission_worker(env.client, QUEUE),
         ):
             yield Shared(env, fakes, itertools.count())
     finally:

@@ -112,8 +112,9 @@ async def test_phase_and_progress_follow_the_launch_log(
 ) -> None:
     fakes = LoggingLaunch()
     node = spec()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         handle = await start(env, task_queue, node)
         view = await until(
@@ -144,8 +145,9 @@ async def test_a_late_or_backward_phase_is_ignored(
 ) -> None:
     fakes = LoggingLaunch()
     node = spec()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         handle = await start(env, task_queue, node)
         await until(handle, lambda v: v.phase is NodePhase.SETTING_UP, "setting_up")
@@ -167,8 +169,14 @@ async def test_node_carries_search_attributes_and_upserts_its_status(
     fakes = LoggingLaunch()
     fakes.release.set()
     node = spec(tenant=f"t{uuid.uuid4().hex[:6]}")
-    async with Worker(
-        local_env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    async with (
+        Worker(
+            local_env.client,
+            task_queue=task_queue,
+            workflows=[NodeWorkflow],
+            activities=fakes.all(),
+        ),
+        fakes.admission_worker(local_env.client, task_queue),
     ):
         handle = await start(
             local_env,
@@ -194,8 +202,9 @@ async def test_a_node_started_without_attributes_never_upserts(
 ) -> None:
     fakes = LoggingLaunch()
     fakes.release.set()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         handle = await start(env, task_queue, spec())
         await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
@@ -238,11 +247,14 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
         gpu_count=1,
         name="blue",
     )
-    async with Worker(
-        local_env.client,
-        task_queue=task_queue,
-        workflows=[NodeWorkflow, DeploymentWorkflow],
-        activities=fakes.all(),
+    async with (
+        Worker(
+            local_env.client,
+            task_queue=task_queue,
+            workflows=[NodeWorkflow, DeploymentWorkflow],
+            activities=fakes.all(),
+        ),
+        fakes.admission_worker(local_env.client, task_queue),
     ):
         handle = await local_env.client.start_workflow(
             DeploymentWorkflow.run,
