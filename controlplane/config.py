@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -49,8 +50,12 @@ class ConfigError(Exception):
 
 
 # The longest SKYPILOT_SUBMIT_COMMIT_HORIZON: it must fit in one launch attempt.
-MAX_COMMIT_HORIZON = timedelta(seconds=90)
-MAX_LOST_SECOND_LOOK = timedelta(minutes=5)
+MAX_DURATIONS = {
+    # The look must fit in one API launch attempt (a 120 s start-to-close), lookups included.
+    "skypilot_submit_commit_horizon": timedelta(seconds=90),
+    # A second look, not a second sweep interval: `lost` is due within one interval + 5 s.
+    "node_lost_second_look": timedelta(minutes=5),
+}
 
 
 def _to_duration(value: Any) -> Any:
@@ -215,19 +220,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be positive; expected {DURATION_HELP}")
         return value
 
-    @field_validator("node_lost_second_look")
+    @field_validator("skypilot_submit_commit_horizon", "node_lost_second_look")
     @classmethod
-    def _a_short_look(cls, value: timedelta) -> timedelta:
-        if value > MAX_LOST_SECOND_LOOK:
-            raise ValueError(f"must be at most {MAX_LOST_SECOND_LOOK.total_seconds():.0f}s")
-        return value
-
-    @field_validator("skypilot_submit_commit_horizon")
-    @classmethod
-    def _within_a_launch_attempt(cls, value: timedelta) -> timedelta:
-        # The look must fit in one API launch attempt (a 120 s start-to-close), lookups included.
-        if value > MAX_COMMIT_HORIZON:
-            raise ValueError(f"must be at most {MAX_COMMIT_HORIZON.total_seconds():.0f}s")
+    def _at_most(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        limit = MAX_DURATIONS[info.field_name or ""]
+        if value > limit:
+            raise ValueError(f"must be at most {limit.total_seconds():.0f}s")
         return value
 
     @field_validator("model_probe_startup_grace")

@@ -151,3 +151,23 @@ def test_a_shard_of_hung_models_still_ends_within_its_budget() -> None:
         concurrency = probe_concurrency(nodes, 5.0)
         assert math.ceil(nodes / concurrency) * 5.0 <= SHARD_BUDGET_S + 5.0
     assert probe_concurrency(10**6, 5.0) == 1024  # bounded: add shards (or workers) beyond
+
+
+def test_a_plan_recorded_before_the_second_look_setting_still_parses() -> None:
+    from controlplane.lifecycle import LOST_SECOND_LOOK_DEFAULT_S
+    from workflows.models import NodePlan
+
+    old = {
+        "node_id": "n1",
+        "cluster_name": "c1",
+        "launch_mode": "api",
+        "launch_timeout_s": 600,
+        "terminate_timeout_s": 300,
+        "health_interval_s": 60,
+        "cleanup_budget_s": 1800,
+        "heartbeat_timeout_s": 30,
+        "max_retries": 3,
+        "retry_backoff_s": 5,
+    }
+    assert NodePlan.model_validate(old).lost_second_look_s == LOST_SECOND_LOOK_DEFAULT_S
+    assert load_settings({}).node_lost_second_look == timedelta(seconds=LOST_SECOND_LOOK_DEFAULT_S)
