@@ -27,9 +27,9 @@ def poll_interval_s(ahead: int) -> float:
     """The next in line asks twice a second; the far back of a long queue every 15 s.
 
     The back only has to keep its place (MIN_WAITER_TTL); a slot reaches it after many grants.
-    So one worker's ADMISSION_MAX_CONCURRENT_WAITS waiters (1,000 by default) ask about
-    20 ln 30 + (1,000 - 290) / 15, about 115 times a second together, whatever the queue's
-    length (the rest wait in Temporal without asking).
+    So one worker's ADMISSION_MAX_CONCURRENT_WAITS waiters (200 by default) ask about
+    20 ln(10.5 / 0.5), about 60 times a second together, whatever the queue's length (the
+    rest wait in Temporal without asking); 1,000 waiters would ask about 115 times.
     """
     return min(MAX_POLL_INTERVAL_S, 0.5 + 0.05 * ahead)
 

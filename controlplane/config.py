@@ -120,7 +120,7 @@ class Settings(BaseSettings):
     skypilot_max_inflight_launches: int = Field(default=8, ge=1, le=10_000)
     # Launch-slot waits one worker runs at once, on its admission task queue (worker.py); more
     # queued nodes wait in Temporal. It bounds the worker's Postgres polling (admission.py).
-    admission_max_concurrent_waits: int = Field(default=1000, ge=1, le=100_000)
+    admission_max_concurrent_waits: int = Field(default=200, ge=1, le=100_000)
 
     # --- operations ---
     skypilot_api_rollout_percent: int = Field(default=100, ge=0, le=100)
