@@ -13,9 +13,14 @@ from activities.errors import permanent, translate_errors
 from activities.recovery import recover_node, workflow_running
 from controlplane.config import Settings
 from controlplane.db.repository import NodeRepository
-from controlplane.lifecycle import LaunchMode, NodeStatus
+from controlplane.lifecycle import (
+    LIVE_STATUSES,
+    RECONCILER_WATCHED_STATUSES,
+    LaunchMode,
+    NodeStatus,
+)
 from controlplane.metrics import Metrics
-from controlplane.reconcile import LIVE_STATUSES, ClusterSeen, NodeSeen, Owner, compare, ours
+from controlplane.reconcile import ClusterSeen, NodeSeen, Owner, compare, ours
 from controlplane.skypilot.backend import ApiBackend, SkyPilotBackend
 from controlplane.spec import NodeSpec
 from workflows import activity_refs as acts
@@ -25,15 +30,6 @@ from workflows.models import (
     RecoverNodeInput,
     RecoverNodeResult,
 )
-
-WATCHED = [
-    NodeStatus.PENDING,
-    NodeStatus.LAUNCHING,
-    NodeStatus.RUNNING,
-    NodeStatus.UNHEALTHY,
-    NodeStatus.TERMINATING,
-    NodeStatus.CLEANUP_FAILED,
-]
 
 
 class ReconcileActivities:
@@ -96,7 +92,7 @@ class ReconcileActivities:
             )
             for r in records
         ]
-        rows = await self.nodes.list(statuses=[s.value for s in WATCHED], limit=100_000)
+        rows = await self.nodes.list(statuses=RECONCILER_WATCHED_STATUSES, limit=100_000)
         seen = {row.cluster_name for row in rows}
         for cluster in clusters:  # rows of our clusters that ended: an orphan's history
             if ours(cluster, owner) and cluster.name not in seen:

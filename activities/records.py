@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TypedDict
 
 from temporalio import activity
 
@@ -18,13 +17,14 @@ from controlplane.config import Settings
 from controlplane.db.errors import DATABASE_ERRORS
 from controlplane.db.models import EventRow, TransitionOutcome
 from controlplane.db.repository import (
+    UNSET,
     ClusterNameConflict,
     InvalidTransition,
     NewNode,
     NodeRepository,
     NodeRow,
 )
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import DEADLINE_STATUSES, EventType, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics, compensation_reason
 from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
@@ -38,15 +38,6 @@ from workflows.models import (
     TransitionInput,
     TransitionResult,
 )
-
-
-class TransitionFields(TypedDict, total=False):
-    """The row fields a transition sets, typed as NodeRepository.transition takes them."""
-
-    request_id: str
-    endpoint: str
-    error: str
-    status_deadline_at: datetime | None
 
 
 class RecordActivities:
@@ -155,43 +146,36 @@ class RecordActivities:
             if input.deadline_s is not None
             else None
         )
-        dedupe = f"{input.node_id}:{input.event_type.value}"
+        dedupe = f"{input.node_id}:{input.transition.event.value}"
         if input.dedupe_suffix:
             dedupe += f":{input.dedupe_suffix}"
-        # Only the fields given are written (the rest keep the row's value); a deadline is
-        # cleared (None) once the node runs or ends.
-        fields: TransitionFields = {}
-        if input.request_id is not None:
-            fields["request_id"] = input.request_id
-        if input.endpoint is not None:
-            fields["endpoint"] = input.endpoint
-        if input.error is not None:
-            fields["error"] = input.error
-        if deadline is not None or input.to_status.final or input.to_status is NodeStatus.RUNNING:
-            fields["status_deadline_at"] = deadline
         with self._database_step(acts.RECORD_TRANSITION.name):
-            result = await self._transition(input, dedupe, fields)
+            result = await self._transition(input, dedupe, deadline)
         if result.applied and self.metrics is not None:
             await self._observe(input, result.row, result.event)
         return TransitionResult(applied=result.applied, status=NodeStatus(result.row.status))
 
     async def _transition(
-        self, input: TransitionInput, dedupe: str, fields: TransitionFields
+        self, input: TransitionInput, dedupe: str, deadline: datetime | None
     ) -> TransitionOutcome:
+        # Only the fields given are set; a status that carries no deadline clears it.
+        target = input.transition.target
+        keeps_deadline = deadline is None and target in DEADLINE_STATUSES
         try:
             return await self.nodes.transition(
                 input.node_id,
-                to_status=input.to_status.value,
-                event_type=input.event_type.value,
-                allowed_from=frozenset(s.value for s in input.allowed_from),
+                input.transition,
                 dedupe_key=dedupe,
+                request_id=UNSET if input.request_id is None else input.request_id,
+                endpoint=UNSET if input.endpoint is None else input.endpoint,
+                error=UNSET if input.error is None else input.error,
+                status_deadline_at=UNSET if keeps_deadline else deadline,
                 payload={
                     key: value
                     for key, value in (("error", input.error), ("location", input.location))
                     if value
                 }
                 or None,
-                **fields,
             )
         except InvalidTransition as exc:
             raise permanent(str(exc), "InvalidTransition") from None
@@ -199,11 +183,12 @@ class RecordActivities:
     async def _observe(self, input: TransitionInput, row: NodeRow, event: EventRow | None) -> None:
         """Lifecycle metrics, recorded once: only when the transition was really applied."""
         assert self.metrics is not None
-        if input.event_type is EventType.READY and row.ready_at is not None:
+        target = input.transition.target
+        if input.transition.event is EventType.READY and row.ready_at is not None:
             seconds = (row.ready_at - row.created_at).total_seconds()
             self.metrics.launch_to_ready.observe(seconds)
         elif (
-            input.to_status is NodeStatus.TERMINATED
+            target is NodeStatus.TERMINATED
             and row.terminated_at is not None
             and event is not None
             and event.from_status == NodeStatus.TERMINATING.value  # not a late reconciler fix
@@ -217,7 +202,7 @@ class RecordActivities:
                 self.metrics.terminate_seconds.observe(
                     (row.terminated_at - max(started)).total_seconds()
                 )
-        elif input.to_status is NodeStatus.FAILED:
+        elif target is NodeStatus.FAILED:
             self.metrics.compensations.labels(reason=compensation_reason(input.error)).inc()
 
     @activity.defn(name=acts.LOOKUP_CLUSTER.name)

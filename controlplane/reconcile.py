@@ -20,7 +20,13 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from controlplane.lifecycle import SERVING_STATUSES, NodeStatus
+from controlplane.lifecycle import (
+    DEADLINE_STATUSES,
+    LIVE_STATUSES,
+    RECONCILER_WATCHED_STATUSES,
+    SERVING_STATUSES,
+    NodeStatus,
+)
 
 
 class ClusterSeen(BaseModel):
@@ -84,17 +90,6 @@ class Findings(BaseModel):
 MAX_FINDINGS_PER_KIND = 200
 
 
-LIVE_STATUSES = frozenset(
-    {
-        NodeStatus.PENDING,
-        NodeStatus.LAUNCHING,
-        NodeStatus.RUNNING,
-        NodeStatus.UNHEALTHY,
-        NodeStatus.TERMINATING,
-    }
-)
-
-
 def ours(cluster: ClusterSeen, owner: Owner) -> bool:
     """Our user's, with our prefix: the only clusters the reconciler may call orphans."""
     return (
@@ -122,7 +117,7 @@ def compare(
         if not ours(cluster, owner):
             continue
         rows = rows_by_cluster.get(name, [])
-        if any(r.status in LIVE_STATUSES or r.status is NodeStatus.CLEANUP_FAILED for r in rows):
+        if any(r.status in RECONCILER_WATCHED_STATUSES for r in rows):
             continue
         age = now - cluster.launched_at if cluster.launched_at else None
         if age is not None and age < orphan_grace:
@@ -176,7 +171,7 @@ def compare(
                     )
                 )
             elif (
-                row.status in (NodeStatus.LAUNCHING, NodeStatus.TERMINATING)
+                row.status in DEADLINE_STATUSES
                 and row.status_deadline_at is not None
                 and row.status_deadline_at < now
             ):

@@ -65,6 +65,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.exceptions import TemporalError
 
+from controlplane import lifecycle
 from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
 from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.spec import NodeSpec
@@ -380,18 +381,11 @@ class Check:
 
 
 EVENT = {e.value for e in EventType}
-_PRE_RUN = ("pending", "launching", "running")
+# Every (event, from, to) the state machine allows (controlplane/lifecycle.py).
 TRANSITIONS = frozenset(
-    {
-        ("node.launched", "pending", "launching"),
-        ("node.launched", "launching", "launching"),
-        ("node.ready", "launching", "running"),
-        ("node.terminated", "terminating", "terminated"),
-        ("node.lost", "running", "lost"),
-        *(("node.terminating", s, "terminating") for s in _PRE_RUN),
-        *(("node.failed", s, "failed") for s in _PRE_RUN),
-        *(("node.cleanup_failed", s, "cleanup_failed") for s in (*_PRE_RUN, "terminating", "lost")),
-    }
+    (t.event.value, status.value, t.target.value)
+    for t in lifecycle.TRANSITIONS.values()
+    for status in t.allowed_from
 )
 
 

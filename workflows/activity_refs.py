@@ -93,6 +93,7 @@ class ActivityRef(Generic[In, Out]):
             start_to_close_timeout=options.start_to_close,
             schedule_to_close_timeout=options.schedule_to_close,
             retry_policy=options.retry_policy,
+            local_retry_threshold=options.local_retry_threshold,
             cancellation_type=options.cancellation,
         )
         return result

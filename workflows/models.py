@@ -8,12 +8,32 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    WithJsonSchema,
+    model_validator,
+)
 
 from controlplane.db.models import CredentialRef
 from controlplane.launch_progress import NodePhase
-from controlplane.lifecycle import LOST_SECOND_LOOK_DEFAULT_S, EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import (
+    LOST_SECOND_LOOK_DEFAULT_S,
+    SERVING_STATUSES,
+    STARTING_STATUSES,
+    TRANSITIONS,
+    EventType,
+    LaunchMode,
+    NodeStatus,
+    Transition,
+    transition_matching,
+    transition_named,
+)
 from controlplane.reconcile import Finding, Findings
 from controlplane.spec import (
     DeploymentName,
@@ -221,8 +241,7 @@ class ReplicaRecord(_Model):
         return (
             not self.retiring
             and not self.repair_exhausted
-            and self.status
-            in (NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING, NodeStatus.UNHEALTHY)
+            and self.status in STARTING_STATUSES | SERVING_STATUSES
         )
 
 
@@ -504,17 +523,45 @@ class WaitReadyResult(_Model):
     location: str | None = Field(default=None, description="cloud/region, from the cluster record")
 
 
+def _transition(value: object) -> Transition:
+    if isinstance(value, Transition):
+        return value
+    if isinstance(value, str):
+        return transition_named(value)
+    raise ValueError(f"a transition's name was expected, not {type(value).__name__}")
+
+
+# A named transition of controlplane/lifecycle.py; on the wire, its name.
+TransitionName = Annotated[
+    Transition,
+    PlainValidator(_transition),
+    PlainSerializer(lambda t: t.name, return_type=str),
+    WithJsonSchema({"type": "string", "enum": sorted(TRANSITIONS)}),
+]
+
+
 class TransitionInput(_Model):
     node_id: str
-    to_status: NodeStatus
-    event_type: EventType
-    allowed_from: list[NodeStatus]
+    transition: TransitionName
     request_id: str | None = None
     endpoint: str | None = None
     error: str | None = None
     deadline_s: float | None = None
     dedupe_suffix: str | None = None
     location: str | None = None  # where the node landed: in the node.ready event's payload
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_parallel_arguments(cls, data: Any) -> Any:
+        """Workflow code before named transitions sent ``to_status``, ``event_type`` and
+        ``allowed_from`` (an activity it scheduled may run on this worker, or replay)."""
+        if not isinstance(data, dict) or "to_status" not in data or "transition" in data:
+            return data
+        data = dict(data)
+        data["transition"] = transition_matching(
+            data.pop("to_status"), data.pop("event_type", ""), data.pop("allowed_from", ())
+        )
+        return data
 
 
 class TransitionResult(_Model):

@@ -31,8 +31,8 @@ from temporalio.exceptions import (
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
+    from controlplane import lifecycle
     from controlplane.backoff import exponential_backoff
-    from controlplane.lifecycle import SERVING_STATUSES
     from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
     from workflows import activity_refs as acts
     from workflows import options
@@ -46,7 +46,6 @@ with workflow.unsafe.imports_passed_through():
         CredentialRef,
         CredentialRefInput,
         DownClusterInput,
-        EventType,
         LaunchInput,
         NodePhase,
         NodeProgressSignal,
@@ -84,12 +83,16 @@ QUEUED_REASON = "queued: waiting for a launch slot (SKYPILOT_MAX_INFLIGHT_LAUNCH
 # The node's database steps (intent, credential reference, transitions, slot release) run as
 # local activities: a third of the events and no activity-task round trip each.
 LOCAL_DB_PATCH = "local-db-steps"
+# A local database step's retry backoff beyond options.DATABASE_TIMERS' threshold is a durable
+# timer; before this patch it slept inside the workflow task (issue 10, path 2).
+DB_RETRY_TIMERS_PATCH = "db-retry-timers"
 # Patches (workflow.patched) of the leak-proofing paths (issue 10); see docs/reliability.md.
 PATCH_CLEANUP_SURVIVES_TERMINATE = "cleanup-survives-terminate"
 PATCH_NOTHING_SUBMITTED = "nothing-submitted-no-down"
 PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
 PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
+PATCH_TEARDOWN_SURVIVES_CANCEL = "teardown-survives-cancel"
 LOST_SECOND_LOOK_S = 30.0  # before PATCH_LOST_SECOND_LOOK: min(this, the health interval)
 # The second look waits the plan's lost_second_look_s (NODE_LOST_SECOND_LOOK), a few seconds.
 PATCH_LOST_SECOND_LOOK = "lost-second-look-setting"
@@ -142,7 +145,7 @@ class NodeWorkflow:
     @workflow.signal(name="launch_progress")
     def launch_progress(self, update: NodeProgressSignal) -> None:
         """A launch moved on (the waiting activity tells, once per phase); late ones are dropped."""
-        if self._current_status() not in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
+        if self._current_status() not in lifecycle.STARTING_STATUSES:
             return
         if self._phase is not None and update.phase.rank < self._phase.rank:
             return
@@ -182,14 +185,12 @@ class NodeWorkflow:
         state = self._require_state()
         self._phase_for_status()
         early_terminate = (
-            state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING)
+            state.status in lifecycle.STARTING_STATUSES
             and self._terminate_requested
             and workflow.patched(PATCH_EARLY_TERMINATE)
         )
         if state.status is NodeStatus.PENDING and self._terminate_requested and not early_terminate:
-            await self._transition(
-                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.PENDING]
-            )
+            await self._transition(lifecycle.TERMINATED_BEFORE_LAUNCH)
             return self._view()
         if early_terminate:
             # Terminated before this run launched anything: undo what an earlier run of this
@@ -201,7 +202,7 @@ class NodeWorkflow:
             )
             await workflow.wait_condition(workflow.all_handlers_finished)
             return self._view()
-        if state.status in (NodeStatus.PENDING, NodeStatus.LAUNCHING):
+        if state.status in lifecycle.STARTING_STATUSES:
             self._launch_task = asyncio.create_task(self._launch_phase())
             try:
                 await asyncio.shield(self._launch_task)
@@ -214,7 +215,7 @@ class NodeWorkflow:
                 self.request_terminate(TerminateNodeRequest(reason="workflow cancelled"))
                 await asyncio.shield(asyncio.ensure_future(self._finish_cancelled_launch()))
                 raise
-        if state.status in SERVING_STATUSES:
+        if state.status in lifecycle.SERVING_STATUSES:
             try:
                 await self._serve()
             except asyncio.CancelledError:
@@ -223,8 +224,18 @@ class NodeWorkflow:
                 state.terminate_reason = state.terminate_reason or "workflow cancelled"
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
-        if state.status in (*SERVING_STATUSES, NodeStatus.TERMINATING):
-            await self._terminate_phase()
+        if state.status in lifecycle.TERMINATING.allowed_from:
+            if workflow.patched(PATCH_TEARDOWN_SURVIVES_CANCEL):
+                # A cancel during the teardown lets it finish: abandoned, it would leave the
+                # row live and the cluster up (found by the interleaving matrix).
+                teardown = asyncio.ensure_future(self._terminate_phase())
+                try:
+                    await asyncio.shield(teardown)
+                except asyncio.CancelledError:
+                    await teardown
+                    raise
+            else:
+                await self._terminate_phase()
         await workflow.wait_condition(workflow.all_handlers_finished)
         return self._view()
 
@@ -277,11 +288,7 @@ class NodeWorkflow:
             finally:
                 await asyncio.shield(asyncio.ensure_future(self._release_launch_slot()))
             await self._transition(
-                NodeStatus.RUNNING,
-                EventType.READY,
-                [NodeStatus.LAUNCHING],
-                endpoint=state.endpoint,
-                location=state.location,
+                lifecycle.READY, endpoint=state.endpoint, location=state.location
             )
         except (asyncio.CancelledError, FailureError) as error:
             self._cleaning_up = workflow.patched(PATCH_CLEANUP_SURVIVES_TERMINATE)
@@ -340,9 +347,7 @@ class NodeWorkflow:
             self._maybe_submitted = True
             state.request_id = launched.request_id
             await self._transition(
-                NodeStatus.LAUNCHING,
-                EventType.LAUNCHED,
-                [NodeStatus.PENDING, NodeStatus.LAUNCHING],
+                lifecycle.LAUNCHING,
                 request_id=launched.request_id,
                 deadline=deadline,
                 dedupe_suffix=str(attempt),
@@ -396,27 +401,16 @@ class NodeWorkflow:
             )
         by_request = self._terminate_requested and not self._cancelled
         if by_request:
-            await self._transition(
-                NodeStatus.TERMINATING,
-                EventType.TERMINATING,
-                [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
-            )
+            await self._transition(lifecycle.TERMINATING_LAUNCH)
         if cluster_may_exist and not await self._down(
             cancel_launches=True, reason=None if by_request else reason
         ):
             return
         if by_request:
-            await self._transition(
-                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
-            )
+            await self._transition(lifecycle.TERMINATED)
         else:
             state.error = reason
-            await self._transition(
-                NodeStatus.FAILED,
-                EventType.FAILED,
-                [NodeStatus.PENDING, NodeStatus.LAUNCHING, NodeStatus.RUNNING],
-                error=reason,
-            )
+            await self._transition(lifecycle.FAILED, error=reason)
 
     async def _admit(self, deadline: datetime) -> None:
         """Wait durably, still pending, until this launch fits the API server's budget."""
@@ -549,21 +543,14 @@ class NodeWorkflow:
                 f"model failed {verdict.consecutive_failures} probes in a row: {verdict.detail}"
             )
             await self._transition(
-                NodeStatus.UNHEALTHY,
-                EventType.UNHEALTHY,
-                [NodeStatus.RUNNING],
+                lifecycle.UNHEALTHY,
                 error=state.error,
                 dedupe_suffix=str(state.unhealthy_episodes),
             )
         elif verdict.healthy and state.status is NodeStatus.UNHEALTHY:
             state.error = None
             state.repair_exhausted = False
-            await self._transition(
-                NodeStatus.RUNNING,
-                EventType.HEALTHY,
-                [NodeStatus.UNHEALTHY],
-                dedupe_suffix=str(state.unhealthy_episodes),
-            )
+            await self._transition(lifecycle.HEALTHY, dedupe_suffix=str(state.unhealthy_episodes))
 
     def _needs_repair(self) -> bool:
         state = self._state
@@ -656,12 +643,7 @@ class NodeWorkflow:
             if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
                 return False
         state.error = f"cluster is {health.cluster_status} while the node was running"
-        await self._transition(
-            NodeStatus.LOST,
-            EventType.LOST,
-            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
-            error=state.error,
-        )
+        await self._transition(lifecycle.LOST, error=state.error)
         if health.present:
             await self._down(cancel_launches=False)
         return True
@@ -690,15 +672,11 @@ class NodeWorkflow:
     async def _terminate_phase(self) -> None:
         state = self._require_state()
         await self._transition(
-            NodeStatus.TERMINATING,
-            EventType.TERMINATING,
-            [NodeStatus.RUNNING, NodeStatus.UNHEALTHY, NodeStatus.TERMINATING],
+            lifecycle.TERMINATING,
             deadline=workflow.now() + timedelta(seconds=state.plan.terminate_timeout_s),
         )
         if await self._down(cancel_launches=False):
-            await self._transition(
-                NodeStatus.TERMINATED, EventType.TERMINATED, [NodeStatus.TERMINATING]
-            )
+            await self._transition(lifecycle.TERMINATED)
 
     async def _down(self, *, cancel_launches: bool, reason: str | None = None) -> bool:
         """Down until SkyPilot confirms the cluster is gone; False (cleanup_failed) if it cannot.
@@ -726,28 +704,14 @@ class NodeWorkflow:
         except FailureError as error:
             cause = f"{reason}; " if reason else ""
             state.error = f"{cause}teardown not confirmed: {describe(error)}"
-            await self._transition(
-                NodeStatus.CLEANUP_FAILED,
-                EventType.CLEANUP_FAILED,
-                [
-                    NodeStatus.PENDING,
-                    NodeStatus.LAUNCHING,
-                    NodeStatus.RUNNING,
-                    NodeStatus.UNHEALTHY,
-                    NodeStatus.TERMINATING,
-                    NodeStatus.LOST,
-                ],
-                error=state.error,
-            )
+            await self._transition(lifecycle.CLEANUP_FAILED, error=state.error)
             return False
         return True
 
     # --- helpers ---------------------------------------------------------------------------------
     async def _transition(
         self,
-        to_status: NodeStatus,
-        event: EventType,
-        allowed_from: list[NodeStatus],
+        transition: lifecycle.Transition,
         *,
         request_id: str | None = None,
         endpoint: str | None = None,
@@ -762,9 +726,7 @@ class NodeWorkflow:
             acts.RECORD_TRANSITION,
             TransitionInput(
                 node_id=state.plan.node_id,
-                to_status=to_status,
-                event_type=event,
-                allowed_from=allowed_from,
+                transition=transition,
                 request_id=request_id,
                 endpoint=endpoint,
                 error=error,
@@ -773,8 +735,8 @@ class NodeWorkflow:
                 location=location,
             ),
         )
-        state.status = to_status
-        attrs.upsert_status(attrs.NODE_STATUS, to_status.value)
+        state.status = transition.target
+        attrs.upsert_status(attrs.NODE_STATUS, transition.target.value)
         self._phase_for_status()
         await self._tell_parent()
 
@@ -784,7 +746,8 @@ class NodeWorkflow:
         if self._local_db is None:
             self._local_db = workflow.patched(LOCAL_DB_PATCH)
         if self._local_db:
-            return await ref.run_local(arg, options.DATABASE)
+            timers = workflow.patched(DB_RETRY_TIMERS_PATCH)
+            return await ref.run_local(arg, options.DATABASE_TIMERS if timers else options.DATABASE)
         return await ref.run(arg, options.DATABASE)
 
     async def _tell_parent(self) -> None:

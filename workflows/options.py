@@ -9,7 +9,7 @@ the lifecycle's guarantees (docs/reliability.md), which is why each value is exp
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from temporalio import workflow
@@ -28,6 +28,9 @@ class ActivityOptions:
     schedule_to_close: timedelta | None = None
     heartbeat: timedelta | None = None  # regular activities only: a local one has none
     cancellation: workflow.ActivityCancellationType = workflow.ActivityCancellationType.TRY_CANCEL
+    # Local activities only: a retry backoff longer than this is a workflow timer, not a sleep
+    # inside the workflow task (temporalio's default threshold is 1 minute).
+    local_retry_threshold: timedelta | None = None
 
 
 def capped_retry(backoff_s: float, *, maximum_attempts: int) -> RetryPolicy:
@@ -50,6 +53,11 @@ DB_RETRY = RetryPolicy(
 # controlplane_database_step_failures_total and its alert), never failing the workflow with its
 # row live and its cluster running (issue 10, path 2). Local or regular activity alike.
 DATABASE = ActivityOptions(start_to_close=timedelta(seconds=30), retry_policy=DB_RETRY)
+# The local database steps since patch db-retry-timers (workflows/node.py): every backoff after
+# the first (1 s) is a durable timer, so an outage of any length survives a worker restart and
+# the time-skipping test server skips it like any timer (issue 10, path 2). With the default
+# 1-minute threshold the capped 30 s backoffs all slept inside the workflow task, in real time.
+DATABASE_TIMERS = replace(DATABASE, local_retry_threshold=timedelta(seconds=1))
 
 
 # --- SkyPilot calls ----------------------------------------------------------------------------

@@ -13,15 +13,14 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from controlplane import lifecycle
     from workflows import activity_refs as acts
     from workflows import options
     from workflows.failures import describe
     from workflows.models import (
         DownClusterInput,
-        EventType,
         Finding,
         LaunchMode,
-        NodeStatus,
         ReconcileInput,
         ReconcileReport,
         ReconcileScanInput,
@@ -79,12 +78,7 @@ class ReconcileWorkflow:
                 if await self._ask_workflow_to_check(finding):
                     report.cleaned.append(finding.cluster_name)
                     continue
-                await self._record(
-                    finding.node_id,
-                    NodeStatus.LOST,
-                    EventType.LOST,
-                    [NodeStatus.RUNNING, NodeStatus.UNHEALTHY],
-                )
+                await self._record(finding.node_id, lifecycle.LOST)
                 report.cleaned.append(finding.cluster_name)
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
@@ -113,12 +107,7 @@ class ReconcileWorkflow:
             try:
                 await self._down(finding, scan)
                 if finding.kind == "cleanup_failed" and finding.node_id:
-                    await self._record(
-                        finding.node_id,
-                        NodeStatus.TERMINATED,
-                        EventType.TERMINATED,
-                        [NodeStatus.CLEANUP_FAILED],
-                    )
+                    await self._record(finding.node_id, lifecycle.CLEANUP_CONFIRMED)
                 report.cleaned.append(finding.cluster_name)
             except ActivityError as error:
                 report.cleanup_errors.append(f"{finding.cluster_name}: {describe(error)}")
@@ -159,16 +148,12 @@ class ReconcileWorkflow:
         )
 
     @staticmethod
-    async def _record(
-        node_id: str, to_status: NodeStatus, event: EventType, allowed_from: list[NodeStatus]
-    ) -> None:
+    async def _record(node_id: str, transition: lifecycle.Transition) -> None:
         await acts.RECORD_TRANSITION.run(
             TransitionInput(
                 node_id=node_id,
-                to_status=to_status,
-                event_type=event,
-                allowed_from=allowed_from,
-                error=f"reconciler: {to_status.value}",
+                transition=transition,
+                error=f"reconciler: {transition.target.value}",
             ),
             options.DATABASE,
         )

@@ -15,12 +15,12 @@ from temporalio.exceptions import ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from controlplane import lifecycle
     from workflows import activity_refs as acts
     from workflows import options
     from workflows.inputs import require_input
     from workflows.models import (
         DownClusterInput,
-        EventType,
         LookupClusterInput,
         NodeStatus,
         TerminateClusterInput,
@@ -31,13 +31,6 @@ with workflow.unsafe.imports_passed_through():
     from workflows.node import NodeWorkflow
 
 PATCH_OWNER_GONE = "terminate-cluster-owner-gone"
-OWNED_LIVE = (
-    NodeStatus.PENDING,
-    NodeStatus.LAUNCHING,
-    NodeStatus.RUNNING,
-    NodeStatus.UNHEALTHY,
-    NodeStatus.TERMINATING,
-)
 
 
 @workflow.defn(name="TerminateClusterWorkflow", failure_exception_types=[ValidationError])
@@ -96,9 +89,7 @@ class TerminateClusterWorkflow:
             await acts.RECORD_TRANSITION.run(
                 TransitionInput(
                     node_id=found.node_id,
-                    to_status=NodeStatus.TERMINATED,
-                    event_type=EventType.TERMINATED,
-                    allowed_from=[*OWNED_LIVE],
+                    transition=lifecycle.TERMINATED_UNOWNED,
                     error="TerminateClusterWorkflow: downed it; its workflow had ended",
                 ),
                 options.DATABASE,
@@ -106,12 +97,7 @@ class TerminateClusterWorkflow:
         elif found.node_id is not None and found.status is NodeStatus.CLEANUP_FAILED:
             # The teardown its node never confirmed is confirmed now.
             await acts.RECORD_TRANSITION.run(
-                TransitionInput(
-                    node_id=found.node_id,
-                    to_status=NodeStatus.TERMINATED,
-                    event_type=EventType.TERMINATED,
-                    allowed_from=[NodeStatus.CLEANUP_FAILED],
-                ),
+                TransitionInput(node_id=found.node_id, transition=lifecycle.CLEANUP_CONFIRMED),
                 options.DATABASE,
             )
         return TerminateClusterResult(

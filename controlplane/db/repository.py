@@ -35,8 +35,8 @@ from controlplane.db.models import (
     SealedRow,
     TransitionOutcome,
 )
-from controlplane.db.schema import DEADLINE_STATUSES, node_events, nodes, tenant_credentials
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.db.schema import node_events, nodes, tenant_credentials
+from controlplane.lifecycle import DEADLINE_STATUSES, LaunchMode, NodeStatus, Transition
 
 __all__ = [
     "UNSET",
@@ -109,10 +109,8 @@ class NodeRepository:
     async def transition(
         self,
         node_id: str,
+        transition: Transition,
         *,
-        to_status: str,
-        event_type: str,
-        allowed_from: frozenset[str],
         dedupe_key: str | None = None,
         request_id: str | _Unset | None = UNSET,
         endpoint: str | _Unset | None = UNSET,
@@ -120,18 +118,18 @@ class NodeRepository:
         status_deadline_at: datetime | _Unset | None = UNSET,
         payload: Mapping[str, Any] | None = None,
     ) -> TransitionOutcome:
-        """Move the node to ``to_status`` and append its event, in one transaction.
+        """Make the named transition (controlplane/lifecycle.py) and append its event, in one
+        transaction.
 
-        A retry of a change already made (row in ``to_status``, event with the dedupe key
+        A retry of a change already made (row in the target status, event with the dedupe key
         present) returns ``applied=False`` and writes nothing. Only the fields passed are set.
-        Raises NodeNotFound, InvalidTransition (status neither in ``allowed_from`` nor
-        ``to_status``) or DedupeKeyConflict (the key belongs to an earlier change), each time
+        Raises NodeNotFound, InvalidTransition (status neither in the transition's allowed-from
+        nor its target) or DedupeKeyConflict (the key belongs to an earlier change), each time
         without writing anything. The default dedupe key, ``"<node_id>:<event_type>"``, fits
         one lifecycle; a node that relaunches needs keys with a generation suffix.
         """
-        wanted = NodeStatus(to_status)
-        kind = EventType(event_type)
-        allowed = frozenset(NodeStatus(status) for status in allowed_from)
+        wanted = transition.target
+        kind = transition.event
         key = dedupe_key or f"{node_id}:{kind.value}"
         fields = _given(
             request_id=request_id,
@@ -146,8 +144,8 @@ class NodeRepository:
             existing = await self._event_by_key(session, key)
             if existing is not None and existing.node_id == node_id and current.status == wanted:
                 return TransitionOutcome(applied=False, row=current, event=existing)
-            if current.status != wanted and current.status not in allowed:
-                raise InvalidTransition(node_id, current.status, wanted, allowed)
+            if not transition.allows(NodeStatus(current.status)):
+                raise InvalidTransition(node_id, current.status, wanted, transition.allowed_from)
             if existing is not None:
                 raise DedupeKeyConflict(node_id, key, wanted)
 

@@ -25,9 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from controlplane.db.schema import node_events, nodes
-from controlplane.lifecycle import NodeStatus
-
-CONFIRMED_DOWN = frozenset({NodeStatus.TERMINATED, NodeStatus.FAILED})
+from controlplane.lifecycle import CONFIRMED_DOWN_STATUSES, NodeStatus
 
 
 class GroupBy(StrEnum):
@@ -75,7 +73,9 @@ def billed_intervals(transitions: Iterable[Transition]) -> list[Interval]:
             # ran before, but a cluster may exist from now on.
             open_at = closed.pop().start if closed_by_lost else step.at
             closed_by_lost = False
-        elif (status in CONFIRMED_DOWN or status is NodeStatus.LOST) and open_at is not None:
+        elif (
+            status in CONFIRMED_DOWN_STATUSES or status is NodeStatus.LOST
+        ) and open_at is not None:
             closed.append(Interval(open_at, step.at))
             open_at, closed_by_lost = None, status is NodeStatus.LOST
     if open_at is not None:

@@ -8,11 +8,12 @@ import uuid
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from controlplane import lifecycle
 from controlplane.db.repository import NodeRepository
 from controlplane.db.schema import node_events
 from controlplane.events.feed import EventFeed, FeedFilter
-from controlplane.lifecycle import EventType, NodeStatus
-from tests.db.test_repository import FROM_PENDING, launched, new_node
+from controlplane.lifecycle import EventType
+from tests.db.test_repository import launched, new_node
 
 
 async def insert_event(connection: AsyncConnection, node_id: str, key: str) -> int:
@@ -107,17 +108,8 @@ async def test_concurrent_transitions_reach_concurrent_readers_once_each(
     done = asyncio.Event()
 
     async def move(node_id: str) -> None:
-        for to_status, event in (
-            (NodeStatus.RUNNING, EventType.READY),
-            (NodeStatus.TERMINATING, EventType.TERMINATING),
-            (NodeStatus.TERMINATED, EventType.TERMINATED),
-        ):
-            await nodes.transition(
-                node_id,
-                to_status=to_status,
-                event_type=event,
-                allowed_from=frozenset(NodeStatus) - {NodeStatus.PENDING},
-            )
+        for transition in (lifecycle.READY, lifecycle.TERMINATING, lifecycle.TERMINATED):
+            await nodes.transition(node_id, transition)
 
     async def consume() -> list[tuple[str, str]]:
         out: list[tuple[str, str]] = []
@@ -186,9 +178,7 @@ async def test_follow_wakes_on_notify_not_on_a_poll(
     assert not first.done()
     await nodes.transition(
         node.node_id,
-        to_status=NodeStatus.LAUNCHING,
-        event_type=EventType.LAUNCHED,
-        allowed_from=FROM_PENDING,
+        lifecycle.LAUNCHING,
     )
     event = await asyncio.wait_for(first, 30)  # the poll would take an hour
     assert event.type == "node.launched"

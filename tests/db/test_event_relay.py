@@ -26,7 +26,7 @@ from controlplane.db.repository import NodeRepository
 from controlplane.events.feed import FeedEvent
 from controlplane.events.nats_publisher import JetStreamPublisher, ensure_stream
 from controlplane.events.relay import RELAY_LOCK, EventRelay, relay_lag, relay_position
-from controlplane.lifecycle import EventType, NodeStatus
+from controlplane.lifecycle import READY, TERMINATED, TERMINATING
 from starter.health import events_relay_health
 from tests.db.test_repository import launched
 
@@ -111,17 +111,8 @@ async def stream(nats_connection: NatsClient) -> AsyncIterator[Stream]:
 
 async def lifecycle(nodes: NodeRepository, tenant: str) -> str:
     node = await launched(nodes, tenant=tenant)
-    for to_status, event in (
-        (NodeStatus.RUNNING, EventType.READY),
-        (NodeStatus.TERMINATING, EventType.TERMINATING),
-        (NodeStatus.TERMINATED, EventType.TERMINATED),
-    ):
-        await nodes.transition(
-            node.node_id,
-            to_status=to_status,
-            event_type=event,
-            allowed_from=frozenset(NodeStatus) - {NodeStatus.PENDING},
-        )
+    for transition in (READY, TERMINATING, TERMINATED):
+        await nodes.transition(node.node_id, transition)
     return node.node_id
 
 

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
+from controlplane import lifecycle
 from controlplane.db.repository import NodeRepository
-from controlplane.lifecycle import EventType, NodeStatus
 from starter.feed import EventStream
-from tests.db.test_repository import FROM_PENDING, launched, new_node
+from tests.db.test_repository import launched, new_node
 
 REPO = Path(__file__).resolve().parents[2]
-LATER = frozenset(NodeStatus) - {NodeStatus.PENDING}
 
 
 def environment(database_url: str) -> dict[str, str]:
@@ -46,12 +45,8 @@ def lines(result: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
 
 
 async def run_through(nodes: NodeRepository, node_id: str) -> None:
-    for to_status, event in (
-        (NodeStatus.RUNNING, EventType.READY),
-        (NodeStatus.TERMINATING, EventType.TERMINATING),
-        (NodeStatus.TERMINATED, EventType.TERMINATED),
-    ):
-        await nodes.transition(node_id, to_status=to_status, event_type=event, allowed_from=LATER)
+    for transition in (lifecycle.READY, lifecycle.TERMINATING, lifecycle.TERMINATED):
+        await nodes.transition(node_id, transition)
 
 
 async def test_events_prints_json_lines_and_resumes_from_a_cursor(
@@ -134,9 +129,7 @@ async def test_follow_prints_an_event_committed_after_it_started(
         assert process.returncode is None
         await nodes.transition(
             node.node_id,
-            to_status=NodeStatus.LAUNCHING,
-            event_type=EventType.LAUNCHED,
-            allowed_from=FROM_PENDING,
+            lifecycle.LAUNCHING,
         )
         out, err = await asyncio.wait_for(process.communicate(), 60)
     finally:

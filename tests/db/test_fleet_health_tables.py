@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane import lifecycle
 from controlplane.db.launch_slots import LaunchSlotRepository
 from controlplane.db.probes import ProbeRecord, ProbeRepository
 from controlplane.db.repository import NodeRepository
-from controlplane.lifecycle import EventType, NodeStatus
 from tests.support.nodes import serving_node as serving
 
 LEASE = timedelta(minutes=10)
@@ -27,17 +27,13 @@ async def test_a_running_node_becomes_unhealthy_and_healthy_again(nodes: NodeRep
     node_id = await serving_node(nodes)
     sick = await nodes.transition(
         node_id,
-        to_status=NodeStatus.UNHEALTHY,
-        event_type=EventType.UNHEALTHY,
-        allowed_from=frozenset({NodeStatus.RUNNING}),
+        lifecycle.UNHEALTHY,
         dedupe_key=f"{node_id}:node.unhealthy:1",
     )
     assert sick.row.status == "unhealthy"
     well = await nodes.transition(
         node_id,
-        to_status=NodeStatus.RUNNING,
-        event_type=EventType.HEALTHY,
-        allowed_from=frozenset({NodeStatus.UNHEALTHY}),
+        lifecycle.HEALTHY,
         dedupe_key=f"{node_id}:node.healthy:1",
     )
     assert well.row.status == "running"

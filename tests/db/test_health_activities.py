@@ -11,10 +11,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import HealthActivities
+from controlplane import lifecycle
 from controlplane.config import load_settings
 from controlplane.db.probes import ProbeRepository
 from controlplane.db.repository import NodeRepository
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import LaunchMode
 from controlplane.metrics import Metrics
 from controlplane.skypilot.models import ClusterRecord, ClusterStatus
 from tests.support.nodes import serving_node
@@ -120,9 +121,7 @@ async def test_probe_shards_count_failures_across_sweeps_and_report_changes_only
     assert "HTTP 503" in (failures.last_error or "")
     await nodes.transition(
         node_id,
-        to_status=NodeStatus.UNHEALTHY,
-        event_type=EventType.UNHEALTHY,
-        allowed_from=frozenset({NodeStatus.RUNNING}),
+        lifecycle.UNHEALTHY,
         dedupe_key=f"{node_id}:node.unhealthy:1",
     )
     assert await sweep() == []  # still failing, already recorded: nothing to say

@@ -15,6 +15,7 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from controlplane import lifecycle
 from controlplane.db import migrate
 from controlplane.db.repository import (
     ClusterNameConflict,
@@ -25,13 +26,11 @@ from controlplane.db.repository import (
     NodeRepository,
 )
 from controlplane.db.schema import Base, node_events, nodes
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import LaunchMode, NodeStatus
 from devtools.devstack import ServerDatabases
 from tests.support.specs import node_spec
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-FROM_PENDING = frozenset({NodeStatus.PENDING})
-FROM_LAUNCHING = frozenset({NodeStatus.LAUNCHING})
 
 
 def new_node(**overrides: object) -> NewNode:
@@ -54,9 +53,7 @@ async def launched(repo: NodeRepository, **overrides: object) -> NewNode:
     await repo.record_intent(node)
     await repo.transition(
         node.node_id,
-        to_status=NodeStatus.LAUNCHING,
-        event_type=EventType.LAUNCHED,
-        allowed_from=FROM_PENDING,
+        lifecycle.LAUNCHING,
     )
     return node
 
@@ -90,9 +87,7 @@ async def test_transition_writes_status_fields_and_event(
 
     result = await nodes.transition(
         node.node_id,
-        to_status="launching",
-        event_type="node.launched",
-        allowed_from=FROM_PENDING,
+        lifecycle.LAUNCHING,
         request_id="req-1",
         status_deadline_at=deadline,
         payload={"via_api": True},
@@ -130,9 +125,7 @@ async def test_transition_sets_only_the_fields_passed(nodes: NodeRepository) -> 
 
     result = await nodes.transition(
         node.node_id,
-        to_status="running",
-        event_type="node.ready",
-        allowed_from=FROM_LAUNCHING,
+        lifecycle.READY,
         endpoint="http://10.0.0.1:8000",
         error=None,  # explicitly cleared
         status_deadline_at=None,
@@ -148,12 +141,8 @@ async def test_transition_sets_only_the_fields_passed(nodes: NodeRepository) -> 
 
 async def test_terminated_sets_terminated_at(nodes: NodeRepository) -> None:
     node = await launched(nodes)
-    result = await nodes.transition(
-        node.node_id,
-        to_status="terminated",
-        event_type="node.terminated",
-        allowed_from=frozenset({"launching", "terminating"}),
-    )
+    await nodes.transition(node.node_id, lifecycle.TERMINATING_LAUNCH)
+    result = await nodes.transition(node.node_id, lifecycle.TERMINATED)
     assert result.row.terminated_at is not None
 
 
@@ -165,9 +154,7 @@ async def test_retried_transition_changes_nothing(
 
     again = await nodes.transition(
         node.node_id,
-        to_status="launching",
-        event_type="node.launched",
-        allowed_from=FROM_PENDING,
+        lifecycle.LAUNCHING,
         request_id="a-retry-must-not-write-this",
     )
 
@@ -187,9 +174,7 @@ async def test_invalid_transition_raises_and_writes_nothing(
     with pytest.raises(InvalidTransition) as caught:
         await nodes.transition(
             node.node_id,
-            to_status="running",
-            event_type="node.ready",
-            allowed_from=FROM_LAUNCHING,
+            lifecycle.READY,
             endpoint="http://x",
         )
 
@@ -206,9 +191,7 @@ async def test_unknown_node_raises_not_found(nodes: NodeRepository) -> None:
     with pytest.raises(NodeNotFound):
         await nodes.transition(
             "no-such-node",
-            to_status="launching",
-            event_type="node.launched",
-            allowed_from=FROM_PENDING,
+            lifecycle.LAUNCHING,
         )
     with pytest.raises(NodeNotFound):
         await nodes.update_fields("no-such-node", request_id="x")
@@ -222,9 +205,7 @@ async def test_status_and_event_commit_together(nodes: NodeRepository, engine: A
     with pytest.raises(DBAPIError):
         await nodes.transition(
             node.node_id,
-            to_status="launching",
-            event_type="node.launched",
-            allowed_from=FROM_PENDING,
+            lifecycle.LAUNCHING,
             request_id="req-1",
             payload={"note": "\u0000"},  # PostgreSQL's jsonb rejects NUL characters
         )
@@ -242,9 +223,7 @@ async def test_reused_dedupe_key_is_refused_without_writing(
     with pytest.raises(DedupeKeyConflict):
         await nodes.transition(
             node.node_id,
-            to_status="failed",
-            event_type="node.failed",
-            allowed_from=FROM_LAUNCHING,
+            lifecycle.FAILED,
             dedupe_key=f"{node.node_id}:node.launched",
         )
 
@@ -262,9 +241,7 @@ async def test_concurrent_identical_transitions_write_one_event(
         *(
             nodes.transition(
                 node.node_id,
-                to_status="launching",
-                event_type="node.launched",
-                allowed_from=FROM_PENDING,
+                lifecycle.LAUNCHING,
             )
             for _ in range(2)
         )
@@ -280,12 +257,9 @@ async def test_concurrent_conflicting_transitions_one_wins(
     node = await launched(nodes)
 
     results = await asyncio.gather(
-        nodes.transition(
-            node.node_id, to_status="running", event_type="node.ready", allowed_from=FROM_LAUNCHING
-        ),
-        nodes.transition(
-            node.node_id, to_status="failed", event_type="node.failed", allowed_from=FROM_LAUNCHING
-        ),
+        # Neither may follow the other (both final; neither's allowed-from has the other).
+        nodes.transition(node.node_id, lifecycle.FAILED),
+        nodes.transition(node.node_id, lifecycle.CLEANUP_FAILED),
         return_exceptions=True,
     )
 
@@ -323,17 +297,13 @@ async def test_stuck_finds_rows_past_their_deadline(nodes: NodeRepository) -> No
     running = await launched(nodes)
     await nodes.transition(
         running.node_id,
-        to_status="running",
-        event_type="node.ready",
-        allowed_from=FROM_LAUNCHING,
+        lifecycle.READY,
         status_deadline_at=past,
     )
     ending = await launched(nodes)
     await nodes.transition(
         ending.node_id,
-        to_status="terminating",
-        event_type="node.terminating",
-        allowed_from=FROM_LAUNCHING,
+        lifecycle.TERMINATING_LAUNCH,
         status_deadline_at=past,
     )
 

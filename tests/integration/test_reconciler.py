@@ -25,6 +25,7 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from controlplane import lifecycle
 from controlplane.config import load_settings
 from controlplane.db.models import EventRow, NewNode, NodeRow
 from controlplane.db.repository import NodeRepository
@@ -77,24 +78,21 @@ async def launch_directly(sky: SkyPilotClient, name: str) -> None:
     await sky.wait_for_request(request_id, timeout=30)
 
 
-# The (status, event) steps from pending to each planted status.
-PATHS: dict[NodeStatus, list[tuple[NodeStatus, EventType]]] = {
-    NodeStatus.LAUNCHING: [(NodeStatus.LAUNCHING, EventType.LAUNCHED)],
-    NodeStatus.RUNNING: [
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED),
-        (NodeStatus.RUNNING, EventType.READY),
-    ],
+# The named transitions from pending to each planted status.
+PATHS: dict[NodeStatus, list[lifecycle.Transition]] = {
+    NodeStatus.LAUNCHING: [lifecycle.LAUNCHING],
+    NodeStatus.RUNNING: [lifecycle.LAUNCHING, lifecycle.READY],
     NodeStatus.TERMINATED: [
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED),
-        (NodeStatus.RUNNING, EventType.READY),
-        (NodeStatus.TERMINATING, EventType.TERMINATING),
-        (NodeStatus.TERMINATED, EventType.TERMINATED),
+        lifecycle.LAUNCHING,
+        lifecycle.READY,
+        lifecycle.TERMINATING,
+        lifecycle.TERMINATED,
     ],
     NodeStatus.CLEANUP_FAILED: [
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED),
-        (NodeStatus.RUNNING, EventType.READY),
-        (NodeStatus.TERMINATING, EventType.TERMINATING),
-        (NodeStatus.CLEANUP_FAILED, EventType.CLEANUP_FAILED),
+        lifecycle.LAUNCHING,
+        lifecycle.READY,
+        lifecycle.TERMINATING,
+        lifecycle.CLEANUP_FAILED,
     ],
 }
 
@@ -111,26 +109,16 @@ async def plant_row(
     row = await repo.record_intent(
         NewNode.from_spec(spec, launch_mode=mode, workflow_id=f"node-{spec.cluster_name}")
     )
-    previous = NodeStatus.PENDING
-    for to_status, event in PATHS[status]:
+    for transition in PATHS[status]:
         result = await repo.transition(
             spec.node_id,
-            to_status=to_status.value,
-            event_type=event.value,
-            allowed_from=frozenset({previous.value}),
-            status_deadline_at=deadline if to_status is NodeStatus.LAUNCHING else None,
+            transition,
+            status_deadline_at=deadline if transition is lifecycle.LAUNCHING else None,
         )
         assert result.applied
-        row, previous = result.row, to_status
+        row = result.row
     assert row.status == status.value
     return row
-
-
-STATUS_EVENTS = {
-    NodeStatus.TERMINATING: EventType.TERMINATING,
-    NodeStatus.TERMINATED: EventType.TERMINATED,
-    NodeStatus.FAILED: EventType.FAILED,
-}
 
 
 @dataclass
@@ -198,16 +186,11 @@ async def planted(stack: Stack, repo: NodeRepository) -> AsyncIterator[Planted]:
                     await sky.terminate(name, timeout=30)
             # Leave no live-looking rows for later reconciles of this session.
             for row, steps in (
-                (plan.healthy, [NodeStatus.TERMINATING, NodeStatus.TERMINATED]),
-                (plan.stuck, [NodeStatus.FAILED]),
+                (plan.healthy, [lifecycle.TERMINATING, lifecycle.TERMINATED]),
+                (plan.stuck, [lifecycle.FAILED]),
             ):
-                for to_status in steps:
-                    await repo.transition(
-                        row.node_id,
-                        to_status=to_status.value,
-                        event_type=STATUS_EVENTS[to_status].value,
-                        allowed_from=frozenset(s.value for s in NodeStatus),
-                    )
+                for transition in steps:
+                    await repo.transition(row.node_id, transition)
 
 
 def mine(findings: list[Finding], plan: Planted) -> dict[str, Finding]:

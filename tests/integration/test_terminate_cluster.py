@@ -7,6 +7,7 @@ from datetime import timedelta
 
 from pydantic import SecretStr
 
+from controlplane import lifecycle
 from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.skypilot.client import SkyPilotClient
@@ -101,9 +102,7 @@ async def test_cluster_left_by_cleanup_failed_node_is_downed(
     )
     await repo.transition(
         spec.node_id,
-        to_status=NodeStatus.CLEANUP_FAILED.value,
-        event_type="node.cleanup_failed",
-        allowed_from=frozenset({NodeStatus.PENDING.value}),
+        lifecycle.CLEANUP_FAILED,
         error="teardown not confirmed: API server unreachable",
     )
     await launch_directly(sim.url, spec.cluster_name)

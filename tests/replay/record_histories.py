@@ -53,6 +53,7 @@ from workflows.models import (
     DeploymentPolicy,
     DeploymentSpec,
     ReconcileInput,
+    TerminateNodeRequest,
     UpdateDeploymentRequest,
 )
 from workflows.reconcile import ReconcileWorkflow
@@ -153,6 +154,16 @@ async def node_relaunch_after_transient_failure(r: Recorder) -> None:
     await r.save("node_relaunch_after_transient_failure", r.handle(started.workflow_id))
 
 
+async def cancelled(handle: WorkflowHandle[object, object]) -> None:
+    """Cancel the workflow and see it end cancelled."""
+    await handle.cancel()
+    try:
+        await handle.result()
+    except WorkflowFailureError:
+        return
+    raise AssertionError("the workflow was meant to end cancelled")
+
+
 async def node_cancelled_during_launch(r: Recorder) -> None:
     started = await r.slow.launch_node(node_spec("cancel"))
 
@@ -164,17 +175,29 @@ async def node_cancelled_during_launch(r: Recorder) -> None:
     await until(launching, "launching")
     await asyncio.sleep(0.5)  # wait_ready is running and heartbeating: it will see the cancel
     handle = r.handle(started.workflow_id)
-    await handle.cancel()
-    try:
-        await handle.result()
-    except WorkflowFailureError:
-        pass
-    else:
-        raise AssertionError("the workflow was meant to end cancelled")
+    await cancelled(handle)
     view = await r.slow.node_status(started.workflow_id)
     assert view.status is NodeStatus.FAILED, view
     assert view.error == "cancelled", view
     await r.save("node_cancelled_during_launch", handle)
+
+
+async def node_cancelled_while_terminating(r: Recorder) -> None:
+    """A workflow cancel during the teardown lets it finish (patch teardown-survives-cancel)."""
+    started = await r.slow.launch_node(node_spec("cancel-teardown"))
+    view = await r.slow.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert view.status is NodeStatus.RUNNING, view
+    handle = r.handle(started.workflow_id)
+    await handle.signal("request_terminate", TerminateNodeRequest(reason="replay recording"))
+
+    async def terminating() -> bool:
+        return (await r.slow.node_status(started.workflow_id)).status is NodeStatus.TERMINATING
+
+    await until(terminating, "terminating", timeout=30)
+    await cancelled(handle)
+    view = await r.slow.node_status(started.workflow_id)
+    assert view.status is NodeStatus.TERMINATED, view
+    await r.save("node_cancelled_while_terminating", handle)
 
 
 async def node_lost_found_by_sweep(r: Recorder) -> None:
@@ -471,6 +494,7 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_launch_failure,
         node_relaunch_after_transient_failure,
         node_cancelled_during_launch,
+        node_cancelled_while_terminating,
         node_lost_found_by_sweep,
         node_model_unhealthy_then_healthy,
         node_queued_for_a_launch_slot,

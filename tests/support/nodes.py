@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import uuid
 
+from controlplane import lifecycle
 from controlplane.db.repository import NewNode, NodeRepository
-from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from controlplane.lifecycle import LaunchMode
 from tests.support.specs import node_spec
 
 
@@ -14,15 +15,6 @@ async def serving_node(nodes: NodeRepository, endpoint: str | None = "m:1") -> N
     spec = node_spec(tenant=f"t{uuid.uuid4().hex[:8]}", model="org/model")
     node = NewNode.from_spec(spec, launch_mode=LaunchMode.API, workflow_id=f"node-{spec.node_id}")
     await nodes.record_intent(node)
-    for to, event, before in (
-        (NodeStatus.LAUNCHING, EventType.LAUNCHED, NodeStatus.PENDING),
-        (NodeStatus.RUNNING, EventType.READY, NodeStatus.LAUNCHING),
-    ):
-        await nodes.transition(
-            node.node_id,
-            to_status=to,
-            event_type=event,
-            allowed_from=frozenset({before}),
-            endpoint=endpoint,
-        )
+    for transition in (lifecycle.LAUNCHING, lifecycle.READY):
+        await nodes.transition(node.node_id, transition, endpoint=endpoint)
     return node

@@ -16,11 +16,11 @@ from temporalio.common import RetryPolicy
 from temporalio.testing import ActivityEnvironment
 
 from activities.records import RecordActivities
+from controlplane import lifecycle
 from controlplane.config import load_settings
 from controlplane.db.engine import create_engine
 from controlplane.db.errors import DATABASE_ERRORS
 from controlplane.db.repository import NodeRepository
-from controlplane.lifecycle import EventType, NodeStatus
 from controlplane.metric_names import DATABASE_STEP_FAILURES
 from controlplane.metrics import Metrics
 from tests.support.ports import free_port
@@ -41,12 +41,7 @@ async def test_a_failed_database_attempt_is_counted_for_the_alert() -> None:
     engine = create_engine(f"postgresql://nobody@127.0.0.1:{free_port()}/gone")  # nobody listens
     metrics = Metrics()
     records = RecordActivities(NodeRepository(engine), load_settings({}), metrics)
-    step = TransitionInput(
-        node_id="n-1",
-        to_status=NodeStatus.FAILED,
-        event_type=EventType.FAILED,
-        allowed_from=[NodeStatus.LAUNCHING],
-    )
+    step = TransitionInput(node_id="n-1", transition=lifecycle.FAILED)
     try:
         for attempt in (1, 2):
             with pytest.raises(DATABASE_ERRORS):

@@ -102,6 +102,24 @@ TRANSITION_STEPS = {
 }
 
 
+def outage_elapsed(info: activity.Info) -> timedelta:
+    """How long this step has been retrying: the backoffs before this attempt, from its policy.
+
+    Counted rather than read off the attempt's schedule times: a local activity's are set by
+    the worker, not by the time-skipping server, so they need not follow its skipped clock.
+    """
+    policy = info.retry_policy
+    if policy is None:
+        return info.current_attempt_scheduled_time - info.scheduled_time
+    elapsed, interval = timedelta(0), policy.initial_interval
+    for _ in range(info.attempt - 1):
+        elapsed += interval
+        interval = interval * policy.backoff_coefficient
+        if policy.maximum_interval is not None:
+            interval = min(interval, policy.maximum_interval)
+    return elapsed
+
+
 @dataclass
 class Fault:
     """One fault at one step: the step waits at ``reached`` until the test lets it go."""
@@ -146,21 +164,37 @@ class FakeActivities:
         self.clusters: set[str] = set()  # the fake cloud: clusters that exist right now
         self.ever_launched: set[str] = set()
         self.fault: Fault | None = None
+        self.faults: dict[str, Fault] = {}  # by workflow id: one per node, run side by side
+        # Regular (not local) activities take this long, heartbeating. The time-skipping server
+        # wedges a workflow whose task cancels an activity that completed while that task ran
+        # (sdk-java #2391; the real server handles it), so a test that cancels sets this.
+        self.settle_s = 0.0
+
+    async def _settle(self) -> None:
+        if activity.info().is_local:
+            return
+        for _ in range(int(self.settle_s / 0.05)):
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
 
     async def _at(self, step: str) -> str | None:
         """Apply the configured fault if this is its step; returns a kind the caller applies."""
-        fault = self.fault
+        await self._settle()
+        fault = self.faults.get(activity.info().workflow_id or "") or self.fault
         if fault is not None and fault.kind == DB_DOWN and fault.step == step and fault.fired:
             self._refuse_during_outage()
         if fault is None or fault.fired or fault.step != step:
             return None
         fault.fired = True
         fault.reached.set()
+        beat = not activity.info().is_local  # a local activity has no heartbeat to send
         while not fault.release.is_set():
-            activity.heartbeat()  # delivers a cancel while the step is held
+            if beat:
+                activity.heartbeat()  # delivers a cancel while the step is held
             await asyncio.sleep(0.01)
         for _ in range(int(fault.linger_s / 0.05)):
-            activity.heartbeat()
+            if beat:
+                activity.heartbeat()
             await asyncio.sleep(0.05)
         if fault.kind == PERMANENT:
             raise ApplicationError(
@@ -175,9 +209,8 @@ class FakeActivities:
         return fault.kind
 
     @staticmethod
-    def _refuse_during_outage() -> None:
-        info = activity.info()
-        if info.current_attempt_scheduled_time - info.scheduled_time < DB_OUTAGE:
+    def _refuse_during_outage(outage: timedelta = DB_OUTAGE) -> None:
+        if outage_elapsed(activity.info()) < outage:
             raise ApplicationError("database unavailable (injected)", type="OperationalError")
 
     @staticmethod
@@ -232,33 +265,31 @@ class FakeActivities:
     @activity.defn(name="record_transition")
     async def record_transition(self, input: TransitionInput) -> TransitionResult:
         self.calls["record_transition"].append(input)
-        kind = await self._at(TRANSITION_STEPS.get(input.event_type, ""))
-        outage = self.behaviour.db_outage
-        if outage is not None:
-            info = activity.info()
-            if info.current_attempt_scheduled_time - info.scheduled_time < outage:
-                raise ApplicationError("database unavailable", type="OperationalError")
-        if self.behaviour.transition_error_for is input.to_status:
+        transition = input.transition
+        kind = await self._at(TRANSITION_STEPS.get(transition.event, ""))
+        if self.behaviour.db_outage is not None:
+            self._refuse_during_outage(self.behaviour.db_outage)
+        if self.behaviour.transition_error_for is transition.target:
             raise ApplicationError(
                 "database rejected the write", type="InvalidTransition", non_retryable=True
             )
         row = self.rows[input.node_id]
-        key = f"{input.node_id}:{input.event_type.value}:{input.dedupe_suffix}"
-        if row.status is input.to_status and key in self.event_keys:
+        key = f"{input.node_id}:{transition.event.value}:{input.dedupe_suffix}"
+        if row.status is transition.target and key in self.event_keys:
             return TransitionResult(applied=False, status=row.status)
-        if row.status not in input.allowed_from and row.status is not input.to_status:
+        if not transition.allows(row.status):
             raise ApplicationError(
-                f"{row.status} -> {input.to_status} not allowed",
+                f"{row.status} -> {transition.name} not allowed",
                 type="InvalidTransition",
                 non_retryable=True,
             )
-        row.status = input.to_status
+        row.status = transition.target
         row.request_id = input.request_id or row.request_id
         row.endpoint = input.endpoint or row.endpoint
         row.error = input.error or row.error
         if key not in self.event_keys:
             self.event_keys.add(key)
-            self.events.append((input.node_id, input.event_type.value))
+            self.events.append((input.node_id, transition.event.value))
         await self.lost_attempt(kind)
         return TransitionResult(applied=True, status=row.status)
 
@@ -402,6 +433,7 @@ class FakeActivities:
     @activity.defn(name="acquire_launch_slot")
     async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
         self.calls["acquire_launch_slot"].append(input)
+        await self._settle()
         gate = self.behaviour.admission_open
         while gate is not None and not gate.is_set():
             activity.heartbeat()

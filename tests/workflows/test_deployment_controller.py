@@ -518,7 +518,9 @@ async def test_replicas_record_where_they_landed(env: WorkflowEnvironment, task_
         assert view.replicas[0].location == "gcp/us-central1"
         launched = fakes.calls["launch_cluster"][0].spec
         assert [loc.infra for loc in launched.locations] == ["aws/us-east-1", "gcp/us-central1"]
-        ready = [c for c in fakes.calls["record_transition"] if c.to_status is NodeStatus.RUNNING]
+        ready = [
+            c for c in fakes.calls["record_transition"] if c.transition.target is NodeStatus.RUNNING
+        ]
         assert ready[0].location == "gcp/us-central1"  # into the node.ready event's payload
         await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
         await handle.result()
