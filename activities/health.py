@@ -19,12 +19,13 @@ from temporalio import activity
 
 from activities.errors import translate_errors
 from activities.heartbeat import heartbeating
+from controlplane.cluster_names import carries_prefix
 from controlplane.config import Settings
 from controlplane.db.probes import ProbeRecord, ProbeRepository, ProbeTarget
 from controlplane.db.repository import NodeRepository
-from controlplane.health.probe import probe_model
+from controlplane.health.probe import NO_ANSWER, ProbeOutcome, measuring_loop_lag, probe_model
 from controlplane.health.sweep import Serving, suspects
-from controlplane.health.verdict import judge
+from controlplane.health.verdict import RoundGuard, in_startup_grace, judge, suspect_round
 from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
 from controlplane.skypilot.backend import SkyPilotBackend
@@ -74,7 +75,7 @@ class HealthActivities:
         self.http = http
         self.metrics = metrics
         # This installation's clusters only (the cluster-name prefix).
-        self.prefix = f"{settings.cluster_name_prefix}-"
+        self.prefix = settings.cluster_name_prefix
 
     @activity.defn(name=acts.SWEEP_CLUSTERS.name)
     @translate_errors
@@ -97,7 +98,7 @@ class HealthActivities:
                     continue
                 records = await backend.list_clusters()
                 calls += 1
-                listed = {r.name: r.status for r in records if r.name.startswith(self.prefix)}
+                listed = {r.name: r.status for r in records if carries_prefix(r.name, self.prefix)}
                 listed_total += len(listed)
                 for node, seen in suspects(serving, listed):
                     confirmed = await backend.cluster_status(node.cluster_name, refresh=True)
@@ -136,22 +137,69 @@ class HealthActivities:
 
     @activity.defn(name=acts.PROBE_MODEL_SHARD.name)
     async def probe_model_shard(self, input: ProbeShardInput) -> ProbeShardResult:
-        """Probe every serving node of this shard; record the counts; return the changed."""
-        s = self.settings
-        targets = await self.probes.shard(input.shard, input.shards)
-        gate = asyncio.Semaphore(
-            probe_concurrency(len(targets), s.model_probe_timeout.total_seconds())
-        )
+        """Probe every serving node of this shard; record the counts; return the changed.
 
-        async def one(target: ProbeTarget) -> tuple[ProbeRecord, ModelChange | None]:
+        All probes run first, under a loop-lag measure; then the round is judged as a whole
+        (``suspect_round``) before each node is: a suspect round's unanswered probes do not
+        count toward MODEL_PROBE_THRESHOLD, so a starved worker does not mark healthy models
+        unhealthy (and so has them restarted).
+        """
+        s = self.settings
+        timeout_s = s.model_probe_timeout.total_seconds()
+        targets = await self.probes.shard(input.shard, input.shards)
+        gate = asyncio.Semaphore(probe_concurrency(len(targets), timeout_s))
+
+        async def one(target: ProbeTarget) -> ProbeOutcome:
             async with gate:
-                outcome = await probe_model(
+                return await probe_model(
                     self.http,
                     target.endpoint,
                     path=s.model_probe_path,
-                    timeout=s.model_probe_timeout.total_seconds(),
+                    timeout=timeout_s,
                     model_id=target.model if s.model_probe_check_models else None,
                 )
+
+        async with heartbeating(), measuring_loop_lag() as lag:
+            outcomes = await asyncio.gather(*(one(t) for t in targets))
+        # The models that answered until now, and those of them that got no answer this round.
+        now = datetime.now(UTC)
+        grace = s.model_probe_startup_grace
+        answering = [
+            o
+            for t, o in zip(targets, outcomes, strict=True)
+            if t.consecutive_failures == 0
+            and not in_startup_grace(ready_at=t.ready_at, now=now, startup_grace=grace)
+        ]
+        stopped = sum(1 for o in answering if not o.ok and o.reason in NO_ANSWER)
+        suspect = suspect_round(
+            RoundGuard(
+                max_loop_lag_s=s.model_probe_max_loop_lag.total_seconds(),
+                suspect_fraction=s.model_probe_suspect_fraction,
+                suspect_min=s.model_probe_suspect_min,
+            ),
+            answering=len(answering),
+            stopped=stopped,
+            loop_lag_s=lag.worst_s,
+        )
+        if suspect is not None:
+            log.warning(
+                "probe shard %d/%d: round suspect (%s): %d of %d answering models got no answer "
+                "(%d probed), loop %.2fs late at worst (MODEL_PROBE_MAX_LOOP_LAG %.2fs); "
+                "unanswered probes not counted",
+                input.shard,
+                input.shards,
+                suspect,
+                stopped,
+                len(answering),
+                len(targets),
+                lag.worst_s,
+                s.model_probe_max_loop_lag.total_seconds(),
+            )
+            if self.metrics is not None:
+                self.metrics.probe_suspect_rounds.labels(reason=suspect).inc()
+        records: list[ProbeRecord] = []
+        changed: list[ModelChange] = []
+        for target, outcome in zip(targets, outcomes, strict=True):
             if not outcome.ok and self.metrics is not None:
                 self.metrics.probe_failures.labels(reason=outcome.reason or "unknown").inc()
             verdict = judge(
@@ -160,32 +208,32 @@ class HealthActivities:
                 failures_so_far=target.consecutive_failures,
                 threshold=s.model_probe_threshold,
                 ready_at=target.ready_at,
-                now=datetime.now(UTC),
-                startup_grace=s.model_probe_startup_grace,
+                now=now,
+                startup_grace=grace,
+                counts=suspect is None or outcome.reason not in NO_ANSWER,
             )
-            record = ProbeRecord(
-                node_id=target.node_id,
-                consecutive_failures=verdict.consecutive_failures,
-                last_error=outcome.detail,
-            )
-            if verdict.tell is None:
-                return record, None
-            return record, ModelChange(
-                node_id=target.node_id,
-                cluster_name=target.cluster_name,
-                workflow_id=target.workflow_id,
-                signal=ModelHealthSignal(
-                    healthy=verdict.tell,
+            records.append(
+                ProbeRecord(
+                    node_id=target.node_id,
                     consecutive_failures=verdict.consecutive_failures,
-                    detail=outcome.detail,
-                ),
+                    last_error=outcome.detail,
+                )
             )
-
-        async with heartbeating():
-            results = await asyncio.gather(*(one(t) for t in targets))
-        await self.probes.record([r for r, _ in results], datetime.now(UTC))
-        changed = [c for _, c in results if c is not None]
-        failures = sum(1 for r, _ in results if r.last_error is not None)
+            if verdict.tell is not None:
+                changed.append(
+                    ModelChange(
+                        node_id=target.node_id,
+                        cluster_name=target.cluster_name,
+                        workflow_id=target.workflow_id,
+                        signal=ModelHealthSignal(
+                            healthy=verdict.tell,
+                            consecutive_failures=verdict.consecutive_failures,
+                            detail=outcome.detail,
+                        ),
+                    )
+                )
+        await self.probes.record(records, datetime.now(UTC))
+        failures = sum(1 for r in records if r.last_error is not None)
         if changed:
             log.info("probe shard %d/%d: %d changed", input.shard, input.shards, len(changed))
         return ProbeShardResult(probed=len(targets), failures=failures, changed=changed)

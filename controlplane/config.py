@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from controlplane.cluster_names import CLUSTER_PREFIX, check_cluster_prefix
 from controlplane.credential_policy import Workspace
 from controlplane.durations import DURATION_HELP, parse_duration
 from controlplane.keyring import KEY_HELP as KEY_HELP  # re-exported: callers import them here
@@ -34,7 +35,7 @@ from controlplane.keyring import decode_key as decode_key
 from controlplane.keyring import decode_keys
 from controlplane.keyring import key_id as key_id
 from controlplane.lifecycle import LOST_SECOND_LOOK_DEFAULT_S
-from controlplane.spec import CLUSTER_PREFIX, TenantId, check_cluster_prefix
+from controlplane.spec import TenantId
 from controlplane.urls import redact_url, url_credentials
 
 CODEC_TOKEN_MIN_LENGTH = 16
@@ -116,6 +117,12 @@ class Settings(BaseSettings):
     model_probe_startup_grace: Duration = timedelta(minutes=2)
     model_probe_check_models: bool = False
     model_probe_shards: int = Field(default=16, ge=1, le=1024)
+    # A round the prober cannot be trusted with (controlplane/health/verdict.py suspect_round):
+    # its loop ran later than this, or at least _MIN and more than _FRACTION of its models that
+    # answered until now got no answer. _MIN of 2 or more: one model's crash is always believed.
+    model_probe_max_loop_lag: Duration = timedelta(seconds=1)
+    model_probe_suspect_fraction: float = Field(default=0.5, gt=0, le=1)
+    model_probe_suspect_min: int = Field(default=10, ge=2, le=1_000_000)
     # 2 x the real API server's 4 LONG workers on 2 vCPU (docs/performance.md, "Admission").
     skypilot_max_inflight_launches: int = Field(default=8, ge=1, le=10_000)
     # Launch-slot waits one worker runs at once, on its admission task queue (worker.py); more
@@ -213,6 +220,7 @@ class Settings(BaseSettings):
         "events_nats_duplicate_window",
         "model_probe_interval",
         "model_probe_timeout",
+        "model_probe_max_loop_lag",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:

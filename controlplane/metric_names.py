@@ -33,6 +33,9 @@ COMPENSATIONS: Final = "controlplane_compensations_total"
 ORPHANS_FOUND: Final = "controlplane_orphans_found_total"
 CLEANUP_FAILED_NODES: Final = "controlplane_cleanup_failed_nodes"  # gauge
 MODEL_PROBE_FAILURES: Final = "controlplane_model_probe_failures_total"
+# Probe rounds (one shard, one sweep) whose no-answer failures were not counted: the prober
+# was late or nearly all of its probes went unanswered at once (controlplane/health/verdict.py).
+MODEL_PROBE_SUSPECT_ROUNDS: Final = "controlplane_model_probe_suspect_rounds_total"
 LAUNCH_QUEUE: Final = "controlplane_launch_queue_seconds"  # histogram
 
 # --- events out: the JetStream relay (only while EVENTS_NATS_URL is set) -------------------
@@ -76,6 +79,7 @@ ALL_SERIES: Final[dict[str, tuple[str, ...]]] = {
     EVENT_RELAY_LAG_EVENTS: (),
     EVENT_RELAY_LAG_SECONDS: (),
     MODEL_PROBE_FAILURES: ("reason",),
+    MODEL_PROBE_SUSPECT_ROUNDS: ("reason",),
     LAUNCH_QUEUE: (),
     DEPLOYMENT_DESIRED: _DEPLOYMENT,
     DEPLOYMENT_SERVING: _DEPLOYMENT,

@@ -105,6 +105,10 @@ class Metrics:
         self.probe_failures = counter(
             names.MODEL_PROBE_FAILURES, "Failed liveness probes of serving nodes' models, by reason"
         )
+        self.probe_suspect_rounds = counter(
+            names.MODEL_PROBE_SUSPECT_ROUNDS,
+            "Probe rounds whose unanswered probes were not counted (a late or starved prober)",
+        )
         self.launch_queue_wait = histogram(
             names.LAUNCH_QUEUE,
             "How long a launch waited for a slot (SKYPILOT_MAX_INFLIGHT_LAUNCHES)",

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
+from controlplane.cluster_names import carries_prefix
 from controlplane.lifecycle import (
     DEADLINE_STATUSES,
     LIVE_STATUSES,
@@ -95,7 +96,7 @@ def ours(cluster: ClusterSeen, owner: Owner) -> bool:
     return (
         owner.user is not None
         and cluster.user_hash == owner.user
-        and cluster.name.startswith(f"{owner.prefix}-")
+        and carries_prefix(cluster.name, owner.prefix)
     )
 
 

@@ -14,13 +14,12 @@ recorded (the names are unique in the database): an error, never an attach or a 
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
 import uuid
 from typing import Annotated
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
+
+from controlplane.cluster_names import CLUSTER_PREFIX, legacy_name, node_cluster_name
 
 # Clouds SkyPilot 0.14 can launch GPU nodes on, by their `infra:` prefix.
 PROVIDERS = (
@@ -42,14 +41,6 @@ PROVIDERS = (
     "seeweb",
 )
 
-CLUSTER_PREFIX = "cpn"  # the default of CLUSTER_NAME_PREFIX
-CLUSTER_NAME_MAX = 40
-# SkyPilot's pattern narrowed to what every cloud accepts (GCP: lowercase, a letter first, no
-# trailing hyphen), within 40 characters.
-CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$")
-# An installation's prefix: no hyphen, so one prefix is never the start of another's "<p>-".
-CLUSTER_PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
-CLUSTER_HASH_CHARS = 16  # base32: 80 bits
 _NODE_NAMESPACE = uuid.UUID("8f4b8f5e-6a56-4d0f-9a0e-0d6f2f7c1a11")
 
 TenantId = Annotated[
@@ -89,23 +80,6 @@ def _known_provider(value: object) -> object:
 
 
 Provider = Annotated[str, BeforeValidator(_known_provider)]
-
-
-def check_cluster_prefix(prefix: str) -> str:
-    """The prefix if valid (CLUSTER_NAME_PREFIX), else a ValueError saying what is expected."""
-    if not CLUSTER_PREFIX_RE.match(prefix):
-        raise ValueError(
-            "expected 1-8 lowercase letters or digits starting with a letter, no hyphen "
-            f"(e.g. {CLUSTER_PREFIX!r} or 'stg'): it starts every cluster name of this "
-            "installation, and the reconciler only touches clusters that carry it"
-        )
-    return prefix
-
-
-def slug(text: str, limit: int) -> str:
-    """Lower-case letters, digits and single hyphens, at most ``limit`` characters."""
-    cleaned = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    return cleaned[:limit].strip("-")
 
 
 class Location(BaseModel):
@@ -182,15 +156,8 @@ class NodeSpec(BaseModel):
         return self.cluster_name_for(CLUSTER_PREFIX)
 
     def cluster_name_for(self, prefix: str) -> str:
-        """``<prefix>-<tenant>-<model>-<hash>-<replica>``: readable, unique, at most 40 characters.
-
-        The 80-bit hash covers the whole identity, so truncating the readable parts never makes
-        two nodes collide; the replica suffix keeps replicas apart even to the eye.
-        """
-        check_cluster_prefix(prefix)
-        digest = hashlib.sha256(self.identity.encode()).digest()
-        hashed = base64.b32encode(digest).decode().lower()[:CLUSTER_HASH_CHARS]
-        return self._readable_name(prefix, f"{hashed}-{self.replica}")
+        """Our name for the node's cluster under ``prefix`` (controlplane.cluster_names)."""
+        return node_cluster_name(prefix, self.tenant, self.model, self.identity, self.replica)
 
     @property
     def legacy_cluster_name(self) -> str:
@@ -198,17 +165,7 @@ class NodeSpec(BaseModel):
 
         Kept only so replays and the starter find nodes that still run under it.
         """
-        digest = hashlib.sha256(self.identity.encode()).hexdigest()[:6]
-        return self._readable_name(CLUSTER_PREFIX, f"{digest}-{self.replica}")
-
-    def _readable_name(self, prefix: str, tail: str) -> str:
-        model_tail = self.model.rsplit("/", 1)[-1]
-        room = CLUSTER_NAME_MAX - len(prefix) - len(tail) - 3
-        tenant_part = slug(self.tenant, min(8, room // 2)) or "t"
-        model_part = slug(model_tail, room - len(tenant_part)) or "m"
-        name = f"{prefix}-{tenant_part}-{model_part}-{tail}"
-        assert CLUSTER_NAME_RE.match(name), name
-        return name
+        return legacy_name(self.tenant, self.model, self.identity, self.replica)
 
     @property
     def accelerators(self) -> str:

@@ -387,6 +387,11 @@ class SimulatorProcess:
         found: dict[str, dict[str, float]] = await self._get("/sim/timeline")
         return found
 
+    async def history(self) -> list[dict[str, Any]]:
+        """Every cluster the simulator ever created, live or gone (GET /sim/history)."""
+        found: list[dict[str, Any]] = await self._get("/sim/history")
+        return found
+
     async def set_faults(self, **changes: Any) -> dict[str, Any]:
         found: dict[str, Any] = await self._post("/sim/faults", changes)
         return found

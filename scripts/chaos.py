@@ -1,27 +1,42 @@
-"""Chaos run: N node lifecycles while everything around the worker misbehaves, then invariants.
+"""Chaos run: N node lifecycles while everything around the workers misbehaves, then invariants.
 
-    .venv/bin/python scripts/chaos.py              # 200 lifecycles, 4 worker kills (~2 min)
-    .venv/bin/python scripts/chaos.py --small      # 10 lifecycles, 1 kill (well under a minute)
+    .venv/bin/python scripts/chaos.py              # 200 lifecycles, a 16-minute outage (~25 min)
+    .venv/bin/python scripts/chaos.py --small      # 12 lifecycles, a 40 s outage (a few minutes)
 
 Stack: the Temporal dev server (in memory), an EMBEDDED PostgreSQL (pgserver, Unix socket only,
-its data in .cache/chaos/pgdata-<id>, removed at the end) so it can be restarted without
-touching the system PostgreSQL, the SkyPilot simulator and ``python worker.py``; all on
-127.0.0.1, all stopped at the end. Every node is launched, and once running terminated (or it
+its data in .cache/chaos/pgdata-<id>, removed at the end) so it can be stopped without
+touching the system PostgreSQL, the SkyPilot simulator and --workers ``python worker.py``
+processes on one task queue; all on 127.0.0.1, all stopped at the end. Every node is launched
+(every --cli-every-th one in CLI mode, through a ``sky`` shim, ``<run dir>/bin/sky``, that runs
+the simulator's ``sky``: devtools/skypilot_sim/sky_cli.py), and once running terminated (or it
 fails). Meanwhile:
 
-  * the worker is SIGKILLed --kills times (spread over the run) and started again;
+  * a worker is SIGKILLed --kills times (spread over the run, each time the next of the
+    workers in turn) and started again;
   * the simulator answers 503 bursts (with Retry-After) --bursts times, loses responses to
-    accepted POSTs (--drop-rate) and fails launches (--failure-rate), cycling through a
-    transient type (ResourcesUnavailableError: the workflow relaunches, recording one more
-    ``node.launched``) and a permanent one (ProvisionPrechecksError: the node fails);
-  * PostgreSQL is stopped and started again --pg-restarts times.
+    accepted POSTs (--drop-rate) and commits those late (--late-commit-s: the request appears
+    only that long after its lost response, within SKYPILOT_SUBMIT_COMMIT_HORIZON), and fails
+    launches (--failure-rate), cycling through a transient type (ResourcesUnavailableError:
+    the workflow relaunches, recording one more ``node.launched``) and a permanent one
+    (ProvisionPrechecksError: the node fails);
+  * PostgreSQL is stopped and started again --pg-restarts times (2 s), and stopped for
+    --outage-s --outages times: by default 16 minutes, longer than the 15-minute
+    schedule-to-close the database steps had before they retried without a total deadline
+    (workflows/options.py, DATABASE); --small's 40 s outlasts a step's 30 s start-to-close
+    and its retries' 30 s cap, the same code path;
+  * an operator terminates --terminates node workflows (``handle.terminate()``, as
+    ``temporal workflow terminate`` does) while their rows are launching or running; the
+    reconciler's schedule (every --reconcile-interval) must start them again
+    (RECONCILE_RECOVER_LIVE=adopt, activities/recovery.py).
 
 Then it checks, prints and writes (--json) the invariants; any broken one exits 1:
   every node terminated, or failed with a reason; launch requests per cluster (simulator) equal
   the node's ``node.launched`` events; no live cluster without a row, none of an ended node; no
   row without a final state; no event recorded twice (node, type, attempt); every node's events
-  a valid path ending at its row's status; every planned fault fired; no node stuck; the
-  JetStream stream holds every event exactly once (every worker runs the relay).
+  a valid path ending at its row's status; every planned fault fired; no node stuck; every
+  cluster that ever existed (GET /sim/history) is gone or belongs to a live, running row; every
+  terminated workflow was recovered (a new run ended its row); every CLI node's row says cli;
+  the JetStream stream holds every event exactly once (every worker runs the relay).
 """
 
 from __future__ import annotations
@@ -29,6 +44,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import re
 import shutil
 import sys
 import time
@@ -36,6 +52,7 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +77,17 @@ from bench_support import (
     wait_for_quiet,
     write_json,
 )
-from chaos_relay import relay_check, relay_env, reset_stream
+from chaos_relay import relay_check, relay_env, reset_stream, start_private_nats
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import TemporalError
 
 from controlplane import lifecycle
 from controlplane.db.embedded import EmbeddedPostgres, start_embedded_postgres
-from controlplane.lifecycle import EventType, NodeStatus
+from controlplane.db.errors import DATABASE_ERRORS
+from controlplane.db.schema import nodes
+from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from devtools.devstack import (
     CHAOS_TIMINGS,
@@ -78,12 +98,30 @@ from devtools.devstack import (
     start_simulator_process,
     start_temporal,
     start_worker,
+    write_sky_shim,
 )
-from starter.api import ControlPlane
+from starter.api import ControlPlane, NotFound
 from workflows.deployment import node_workflow_id
 
 TASK_QUEUE = "chaos-nodes"
+# What the driver retries: Temporal errors, its own bounded waits, and the starter's NotFound
+# (an update sent to a run the operator terminated, before the reconciler starts a new one).
+DRIVER_ERRORS = (TemporalError, TimeoutError, NotFound)
 TRANSIENT, PERMANENT = "ResourcesUnavailableError", "ProvisionPrechecksError"
+# The database steps (workflows/options.py DATABASE: retried, no total deadline); their failed
+# attempts are counted from the workers' logs (the SDK's "Completing activity as failed").
+DB_STEPS = (
+    "record_intent",
+    "record_transition",
+    "lookup_cluster",
+    "credential_reference",
+    "release_launch_slot",
+)
+FAILED_ATTEMPT = re.compile(
+    r"Completing activity as failed \(\{.*'activity_type': '(\w+)', 'attempt': (\d+)"
+)
+# Rows an operator's terminate picks from: a node mid-launch or serving.
+TERMINABLE = (NodeStatus.LAUNCHING.value, NodeStatus.RUNNING.value)
 
 
 # --- options --------------------------------------------------------------------------------------
@@ -91,8 +129,15 @@ TRANSIENT, PERMANENT = "ResourcesUnavailableError", "ProvisionPrechecksError"
 class Plan:
     lifecycles: int = 200
     concurrency: int = 20
-    kills: int = 4
+    workers: int = 3
+    kills: int = 6
     pg_restarts: int = 1
+    outages: int = 1
+    outage_s: float = 960.0
+    terminates: int = 8
+    cli_every: int = 10
+    late_commit_s: float = 5.0
+    reconcile_interval: str = "10s"
     bursts: int = 4
     burst_size: int = 15
     retry_after_s: int = 1
@@ -107,9 +152,13 @@ class Plan:
 
 
 SMALL = Plan(
-    lifecycles=10,
-    concurrency=5,
-    kills=1,
+    lifecycles=12,
+    concurrency=6,
+    kills=3,
+    outage_s=40.0,
+    terminates=2,
+    cli_every=3,
+    late_commit_s=3.0,
     bursts=1,
     burst_size=10,
     drop_rate=0.0,
@@ -133,12 +182,19 @@ class Options:
 
 def parse_args(argv: Sequence[str]) -> Options:
     p = argparse.ArgumentParser(prog="scripts/chaos.py", description=__doc__.split("\n")[0])
-    p.add_argument("--small", action="store_true", help="10 lifecycles, 1 kill: seconds")
+    p.add_argument("--small", action="store_true", help="12 lifecycles, a 40 s outage: minutes")
     p.add_argument("--json", type=Path, default=REPO / ".cache" / "chaos.json")
     p.add_argument("-n", "--lifecycles", type=int, help="nodes to run (default 200)")
     p.add_argument("--concurrency", type=int, help="nodes in flight (default 20)")
-    p.add_argument("--kills", type=int, help="worker SIGKILLs (default 4)")
-    p.add_argument("--pg-restarts", type=int, help="PostgreSQL restarts (default 1)")
+    p.add_argument("--workers", type=int, help="worker processes (default 3)")
+    p.add_argument("--kills", type=int, help="worker SIGKILLs, the workers in turn (default 6)")
+    p.add_argument("--pg-restarts", type=int, help="PostgreSQL 2 s restarts (default 1)")
+    p.add_argument("--outages", type=int, help="long PostgreSQL outages (default 1)")
+    p.add_argument("--outage-s", type=float, help="length of each outage (default 960 s)")
+    p.add_argument("--terminates", type=int, help="operator terminates of node workflows (8)")
+    p.add_argument("--cli-every", type=int, help="every N-th node in CLI mode (10; 0 = none)")
+    p.add_argument("--late-commit-s", type=float, help="lost responses commit this late (5)")
+    p.add_argument("--reconcile-interval", help="RECONCILE_INTERVAL of the workers (10s)")
     p.add_argument("--bursts", type=int, help="503 bursts (default 4)")
     p.add_argument("--burst-size", type=int, help="503 answers per burst (default 15)")
     p.add_argument("--drop-rate", type=float, help="share of POST responses lost (0.03)")
@@ -170,12 +226,16 @@ class Chaos:
     sim: SimulatorProcess
     postgres: EmbeddedServer
     env: dict[str, str]
-    worker: Process
+    workers: list[Process]
     watcher: StatusWatcher
     run: str = field(default_factory=lambda: f"c{uuid.uuid4().hex[:6]}")
     started: int = 0
     done: int = 0
     incarnation: int = 1
+    kills_per_worker: Counter[str] = field(default_factory=Counter)
+    # node id -> (workflow id, the run the operator terminated, the row's status then)
+    terminated: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    rng: random.Random = field(default_factory=random.Random)
     actions: list[dict[str, Any]] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
     progress: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -184,8 +244,25 @@ class Chaos:
     def control(self) -> ControlPlane:
         return ControlPlane(self.client, TASK_QUEUE)
 
+    @property
+    def node_timeout_s(self) -> float:
+        """A node's bounded waits: the plan's, plus the outages nothing can finish during."""
+        return self.plan.node_timeout_s + self.plan.outages * self.plan.outage_s
+
     def spec(self, index: int) -> NodeSpec:
         return node_spec(self.run, index, tenant="chaos")
+
+    def launch_mode(self, index: int) -> LaunchMode:
+        return LaunchMode.CLI if cli_mode(self.plan.cli_every, index) else LaunchMode.API
+
+
+def cli_mode(every: int, index: int) -> bool:
+    """Whether the ``index``-th node runs in CLI mode: every ``every``-th one (0: none)."""
+    return every > 0 and index % every == every - 1
+
+
+def worker_name(slot: int) -> str:
+    return f"worker-{'abcdefgh'[slot]}" if slot < 8 else f"worker-{slot}"
 
 
 async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
@@ -197,7 +274,9 @@ async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
     postgres = EmbeddedServer(await asyncio.to_thread(start_embedded, data_dir))
     stack.cleanups.append(postgres.remove)  # clean-ups run in reverse: this one last
     timings = CHAOS_TIMINGS.replace(
-        launch_delay_s=plan.launch_delay_s, model_warmup_s=plan.model_warmup_s
+        launch_delay_s=plan.launch_delay_s,
+        model_warmup_s=plan.model_warmup_s,
+        reconcile_interval=plan.reconcile_interval,
     )
     sim = start_simulator_process(home, timings, SIM_TOKEN)
     stack.add(sim.process)
@@ -208,17 +287,29 @@ async def open_chaos(plan: Plan, home: Path, stack: Stack) -> Chaos:
         sim.url,
         TASK_QUEUE,
         timings=timings,
-        extra={"SKYPILOT_MAX_RETRIES": "3"},
+        extra={
+            "SKYPILOT_MAX_RETRIES": "3",
+            "SKYPILOT_CLI_PATH": str(write_sky_shim(home / "bin" / "sky", sim.url)),
+            "RECONCILE_RECOVER_LIVE": "adopt",
+        },
     )
-    env.update(relay_env())  # every worker relays events to JetStream (scripts/chaos_relay.py)
-    await reset_stream()
-    worker = stack.add(start_worker(home, env, "worker-1"))
+    nats_server, nats_url = await asyncio.to_thread(start_private_nats, home)
+    if nats_server is not None:
+        stack.add(nats_server)
+    env.update(relay_env(nats_url))  # every worker relays events to JetStream (chaos_relay.py)
+    await reset_stream(nats_url)
+    workers = [
+        stack.add(await asyncio.to_thread(start_worker, home, env, f"{worker_name(slot)}-1"))
+        for slot in range(plan.workers)
+    ]
     client = await connect_temporal(server.address)
     engine = open_engine(postgres.server.url)
     stack.cleanups.append(engine.dispose)
     watcher = await StatusWatcher(engine, interval_s=0.1).__aenter__()
     stack.cleanups.append(watcher.__aexit__)
-    return Chaos(plan, home, stack, client, engine, sim, postgres, env, worker, watcher)
+    chaos = Chaos(plan, home, stack, client, engine, sim, postgres, env, workers, watcher)
+    chaos.rng.seed(plan.seed)
+    return chaos
 
 
 @dataclass
@@ -239,32 +330,35 @@ class EmbeddedServer:
 
 
 # --- driving one node -----------------------------------------------------------------------------
-async def retrying(call: Callable[[], Awaitable[Any]], attempts: int, what: str) -> Any:
-    """``call()`` until it succeeds, at most ``attempts`` times, 1 s apart."""
+async def retrying(
+    call: Callable[[], Awaitable[Any]], attempts: int, what: str, pause_s: float = 1.0
+) -> Any:
+    """``call()`` until it succeeds, at most ``attempts`` times, ``pause_s`` apart."""
     for attempt in range(1, attempts + 1):
         try:
             return await call()
-        except (TemporalError, TimeoutError) as exc:
+        except DRIVER_ERRORS as exc:
             if attempt == attempts:
                 raise
             print(f"  retrying {what} ({type(exc).__name__}: {exc})", flush=True)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(pause_s)
     return None
 
 
 async def terminate(chaos: Chaos, workflow_id: str) -> None:
-    """The terminate update, retried: a killed worker can lose an update in flight."""
+    """The terminate update, retried: a killed worker can lose an update in flight, and an
+    operator's terminate ends the run it was sent to until the reconciler starts a new one."""
 
     async def call() -> None:
         await asyncio.wait_for(chaos.control.terminate_node(workflow_id), 120)
 
-    await retrying(call, 5, f"terminate {workflow_id}")
+    await retrying(call, 60, f"terminate {workflow_id}", pause_s=3.0)
 
 
 async def workflow_outcome(chaos: Chaos, workflow_id: str) -> str:
     handle = chaos.client.get_workflow_handle(workflow_id)
     try:
-        await asyncio.wait_for(handle.result(), chaos.plan.node_timeout_s)
+        await asyncio.wait_for(handle.result(), chaos.node_timeout_s)
     except WorkflowFailureError as exc:
         return f"workflow failed: {exc.cause}"
     return "workflow completed"
@@ -274,16 +368,21 @@ async def drive(chaos: Chaos, index: int) -> None:
     """Launch; once running, terminate; wait for the end. Never raises: records the outcome."""
     spec = chaos.spec(index)
     workflow_id = node_workflow_id(spec.node_id)
-    timeout = chaos.plan.node_timeout_s
+    timeout = chaos.node_timeout_s
+    mode = chaos.launch_mode(index)
     try:
-        await retrying(lambda: chaos.control.launch_node(spec), 5, f"launch {spec.cluster_name}")
+        await retrying(
+            lambda: chaos.control.launch_node(spec, launch_mode=mode),
+            5,
+            f"launch {spec.cluster_name}",
+        )
         chaos.started += 1
         status = await chaos.watcher.wait(spec.node_id, RUNNING_OR_FINAL, timeout)
         if status == NodeStatus.RUNNING.value:
             await terminate(chaos, workflow_id)
             status = await chaos.watcher.wait(spec.node_id, FINAL, timeout)
         chaos.outcomes[spec.node_id] = f"{status}; {await workflow_outcome(chaos, workflow_id)}"
-    except (TemporalError, TimeoutError) as exc:
+    except DRIVER_ERRORS as exc:
         chaos.outcomes[spec.node_id] = f"stuck: {type(exc).__name__}: {exc}"
     finally:
         async with chaos.progress:
@@ -293,20 +392,63 @@ async def drive(chaos: Chaos, index: int) -> None:
 
 # --- the faults -----------------------------------------------------------------------------------
 async def kill_worker(chaos: Chaos) -> str:
-    code = await asyncio.to_thread(kill_hard, chaos.worker)
-    chaos.stack.processes.remove(chaos.worker)
+    """SIGKILL the next worker in turn (its ``sky`` children too) and start it again."""
+    slot = sum(chaos.kills_per_worker.values()) % len(chaos.workers)
+    victim = chaos.workers[slot]
+    code = await asyncio.to_thread(kill_hard, victim)
+    chaos.stack.processes.remove(victim)
+    chaos.kills_per_worker[worker_name(slot)] += 1
     await asyncio.sleep(1.0)
     chaos.incarnation += 1
-    name = f"worker-{chaos.incarnation}"
-    chaos.worker = chaos.stack.add(
+    name = f"{worker_name(slot)}-{chaos.kills_per_worker[worker_name(slot)] + 1}"
+    chaos.workers[slot] = chaos.stack.add(
         await asyncio.to_thread(start_worker, chaos.home, chaos.env, name)
     )
-    return f"worker SIGKILLed (exit {code}); {name} polling"
+    return f"{victim.name} SIGKILLed (exit {code}); {name} polling"
 
 
 async def restart_postgres(chaos: Chaos) -> str:
     await chaos.postgres.restart(2.0)
     return "PostgreSQL stopped for 2 s and started again"
+
+
+async def postgres_outage(chaos: Chaos) -> str:
+    down_s = chaos.plan.outage_s
+    print(f"  PostgreSQL down for {down_s:.0f} s from now", flush=True)
+    await chaos.postgres.restart(down_s)
+    return f"PostgreSQL was down for {down_s:.0f} s and is back"
+
+
+async def terminable_rows(chaos: Chaos) -> list[tuple[str, str]]:
+    """(node id, status) of the run's rows an operator's terminate may pick."""
+    statement = select(nodes.c.node_id, nodes.c.status).where(
+        nodes.c.tenant == "chaos", nodes.c.status.in_(TERMINABLE)
+    )
+    async with chaos.engine.connect() as connection:
+        rows = (await connection.execute(statement)).all()
+    return [(str(n), str(s)) for n, s in rows if str(n) not in chaos.terminated]
+
+
+async def operator_terminate(chaos: Chaos) -> str:
+    """``temporal workflow terminate`` of a random launching or running node's workflow."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            candidates = sorted(await terminable_rows(chaos))
+        except DATABASE_ERRORS:
+            candidates = []
+        if candidates or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.5)
+    if not candidates:
+        raise RuntimeError("no launching or running node to terminate for 120 s")
+    node_id, status = chaos.rng.choice(candidates)
+    workflow_id = node_workflow_id(node_id)
+    described = await chaos.client.get_workflow_handle(workflow_id).describe()
+    handle = chaos.client.get_workflow_handle(workflow_id, run_id=described.run_id)
+    await handle.terminate(reason="chaos: an operator's temporal workflow terminate")
+    chaos.terminated[node_id] = (workflow_id, described.run_id, status)
+    return f"terminated {workflow_id} (row {status}); the reconciler must recover it"
 
 
 async def burst_503(chaos: Chaos) -> str:
@@ -318,6 +460,8 @@ async def burst_503(chaos: Chaos) -> str:
 FAULTS: dict[str, Callable[[Chaos], Awaitable[str]]] = {
     "kill": kill_worker,
     "pg_restart": restart_postgres,
+    "pg_outage": postgres_outage,
+    "terminate": operator_terminate,
     "burst_503": burst_503,
 }
 
@@ -325,11 +469,14 @@ FAULTS: dict[str, Callable[[Chaos], Awaitable[str]]] = {
 def schedule(plan: Plan) -> list[tuple[float, str]]:
     """(share of nodes finished, fault) pairs, spread over 10-85 % of the run."""
 
-    def spread(count: int, offset: float) -> list[float]:
-        return [0.1 + 0.75 * (i + offset) / count for i in range(count)]
+    def spread(count: int, offset: float, width: float = 0.75) -> list[float]:
+        return [0.1 + width * (i + offset) / count for i in range(count)]
 
     timed = [(at, "kill") for at in spread(plan.kills, 0.5)]
     timed += [(at, "pg_restart") for at in spread(plan.pg_restarts, 0.4)]
+    timed += [(at, "pg_outage") for at in spread(plan.outages, 0.6)]
+    # Terminates early enough that launching and running nodes are still around.
+    timed += [(at, "terminate") for at in spread(plan.terminates, 0.3, width=0.5)]
     timed += [(at, "burst_503") for at in spread(plan.bursts, 0.0)]
     return sorted(timed)
 
@@ -364,6 +511,7 @@ async def standing_faults(chaos: Chaos) -> dict[str, Any]:
         launch_failure_rate=plan.failure_rate,
         fail_next_launches=plan.fail_first,
         launch_failure_types=[TRANSIENT, PERMANENT],
+        late_commit_s=plan.late_commit_s,
     )
 
 
@@ -411,17 +559,40 @@ def path_problem(events: list[dict[str, Any]], row_status: str) -> str | None:
     return None if state == row_status else f"events end at {state}, the row says {row_status}"
 
 
-def check_all(
-    chaos: Chaos, rows: list[dict[str, Any]], events: list[dict[str, Any]], counters: dict[str, Any]
-) -> list[Check]:
+@dataclass(frozen=True)
+class Observed:
+    """What the run left behind, read once at the end."""
+
+    rows: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    counters: dict[str, Any]
+    history: list[dict[str, Any]]
+    # node id -> (latest run id, its status) of every workflow the operator terminated
+    latest_runs: dict[str, tuple[str, str]]
+    # cluster -> its launch requests, where they are not one per node.launched event
+    uneven_launches: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+async def latest_runs(chaos: Chaos) -> dict[str, tuple[str, str]]:
+    found = {}
+    for node_id, (workflow_id, _, _) in chaos.terminated.items():
+        described = await chaos.client.get_workflow_handle(workflow_id).describe()
+        status = described.status.name if described.status else "UNKNOWN"
+        found[node_id] = (described.run_id, status)
+    return found
+
+
+def check_all(chaos: Chaos, seen: Observed) -> list[Check]:
+    rows, events, counters = seen.rows, seen.events, seen.counters
     specs = [chaos.spec(i) for i in range(chaos.plan.lifecycles)]
+    every = chaos.plan.cli_every
     by_id = {row["node_id"]: row for row in rows}
     per_node: dict[str, list[dict[str, Any]]] = {}
     for e in events:
         per_node.setdefault(e["node_id"], []).append(e)
     return [
         check_outcomes(specs, by_id),
-        check_launches(specs, per_node, counters["launch_requests"]),
+        check_launches(specs, per_node, counters["launch_requests"], seen.uneven_launches),
         check_live(counters["live_clusters"], rows, final=False),
         check_live(counters["live_clusters"], rows, final=True),
         check_rows_final(rows),
@@ -429,6 +600,9 @@ def check_all(
         check_paths(rows, per_node),
         check_faults(chaos),
         check_stuck(chaos),
+        check_history(seen.history, rows),
+        check_recovered(chaos.terminated, seen.latest_runs, by_id),
+        check_cli([chaos.spec(i) for i in range(len(specs)) if cli_mode(every, i)], by_id),
     ]
 
 
@@ -443,17 +617,66 @@ def check_outcomes(specs: list[NodeSpec], by_id: dict[str, dict[str, Any]]) -> C
     return Check("every node terminated, or failed with a reason", len(bad), len(specs), bad[:5])
 
 
+def launched_events(per_node: dict[str, list[dict[str, Any]]], node_id: str) -> int:
+    return sum(1 for e in per_node.get(node_id, []) if e["event_type"] == "node.launched")
+
+
+def each_after_a_failure(launches: list[dict[str, Any]]) -> bool:
+    """Whether every launch request but the last FAILED before the next one was sent."""
+    ordered = sorted(launches, key=lambda r: float(r["created_at"]))
+    return all(
+        earlier["status"] == "FAILED"
+        and earlier["finished_at"] is not None
+        and float(earlier["finished_at"]) <= float(later["created_at"])
+        for earlier, later in pairwise(ordered)
+    )
+
+
 def check_launches(
-    specs: list[NodeSpec], per_node: dict[str, list[dict[str, Any]]], requests: dict[str, int]
+    specs: list[NodeSpec],
+    per_node: dict[str, list[dict[str, Any]]],
+    requests: dict[str, int],
+    launches: dict[str, list[dict[str, Any]]] | None = None,
 ) -> Check:
+    """One launch request per ``node.launched`` event; where they differ (a CLI launch that
+    failed inside ``sky launch`` records no event; so does a recovered node relaunched after
+    its earlier run's launch failed), every request but the last must have FAILED before the
+    next was sent: never two launches that could both make a cluster."""
     bad = []
     for spec in specs:
-        launched = [e for e in per_node.get(spec.node_id, []) if e["event_type"] == "node.launched"]
+        launched = launched_events(per_node, spec.node_id)
         sent = requests.get(spec.cluster_name, 0)
-        if sent != len(launched):
-            bad.append(f"{spec.cluster_name}: {sent} launch requests, {len(launched)} launched")
-    name = "launch requests per cluster == node.launched events (no duplicate launch)"
+        if sent == launched:
+            continue
+        listed = (launches or {}).get(spec.cluster_name)
+        if listed is not None and len(listed) == sent and each_after_a_failure(listed):
+            continue
+        statuses = ", ".join(r["status"] for r in listed or [])
+        bad.append(f"{spec.cluster_name}: {sent} launch requests ({statuses}), {launched} launched")
+    name = "no duplicate launch (requests == node.launched, or each after a FAILED one)"
     return Check(name, len(bad), len(specs), bad[:5])
+
+
+async def launch_requests_where_uneven(
+    chaos: Chaos, events: list[dict[str, Any]], requests: dict[str, int]
+) -> dict[str, list[dict[str, Any]]]:
+    """The simulator's launch requests (status, created_at, finished_at) of every cluster
+    whose request count differs from its node's ``node.launched`` events."""
+    per_node: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        per_node.setdefault(e["node_id"], []).append(e)
+    found = {}
+    for spec in (chaos.spec(i) for i in range(chaos.plan.lifecycles)):
+        if requests.get(spec.cluster_name, 0) == launched_events(per_node, spec.node_id):
+            continue
+        response = await chaos.sim.http.get(
+            f"{chaos.sim.url}/api/status",
+            params={"cluster_name": spec.cluster_name, "all_status": "true"},
+            headers={"Authorization": f"Bearer {SIM_TOKEN}"},
+        )
+        response.raise_for_status()
+        found[spec.cluster_name] = [r for r in response.json() if r["name"] == "sky.launch"]
+    return found
 
 
 def check_live(live: list[str], rows: list[dict[str, Any]], *, final: bool) -> Check:
@@ -496,9 +719,60 @@ def check_stuck(chaos: Chaos) -> Check:
     return Check("no node stuck (driver waits bounded)", len(bad), len(chaos.outcomes), bad[:5])
 
 
-def statistics(
-    chaos: Chaos, rows: list[dict[str, Any]], events: list[dict[str, Any]], counters: dict[str, Any]
-) -> dict[str, Any]:
+def check_history(history: list[dict[str, Any]], rows: list[dict[str, Any]]) -> Check:
+    """Every cluster that ever existed is gone, or is the cluster of a live, running row."""
+    status = {row["cluster_name"]: row["status"] for row in rows}
+    bad = [
+        f"{c['name']} ({c['cluster_hash'][:8]}): live, row {status.get(c['name'], 'none')}"
+        for c in history
+        if c["live"] and status.get(c["name"]) != NodeStatus.RUNNING.value
+    ]
+    name = "every cluster that ever existed is gone, or has a live running row"
+    return Check(name, len(bad), len(history), bad[:5])
+
+
+def check_recovered(
+    terminated: dict[str, tuple[str, str, str]],
+    latest: dict[str, tuple[str, str]],
+    by_id: dict[str, dict[str, Any]],
+) -> Check:
+    """Every workflow the operator terminated was started again, and that run ended its row."""
+    bad = []
+    for node_id, (workflow_id, run_id, _) in terminated.items():
+        latest_run, status = latest.get(node_id, (run_id, "UNKNOWN"))
+        row = by_id.get(node_id, {}).get("status", "no row")
+        if latest_run == run_id:
+            bad.append(f"{workflow_id}: no run after the terminated one (row {row})")
+        elif status == WorkflowExecutionStatus.RUNNING.name or row not in FINAL:
+            bad.append(f"{workflow_id}: the new run is {status}, its row {row}")
+    name = "every operator-terminated workflow recovered (a new run ended its row)"
+    return Check(name, len(bad), len(terminated), bad[:5])
+
+
+def check_cli(planned: list[NodeSpec], by_id: dict[str, dict[str, Any]]) -> Check:
+    bad = [
+        f"{spec.cluster_name}: launch_mode {by_id.get(spec.node_id, {}).get('launch_mode')}"
+        for spec in planned
+        if by_id.get(spec.node_id, {}).get("launch_mode") != LaunchMode.CLI.value
+    ]
+    name = "every --cli-every node ran in CLI mode (its row's launch_mode)"
+    return Check(name, len(bad), len(planned), bad[:5])
+
+
+def database_step_failures(home: Path) -> dict[str, int]:
+    """Failed attempts of database steps in every worker's log, and the highest attempt."""
+    failed, highest = 0, 0
+    for log_path in sorted(home.glob("worker-*.log")):
+        for line in log_path.read_text(errors="replace").splitlines():
+            found = FAILED_ATTEMPT.search(line)
+            if found and found.group(1) in DB_STEPS:
+                failed += 1
+                highest = max(highest, int(found.group(2)))
+    return {"failed_attempts": failed, "highest_attempt": highest}
+
+
+def statistics(chaos: Chaos, seen: Observed) -> dict[str, Any]:
+    rows, events, counters = seen.rows, seen.events, seen.counters
     relaunches = sum(
         1 for e in events if e["event_type"] == "node.launched" and attempt_of(e) != "0"
     )
@@ -508,8 +782,24 @@ def statistics(
         if r["status"] == "failed"
     )
     fired = Counter(a["fault"] for a in chaos.actions if a["fired"])
+    outages = [a["t_s"] for a in chaos.actions if a["fault"] == "pg_outage" and a["fired"]]
     return {
         "statuses": dict(Counter(r["status"] for r in rows)),
+        "workers": chaos.plan.workers,
+        "kills_per_worker": dict(sorted(chaos.kills_per_worker.items())),
+        "postgres_outages_s": [chaos.plan.outage_s for _ in outages],
+        "database_steps": database_step_failures(chaos.home),
+        "late_commits": counters["late_commits"],
+        "operator_terminates": len(chaos.terminated),
+        "terminated_while": dict(Counter(s for _, _, s in chaos.terminated.values())),
+        "terminates_recovered": sum(
+            1
+            for node_id, (_, run_id, _) in chaos.terminated.items()
+            if seen.latest_runs.get(node_id, (run_id, ""))[0] != run_id
+        ),
+        "cli_nodes": Counter(r["launch_mode"] for r in rows)["cli"],
+        "clusters_ever": len(seen.history),
+        "relaunched_after_a_failed_launch_without_event": sorted(seen.uneven_launches),
         "relaunches": relaunches,
         "failed_by_cause": dict(failures),
         "faults_fired": dict(fired),
@@ -536,17 +826,26 @@ async def run(options: Options, home: Path) -> dict[str, Any]:
         await bounded(options.plan.concurrency, indices, lambda i: drive(chaos, i))
         await fault_task
         await chaos.sim.set_faults(unavailable_burst=0, drop_response_rate=0.0)
-        rows = [r for r in await node_rows(chaos.engine) if r["tenant"] == "chaos"]
         events = await event_rows(chaos.engine)
         counters = await chaos.sim.counters()
-        checks = check_all(chaos, rows, events, counters)
-        checks.append(Check(**await relay_check(events)))
+        seen = Observed(
+            rows=[r for r in await node_rows(chaos.engine) if r["tenant"] == "chaos"],
+            events=events,
+            counters=counters,
+            history=await chaos.sim.history(),
+            latest_runs=await latest_runs(chaos),
+            uneven_launches=await launch_requests_where_uneven(
+                chaos, events, counters["launch_requests"]
+            ),
+        )
+        checks = check_all(chaos, seen)
+        checks.append(Check(**await relay_check(chaos.env["EVENTS_NATS_URL"], seen.events)))
         return {
             "duration_s": round(time.monotonic() - begin, 1),
             "standing_faults": faults,
             "actions": chaos.actions,
             "checks": [{**asdict(c), "ok": c.ok} for c in checks],
-            "stats": statistics(chaos, rows, events, counters),
+            "stats": statistics(chaos, seen),
         }
     finally:
         await stack.close()

@@ -174,33 +174,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def node_spec(args: argparse.Namespace) -> NodeSpec:
+def _spec_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """What a node and a deployment are both asked for on the command line."""
     gpu_type, gpu_count = parse_gpu(args.gpu)
-    return NodeSpec(
-        tenant=args.tenant,
-        model=args.model,
-        provider=args.provider,
-        region=args.region,
-        gpu_type=gpu_type,
-        gpu_count=gpu_count,
-        spot=args.spot,
-        deployment=args.deployment,
-        replica=args.replica,
-    )
+    return {
+        "tenant": args.tenant,
+        "model": args.model,
+        "provider": args.provider,
+        "region": args.region,
+        "gpu_type": gpu_type,
+        "gpu_count": gpu_count,
+        "spot": args.spot,
+    }
+
+
+def node_spec(args: argparse.Namespace) -> NodeSpec:
+    return NodeSpec(**_spec_fields(args), deployment=args.deployment, replica=args.replica)
 
 
 def deployment_spec(args: argparse.Namespace) -> DeploymentSpec:
-    gpu_type, gpu_count = parse_gpu(args.gpu)
-    return DeploymentSpec(
-        tenant=args.tenant,
-        model=args.model,
-        provider=args.provider,
-        region=args.region,
-        gpu_type=gpu_type,
-        gpu_count=gpu_count,
-        spot=args.spot,
-        name=args.name,
-    )
+    return DeploymentSpec(**_spec_fields(args), name=args.name)
 
 
 def emit(payload: Any) -> None:

@@ -26,9 +26,10 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from controlplane import search_attributes as names
+from controlplane.cluster_names import CLUSTER_PREFIX
 from controlplane.config import Settings
 from controlplane.lifecycle import LaunchMode, NodeStatus
-from controlplane.spec import CLUSTER_PREFIX, NodeSpec
+from controlplane.spec import NodeSpec
 from starter.ownership import parsed, start_input, started_input
 from starter.search_attributes import missing_search_attributes
 from workflows import search_attributes as attrs

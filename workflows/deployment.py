@@ -27,7 +27,8 @@ with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
     from controlplane import metric_names
-    from controlplane.spec import CLUSTER_PREFIX, NodeSpec
+    from controlplane.cluster_names import CLUSTER_PREFIX
+    from controlplane.spec import NodeSpec
     from workflows import activity_refs as acts
     from workflows import deployment_plan as rules
     from workflows import options

@@ -300,11 +300,12 @@ class NodeWorkflow:
                 return
             if is_cancelled_exception(error):
                 raise asyncio.CancelledError("node workflow cancelled during launch") from error
-            outcome = (
-                "its cleanup was NOT confirmed (cleanup_failed)"
-                if state.status is NodeStatus.CLEANUP_FAILED
-                else "was cleaned up"
-            )
+            if state.status is NodeStatus.CLEANUP_FAILED:
+                outcome = "its cleanup was NOT confirmed (cleanup_failed)"
+            elif may_exist:
+                outcome = "was cleaned up"
+            else:
+                outcome = "nothing had reached SkyPilot, so there was nothing to clean up"
             raise ApplicationError(
                 f"launch of {plan.cluster_name} failed and {outcome}: {state.error}",
                 type="LaunchFailed",

@@ -11,8 +11,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from controlplane.cluster_names import CLUSTER_PREFIX
 from controlplane.lifecycle import LaunchMode
-from controlplane.spec import CLUSTER_PREFIX, NodeSpec
+from controlplane.spec import NodeSpec
 
 
 class _Record(BaseModel):

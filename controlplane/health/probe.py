@@ -2,10 +2,16 @@
 
 vLLM's /health can answer 200 before the weights are loaded, so with ``check_models`` a probe
 also asks /v1/models and passes only when the node's model id is listed there.
+
+A probe's timeout runs on the prober's own event loop, so it measures the prober as well as the
+model: ``measuring_loop_lag`` measures how late that loop ran while a round of probes was in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import httpx
@@ -16,6 +22,9 @@ UNREACHABLE = "unreachable"
 BAD_STATUS = "bad_status"
 MODEL_NOT_LISTED = "model_not_listed"
 REASONS = (TIMEOUT, UNREACHABLE, BAD_STATUS, MODEL_NOT_LISTED)
+# No answer came back: the model, the network or a late prober may be at fault. The other
+# reasons are answers, the model's own verdict, whatever state the prober is in.
+NO_ANSWER = frozenset({TIMEOUT, UNREACHABLE})
 
 
 @dataclass(frozen=True)
@@ -72,3 +81,39 @@ async def probe_model(
             False, MODEL_NOT_LISTED, f"GET {models_url}: {model_id!r} not among {sorted(ids)}"
         )
     return ProbeOutcome(True)
+
+
+@dataclass
+class LoopLag:
+    """How late the event loop ran, at worst, in seconds: see ``measuring_loop_lag``."""
+
+    worst_s: float = 0.0
+
+
+@contextlib.asynccontextmanager
+async def measuring_loop_lag(period_s: float = 0.1) -> AsyncIterator[LoopLag]:
+    """How late this event loop runs while the ``async with`` body runs.
+
+    A timer is due every ``period_s``; each firing's lateness is a sample, and on exit so is the
+    pending timer's if it is already overdue (a loop blocked until the end still shows). On a
+    starved worker (CPU, a blocking call) the samples grow, and so does every probe's time to
+    notice an answer: its timeout fires on the same loop.
+    """
+    loop = asyncio.get_running_loop()
+    lag = LoopLag()
+    due = loop.time() + period_s
+
+    async def sample() -> None:
+        nonlocal due
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            lag.worst_s = max(lag.worst_s, loop.time() - due)
+            due = loop.time() + period_s
+
+    sampler = asyncio.create_task(sample())
+    try:
+        yield lag
+    finally:
+        lag.worst_s = max(lag.worst_s, loop.time() - due)
+        sampler.cancel()
+        await asyncio.gather(sampler, return_exceptions=True)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
 from controlplane.lifecycle import LaunchMode
@@ -42,6 +42,15 @@ def location_of(records: list[ClusterRecord], cluster_name: str) -> str | None:
         return None
     cloud = record.cloud.lower()
     return f"{cloud}/{record.region}" if record.region else cloud
+
+
+def live_request_ids(requests: Iterable[RequestRecord]) -> list[str]:
+    """The ids of the requests still going (a finished or unknown one is left alone)."""
+    return [
+        r.request_id
+        for r in requests
+        if not r.status.finished and r.status is not RequestStatus.UNKNOWN
+    ]
 
 
 class SkyPilotBackend(Protocol):
@@ -192,11 +201,7 @@ class ApiBackend:
         await self.client.wait_for_request(request_id, timeout=timeout)
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
-        live = [
-            r.request_id
-            for r in await self.client.find_requests(cluster_name, name="sky.launch")
-            if not r.status.finished and r.status is not RequestStatus.UNKNOWN
-        ]
+        live = live_request_ids(await self.client.find_requests(cluster_name, name="sky.launch"))
         if not live:
             return []
         return await self.client.cancel(live)
@@ -378,11 +383,7 @@ class CliBackend:
         await self.cli.exec(cluster_name, task, workspace=workspace)
 
     async def cancel_launches(self, cluster_name: str) -> list[str]:
-        live = [
-            r.request_id
-            for r in await self.cli.launch_requests(cluster_name)
-            if not r.status.finished and r.status is not RequestStatus.UNKNOWN
-        ]
+        live = live_request_ids(await self.cli.launch_requests(cluster_name))
         if not live:
             return []
         return await self.cli.cancel(live, cluster_name)

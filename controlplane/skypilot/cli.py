@@ -54,6 +54,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from controlplane.cluster_names import SKYPILOT_CLUSTER_NAME_RE
 from controlplane.skypilot.cli_child import (
     CONFIG_ENV,
     ServerAccess,
@@ -83,9 +84,9 @@ from controlplane.skypilot.task import SkyTask
 
 log = logging.getLogger(__name__)
 
-# sky/skylet/constants.py (0.14.1). Checked here because names are also CLI arguments and
-# globs to `sky down`: a name such as "-a" or "*" must never reach the command line.
-CLUSTER_NAME_RE = re.compile(r"[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?")
+# SkyPilot's cluster-name pattern, checked here because names are also CLI arguments and globs
+# to `sky down`: a name such as "-a" or "*" must never reach the command line.
+CLUSTER_NAME_RE = SKYPILOT_CLUSTER_NAME_RE
 WORKSPACE_NAME_RE = re.compile(r"[a-z]([-_a-z0-9]*[a-z0-9])?")
 _ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _REQUEST_ID_RE = re.compile(r"[0-9A-Za-z][-0-9A-Za-z]*")  # server-made uuids; never a flag
@@ -202,11 +203,8 @@ class SkyCLI:
             )
         if marker is not None and ("\n" in marker or "\x00" in marker):
             raise InvalidTaskError("the launch marker must be one line", operation=operation)
-        secrets = task.secret_values()
-        files = {"task.yaml": task.render()}
-        if secrets:
-            files["secrets.env"] = render_dotenv(secrets)  # validates before sky runs
-        with anonymous_files(files) as fds:
+
+        def argv(task_path: str, secret_file: str | None) -> list[str]:
             args = ["launch", "-y", "-d", "-c", cluster_name]
             if workspace is not None:
                 args += ["--workspace", workspace]
@@ -214,20 +212,11 @@ class SkyCLI:
                 args.append("--retry-until-up")
             if marker is not None:
                 args += ["--env", f"{MARKER_ENV}={marker}"]
-            if secrets:
-                args += ["--secret-file", fd_path(fds["secrets.env"])]
-            args += ["--", fd_path(fds["task.yaml"])]
-            done = await self._run(
-                operation,
-                args,
-                timeout=self.launch_timeout,
-                subject=cluster_name,
-                secrets=list(secrets.values()),
-                pass_fds=tuple(fds.values()),
-                on_line=on_line,
-            )
-        if done.returncode != 0:
-            raise error_from_output(operation, done)
+            if secret_file is not None:
+                args += ["--secret-file", secret_file]
+            return [*args, "--", task_path]
+
+        await self._run_task(operation, cluster_name, task, argv, on_line=on_line)
 
     async def launch_requests(self, cluster_name: str) -> list[RequestRecord]:
         """Every ``sky.launch`` request the server keeps for the cluster, newest first."""
@@ -283,24 +272,43 @@ class SkyCLI:
         Like ``launch``, the task and its secrets reach ``sky`` as anonymous in-memory files."""
         operation = "sky.exec"
         _check_cluster_name(cluster_name, operation)
-        secrets = task.secret_values()
-        files = {"task.yaml": task.render()}
-        if secrets:
-            files["secrets.env"] = render_dotenv(secrets)
-        with anonymous_files(files) as fds:
+
+        def argv(task_path: str, secret_file: str | None) -> list[str]:
             args = ["exec", "-d"]
             if workspace is not None:  # validated by the node's launch
                 args += ["--workspace", workspace]
-            if secrets:
-                args += ["--secret-file", fd_path(fds["secrets.env"])]
-            args += ["--", cluster_name, fd_path(fds["task.yaml"])]
+            if secret_file is not None:
+                args += ["--secret-file", secret_file]
+            return [*args, "--", cluster_name, task_path]
+
+        await self._run_task(operation, cluster_name, task, argv)
+
+    async def _run_task(
+        self,
+        operation: str,
+        cluster_name: str,
+        task: SkyTask,
+        argv: Callable[[str, str | None], list[str]],
+        *,
+        on_line: Callable[[str], None] | None = None,
+    ) -> None:
+        """Run ``sky`` with the task's YAML and its secrets (a dotenv ``--secret-file``) as
+        anonymous in-memory files: ``argv(task_path, secret_file_or_None)`` builds the command.
+        Raises the command's error."""
+        secrets = task.secret_values()
+        files = {"task.yaml": task.render()}
+        if secrets:
+            files["secrets.env"] = render_dotenv(secrets)  # validates before sky runs
+        with anonymous_files(files) as fds:
+            secret_file = fd_path(fds["secrets.env"]) if secrets else None
             done = await self._run(
                 operation,
-                args,
+                argv(fd_path(fds["task.yaml"]), secret_file),
                 timeout=self.launch_timeout,
                 subject=cluster_name,
                 secrets=list(secrets.values()),
                 pass_fds=tuple(fds.values()),
+                on_line=on_line,
             )
         if done.returncode != 0:
             raise error_from_output(operation, done)

@@ -12,6 +12,8 @@ import json
 import pickle
 from typing import Any
 
+from controlplane.cluster_names import SKYPILOT_CLUSTER_NAME_PATTERN
+
 API_VERSION = 62
 VERSION = "0.14.1"
 COMMIT = "7e595970a806dcc9eefadf459f399edf1733e962"
@@ -30,8 +32,8 @@ SYSTEM_USER_ID = "skypilot-system"
 # pickle.dumps(None), base64: what the server sends for an absent handle or pickled None.
 EMPTY_PICKLED_VALUE = "gAROLg=="
 
-# Regex a cluster name must fully match (sky/skylet/constants.py).
-CLUSTER_NAME_VALID_REGEX = "[a-zA-Z]([-_.a-zA-Z0-9]*[a-zA-Z0-9])?"
+# Regex a cluster name must fully match (sky/skylet/constants.py; controlplane.cluster_names).
+CLUSTER_NAME_VALID_REGEX = SKYPILOT_CLUSTER_NAME_PATTERN
 
 # Columns /api/status accepts in ``fields`` (sky/server/requests/requests.py REQUEST_COLUMNS).
 REQUEST_COLUMNS = [

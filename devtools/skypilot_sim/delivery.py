@@ -38,6 +38,7 @@ _CONTROL_PREFIXES = (
     "/sim/reset",
     "/sim/clusters",
     "/sim/timeline",
+    "/sim/history",
     "/sim/timings",
 )
 _HANG_LIMIT_S = 120.0

@@ -8,7 +8,9 @@ current Faults.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
 from devtools.skypilot_sim import launch_log
@@ -157,15 +159,24 @@ def _does_not_exist(name: str) -> SkyPilotError:
     return sky_error("ClusterDoesNotExist", f"Cluster {name!r} does not exist.")
 
 
-async def down(state: SimState, request: Request) -> None:
-    """Terminate: the cluster's other requests are killed first, then it is gone."""
+@contextlib.asynccontextmanager
+async def _cluster_to_stop_or_down(
+    state: SimState, request: Request
+) -> AsyncIterator[tuple[StopOrDownBody, Cluster | None]]:
+    """A stop or down's start: the cluster must exist; its other requests are cancelled, then
+    its lock is held while the caller acts on it (None: the cancelled launch took it along)."""
     body = _body(request, StopOrDownBody)
     await asyncio.sleep(state.config.status_delay_s)
     if body.cluster_name not in state.clusters:
         raise _does_not_exist(body.cluster_name)
     state.cancel_cluster_requests(body.cluster_name, keep_name=request.name)
     async with state.cluster_lock(body.cluster_name):
-        cluster = state.clusters.get(body.cluster_name)
+        yield body, state.clusters.get(body.cluster_name)
+
+
+async def down(state: SimState, request: Request) -> None:
+    """Terminate: the cluster's other requests are killed first, then it is gone."""
+    async with _cluster_to_stop_or_down(state, request) as (body, cluster):
         if cluster is None:
             return None  # the launch it cancelled took its INIT cluster with it
         request.write(f"Terminating cluster {body.cluster_name}...")
@@ -176,13 +187,7 @@ async def down(state: SimState, request: Request) -> None:
 
 
 async def stop(state: SimState, request: Request) -> None:
-    body = _body(request, StopOrDownBody)
-    await asyncio.sleep(state.config.status_delay_s)
-    if body.cluster_name not in state.clusters:
-        raise _does_not_exist(body.cluster_name)
-    state.cancel_cluster_requests(body.cluster_name, keep_name=request.name)
-    async with state.cluster_lock(body.cluster_name):
-        cluster = state.clusters.get(body.cluster_name)
+    async with _cluster_to_stop_or_down(state, request) as (body, cluster):
         if cluster is None:
             raise _does_not_exist(body.cluster_name)
         await asyncio.sleep(state.config.stop_delay_s)

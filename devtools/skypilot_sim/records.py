@@ -202,6 +202,7 @@ class Cluster:
     # time.monotonic() when the cluster last reached UP; the model endpoint warms up from there.
     up_since: float | None = None
     launch_request_id: str | None = None
+    gone_at: float | None = None  # time.time() when it was downed or vanished
     autostop: int = -1
     to_down: bool = False
     jobs: int = 0

@@ -184,8 +184,8 @@ async def health(http: HttpRequest) -> dict[str, Any]:
     }
 
 
-def _one_request(state: SimState, request_id: str) -> Request:
-    """get_expanded_request_id: a unique prefix, else 404 or 400."""
+def expand_request_id(state: SimState, request_id: str) -> Request:
+    """get_expanded_request_id: a unique prefix, else 404 or 400 with the server's detail."""
     matches = state.find(request_id)
     if not matches:
         raise HTTPException(status_code=404, detail=f"Request {request_id!r} not found")
@@ -199,7 +199,7 @@ def _one_request(state: SimState, request_id: str) -> Request:
 @router.get("/api/get")
 async def api_get(http: HttpRequest, request_id: str) -> JSONResponse:
     """Block until the request finishes; a request with an error comes back as a 500."""
-    request = _one_request(sim_state(http), request_id)
+    request = expand_request_id(sim_state(http), request_id)
     if not request.is_daemon:  # daemons run forever; the server answers at once
         await request.done.wait()
     payload = full_payload(request)

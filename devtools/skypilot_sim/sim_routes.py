@@ -34,6 +34,14 @@ async def timeline(http: HttpRequest) -> dict[str, dict[str, float]]:
     return sim_state(http).cluster_timeline()
 
 
+@router.get("/history")
+async def history(http: HttpRequest) -> list[dict[str, Any]]:
+    """Every cluster ever created (one entry per incarnation), live or gone, oldest first:
+    name, cluster_hash, launch_request_id, launched_at, status, live, gone_at. For leak checks
+    that must see clusters nobody listed at the end; kept until /sim/reset."""
+    return sim_state(http).cluster_history()
+
+
 @router.get("/faults")
 async def get_faults(http: HttpRequest) -> dict[str, Any]:
     return sim_state(http).faults.model_dump()

@@ -81,6 +81,10 @@ class SimState:
         # Wall-clock (time.time()) moments of each cluster's life, kept after it is gone, so a
         # benchmark can compare them with the control plane's timestamps (GET /sim/timeline).
         self.timeline: dict[str, dict[str, float]] = {}
+        # Every cluster ever created, one entry per incarnation (a name launched again after a
+        # down is a new one), gone or live: GET /sim/history. Kept until /sim/reset.
+        self.history: list[Cluster] = []
+        self.late_commits = 0
         self._add_daemons()
 
     # --- identity ------------------------------------------------------------------------------
@@ -174,6 +178,7 @@ class SimState:
             "requests_by_status": dict(sorted(by_status.items())),
             "dropped_responses": self.dropped_responses,
             "unavailable_responses": self.unavailable_responses,
+            "late_commits": self.late_commits,
         }
 
     # --- requests ------------------------------------------------------------------------------
@@ -192,7 +197,8 @@ class SimState:
         self._commit(request, operation)
 
     def _commit(self, request: Request, operation: Operation) -> None:
-        self._pending_commits.pop(request.request_id, None)
+        if self._pending_commits.pop(request.request_id, None) is not None:
+            self.late_commits += 1
         self.requests[request.request_id] = request
         if request.name == "sky.launch" and request.cluster_name is not None:
             self.launch_requests[request.cluster_name] += 1
@@ -307,6 +313,7 @@ class SimState:
             launch_request_id=request.request_id,
         )
         self.clusters[name] = cluster
+        self.history.append(cluster)
         self._note(name, "created_at")
         return cluster
 
@@ -332,7 +339,7 @@ class SimState:
         cluster.model_recovered.set()  # a hung model call of a vanished cluster ends (404)
         if self.is_current(cluster):
             del self.clusters[cluster.name]
-            self._note(cluster.name, "gone_at")
+            cluster.gone_at = self._note(cluster.name, "gone_at")
         self._cancel_timer(cluster)
 
     def preempt(self, name: str) -> bool:
@@ -369,6 +376,22 @@ class SimState:
         now = time.time()
         self.timeline.setdefault(name, {})[moment] = now
         return now
+
+    def cluster_history(self) -> list[dict[str, Any]]:
+        """Every cluster incarnation ever created, oldest first: its name, hash, launch request,
+        status (its last one, for a gone cluster), whether it is live and when it went."""
+        return [
+            {
+                "name": cluster.name,
+                "cluster_hash": cluster.cluster_hash,
+                "launch_request_id": cluster.launch_request_id,
+                "launched_at": cluster.launched_at,
+                "status": cluster.status.value,
+                "live": self.is_current(cluster),
+                "gone_at": cluster.gone_at,
+            }
+            for cluster in self.history
+        ]
 
     def cluster_timeline(self) -> dict[str, dict[str, float]]:
         """Per cluster name: created_at, up_at, model_ready_at, gone_at (those that happened)."""

@@ -20,8 +20,7 @@ from fastapi import Request as HttpRequest
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from devtools.skypilot_sim.records import Request, RequestStatus
-from devtools.skypilot_sim.routes import sim_state
-from devtools.skypilot_sim.state import SimState
+from devtools.skypilot_sim.routes import expand_request_id, sim_state
 
 router = APIRouter()
 
@@ -35,18 +34,6 @@ Format = Literal["auto", "plain", "html", "console"]
 def _payload(control: str, message: str) -> str:
     """message_utils.encode_payload(rich_utils.Control.<X>.encode(message))."""
     return f"<sky-payload>{json.dumps(f'<{control}>{message}</{control}>')}</sky-payload>\n"
-
-
-def _expand(state: SimState, request_id: str) -> Request:
-    """get_expanded_request_id: a unique prefix, else 404 or 400 with the server's detail."""
-    matches = state.find(request_id)
-    if not matches:
-        raise HTTPException(status_code=404, detail=f"Request {request_id!r} not found")
-    if len(matches) > 1:
-        raise HTTPException(
-            status_code=400, detail=f"Multiple requests found for request ID prefix: {request_id}"
-        )
-    return matches[0]
 
 
 async def _waiting(request: Request, *, plain: bool, follow: bool) -> AsyncIterator[str]:
@@ -108,7 +95,7 @@ async def stream(
     if log_path is not None:  # the simulator keeps no log files
         raise HTTPException(status_code=404, detail=f"Log path {log_path!r} does not exist")
     if request_id is not None:
-        request = _expand(state, request_id)
+        request = expand_request_id(state, request_id)
     else:
         latest = sorted(state.requests.values(), key=lambda r: r.created_at)
         if not latest:

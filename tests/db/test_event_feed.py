@@ -15,6 +15,20 @@ from controlplane.events.feed import EventFeed, FeedFilter
 from controlplane.lifecycle import EventType
 from tests.db.test_repository import launched, new_node
 
+# A feed event's fields, as consumers read them (the feed API and `python -m starter events`).
+FEED_EVENT_FIELDS = {
+    "cursor",
+    "event_id",
+    "node_id",
+    "tenant",
+    "deployment",
+    "type",
+    "from_status",
+    "to_status",
+    "at",
+    "data",
+}
+
 
 async def insert_event(connection: AsyncConnection, node_id: str, key: str) -> int:
     """What ``NodeRepository.transition`` writes, in a transaction the test commits itself."""
@@ -141,18 +155,7 @@ async def test_feed_lines_carry_the_fields_and_filters_apply(
     node = await launched(nodes)
     feed = EventFeed(engine)
     [event] = await feed.read(0, where=FeedFilter(node_id=node.node_id))
-    assert event.model_dump().keys() == {
-        "cursor",
-        "event_id",
-        "node_id",
-        "tenant",
-        "deployment",
-        "type",
-        "from_status",
-        "to_status",
-        "at",
-        "data",
-    }
+    assert event.model_dump().keys() == FEED_EVENT_FIELDS
     assert (event.tenant, event.deployment, event.type) == (
         node.tenant,
         node.deployment,

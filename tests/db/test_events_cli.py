@@ -15,6 +15,7 @@ import pytest
 from controlplane import lifecycle
 from controlplane.db.repository import NodeRepository
 from starter.feed import EventStream
+from tests.db.test_event_feed import FEED_EVENT_FIELDS
 from tests.db.test_repository import launched, new_node
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,18 +63,7 @@ async def test_events_prints_json_lines_and_resumes_from_a_cursor(
         "node.terminating",
         "node.terminated",
     ]
-    assert set(first[0]) == {
-        "cursor",
-        "event_id",
-        "node_id",
-        "tenant",
-        "deployment",
-        "type",
-        "from_status",
-        "to_status",
-        "at",
-        "data",
-    }
+    assert set(first[0]) == FEED_EVENT_FIELDS
     assert first[0]["tenant"] == node.tenant
     since = str(first[1]["cursor"])
     rest = lines(starter(database_url, "events", "--node", node.node_id, "--since", since))

@@ -19,20 +19,12 @@ from controlplane.config import load_settings
 from controlplane.db.repository import NewNode, NodeRepository
 from controlplane.lifecycle import LaunchMode
 from controlplane.spec import NodeSpec
+from tests.support.specs import node_spec as node_spec_of
 from workflows.models import RecordIntentInput, RecordIntentResult
 
 
 def new_spec(**overrides: object) -> NodeSpec:
-    fields: dict[str, object] = {
-        "tenant": f"t{uuid.uuid4().hex[:8]}",
-        "model": "NousResearch/Meta-Llama-3-8B-Instruct",
-        "provider": "aws",
-        "region": "us-east-1",
-        "gpu_type": "A100",
-        "gpu_count": 1,
-    }
-    fields.update(overrides)
-    return NodeSpec.model_validate(fields)
+    return node_spec_of(**{"tenant": f"t{uuid.uuid4().hex[:8]}", **overrides})
 
 
 async def record(

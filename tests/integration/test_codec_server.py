@@ -385,13 +385,19 @@ def test_bad_settings_exit_2_without_a_traceback_or_the_secret() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_insecure_mode_on_loopback_serves_without_a_token(tmp_path: Path) -> None:
+def insecure_server(tmp_path: Path) -> tuple[CodecServerProcess, int]:
+    """The codec server started with --insecure-no-auth on a free loopback port."""
     port = free_port()
     server = CodecServerProcess(
         base_env(TEMPORAL_PAYLOAD_ENCRYPTION_KEY=KEY_TEXT),
         ["--insecure-no-auth", "--port", str(port)],
         tmp_path / "insecure.log",
     ).start()
+    return server, port
+
+
+def test_insecure_mode_on_loopback_serves_without_a_token(tmp_path: Path) -> None:
+    server, port = insecure_server(tmp_path)
     try:
         server.wait_ready(f"http://127.0.0.1:{port}")
         response = httpx.post(

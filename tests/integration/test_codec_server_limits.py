@@ -18,6 +18,7 @@ from tests.integration.test_codec_server import (
     TOKEN,
     CodecServerProcess,
     base_env,
+    insecure_server,
     payloads_json,
     plain,
 )
@@ -152,12 +153,7 @@ def test_loopback_host_headers(host: str, loopback: bool) -> None:
 def test_without_a_token_only_loopback_host_headers_are_served(tmp_path: Path) -> None:
     """DNS rebinding: a page on evil.example.com whose name now resolves to 127.0.0.1 reaches
     the port, but its requests carry Host: evil.example.com."""
-    port = free_port()
-    server = CodecServerProcess(
-        base_env(TEMPORAL_PAYLOAD_ENCRYPTION_KEY=KEY_TEXT),
-        ["--insecure-no-auth", "--port", str(port)],
-        tmp_path / "insecure.log",
-    ).start()
+    server, port = insecure_server(tmp_path)
     url = f"http://127.0.0.1:{port}"
     body = payloads_json([plain(MARKER)])
     try:

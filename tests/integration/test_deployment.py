@@ -17,21 +17,14 @@ from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.specs import deployment_spec
 from worker import create_worker, open_activities
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import DeploymentSpec, DeploymentView
 
 
 def new_deployment() -> DeploymentSpec:
-    return DeploymentSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"it-{uuid.uuid4().hex[:8]}",
-    )
+    return deployment_spec(name=f"it-{uuid.uuid4().hex[:8]}")
 
 
 def statuses(view: DeploymentView) -> dict[int, NodeStatus]:

@@ -20,8 +20,8 @@ from controlplane.lifecycle import NodeStatus
 from starter.search_attributes import missing_search_attributes, warn_if_missing
 from tests.integration.conftest import Stack
 from tests.integration.test_temporal_cli import FENCE, README, bash, bash_env
+from tests.support.specs import deployment_spec
 from tests.support.temporal_env import dev_server_path, local_temporal
-from workflows.models import DeploymentSpec
 
 
 def readme_commands(marker: str) -> list[str]:
@@ -71,15 +71,7 @@ async def test_readme_queries_find_a_tenants_nodes_and_a_deployments_replicas(
     worker: Stack,
 ) -> None:
     control = worker.control
-    spec = DeploymentSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name="blue",
-    )
+    spec = deployment_spec(name="blue")
     deployment_id = await control.launch_deployment(spec, 2)
     try:
         deadline = time.monotonic() + 60

@@ -594,6 +594,10 @@ async def test_a_launch_refused_before_anything_was_submitted_fails_without_a_le
     assert "teardown not confirmed" not in (view.error or ""), view
     assert rejected.failure is not None
     assert "operation=validate" in (view.error or ""), view
+    # The workflow's own failure says nothing was cleaned up, not that a cleanup ran.
+    message = str(rejected.failure.cause)
+    assert "nothing to clean up" in message, message
+    assert "was cleaned up" not in message, message
 
 
 def test_the_leak_search_sees_every_encoding() -> None:

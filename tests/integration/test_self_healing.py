@@ -16,21 +16,14 @@ from tests.integration.test_fleet_health import Fleet, until
 from tests.integration.test_fleet_health import fleet as fleet  # the fixture
 from tests.support.fleet import sweeping
 from tests.support.replicas import named
+from tests.support.specs import deployment_spec
 from workflows.models import DeploymentPolicy, DeploymentSpec, DeploymentView
 
 HEALED_WITHIN_S = 120.0  # detection (probes, sweep) + restart in place + one replacement launch
 
 
 def spec() -> DeploymentSpec:
-    return DeploymentSpec(
-        tenant="acme",
-        model="NousResearch/Meta-Llama-3-8B-Instruct",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"heal-{uuid.uuid4().hex[:8]}",
-    )
+    return deployment_spec(name=f"heal-{uuid.uuid4().hex[:8]}")
 
 
 def healthy(view: DeploymentView) -> bool:

@@ -37,6 +37,7 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, IdentityConflict, NotFound
 from tests.integration.conftest import Stack
+from tests.support.specs import deployment_spec as deployment_of
 from tests.support.specs import node_spec as spec_of
 from workflows.deployment import (
     deployment_workflow_id,
@@ -56,15 +57,7 @@ def node_spec(tenant: str, deployment: str = "default", replica: int = 0) -> Nod
 
 
 def deployment_spec(tenant: str, name: str) -> DeploymentSpec:
-    return DeploymentSpec(
-        tenant=tenant,
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=name,
-    )
+    return deployment_of(tenant=tenant, model=MODEL, name=name)
 
 
 @asynccontextmanager

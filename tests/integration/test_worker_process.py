@@ -28,7 +28,7 @@ from controlplane.spec import NodeSpec
 from devtools.devstack import worker_process_env
 from devtools.skypilot_sim.config import SimConfig
 from devtools.skypilot_sim.server import SimulatorServer
-from starter.api import ControlPlane
+from starter.api import ControlPlane, NodeStarted
 from tests.integration.conftest import ENCRYPTION_KEY, SIM_TOKEN, Stack, new_spec
 from tests.support.ports import free_port
 from tests.support.worker_process import WorkerProcess
@@ -69,6 +69,22 @@ async def wait_row(repo: NodeRepository, node_id: str, status: NodeStatus, timeo
             found = row.status if row is not None else "no row"
             raise AssertionError(f"node {node_id} not {status.value} after {timeout}s: {found}")
         await asyncio.sleep(0.1)
+
+
+async def launch_in_flight(
+    worker: WorkerProcess,
+    control: ControlPlane,
+    repo: NodeRepository,
+    simulator: SimulatorServer,
+    spec: NodeSpec,
+) -> NodeStarted:
+    """Once ``worker`` polls, start the node and wait until its launch is in flight: the row
+    says launching and the cluster is still INIT."""
+    await worker.wait_polling()
+    started = await control.launch_node(spec, launch_mode=LaunchMode.API)
+    await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
+    assert simulator.cluster_status(spec.cluster_name) == "INIT"
+    return started
 
 
 async def wait_view(
@@ -124,12 +140,9 @@ async def test_worker_killed_mid_launch_and_restarted_launches_once(
     control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
-        await first.wait_polling()
-        started = await control.launch_node(spec, launch_mode=LaunchMode.API)
-        await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
         # The launch request was submitted and the cluster is still coming up: the worker is
         # inside wait_ready (or finishing launch_cluster) when it dies.
-        assert slow_simulator.cluster_status(spec.cluster_name) == "INIT"
+        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
         assert await first.kill() == -9
     assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
 
@@ -152,10 +165,7 @@ async def test_sigterm_with_activity_in_flight_is_graceful(
     control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
-        await first.wait_polling()
-        started = await control.launch_node(spec, launch_mode=LaunchMode.API)
-        await wait_row(repo, spec.node_id, NodeStatus.LAUNCHING, timeout=15)
-        assert slow_simulator.cluster_status(spec.cluster_name) == "INIT"
+        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
         began = time.monotonic()
         code = await first.terminate(timeout=GRACEFUL_WINDOW_S)
         elapsed = time.monotonic() - began
@@ -237,6 +247,27 @@ def config_only_sky(tmp_path: Path) -> Path:
     return path
 
 
+def cli_worker_env(stack: Stack, simulator: SimulatorServer, sky: Path) -> dict[str, str]:
+    """A worker process's environment on ``simulator`` whose `sky` is ``sky``."""
+    return worker_process_env(
+        stack.env, SKYPILOT_API_SERVER_URL=simulator.url, SKYPILOT_CLI_PATH=str(sky)
+    )
+
+
+async def cli_launch_reaching_server(
+    worker: WorkerProcess, control: ControlPlane, simulator: SimulatorServer, spec: NodeSpec
+) -> NodeStarted:
+    """Once ``worker`` polls, start the node in CLI mode; return once the launch reached the
+    server (the cluster is INIT: `sky launch` is running)."""
+    await worker.wait_polling()
+    started = await control.launch_node(spec, launch_mode=LaunchMode.CLI)
+    deadline = time.monotonic() + 30
+    while simulator.cluster_status(spec.cluster_name) != "INIT":
+        assert time.monotonic() < deadline, "the CLI launch never reached the server"
+        await asyncio.sleep(0.1)
+    return started
+
+
 async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
     stack: Stack,
     slow_simulator: SimulatorServer,
@@ -245,21 +276,12 @@ async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_agai
     config_only_sky: Path,
 ) -> None:
     """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
-    env = worker_process_env(
-        stack.env,
-        SKYPILOT_API_SERVER_URL=slow_simulator.url,
-        SKYPILOT_CLI_PATH=str(config_only_sky),
-    )
+    env = cli_worker_env(stack, slow_simulator, config_only_sky)
     spec = new_spec()
     control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
-        await first.wait_polling()
-        started = await control.launch_node(spec, launch_mode=LaunchMode.CLI)
-        deadline = time.monotonic() + 30
-        while slow_simulator.cluster_status(spec.cluster_name) != "INIT":
-            assert time.monotonic() < deadline, "the CLI launch never reached the server"
-            await asyncio.sleep(0.1)
+        started = await cli_launch_reaching_server(first, control, slow_simulator, spec)
         # The launch request landed and the cluster is still coming up: `sky launch` is running.
         assert await first.kill() == -9
     assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
@@ -282,21 +304,12 @@ async def test_cancelled_cli_launch_cancels_the_server_side_request(
     config_only_sky: Path,
 ) -> None:
     """Killing `sky launch` does not stop the server's launch: compensation must cancel it."""
-    env = worker_process_env(
-        stack.env,
-        SKYPILOT_API_SERVER_URL=slow_simulator.url,
-        SKYPILOT_CLI_PATH=str(config_only_sky),
-    )
+    env = cli_worker_env(stack, slow_simulator, config_only_sky)
     spec = new_spec()
     cancels_before = slow_simulator.counters()["calls"].get("POST /api/cancel", 0)
 
     async with WorkerProcess(env, tmp_path) as worker:
-        await worker.wait_polling()
-        started = await stack.control.launch_node(spec, launch_mode=LaunchMode.CLI)
-        deadline = time.monotonic() + 30
-        while slow_simulator.cluster_status(spec.cluster_name) != "INIT":
-            assert time.monotonic() < deadline, "the CLI launch never reached the server"
-            await asyncio.sleep(0.1)
+        started = await cli_launch_reaching_server(worker, stack.control, slow_simulator, spec)
         handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
         await handle.cancel()
         await wait_row(repo, spec.node_id, NodeStatus.FAILED, timeout=60)

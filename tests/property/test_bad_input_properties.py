@@ -42,21 +42,16 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 import starter.__main__ as cli
+from controlplane.cluster_names import CLUSTER_NAME_MAX, CLUSTER_NAME_RE
 from controlplane.db.engine import create_engine
 from controlplane.db.schema import nodes
-from controlplane.spec import CLUSTER_NAME_MAX, CLUSTER_NAME_RE, PROVIDERS, NodeSpec
+from controlplane.spec import PROVIDERS, NodeSpec
 from tests.integration.conftest import Stack
+from tests.support.specs import BASE
 from tests.support.temporal_env import dev_server_path
 from workflows.models import DeploymentInput, DeploymentSpec, NodeWorkflowInput
 
-GOOD: dict[str, Any] = {
-    "tenant": "acme",
-    "model": "NousResearch/Meta-Llama-3-8B-Instruct",
-    "provider": "aws",
-    "region": "us-east-1",
-    "gpu_type": "A100",
-    "gpu_count": 1,
-}
+GOOD: dict[str, Any] = dict(BASE)  # a valid spec (tests/support/specs.py)
 MISSING = object()
 T = TypeVar("T")
 

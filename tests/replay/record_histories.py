@@ -44,6 +44,7 @@ from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane, NotFound
 from tests.support.fleet import sweeping
 from tests.support.replicas import named
+from tests.support.specs import deployment_spec
 from tests.support.specs import node_spec as spec_of
 from tests.support.temporal_env import local_temporal
 from worker import create_worker, open_activities
@@ -51,7 +52,6 @@ from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
 from workflows.models import (
     DeploymentPolicy,
-    DeploymentSpec,
     ReconcileInput,
     TerminateNodeRequest,
     UpdateDeploymentRequest,
@@ -86,6 +86,13 @@ class Recorder:
     def handle(self, workflow_id: str) -> WorkflowHandle[object, object]:
         return self.client.get_workflow_handle(workflow_id)
 
+    async def terminate_and_save(self, control: ControlPlane, workflow_id: str, name: str) -> None:
+        """Terminate the node (it must end terminated), wait for its workflow, save the history."""
+        answer = await control.terminate_node(workflow_id)
+        assert answer.status is NodeStatus.TERMINATED, answer
+        await self.handle(workflow_id).result()
+        await self.save(name, self.handle(workflow_id))
+
 
 def compact(history_json: str) -> str:
     """to_json()'s document with one event per line: a third smaller, and still diffable."""
@@ -114,10 +121,7 @@ async def node_happy_path(r: Recorder) -> None:
     started = await r.main.launch_node(node_spec("happy"))
     view = await r.main.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
     assert view.status is NodeStatus.RUNNING, view
-    answer = await r.main.terminate_node(started.workflow_id)
-    assert answer.status is NodeStatus.TERMINATED, answer
-    await r.handle(started.workflow_id).result()
-    await r.save("node_happy_path", r.handle(started.workflow_id))
+    await r.terminate_and_save(r.main, started.workflow_id, "node_happy_path")
 
 
 async def node_launch_failure(r: Recorder) -> None:
@@ -241,10 +245,7 @@ async def node_model_unhealthy_then_healthy(r: Recorder) -> None:
     assert r.simulator.model_fault(spec.cluster_name, None)
     async with sweeping(r.client, queue, every=0.5):
         await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
-    answer = await r.watched.terminate_node(started.workflow_id)
-    assert answer.status is NodeStatus.TERMINATED, answer
-    await r.handle(started.workflow_id).result()
-    await r.save("node_model_unhealthy_then_healthy", r.handle(started.workflow_id))
+    await r.terminate_and_save(r.watched, started.workflow_id, "node_model_unhealthy_then_healthy")
     await r.save("fleet_health_sweep", r.handle(found))
 
 
@@ -262,23 +263,12 @@ async def node_repaired_in_place(r: Recorder) -> None:
     async with sweeping(r.client, r.watched.task_queue, every=0.5):
         await until(repaired, "restarted in place and healthy again")
     assert (r.simulator.exec_jobs(spec.cluster_name) or 0) >= 1
-    answer = await r.watched.terminate_node(started.workflow_id)
-    assert answer.status is NodeStatus.TERMINATED, answer
-    await r.handle(started.workflow_id).result()
-    await r.save("node_repaired_in_place", r.handle(started.workflow_id))
+    await r.terminate_and_save(r.watched, started.workflow_id, "node_repaired_in_place")
 
 
 async def deployment_controller_heals_and_rolls_out(r: Recorder) -> None:
     """The controller: a preempted replica replaced, a rolling update, then terminate."""
-    spec = DeploymentSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"heal-{uuid.uuid4().hex[:6]}",
-    )
+    spec = deployment_spec(tenant="replay", model=MODEL, name=f"heal-{uuid.uuid4().hex[:6]}")
     policy = DeploymentPolicy(backoff_initial_s=1, backoff_max_s=2)
     workflow_id = await r.watched.launch_deployment(spec, replicas=2, policy=policy)
 
@@ -349,15 +339,7 @@ async def deployment_node_id_children(r: Recorder) -> None:
 
 
 async def scale_and_terminate_deployment(r: Recorder, name: str, child_name: str) -> None:
-    spec = DeploymentSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"blue-{uuid.uuid4().hex[:6]}",
-    )
+    spec = deployment_spec(tenant="replay", model=MODEL, name=f"blue-{uuid.uuid4().hex[:6]}")
     workflow_id = await r.main.launch_deployment(spec, replicas=2)
 
     async def replicas_running(count: int) -> bool:
@@ -388,23 +370,14 @@ async def node_with_search_attributes_and_progress(r: Recorder) -> None:
         r.simulator.set_timings(launch_delay_s=1.0)
     assert view.status is NodeStatus.RUNNING, view
     assert await r.main.labelled(), "the dev server must register the search attributes"
-    answer = await r.main.terminate_node(started.workflow_id)
-    assert answer.status is NodeStatus.TERMINATED, answer
-    await r.handle(started.workflow_id).result()
-    await r.save("node_with_search_attributes_and_progress", r.handle(started.workflow_id))
+    await r.terminate_and_save(
+        r.main, started.workflow_id, "node_with_search_attributes_and_progress"
+    )
 
 
 async def deployment_with_search_attributes(r: Recorder) -> None:
     """A labelled deployment: DeploymentStatus upserts, children started with attributes."""
-    spec = DeploymentSpec(
-        tenant="replay",
-        model=MODEL,
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name=f"green-{uuid.uuid4().hex[:6]}",
-    )
+    spec = deployment_spec(tenant="replay", model=MODEL, name=f"green-{uuid.uuid4().hex[:6]}")
     workflow_id = await r.main.launch_deployment(spec, replicas=1)
 
     async def running() -> bool:

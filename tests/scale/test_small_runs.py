@@ -158,7 +158,7 @@ def test_benchmark_small_admission_burst_drains_within_the_budget(
 def test_chaos_small_holds_every_invariant(chaos_run: tuple[str, Any]) -> None:
     stdout, report = chaos_run
     assert report["ok"] is True
-    assert len(report["checks"]) == 10
+    assert len(report["checks"]) == 13
     assert report["checks"][-1]["name"] == chaos_relay.CHECK_NAME
     assert report["checks"][-1]["of"] > 0  # the relay's check saw the run's events
     assert all(check["ok"] and check["bad"] == 0 for check in report["checks"])
@@ -172,9 +172,22 @@ def test_chaos_small_really_injected_its_faults(chaos_run: tuple[str, Any]) -> N
     assert stats["faults_fired"] == {
         "kill": plan["kills"],
         "pg_restart": plan["pg_restarts"],
+        "pg_outage": plan["outages"],
+        "terminate": plan["terminates"],
         "burst_503": plan["bursts"],
     }
     assert stats["worker_incarnations"] == plan["kills"] + 1
+    # Kills spread over every worker process, each killed at least once.
+    assert plan["kills"] >= plan["workers"] == len(stats["kills_per_worker"]) == 3
+    assert sum(stats["kills_per_worker"].values()) == plan["kills"]
+    # The outage outlasts a database step's 30 s start-to-close (workflows/options.py DATABASE).
+    assert stats["postgres_outages_s"] == [plan["outage_s"]]
+    assert plan["outage_s"] > 30
+    assert stats["database_steps"]["highest_attempt"] >= 2  # the outage failed DB steps: retried
+    assert stats["late_commits"] >= 1
+    assert stats["operator_terminates"] == stats["terminates_recovered"] == plan["terminates"]
+    assert stats["cli_nodes"] == plan["lifecycles"] // plan["cli_every"] >= 1
+    assert stats["clusters_ever"] >= plan["lifecycles"] - stats["statuses"].get("failed", 0)
     assert stats["dropped_responses"] >= 1
     assert stats["unavailable_503"] >= 1
     assert stats["failed_requests_all_kinds"] >= 1  # fail_first: a transient, a permanent
@@ -241,6 +254,16 @@ def test_launch_check_flags_a_duplicate_launch_request() -> None:
     events = {spec.node_id: [event(spec.node_id, "node.launched", "pending", "launching", "0")]}
     assert chaos.check_launches([spec], events, {spec.cluster_name: 1}).ok
     assert chaos.check_launches([spec], events, {spec.cluster_name: 2}).bad == 1
+    failed = {"status": "FAILED", "created_at": 1.0, "finished_at": 2.0}
+    live = {"status": "RUNNING", "created_at": 1.0, "finished_at": None}
+    again = {"status": "SUCCEEDED", "created_at": 3.0, "finished_at": 4.0}
+    early = {"status": "SUCCEEDED", "created_at": 1.5, "finished_at": 4.0}
+    two = {spec.cluster_name: 2}
+    # A CLI launch that failed inside `sky launch` (no event), then one that worked: fine.
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [failed, again]}).ok
+    # A second launch while the first was live, or before the failed one had finished: not.
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [live, again]}).bad == 1
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [failed, early]}).bad == 1
 
 
 def test_live_cluster_checks_flag_orphans_and_leaks() -> None:
@@ -259,3 +282,55 @@ def test_relay_check_catches_a_missing_and_a_duplicated_event() -> None:
         "event 2: not in the stream",
         "event 3: stored 2 times",
     ]
+
+
+def test_history_check_flags_a_cluster_that_outlived_its_row() -> None:
+    rows = [
+        {"cluster_name": "a", "status": "terminated"},
+        {"cluster_name": "b", "status": "running"},
+        {"cluster_name": "c", "status": "launching"},
+    ]
+    history = [
+        {"name": "a", "cluster_hash": "1" * 8, "live": False},
+        {"name": "a", "cluster_hash": "2" * 8, "live": True},  # launched again, never downed
+        {"name": "b", "cluster_hash": "3" * 8, "live": True},
+        {"name": "c", "cluster_hash": "4" * 8, "live": True},  # live, but not running
+        {"name": "x", "cluster_hash": "5" * 8, "live": True},  # no row at all
+    ]
+    found = chaos.check_history(history, rows)
+    assert (found.bad, found.of) == (3, 5)
+    assert [e.split(" ")[0] for e in found.examples] == ["a", "c", "x"]
+    assert chaos.check_history(history[:1] + history[2:3], rows).ok
+
+
+def test_recovery_check_needs_a_new_run_that_ended_the_row() -> None:
+    terminated = {n: (f"node-{n}", "run-1", "running") for n in ("n1", "n2", "n3")}
+    by_id = {
+        "n1": {"status": "terminated"},
+        "n2": {"status": "running"},
+        "n3": {"status": "terminated"},
+    }
+    latest = {"n1": ("run-2", "COMPLETED"), "n2": ("run-2", "RUNNING"), "n3": ("run-1", "X")}
+    found = chaos.check_recovered(terminated, latest, by_id)
+    assert (found.bad, found.of) == (2, 3)
+    assert "node-n2: the new run is RUNNING" in found.examples[0]
+    assert "node-n3: no run after the terminated one" in found.examples[1]
+
+
+def test_cli_check_flags_a_planned_cli_node_that_ran_over_the_api() -> None:
+    planned = [chaos.node_spec("t", i, tenant="chaos") for i in (2, 5)]
+    by_id = {spec.node_id: {"launch_mode": "cli"} for spec in planned}
+    found = chaos.check_cli(planned, by_id)
+    assert (found.bad, found.of) == (0, 2)
+    by_id[planned[1].node_id] = {"launch_mode": "api"}
+    assert chaos.check_cli(planned, by_id).bad == 1
+    assert [chaos.cli_mode(3, i) for i in range(6)] == [False, False, True] * 2
+    assert not any(chaos.cli_mode(0, i) for i in range(6))
+
+
+def test_every_kill_goes_to_the_next_worker_and_terminates_come_early() -> None:
+    plan = chaos.Plan(kills=6, terminates=4, outages=1)
+    marks = chaos.schedule(plan)
+    assert [f for _, f in marks].count("kill") == 6
+    assert max(at for at, f in marks if f == "terminate") <= 0.6
+    assert [f for _, f in marks].count("pg_outage") == 1

@@ -6,6 +6,7 @@ import uuid
 from typing import Any
 
 from controlplane.spec import NodeSpec
+from workflows.models import DeploymentSpec
 
 BASE: dict[str, Any] = {
     "tenant": "acme",
@@ -25,3 +26,8 @@ def node_spec(**overrides: Any) -> NodeSpec:
 def new_spec(**overrides: Any) -> NodeSpec:
     """``node_spec`` in a deployment of its own (``it-<random>``): a node id no test shares."""
     return node_spec(**{"deployment": f"it-{uuid.uuid4().hex[:8]}", **overrides})
+
+
+def deployment_spec(*, name: str, **overrides: Any) -> DeploymentSpec:
+    """The same spec as a deployment named ``name``, with ``overrides``."""
+    return DeploymentSpec(**{**BASE, "name": name, **overrides})

@@ -14,10 +14,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controlplane.cluster_names import CLUSTER_NAME_MAX
 from controlplane.config import ConfigError, load_settings
 from controlplane.db.models import NewNode
 from controlplane.lifecycle import LaunchMode
-from controlplane.spec import CLUSTER_NAME_MAX, NodeSpec
+from controlplane.spec import NodeSpec
+from tests.support.specs import node_spec as node_spec_of
 from workflows.deployment import (
     deployment_workflow_id,
     legacy_deployment_workflow_id,
@@ -32,16 +34,7 @@ CLOUD_SAFE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
 def spec(**overrides: object) -> NodeSpec:
-    fields: dict[str, object] = {
-        "tenant": "acme",
-        "model": MODEL,
-        "provider": "aws",
-        "region": "us-east-1",
-        "gpu_type": "A100",
-        "gpu_count": 1,
-    }
-    fields.update(overrides)
-    return NodeSpec.model_validate(fields)
+    return node_spec_of(**{"model": MODEL, **overrides})
 
 
 # Found by brute force over deployment names (2^24 tries): same old cluster name and workflow id.

@@ -13,7 +13,8 @@ from controlplane.skypilot.client import SkyPilotClient
 from controlplane.skypilot.errors import NotFoundError
 from controlplane.skypilot.task import SkyTask
 from devtools.skypilot_sim import SimConfig, SimulatorServer
-from tests.unit.test_simulator import USER, VERSION_HEADERS, launch, wait_until
+from tests.unit import test_simulator
+from tests.unit.test_simulator import USER, launch, wait_until
 
 STREAM_HEADERS = {
     "content-type": "text/plain; charset=utf-8",
@@ -30,12 +31,7 @@ def server() -> Iterator[SimulatorServer]:
         yield sim
 
 
-@pytest.fixture
-def http(server: SimulatorServer) -> Iterator[httpx.Client]:
-    server.reset()
-    with httpx.Client(base_url=server.url, headers=VERSION_HEADERS, timeout=10) as client:
-        yield client
-    server.reset()
+http = test_simulator.http  # the same client fixture, on this module's ``server``
 
 
 def stream(http: httpx.Client, **params: str | int) -> httpx.Response:

@@ -7,6 +7,7 @@ client sees on the wire.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -591,6 +592,28 @@ def test_late_commit_hides_an_accepted_request_until_it_commits(http: httpx.Clie
     assert [json.loads(r["request_body"])["entrypoint_command"] for r in rows] == [marker]
     assert result(http, rows[0]["request_id"])["job_id"] == 1
     assert http.get("/sim/counters").json()["launch_requests"] == {"c-late": 1}
+    assert http.get("/sim/counters").json()["late_commits"] == 1
+
+
+def test_history_keeps_every_cluster_incarnation_after_it_is_gone(http: httpx.Client) -> None:
+    """GET /sim/history: a cluster downed and launched again is two entries; a gone one stays."""
+    result(http, launch(http, "c-hist"))
+    result(http, launch(http, "c-other"))
+    result(http, submit(http, "/down", {"cluster_name": "c-hist"}))
+    wait_until(lambda: "c-hist" not in http.get("/sim/counters").json()["live_clusters"])
+    result(http, launch(http, "c-hist"))
+    history = http.get("/sim/history").json()
+    assert [(c["name"], c["live"]) for c in history] == [
+        ("c-hist", False),
+        ("c-other", True),
+        ("c-hist", True),
+    ]
+    assert history[0]["gone_at"] is not None
+    assert history[1]["gone_at"] is None
+    assert history[0]["cluster_hash"] != history[2]["cluster_hash"]
+    assert http.get("/sim/counters").json()["calls"].get("GET /sim/history") is None
+    http.post("/sim/reset")
+    assert http.get("/sim/history").json() == []
 
 
 async def test_client_reattaches_to_a_late_commit_instead_of_launching_twice(
@@ -705,25 +728,33 @@ def test_counters_count_every_call(http: httpx.Client) -> None:
     assert http.post("/sim/faults", json={"launch_failure_rate": 2}).status_code == 422
 
 
-def test_command_line_serves_until_sigterm() -> None:
+@contextlib.contextmanager
+def sim_command(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[int, str]]:
+    """``python -m devtools.skypilot_sim --port 0 <args>``: its pid and the URL its first line
+    names. Leaving the block SIGTERMs it, which must end it with 0 (killed if a test failed)."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0"],
+        [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0", *args],
         stdout=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     try:
         assert process.stdout is not None
         line = process.stdout.readline().strip()
         prefix = "skypilot simulator listening on "
         assert line.startswith(prefix), line
-        assert httpx.get(line[len(prefix) :] + "/api/health").status_code == 200
+        yield process.pid, line[len(prefix) :]
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_command_line_serves_until_sigterm() -> None:
+    with sim_command() as (_, url):
+        assert httpx.get(url + "/api/health").status_code == 200
 
 
 def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
@@ -734,23 +765,16 @@ def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
     token_file = tmp_path / "tokens"
     token_file.write_text(f"{from_file}\n\n")
     token_file.chmod(0o600)
-    argv = [sys.executable, "-m", "devtools.skypilot_sim", "--port", "0", "--require-auth"]
-    process = subprocess.Popen(
-        [*argv, "--token-file", str(token_file)],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "SKYPILOT_SIM_TOKENS": from_env},
-    )
-    try:
-        assert process.stdout is not None
-        url = process.stdout.readline().strip().removeprefix("skypilot simulator listening on ")
+    with sim_command(
+        "--require-auth", "--token-file", str(token_file), env={"SKYPILOT_SIM_TOKENS": from_env}
+    ) as (pid, url):
         listing = subprocess.run(
-            ["ps", "-ww", "-o", "args=", "-p", str(process.pid)],
+            ["ps", "-ww", "-o", "args=", "-p", str(pid)],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
-        cmdline = Path(f"/proc/{process.pid}/cmdline").read_bytes().decode()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode()
         assert "devtools.skypilot_sim" in listing
         for token in (from_file, from_env):
             assert token not in listing
@@ -760,12 +784,6 @@ def test_command_line_reads_tokens_from_a_file_and_the_environment_not_argv(
             for token in (from_file, from_env):
                 authorized = {"Authorization": f"Bearer {token}"}
                 assert client.post("/status", json={}, headers=authorized).status_code == 200
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=10) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def test_a_token_on_the_command_line_is_refused_without_repeating_it() -> None:

@@ -24,6 +24,7 @@ import starter.__main__ as cli
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from starter.api import NotFound
+from tests.support.specs import BASE
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeResponse
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,15 +138,7 @@ def test_parse_gpu_rejects_a_zero_count(text: str) -> None:
 
 # --- validation_message -------------------------------------------------------------------------
 def _validation_error(**fields: Any) -> ValidationError:
-    base: dict[str, Any] = {
-        "tenant": "acme",
-        "model": "NousResearch/Meta-Llama-3-8B-Instruct",
-        "provider": "aws",
-        "region": "us-east-1",
-        "gpu_type": "A100",
-        "gpu_count": 1,
-    }
-    base.update(fields)
+    base: dict[str, Any] = {**BASE, **fields}
     for name in [key for key, value in base.items() if value is None]:
         del base[name]
     with pytest.raises(ValidationError) as raised:

@@ -8,8 +8,10 @@ import pytest
 import yaml
 from pydantic import SecretStr, ValidationError
 
+from controlplane.cluster_names import CLUSTER_NAME_RE
 from controlplane.skypilot.task import IDLE_AUTOSTOP_MINUTES, VLLM_PORT, TaskSettings, build_task
-from controlplane.spec import CLUSTER_NAME_RE, NodeSpec
+from controlplane.spec import NodeSpec
+from tests.support.specs import node_spec as node_spec_of
 
 SETTINGS = TaskSettings(
     control_plane_url="https://cp.example.com",
@@ -23,16 +25,7 @@ SETTINGS = TaskSettings(
 
 
 def spec(**overrides: object) -> NodeSpec:
-    fields: dict[str, object] = {
-        "tenant": "acme",
-        "model": "NousResearch/Meta-Llama-3-8B-Instruct",
-        "provider": "aws",
-        "region": "us-east-1",
-        "gpu_type": "A100",
-        "gpu_count": 1,
-    }
-    fields.update(overrides)
-    return NodeSpec.model_validate(fields)
+    return node_spec_of(**overrides)
 
 
 def test_cluster_name_is_valid_deterministic_and_unique_per_replica() -> None:

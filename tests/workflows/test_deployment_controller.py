@@ -18,6 +18,7 @@ from temporalio.worker import Worker
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.replicas import named
+from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
@@ -33,15 +34,7 @@ from workflows.models import (
 )
 from workflows.node import NodeWorkflow
 
-SPEC = DeploymentSpec(
-    tenant="acme",
-    model="org/llama",
-    provider="aws",
-    region="us-east-1",
-    gpu_type="A100",
-    gpu_count=1,
-    name="blue",
-)
+SPEC = deployment_spec(model="org/llama", name="blue")
 POLICY = DeploymentPolicy(backoff_initial_s=10, backoff_max_s=40, crash_loop_threshold=3)
 Handle = WorkflowHandle[DeploymentWorkflow, DeploymentView]
 
@@ -106,6 +99,20 @@ def running(count: int) -> Callable[[DeploymentView], bool]:
     return check
 
 
+async def deploy_running(
+    env: WorkflowEnvironment, task_queue: str, replicas: int
+) -> tuple[Handle, DeploymentView]:
+    """A deployment of ``replicas`` (the default spec and policy), once all of them run."""
+    handle = await deploy(env, task_queue, replicas)
+    return handle, await until(env, handle, running(replicas), f"{replicas} running")
+
+
+async def finish(handle: Handle) -> None:
+    """Terminate the deployment and wait for its workflow to end."""
+    await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
+    await handle.result()
+
+
 async def lose(env: WorkflowEnvironment, fakes: FakeActivities, replica: ReplicaView) -> None:
     """Preempt a replica's cluster and have its NodeWorkflow notice now."""
     fakes.behaviour.cluster_statuses[named(replica)] = "TERMINATED"
@@ -115,8 +122,7 @@ async def lose(env: WorkflowEnvironment, fakes: FakeActivities, replica: Replica
 async def test_lost_replica_is_replaced(env: WorkflowEnvironment, task_queue: str) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 3)
-        view = await until(env, handle, running(3), "3 running")
+        handle, view = await deploy_running(env, task_queue, 3)
         lost = view.replicas[1]
         await lose(env, fakes, lost)
         view = await until(
@@ -128,15 +134,13 @@ async def test_lost_replica_is_replaced(env: WorkflowEnvironment, task_queue: st
         assert {r.replica for r in view.replicas if r.status is NodeStatus.RUNNING} == {0, 2, 3}
         assert view.serving_replicas == 3
         assert "deployment.replica_replaced" in fakes.deployment_events
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_terminating_replicas_do_not_count(env: WorkflowEnvironment, task_queue: str) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 3)
-        await until(env, handle, running(3), "3 running")
+        handle, _ = await deploy_running(env, task_queue, 3)
         fakes.behaviour.down_blocks = asyncio.Event()  # teardowns stay in `terminating`
         await handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=1))
         await until(
@@ -149,8 +153,7 @@ async def test_terminating_replicas_do_not_count(env: WorkflowEnvironment, task_
         fakes.behaviour.down_blocks.set()
         view = await until(env, handle, running(3), "back at 3 running")
         assert len(view.replicas) == 5
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_no_replica_starts_after_terminate(env: WorkflowEnvironment, task_queue: str) -> None:
@@ -215,14 +218,12 @@ async def test_name_reused_after_terminate_is_a_new_generation(
     async with worker(env, task_queue, fakes):
         first = await deploy(env, task_queue, 1)
         old = await until(env, first, running(1), "first generation running")
-        await first.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await first.result()
+        await finish(first)
         second = await deploy(env, task_queue, 1)
         new = await until(env, second, running(1), "second generation running")
         assert new.generation != old.generation
         assert new.replicas[0].node_id != old.replicas[0].node_id
-        await second.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await second.result()
+        await finish(second)
 
 
 async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
@@ -230,8 +231,7 @@ async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        view = await until(env, handle, running(2), "2 running")
+        handle, view = await deploy_running(env, task_queue, 2)
         fakes.behaviour.failing_models.add(SPEC.model)  # every replacement crashes on start
         await lose(env, fakes, view.replicas[0])
         view = await until(env, handle, lambda v: v.degraded, "degraded", step=5)
@@ -256,8 +256,7 @@ async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
         view = await until(env, handle, running(2), "healed after scale")
         assert not view.degraded
         assert "deployment.recovered" in fakes.deployment_events
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_rolling_update_replaces_old_only_after_new_ready(
@@ -265,8 +264,7 @@ async def test_rolling_update_replaces_old_only_after_new_ready(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        await until(env, handle, running(2), "2 running")
+        handle, _ = await deploy_running(env, task_queue, 2)
         view = await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/llama-2", max_surge=1)
         )
@@ -290,8 +288,7 @@ async def test_rolling_update_replaces_old_only_after_new_ready(
         live = [r for r in view.replicas if not r.status.final]
         assert {r.revision for r in live} == {1}
         assert "deployment.rollout_finished" in fakes.deployment_events
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_update_that_never_gets_ready_rolls_back(
@@ -332,8 +329,7 @@ async def test_update_that_never_gets_ready_rolls_back(
             step=5,
         )
         assert {r.revision for r in view.replicas if not r.status.final} == {2}
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_update_after_terminate_is_rejected(
@@ -381,8 +377,7 @@ async def test_spot_falls_back_to_on_demand_after_capacity_failures(
         last = fakes.calls["launch_cluster"][-1]
         assert last.spec.spot is False
         assert "deployment.spot_fallback" in fakes.deployment_events
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_repair_exhausted_replica_replaced_new_first(
@@ -390,8 +385,7 @@ async def test_repair_exhausted_replica_replaced_new_first(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        view = await until(env, handle, running(2), "2 running")
+        handle, view = await deploy_running(env, task_queue, 2)
         broken = view.replicas[0]
         # What NodeWorkflow reports once K restarts in place did not bring the model back.
         await handle.signal(
@@ -414,8 +408,7 @@ async def test_repair_exhausted_replica_replaced_new_first(
         terminated_at = fakes.events.index((broken.node_id, "node.terminating"))
         ready_at = fakes.events.index((replacement.node_id, "node.ready"))
         assert ready_at < terminated_at, "new first: the replacement was ready before teardown"
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_cleanup_failed_replica_keeps_its_marker_and_is_replaced(
@@ -484,8 +477,7 @@ async def test_update_not_ready_by_its_deadline_rolls_back(
         assert {r.replica for r in view.replicas if r.status is NodeStatus.RUNNING} == {
             r.replica for r in before.replicas
         }
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)
 
 
 async def test_cancelled_deployment_tears_every_replica_down(
@@ -495,8 +487,7 @@ async def test_cancelled_deployment_tears_every_replica_down(
     each replica as a terminate request."""
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 2)
-        view = await until(env, handle, running(2), "2 running")
+        handle, view = await deploy_running(env, task_queue, 2)
         await handle.cancel()
         for replica in view.replicas:
             node = env.client.get_workflow_handle_for(NodeWorkflow.run, replica.workflow_id)
@@ -522,5 +513,4 @@ async def test_replicas_record_where_they_landed(env: WorkflowEnvironment, task_
             c for c in fakes.calls["record_transition"] if c.transition.target is NodeStatus.RUNNING
         ]
         assert ready[0].location == "gcp/us-central1"  # into the node.ready event's payload
-        await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
-        await handle.result()
+        await finish(handle)

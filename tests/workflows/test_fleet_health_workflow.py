@@ -92,18 +92,25 @@ async def sweep(env: WorkflowEnvironment, queue: str, input: FleetHealthInput) -
     )
 
 
+def node_and_fleet_worker(
+    env: WorkflowEnvironment, task_queue: str, nodes: FakeActivities, fleet: FakeFleet
+) -> Worker:
+    """A worker for node workflows and the sweep, with the nodes' and the fleet's fakes."""
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[NodeWorkflow, FleetHealthWorkflow],
+        activities=[*nodes.all(), *fleet.all()],
+    )
+
+
 async def test_changed_models_are_signalled_and_a_failed_shard_is_only_reported(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     nodes = FakeActivities()
     fleet = FakeFleet(serving=600, changed_cluster=None, sick_node=f"node-{SPEC.cluster_name}")
     async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, FleetHealthWorkflow],
-            activities=[*nodes.all(), *fleet.all()],
-        ),
+        node_and_fleet_worker(env, task_queue, nodes, fleet),
         nodes.admission_worker(env.client, task_queue),
     ):
         handle = await start(env, task_queue)
@@ -123,12 +130,7 @@ async def test_a_changed_cluster_is_signalled_and_an_ended_workflow_is_only_repo
     nodes = FakeActivities()
     fleet = FakeFleet(serving=2, changed_cluster=SPEC.cluster_name, sick_node=None)
     async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, FleetHealthWorkflow],
-            activities=[*nodes.all(), *fleet.all()],
-        ),
+        node_and_fleet_worker(env, task_queue, nodes, fleet),
         nodes.admission_worker(env.client, task_queue),
     ):
         handle = await start(env, task_queue)

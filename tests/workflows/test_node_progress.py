@@ -19,13 +19,12 @@ from activities.progress import ProgressReporter
 from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
-from tests.support.specs import node_spec
+from tests.support.specs import deployment_spec, node_spec
 from tests.workflows.fakes import FakeActivities
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
     DeploymentInput,
-    DeploymentSpec,
     NodeView,
     NodeWorkflowInput,
     TerminateDeploymentRequest,
@@ -238,15 +237,7 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
     fakes = LoggingLaunch()
     fakes.release.set()
     tenant = f"t{uuid.uuid4().hex[:6]}"
-    deployment = DeploymentSpec(
-        tenant=tenant,
-        model="org/llama",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name="blue",
-    )
+    deployment = deployment_spec(tenant=tenant, model="org/llama", name="blue")
     async with (
         Worker(
             local_env.client,

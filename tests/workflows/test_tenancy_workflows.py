@@ -17,12 +17,12 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from controlplane.lifecycle import LaunchMode, NodeStatus
+from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities, Row
 from tests.workflows.test_node_workflow import SPEC, start, wait_status
 from workflows.deployment import DeploymentWorkflow, legacy_node_workflow_id
 from workflows.models import (
     DeploymentInput,
-    DeploymentSpec,
     DeploymentView,
     NodePlan,
     NodeState,
@@ -117,15 +117,7 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    deployment = DeploymentSpec(
-        tenant="acme",
-        model="org/llama",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        name="blue",
-    )
+    deployment = deployment_spec(model="org/llama", name="blue")
     async with (
         Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
         fakes.admission_worker(env.client, task_queue),
