@@ -26,6 +26,7 @@ from pydantic import BaseModel
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import PollerBehaviorAutoscaling, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.admission import AdmissionActivities
 from activities.credentials import CredentialActivities
@@ -74,6 +75,42 @@ WORKFLOWS: Sequence[type] = (
     FleetHealthWorkflow,
 )
 GRACEFUL_SHUTDOWN = timedelta(seconds=30)
+
+# The deterministic, side-effect-free modules the workflows import: the sandbox takes them from
+# the worker instead of executing them again for every workflow run. The workflows import them
+# under imports_passed_through() too, but `from workflows import activity_refs` loads the
+# submodule past that (importlib's fromlist path), so without this list activity_refs and
+# search_attributes ran again per run (issue 11). The workflow modules themselves
+# (node, deployment, ...) stay sandboxed: they are reloaded per run, with restricted globals.
+# tests/replay/test_replay.py checks that a run executes nothing else.
+SANDBOX_PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "controlplane.backoff",
+    "controlplane.db.models",
+    "controlplane.launch_progress",
+    "controlplane.lifecycle",
+    "controlplane.metric_names",
+    "controlplane.reconcile",
+    "controlplane.search_attributes",
+    "controlplane.skypilot.errors",
+    "controlplane.spec",
+    "workflows.activity_refs",
+    "workflows.deployment_plan",
+    "workflows.failures",
+    "workflows.fleet_models",
+    "workflows.inputs",
+    "workflows.models",
+    "workflows.options",
+    "workflows.search_attributes",
+    "workflows.user_metadata",
+)
+
+
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The worker's sandbox (the replay tests use the same one)."""
+    restrictions = SandboxRestrictions.default.with_passthrough_modules(*SANDBOX_PASSTHROUGH)
+    return SandboxedWorkflowRunner(restrictions=restrictions)
 
 
 # Which method implements each activity the workflows call (workflows/activity_refs.py): the
@@ -250,7 +287,9 @@ async def open_activities(
                 settings.skypilot_cli_path,
             )
         backends[LaunchMode.CLI] = CliBackend(cli_runner(settings), observer=metrics)
-        engine = create_engine(settings.database_url)
+        # No pre-ping: every database step is retried, so a dead pooled connection costs one
+        # failed attempt after a database restart instead of 3 round trips per step (issue 11).
+        engine = create_engine(settings.database_url, pre_ping=False)
         stack.push_async_callback(engine.dispose)
         store = None
         if settings.encryption_key is not None:
@@ -337,6 +376,7 @@ def create_worker(client: Client, settings: Settings, activities: Activities) ->
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
         activities=list(bound.values()),
+        workflow_runner=workflow_runner(),
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,

@@ -12,7 +12,9 @@ from __future__ import annotations
 import functools
 import json
 from datetime import timedelta
+from importlib.machinery import SourceFileLoader
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -31,6 +33,7 @@ from temporalio.worker import (
 )
 from temporalio.workflow import NondeterminismError
 
+from worker import workflow_runner
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_health import FleetHealthWorkflow
 from workflows.node import NodeWorkflow
@@ -99,7 +102,10 @@ async def replay(
 ) -> WorkflowReplayResult:
     """Replay once; retry once only for the known sandbox validation flake (sdk-python #585)."""
     replayer = Replayer(
-        workflows=workflows, data_converter=pydantic_data_converter, interceptors=interceptors or []
+        workflows=workflows,
+        data_converter=pydantic_data_converter,
+        interceptors=interceptors or [],
+        workflow_runner=workflow_runner(),  # the worker's sandbox
     )
     try:
         return await replayer.replay_workflow(history)
@@ -170,6 +176,39 @@ async def test_signals_keep_their_names_on_the_wire(path: Path) -> None:
     result = await replay(history, WORKFLOWS, [sent])
     assert result.replay_failure is None
     assert sent.names == signals_in(path)
+
+
+@pytest.mark.parametrize(
+    "stem",
+    [
+        "node_happy_path",
+        "deployment_scale_and_terminate",
+        "terminate_unmanaged_cluster",
+        "fleet_health_sweep",
+        "reconcile_asks_a_running_node_to_check",
+    ],
+)
+async def test_a_run_executes_only_its_workflow_module_again(
+    stem: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sandbox reloads the workflow's own module per run and takes everything else it
+    imports from the worker (worker.SANDBOX_PASSTHROUGH): re-executing the shared modules for
+    every run cost the worker CPU per lifecycle (issue 11)."""
+    executed: list[str] = []
+    original = SourceFileLoader.exec_module
+
+    def recording(self: SourceFileLoader, module: ModuleType) -> None:
+        if module.__name__.split(".")[0] in {"workflows", "controlplane", "activities"}:
+            executed.append(module.__name__)  # ours (the SDK and stdlib load lazily, once)
+        original(self, module)
+
+    monkeypatch.setattr(SourceFileLoader, "exec_module", recording)
+    _, history = load(HISTORIES / f"{stem}.json")
+    result = await replay(history, WORKFLOWS)
+    assert result.replay_failure is None
+    workflow_modules = {w.__module__ for w in WORKFLOWS}
+    assert executed, "the sandbox loaded nothing: the check would pass vacuously"
+    assert set(executed) <= {"workflows", *workflow_modules}, executed
 
 
 def test_the_histories_cover_every_signal_a_workflow_sends() -> None:
