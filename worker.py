@@ -1,4 +1,5 @@
-"""The worker: every workflow and activity of the node lifecycle, on one task queue.
+"""The worker: every workflow and activity of the node lifecycle, on one task queue (and the
+launch-slot waits on its admission queue, see NodeWorkers).
 
 Run it as `python worker.py`. Configuration comes from the environment (README); a mistake
 stops start-up with the variable's name (exit 2). SIGTERM or SIGINT shut it down gracefully:
@@ -342,17 +343,53 @@ async def refresh_node_counts(
         await asyncio.sleep(interval)
 
 
-def create_worker(client: Client, settings: Settings, activities: Activities) -> Worker:
-    return Worker(
+class NodeWorkers:
+    """The worker's two Temporal workers, run together (``async with``).
+
+    One polls TEMPORAL_TASK_QUEUE for every workflow and activity; the other polls its
+    admission queue (acts.admission_task_queue) for the launch-slot waits only, with room for
+    ADMISSION_MAX_CONCURRENT_WAITS of them. The waits are cheap async sleeps, and on their own
+    queue no number of queued nodes can take the activity slots the admitted nodes need.
+    """
+
+    def __init__(self, main: Worker, admission: Worker) -> None:
+        self.main = main
+        self.admission = admission
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> NodeWorkers:
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(self.main)
+            await stack.enter_async_context(self.admission)
+            self._stack = stack.pop_all()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+
+def create_worker(client: Client, settings: Settings, activities: Activities) -> NodeWorkers:
+    admission_names = {ref.name for ref in acts.ADMISSION_ACTIVITIES}
+    bound = dict(zip((ref.name for ref in acts.ALL), activities.all(), strict=True))
+    main = Worker(
         client,
         task_queue=settings.temporal_task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities.all(),
+        activities=list(bound.values()),
         workflow_runner=workflow_runner(),
         workflow_task_poller_behavior=PollerBehaviorAutoscaling(),
         activity_task_poller_behavior=PollerBehaviorAutoscaling(),
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
     )
+    admission = Worker(
+        client,
+        task_queue=acts.admission_task_queue(settings.temporal_task_queue),
+        activities=[bound[name] for name in sorted(admission_names)],
+        max_concurrent_activities=settings.admission_max_concurrent_waits,
+        activity_task_poller_behavior=PollerBehaviorAutoscaling(),
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+    )
+    return NodeWorkers(main, admission)
 
 
 def telemetry_runtime() -> tuple[Runtime, str]:

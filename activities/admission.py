@@ -1,15 +1,19 @@
 """Launch admission activities: wait (heartbeating) for a launch slot, and give it back.
 
 The wait is one activity, not a timer per poll in the workflow, so a node queued for minutes
-costs Temporal a handful of events. If the worker dies, the retry on another worker finds the
-node's place in the queue kept (it is in Postgres).
+costs Temporal a handful of events. New workflows run it on the admission task queue, on a
+worker of its own (worker.py NodeWorkers), so waits never hold the slots launches need.
+If the worker dies, the retry on another worker finds the node's place in the queue kept
+(it is in Postgres).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import activity
 
@@ -24,6 +28,8 @@ from workflows.fleet_models import (
     ReleaseSlotInput,
     ReleaseSlotResult,
 )
+
+T = TypeVar("T")
 
 # A slot outlives the launch's deadline by this much, then it is free again whatever happened.
 LEASE_MARGIN = timedelta(minutes=5)
@@ -46,10 +52,20 @@ class AdmissionActivities:
         deadline = time.monotonic() + input.timeout_s
         lease = timedelta(seconds=input.timeout_s) + LEASE_MARGIN
         ttl = waiter_ttl(s.node_heartbeat_timeout)
+        # Heartbeat well inside the activity's heartbeat timeout, however slowly the back polls
+        # and however long the database takes to answer.
+        timeout = activity.info().heartbeat_timeout
+        beat = timeout.total_seconds() / 3 if timeout else poll_interval_s(0)
+        ahead: int | None = None
         while True:
-            answer = await self.slots.try_acquire(
-                input.node_id, key, budget=budget, lease=lease, waiter_ttl=ttl
+            answer = await heartbeating(
+                self.slots.try_acquire(
+                    input.node_id, key, budget=budget, lease=lease, waiter_ttl=ttl
+                ),
+                every_s=beat,
+                details=ahead,
             )
+            ahead = answer.ahead
             waited = (
                 (answer.granted_at or answer.enqueued_at) - answer.enqueued_at
             ).total_seconds()
@@ -62,8 +78,24 @@ class AdmissionActivities:
             if remaining <= 0:
                 await self.slots.release(input.node_id)  # leave the queue: the launch is over
                 return AcquireSlotResult(granted=False, ahead=answer.ahead, budget=budget)
-            await asyncio.sleep(min(poll_interval_s(answer.ahead), remaining))
+            wait = min(poll_interval_s(answer.ahead), remaining)
+            await heartbeating(asyncio.sleep(wait), every_s=beat, details=ahead)
 
     @activity.defn(name=acts.RELEASE_LAUNCH_SLOT.name)
     async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
         return ReleaseSlotResult(released=await self.slots.release(input.node_id))
+
+
+async def heartbeating(ask: Awaitable[T], *, every_s: float, details: object) -> T:
+    """Await ``ask``, heartbeating meanwhile: many waiters queue for the budget's advisory lock
+    and the connection pool, and a slow answer is not a dead worker. A database that does not
+    answer at all still fails the ask (the pool's and the driver's timeouts)."""
+    task = asyncio.ensure_future(ask)
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every_s)
+            if done:
+                return task.result()
+            activity.heartbeat(details)
+    finally:
+        task.cancel()

@@ -91,6 +91,7 @@ class RecordActivities:
             heartbeat_timeout_s=s.node_heartbeat_timeout.total_seconds(),
             max_retries=s.skypilot_max_retries,
             retry_backoff_s=s.skypilot_retry_backoff.total_seconds(),
+            lost_second_look_s=s.node_lost_second_look.total_seconds(),
         )
 
     @activity.defn(name=acts.RECORD_INTENT.name)

@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -33,6 +34,7 @@ from controlplane.keyring import KEY_HELP as KEY_HELP  # re-exported: callers im
 from controlplane.keyring import decode_key as decode_key
 from controlplane.keyring import decode_keys
 from controlplane.keyring import key_id as key_id
+from controlplane.lifecycle import LOST_SECOND_LOOK_DEFAULT_S
 from controlplane.spec import TenantId
 from controlplane.urls import redact_url, url_credentials
 
@@ -49,7 +51,12 @@ class ConfigError(Exception):
 
 
 # The longest SKYPILOT_SUBMIT_COMMIT_HORIZON: it must fit in one launch attempt.
-MAX_COMMIT_HORIZON = timedelta(seconds=90)
+MAX_DURATIONS = {
+    # The look must fit in one API launch attempt (a 120 s start-to-close), lookups included.
+    "skypilot_submit_commit_horizon": timedelta(seconds=90),
+    # A second look, not a second sweep interval: `lost` is due within one interval + 5 s.
+    "node_lost_second_look": timedelta(minutes=5),
+}
 
 
 def _to_duration(value: Any) -> Any:
@@ -99,6 +106,8 @@ class Settings(BaseSettings):
     node_health_check_interval: Duration = timedelta(seconds=60)
     node_cleanup_budget: Duration = timedelta(minutes=30)
     node_heartbeat_timeout: Duration = timedelta(seconds=30)
+    # The wait between the two refreshed looks that confirm a cluster lost (at most 5 minutes).
+    node_lost_second_look: Duration = timedelta(seconds=LOST_SECOND_LOOK_DEFAULT_S)
 
     # --- fleet health (controlplane/health, workflows/fleet_health.py) ---
     model_probe_path: str = Field(default="/health", pattern=r"^/[A-Za-z0-9._~/-]*$")
@@ -116,6 +125,9 @@ class Settings(BaseSettings):
     model_probe_suspect_min: int = Field(default=10, ge=2, le=1_000_000)
     # 2 x the real API server's 4 LONG workers on 2 vCPU (docs/performance.md, "Admission").
     skypilot_max_inflight_launches: int = Field(default=8, ge=1, le=10_000)
+    # Launch-slot waits one worker runs at once, on its admission task queue (worker.py); more
+    # queued nodes wait in Temporal. It bounds the worker's Postgres polling (admission.py).
+    admission_max_concurrent_waits: int = Field(default=200, ge=1, le=100_000)
 
     # --- operations ---
     skypilot_api_rollout_percent: int = Field(default=100, ge=0, le=100)
@@ -198,6 +210,7 @@ class Settings(BaseSettings):
         "node_health_check_interval",
         "node_cleanup_budget",
         "node_heartbeat_timeout",
+        "node_lost_second_look",
         "reconcile_interval",
         "reconcile_orphan_grace",
         "deployment_backoff_initial",
@@ -215,12 +228,12 @@ class Settings(BaseSettings):
             raise ValueError(f"must be positive; expected {DURATION_HELP}")
         return value
 
-    @field_validator("skypilot_submit_commit_horizon")
+    @field_validator("skypilot_submit_commit_horizon", "node_lost_second_look")
     @classmethod
-    def _within_a_launch_attempt(cls, value: timedelta) -> timedelta:
-        # The look must fit in one API launch attempt (a 120 s start-to-close), lookups included.
-        if value > MAX_COMMIT_HORIZON:
-            raise ValueError(f"must be at most {MAX_COMMIT_HORIZON.total_seconds():.0f}s")
+    def _at_most(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        limit = MAX_DURATIONS[info.field_name or ""]
+        if value > limit:
+            raise ValueError(f"must be at most {limit.total_seconds():.0f}s")
         return value
 
     @field_validator("model_probe_startup_grace")

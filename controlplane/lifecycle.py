@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 
+# A running node whose cluster looks gone or stopped is confirmed with a refreshed status, then
+# looked at again after this wait (NODE_LOST_SECOND_LOOK's default, in seconds), before `lost`.
+LOST_SECOND_LOOK_DEFAULT_S = 3.0
+
 
 class LaunchMode(StrEnum):
     """How a node talks to SkyPilot; chosen at creation and recorded on the node."""

@@ -56,7 +56,7 @@ from devtools.devstack import (
     start_temporal,
     start_worker,
 )
-from starter.api import ControlPlane
+from starter.api import ControlPlane, NotFound
 from starter.schedules import ensure_fleet_health_schedules
 from workflows.deployment import node_workflow_id
 from workflows.fleet_health import NODES_PER_SHARD
@@ -427,7 +427,9 @@ async def admission_burst(
         running = (await count_by_status(engine, ids)).get(NodeStatus.RUNNING.value, 0)
 
         async def terminate(spec: Any) -> None:
-            await control.terminate_node(node_workflow_id(spec.node_id))
+            # A node whose launch timed out in the queue is over already: nothing to end.
+            with contextlib.suppress(NotFound):
+                await control.terminate_node(node_workflow_id(spec.node_id))
 
         await bounded(50, specs, terminate)
         terminated = (await count_by_status(engine, ids)).get(NodeStatus.TERMINATED.value, 0)

@@ -65,11 +65,13 @@ class ActivityRef(Generic[In, Out]):
     input_type: type[In]
     result_type: type[Out]
 
-    async def run(self, arg: In, options: ActivityOptions) -> Out:
-        """Execute the activity from workflow code, typed end to end."""
+    async def run(self, arg: In, options: ActivityOptions, *, task_queue: str | None = None) -> Out:
+        """Execute the activity from workflow code, typed end to end (on the workflow's own
+        task queue unless ``task_queue`` is given)."""
         result: Out = await workflow.execute_activity(
             self.name,
             arg,
+            task_queue=task_queue,
             result_type=self.result_type,
             start_to_close_timeout=options.start_to_close,
             schedule_to_close_timeout=options.schedule_to_close,
@@ -115,6 +117,16 @@ COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServi
 PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
 ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
+# Launch-slot waits run here, on a worker of their own (worker.py): queued nodes, however many,
+# never take the activity slots that admitted nodes need to launch and give their slot back.
+ADMISSION_ACTIVITIES: tuple[ActivityRef[Any, Any], ...] = (ACQUIRE_LAUNCH_SLOT,)
+
+
+def admission_task_queue(task_queue: str) -> str:
+    """The task queue of the launch-slot waits of the nodes on ``task_queue``."""
+    return f"{task_queue}-admission"
+
+
 RECOVER_NODE = ActivityRef("recover_node", RecoverNodeInput, RecoverNodeResult)
 
 ALL: tuple[ActivityRef[Any, Any], ...] = (

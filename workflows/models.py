@@ -23,6 +23,7 @@ from pydantic import (
 from controlplane.db.models import CredentialRef
 from controlplane.launch_progress import NodePhase
 from controlplane.lifecycle import (
+    LOST_SECOND_LOOK_DEFAULT_S,
     SERVING_STATUSES,
     STARTING_STATUSES,
     TRANSITIONS,
@@ -77,6 +78,9 @@ class NodePlan(_Model):
     heartbeat_timeout_s: float
     max_retries: int
     retry_backoff_s: float
+    # The wait before the second look at a cluster that seems gone (NODE_LOST_SECOND_LOOK);
+    # plans recorded before the setting existed get its default.
+    lost_second_look_s: float = Field(default=LOST_SECOND_LOOK_DEFAULT_S, gt=0)
 
 
 class NodeState(_Model):

@@ -71,6 +71,9 @@ LOST_CLUSTER_STATUSES = frozenset({"TERMINATED", "STOPPED"})
 # checking their own cluster on a timer; launches wait for a slot (controlplane/admission.py).
 FLEET_HEALTH_PATCH = "fleet-health-signals"
 ADMISSION_PATCH = "launch-admission"
+# The wait for a slot runs on its own task queue (acts.admission_task_queue), so queued nodes
+# cannot take every activity slot of the worker and starve the admitted ones (issue 11).
+ADMISSION_OWN_QUEUE_PATCH = "launch-admission-own-queue"
 # An unhealthy model is restarted on its own cluster (SkyPilot exec) before anyone replaces it.
 REPAIR_PATCH = "node-repair-in-place"
 RESTART_TIMEOUT = options.RESTART_TIMEOUT
@@ -90,7 +93,9 @@ PATCH_EARLY_TERMINATE = "early-terminate-skips-launch"
 PATCH_CONFIRM_LOST = "confirm-lost"
 PATCH_HEALTH_CANCEL = "cancel-during-health-check-tears-down"
 PATCH_TEARDOWN_SURVIVES_CANCEL = "teardown-survives-cancel"
-LOST_SECOND_LOOK_S = 30.0
+LOST_SECOND_LOOK_S = 30.0  # before PATCH_LOST_SECOND_LOOK: min(this, the health interval)
+# The second look waits the plan's lost_second_look_s (NODE_LOST_SECOND_LOOK), a few seconds.
+PATCH_LOST_SECOND_LOOK = "lost-second-look-setting"
 
 
 @workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError])
@@ -417,6 +422,9 @@ class NodeWorkflow:
             return
         state = self._require_state()
         self._slot_asked = self._queued = True
+        queue = None
+        if workflow.patched(ADMISSION_OWN_QUEUE_PATCH):
+            queue = acts.admission_task_queue(workflow.info().task_queue)
         try:
             admitted = await acts.ACQUIRE_LAUNCH_SLOT.run(
                 AcquireSlotInput(
@@ -425,6 +433,7 @@ class NodeWorkflow:
                     timeout_s=max(self._remaining(deadline), 1.0),
                 ),
                 self._skypilot_options(deadline),
+                task_queue=queue,
             )
         finally:
             self._queued = False
@@ -629,7 +638,11 @@ class NodeWorkflow:
             health = await self._cluster_health(refresh=True)
             if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
                 return False
-            await workflow.sleep(timedelta(seconds=min(LOST_SECOND_LOOK_S, plan.health_interval_s)))
+            if workflow.patched(PATCH_LOST_SECOND_LOOK):
+                second_look = plan.lost_second_look_s
+            else:
+                second_look = min(LOST_SECOND_LOOK_S, plan.health_interval_s)
+            await workflow.sleep(timedelta(seconds=second_look))
             health = await self._cluster_health(refresh=True)
             if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
                 return False

@@ -211,7 +211,16 @@ async def node_cancelled_while_terminating(r: Recorder) -> None:
 
 async def node_lost_found_by_sweep(r: Recorder) -> None:
     """node_lost.json is the same path before the fleet sweep (a per-node health timer)."""
-    spec = node_spec("lost")
+    await lost_found_by_sweep(r, "node_lost_found_by_sweep", "lost")
+
+
+async def node_lost_after_a_short_second_look(r: Recorder) -> None:
+    """node_lost_found_by_sweep.json before NODE_LOST_SECOND_LOOK (a 30 s second look)."""
+    await lost_found_by_sweep(r, "node_lost_after_a_short_second_look", "lost-short")
+
+
+async def lost_found_by_sweep(r: Recorder, name: str, node: str) -> None:
+    spec = node_spec(node)
     started = await r.watched.launch_node(spec)
     await r.watched.wait_for_node(started.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
     assert r.simulator.preempt(spec.cluster_name)
@@ -219,7 +228,7 @@ async def node_lost_found_by_sweep(r: Recorder) -> None:
         view = await r.watched.wait_for_node(started.workflow_id, until=set(), timeout=WAIT)
     assert view.status is NodeStatus.LOST, view
     await r.handle(started.workflow_id).result()
-    await r.save("node_lost_found_by_sweep", r.handle(started.workflow_id))
+    await r.save(name, r.handle(started.workflow_id))
 
 
 async def node_model_unhealthy_then_healthy(r: Recorder) -> None:
@@ -290,13 +299,22 @@ async def deployment_controller_heals_and_rolls_out(r: Recorder) -> None:
 
 
 async def node_queued_for_a_launch_slot(r: Recorder) -> None:
-    first = await r.admission.launch_node(node_spec("slot-first"))
+    await queued_for_a_launch_slot(r, "node_queued_for_a_launch_slot", "slot")
+
+
+async def node_queued_on_the_admission_queue(r: Recorder) -> None:
+    """node_queued_for_a_launch_slot.json before the wait moved to its own task queue."""
+    await queued_for_a_launch_slot(r, "node_queued_on_the_admission_queue", "queue")
+
+
+async def queued_for_a_launch_slot(r: Recorder, name: str, node: str) -> None:
+    first = await r.admission.launch_node(node_spec(f"{node}-first"))
 
     async def launching() -> bool:
         return (await r.admission.node_status(first.workflow_id)).status is not NodeStatus.PENDING
 
     await until(launching, "the first launch admitted")
-    second = await r.admission.launch_node(node_spec("slot-second"))
+    second = await r.admission.launch_node(node_spec(f"{node}-second"))
 
     async def queued() -> bool:
         return (await r.admission.node_status(second.workflow_id)).reason is not None
@@ -308,7 +326,7 @@ async def node_queued_for_a_launch_slot(r: Recorder) -> None:
         )
         await r.admission.terminate_node(started.workflow_id)
         await r.handle(started.workflow_id).result()
-    await r.save("node_queued_for_a_launch_slot", r.handle(second.workflow_id))
+    await r.save(name, r.handle(second.workflow_id))
 
 
 async def deployment_scale_and_terminate(r: Recorder) -> None:
@@ -453,6 +471,8 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_lost_found_by_sweep,
         node_model_unhealthy_then_healthy,
         node_queued_for_a_launch_slot,
+        node_queued_on_the_admission_queue,
+        node_lost_after_a_short_second_look,
         node_repaired_in_place,
         deployment_controller_heals_and_rolls_out,
         deployment_scale_and_terminate,

@@ -55,9 +55,11 @@ MAIN_PATHS = {
     "node_cancelled_during_launch": "NodeWorkflow",
     "node_cancelled_while_running": "NodeWorkflow",
     "node_lost": "NodeWorkflow",  # before the fleet sweep: the node's own health timer
-    "node_lost_found_by_sweep": "NodeWorkflow",
+    "node_lost_found_by_sweep": "NodeWorkflow",  # before NODE_LOST_SECOND_LOOK: a 30 s look
     "node_model_unhealthy_then_healthy": "NodeWorkflow",
-    "node_queued_for_a_launch_slot": "NodeWorkflow",
+    "node_queued_for_a_launch_slot": "NodeWorkflow",  # before the admission task queue
+    "node_queued_on_the_admission_queue": "NodeWorkflow",
+    "node_lost_after_a_short_second_look": "NodeWorkflow",
     "fleet_health_sweep": "FleetHealthWorkflow",
     "deployment_scale_and_terminate": "DeploymentWorkflow",
     "deployment_controller_heals_and_rolls_out": "DeploymentWorkflow",

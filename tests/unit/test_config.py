@@ -95,6 +95,9 @@ def test_hex_key_is_accepted() -> None:
             "at most 90s",
         ),
         ({"SKYPILOT_SUBMIT_COMMIT_HORIZON": "0s"}, "SKYPILOT_SUBMIT_COMMIT_HORIZON", "positive"),
+        ({"NODE_LOST_SECOND_LOOK": "10m"}, "NODE_LOST_SECOND_LOOK", "at most 300s"),
+        ({"NODE_LOST_SECOND_LOOK": "0s"}, "NODE_LOST_SECOND_LOOK", "positive"),
+        ({"ADMISSION_MAX_CONCURRENT_WAITS": "0"}, "ADMISSION_MAX_CONCURRENT_WAITS", "greater"),
         ({"SKYPILOT_API_SERVER_URL": "ftp://sky"}, "SKYPILOT_API_SERVER_URL", "http(s)"),
         ({"SKYPILOT_API_SERVER_URL": "sky.example.com"}, "SKYPILOT_API_SERVER_URL", "http(s)"),
         (

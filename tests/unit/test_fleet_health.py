@@ -136,7 +136,9 @@ def test_admission_budget_keys_and_polling() -> None:
     assert budget_key(LaunchMode.API, settings) == "api:http://sky:46580"
     assert budget_key(LaunchMode.CLI, settings) == "cli:sky"
     assert poll_interval_s(0) == 0.5
-    assert poll_interval_s(10_000) == 5.0
+    assert poll_interval_s(10_000) == 15.0
+    # One worker's default 200 concurrent waiters ask Postgres about 60 times a second.
+    assert sum(1 / poll_interval_s(ahead) for ahead in range(200)) < 65
     assert waiter_ttl(timedelta(seconds=10)) == timedelta(seconds=60)
     assert waiter_ttl(timedelta(minutes=1)) == timedelta(minutes=3)
 
@@ -149,3 +151,48 @@ def test_a_shard_of_hung_models_still_ends_within_its_budget() -> None:
         concurrency = probe_concurrency(nodes, 5.0)
         assert math.ceil(nodes / concurrency) * 5.0 <= SHARD_BUDGET_S + 5.0
     assert probe_concurrency(10**6, 5.0) == 1024  # bounded: add shards (or workers) beyond
+
+
+def test_a_plan_recorded_before_the_second_look_setting_still_parses() -> None:
+    from controlplane.lifecycle import LOST_SECOND_LOOK_DEFAULT_S
+    from workflows.models import NodePlan
+
+    old = {
+        "node_id": "n1",
+        "cluster_name": "c1",
+        "launch_mode": "api",
+        "launch_timeout_s": 600,
+        "terminate_timeout_s": 300,
+        "health_interval_s": 60,
+        "cleanup_budget_s": 1800,
+        "heartbeat_timeout_s": 30,
+        "max_retries": 3,
+        "retry_backoff_s": 5,
+    }
+    assert NodePlan.model_validate(old).lost_second_look_s == LOST_SECOND_LOOK_DEFAULT_S
+    assert load_settings({}).node_lost_second_look == timedelta(seconds=LOST_SECOND_LOOK_DEFAULT_S)
+
+
+async def test_a_slow_answer_to_a_queued_launch_is_heartbeated_through() -> None:
+    """Hundreds of waiters queue for the budget's advisory lock and the connection pool: a
+    slow ask must not look like a dead worker (a heartbeat timeout fails the node)."""
+    import asyncio
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.admission import heartbeating
+
+    beats: list[tuple[object, ...]] = []
+    env = ActivityEnvironment()
+    env.on_heartbeat = lambda *details: beats.append(details)
+
+    async def slow_answer() -> int:
+        await asyncio.sleep(0.35)
+        return 7
+
+    async def ask() -> int:
+        return await heartbeating(slow_answer(), every_s=0.1, details=3)
+
+    assert await env.run(ask) == 7
+    assert len(beats) >= 2
+    assert beats[0] == (3,)

@@ -13,9 +13,12 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import activity
+from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
 
 from controlplane.lifecycle import EventType, LaunchMode, NodeStatus
+from workflows.activity_refs import admission_task_queue
 from workflows.fleet_models import (
     AcquireSlotInput,
     AcquireSlotResult,
@@ -79,6 +82,7 @@ class Behaviour:
     location: str | None = "aws/us-east-1"  # where wait_ready says the cluster landed
     transition_error_for: NodeStatus | None = None
     admission_open: asyncio.Event | None = None  # set: queued launches get their slot
+    launch_budget: int | None = None  # slots in flight at once; the rest wait for a release
     db_outage: timedelta | None = None  # record_transition fails this long (server time)
 
 
@@ -142,6 +146,7 @@ class FakeActivities:
         self.event_keys: set[str] = set()
         self.calls: dict[str, list[Any]] = defaultdict(list)
         self.behaviour = Behaviour()
+        self.slot_holders: set[str] = set()
         self.plan_args: dict[str, Any] = {
             "launch_timeout_s": launch_timeout_s,
             "terminate_timeout_s": terminate_timeout_s,
@@ -433,12 +438,28 @@ class FakeActivities:
         while gate is not None and not gate.is_set():
             activity.heartbeat()
             await asyncio.sleep(0.05)
-        return AcquireSlotResult(granted=True, budget=1)
+        budget = self.behaviour.launch_budget
+        while budget is not None and len(self.slot_holders - {input.node_id}) >= budget:
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
+        self.slot_holders.add(input.node_id)
+        return AcquireSlotResult(granted=True, budget=budget or 1)
 
     @activity.defn(name="release_launch_slot")
     async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
         self.calls["release_launch_slot"].append(input)
+        self.slot_holders.discard(input.node_id)
         return ReleaseSlotResult(released=True)
+
+    def admission_worker(self, client: Client, task_queue: str, **options: Any) -> Worker:
+        """The launch-slot waits' own worker (worker.py NodeWorkers), for the nodes on
+        ``task_queue``: run it beside the main worker of every test that launches."""
+        return Worker(
+            client,
+            task_queue=admission_task_queue(task_queue),
+            activities=[self.acquire_launch_slot],
+            **options,
+        )
 
     def all(self) -> list[Any]:
         return [

@@ -43,12 +43,15 @@ Handle = WorkflowHandle[DeploymentWorkflow, DeploymentView]
 async def worker(
     env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
 ) -> AsyncIterator[Worker]:
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[NodeWorkflow, DeploymentWorkflow],
-        activities=fakes.all(),
-    ) as running:
+    async with (
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[NodeWorkflow, DeploymentWorkflow],
+            activities=fakes.all(),
+        ) as running,
+        fakes.admission_worker(env.client, task_queue),
+    ):
         yield running
 
 

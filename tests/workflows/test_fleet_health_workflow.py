@@ -109,7 +109,10 @@ async def test_changed_models_are_signalled_and_a_failed_shard_is_only_reported(
 ) -> None:
     nodes = FakeActivities()
     fleet = FakeFleet(serving=600, changed_cluster=None, sick_node=f"node-{SPEC.cluster_name}")
-    async with node_and_fleet_worker(env, task_queue, nodes, fleet):
+    async with (
+        node_and_fleet_worker(env, task_queue, nodes, fleet),
+        nodes.admission_worker(env.client, task_queue),
+    ):
         handle = await start(env, task_queue)
         await wait_status(handle, NodeStatus.RUNNING)
         report = await sweep(env, task_queue, FleetHealthInput(clusters=False, shards=4))
@@ -126,7 +129,10 @@ async def test_a_changed_cluster_is_signalled_and_an_ended_workflow_is_only_repo
 ) -> None:
     nodes = FakeActivities()
     fleet = FakeFleet(serving=2, changed_cluster=SPEC.cluster_name, sick_node=None)
-    async with node_and_fleet_worker(env, task_queue, nodes, fleet):
+    async with (
+        node_and_fleet_worker(env, task_queue, nodes, fleet),
+        nodes.admission_worker(env.client, task_queue),
+    ):
         handle = await start(env, task_queue)
         await wait_status(handle, NodeStatus.RUNNING)
         nodes.behaviour.cluster_status = "TERMINATED"

@@ -221,7 +221,7 @@ async def run_cases(cases: list[Case], results: dict[str, BaseException | None])
         # The clock skips whenever nothing runs, for all the cases: awaiting one case's result
         # must not decide when another's timers fire (nor lock and unlock by turns).
         with env.auto_time_skipping_disabled():
-            async with worker:
+            async with worker, fakes.admission_worker(env.client, QUEUE):
                 await env.client.test_service.unlock_time_skipping(UnlockTimeSkippingRequest())
                 await asyncio.gather(*(one(case) for case in cases))
     finally:

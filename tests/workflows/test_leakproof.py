@@ -160,6 +160,28 @@ async def test_confirmed_loss_is_recorded_after_a_second_look(
     assert final_events(fakes) == ["node.lost"]
 
 
+async def test_the_second_look_waits_the_configured_few_seconds(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Issue 11: `lost` within a sweep interval + 5 s, so the second look waits
+    NODE_LOST_SECOND_LOOK (the plan's lost_second_look_s), not min(30 s, the health interval)."""
+    fakes = FakeActivities(health_interval_s=60)
+    fakes.plan_args["lost_second_look_s"] = 2.0
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
+        fakes.clusters.clear()
+        await handle.signal(NodeWorkflow.check_health)
+        result = await handle.result()
+    assert result.status is NodeStatus.LOST
+    history = await handle.fetch_history()
+    timers = [
+        e.timer_started_event_attributes.start_to_fire_timeout.ToSeconds()
+        for e in history.events
+        if e.HasField("timer_started_event_attributes")
+    ]
+    assert 2 in timers
+    assert 30 not in timers
+
+
 async def test_nothing_submitted_means_nothing_to_clean_up(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:

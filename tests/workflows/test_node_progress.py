@@ -216,11 +216,14 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
     fakes.release.set()
     tenant = f"t{uuid.uuid4().hex[:6]}"
     deployment = deployment_spec(tenant=tenant, model="org/llama", name="blue")
-    async with Worker(
-        local_env.client,
-        task_queue=task_queue,
-        workflows=[NodeWorkflow, DeploymentWorkflow],
-        activities=fakes.all(),
+    async with (
+        Worker(
+            local_env.client,
+            task_queue=task_queue,
+            workflows=[NodeWorkflow, DeploymentWorkflow],
+            activities=fakes.all(),
+        ),
+        fakes.admission_worker(local_env.client, task_queue),
     ):
         handle = await local_env.client.start_workflow(
             DeploymentWorkflow.run,

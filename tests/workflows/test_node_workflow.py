@@ -32,9 +32,12 @@ SPEC = node_spec(model="org/llama")
 async def running_worker(
     env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
 ) -> AsyncIterator[Worker]:
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-    ) as worker:
+    async with (
+        Worker(
+            env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
+        ) as worker,
+        fakes.admission_worker(env.client, task_queue),
+    ):
         yield worker
 
 
@@ -313,11 +316,14 @@ async def test_missing_input_fails_the_workflow_instead_of_retrying_the_task(
     env: WorkflowEnvironment, task_queue: str, workflow_type: str
 ) -> None:
     fakes = FakeActivities()
-    async with Worker(
-        env.client,
-        task_queue=task_queue,
-        workflows=[NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow],
-        activities=fakes.all(),
+    async with (
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow],
+            activities=fakes.all(),
+        ),
+        fakes.admission_worker(env.client, task_queue),
     ):
         handle = await env.client.start_workflow(
             workflow_type, id=f"no-input-{workflow_type}", task_queue=task_queue
@@ -445,3 +451,29 @@ async def test_database_steps_are_local_activities(
     assert scheduled == ["acquire_launch_slot", "launch_cluster", "wait_ready", "down_cluster"]
     assert len(fakes.calls["record_transition"]) == 4  # launched, ready, terminating, terminated
     assert len(fakes.calls["record_intent"]) == 1
+
+
+async def test_queued_launches_cannot_starve_the_admitted_ones(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    """Issue 11: ten nodes, a budget of two and a worker with four activity slots. Waiting for a
+    slot must not take the slots the admitted nodes need to launch and give theirs back."""
+    fakes = FakeActivities()
+    fakes.behaviour.launch_budget = 2
+    async with (
+        Worker(
+            env.client,
+            task_queue=task_queue,
+            workflows=[NodeWorkflow],
+            activities=fakes.all(),
+            max_concurrent_activities=4,
+        ),
+        fakes.admission_worker(env.client, task_queue),
+    ):
+        handles = [await start(env, task_queue, node_spec(model=f"org/m{i}")) for i in range(10)]
+        for handle in handles:
+            await wait_status(handle, NodeStatus.RUNNING)  # bounded: raises if the queue hangs
+        for handle in handles:
+            await handle.terminate("test over")
+    assert fakes.launches == 10
+    assert len(fakes.calls["release_launch_slot"]) == 10

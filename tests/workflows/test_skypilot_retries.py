@@ -137,8 +137,11 @@ async def node_worker(
             chosen.get(getattr(fake, "__temporal_activity_definition").name, fake)
             for fake in fakes.all()
         ]
-        async with Worker(
-            env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=activities
+        async with (
+            Worker(
+                env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=activities
+            ),
+            fakes.admission_worker(env.client, task_queue),
         ):
             yield fakes
 

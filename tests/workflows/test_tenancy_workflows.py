@@ -53,8 +53,9 @@ async def test_a_tenant_cannot_terminate_another_tenants_cluster(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         node = await start(env, task_queue)  # tenant "acme"
         await wait_status(node, NodeStatus.RUNNING)
@@ -90,8 +91,9 @@ async def test_a_tenant_cannot_terminate_a_cluster_nobody_recorded(
         status=NodeStatus.CLEANUP_FAILED,
         tenant="acme",
     )
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         with pytest.raises(WorkflowFailureError) as refused:
             await terminate_cluster(env, task_queue, "cpn-unrecorded-0", tenant="acme")
@@ -116,8 +118,9 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
 ) -> None:
     fakes = FakeActivities()
     deployment = deployment_spec(model="org/llama", name="blue")
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         handle = await env.client.start_workflow(
             DeploymentWorkflow.run,
@@ -164,8 +167,9 @@ async def test_a_resumed_node_keeps_the_cluster_name_in_its_plan(
         status=NodeStatus.RUNNING,
         tenant=SPEC.tenant,
     )
-    async with Worker(
-        env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()
+    async with (
+        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
+        fakes.admission_worker(env.client, task_queue),
     ):
         handle = await env.client.start_workflow(
             NodeWorkflow.run,
