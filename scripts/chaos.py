@@ -352,7 +352,10 @@ async def terminate(chaos: Chaos, workflow_id: str) -> None:
     async def call() -> None:
         await asyncio.wait_for(chaos.control.terminate_node(workflow_id), 120)
 
-    await retrying(call, 60, f"terminate {workflow_id}", pause_s=3.0)
+    # Until the node's bounded wait: an operator-terminated run is started again only by the
+    # reconciler, which cannot run while PostgreSQL is down (the long outage).
+    attempts = max(60, int(chaos.node_timeout_s / 3.0) + 1)
+    await retrying(call, attempts, f"terminate {workflow_id}", pause_s=3.0)
 
 
 async def workflow_outcome(chaos: Chaos, workflow_id: str) -> str:
