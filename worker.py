@@ -286,7 +286,11 @@ async def open_activities(
                 "SkyPilot API client not configured for new nodes, using CLI mode (%s)",
                 settings.skypilot_cli_path,
             )
-        backends[LaunchMode.CLI] = CliBackend(cli_runner(settings), observer=metrics)
+        backends[LaunchMode.CLI] = CliBackend(
+            cli_runner(settings),
+            observer=metrics,
+            commit_horizon=settings.skypilot_submit_commit_horizon.total_seconds(),
+        )
         # No pre-ping: every database step is retried, so a dead pooled connection costs one
         # failed attempt after a database restart instead of 3 round trips per step (issue 11).
         engine = create_engine(settings.database_url, pre_ping=False)

@@ -320,10 +320,18 @@ class CliBackend(_Inventory):
     mode = LaunchMode.CLI
 
     def __init__(
-        self, cli: SkyCLI, *, observer: CallObserver | None = None, poll_interval: float = 2.0
+        self,
+        cli: SkyCLI,
+        *,
+        observer: CallObserver | None = None,
+        poll_interval: float = 2.0,
+        commit_horizon: float = 30.0,
     ) -> None:
         self.cli = ObservedCLI(cli, observer or NullObserver())
         self.poll_interval = poll_interval
+        # SKYPILOT_SUBMIT_COMMIT_HORIZON: how long a launch an earlier attempt's `sky` sent may
+        # take to appear in `sky api status` (a busy server commits late).
+        self.commit_horizon = commit_horizon
 
     async def launch(
         self,
@@ -333,9 +341,11 @@ class CliBackend(_Inventory):
         idempotency_key: str,
         workspace: str | None,
         on_line: LineSink | None = None,
-        earlier_may_have_sent: bool = False,  # `sky api status` is looked at once (not yet longer)
+        earlier_may_have_sent: bool = False,
     ) -> str | None:
         earlier = await self._earlier_launch(cluster_name)
+        if earlier is None and earlier_may_have_sent:
+            earlier = await self._await_commit(cluster_name)
         if earlier is not None:
             log.info("reattaching to launch request %s of %s", earlier.request_id, cluster_name)
             if not earlier.status.finished:
@@ -345,6 +355,17 @@ class CliBackend(_Inventory):
         await self.cli.launch(
             cluster_name, task, workspace=workspace, marker=marker, on_line=on_line
         )
+        return None
+
+    async def _await_commit(self, cluster_name: str) -> RequestRecord | None:
+        """An earlier attempt may have sent a launch the server commits late: look again until
+        the commit horizon has passed before a second one is sent (as API mode does)."""
+        deadline = time.monotonic() + self.commit_horizon
+        while time.monotonic() < deadline:
+            await asyncio.sleep(min(self.poll_interval, max(0.0, deadline - time.monotonic())))
+            earlier = await self._earlier_launch(cluster_name)
+            if earlier is not None:
+                return earlier
         return None
 
     async def _earlier_launch(self, cluster_name: str) -> RequestRecord | None:

@@ -773,6 +773,32 @@ def launch_request(fake: Fake, status: str, **extra: Any) -> str:
     return request_id
 
 
+async def test_a_retried_cli_launch_waits_for_a_late_commit_before_it_sends(fake: Fake) -> None:
+    """An earlier attempt's `sky launch` was committed late (its worker died first): the retry's
+    first `sky api status` misses it, so it looks again until the commit horizon, then
+    reattaches instead of sending a second launch."""
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.5, launch_request, fake, "RUNNING")
+
+    await CliBackend(fake.cli(), poll_interval=0.2, commit_horizon=10).launch(
+        "node-1",
+        make_task(),
+        idempotency_key="node-id-1",
+        workspace=None,
+        earlier_may_have_sent=True,
+    )
+
+    assert "launch" not in verbs(fake)
+    assert verbs(fake)[-1] == "api logs"
+
+
+async def test_a_first_cli_launch_does_not_wait_out_the_horizon(fake: Fake) -> None:
+    await CliBackend(fake.cli(), commit_horizon=600).launch(
+        "node-1", make_task(), idempotency_key="node-id-1", workspace=None
+    )
+    assert verbs(fake) == ["api status", "launch"]
+
+
 def verbs(fake: Fake) -> list[str]:
     return [
         " ".join(c["argv"][:2]) if c["argv"][0] == "api" else c["argv"][0] for c in fake.calls()
