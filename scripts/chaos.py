@@ -625,14 +625,20 @@ def launched_events(per_node: dict[str, list[dict[str, Any]]], node_id: str) -> 
 
 
 def each_after_a_failure(launches: list[dict[str, Any]]) -> bool:
-    """Whether every launch request but the last FAILED before the next one was sent."""
+    """Whether every launch request but the last had ended before the next one was sent: it
+    FAILED, or the cluster it made was already gone (downed by compensation: a recovered node
+    whose earlier run's launch was cleaned up is launched again by the adopting run)."""
     ordered = sorted(launches, key=lambda r: float(r["created_at"]))
-    return all(
-        earlier["status"] == "FAILED"
-        and earlier["finished_at"] is not None
-        and float(earlier["finished_at"]) <= float(later["created_at"])
-        for earlier, later in pairwise(ordered)
-    )
+
+    def ended_before(earlier: dict[str, Any], later: dict[str, Any]) -> bool:
+        sent = float(later["created_at"])
+        failed = earlier["status"] == "FAILED" and earlier["finished_at"] is not None
+        if failed and float(earlier["finished_at"]) <= sent:
+            return True
+        gone = earlier.get("cluster_gone_at")
+        return gone is not None and float(gone) <= sent
+
+    return all(ended_before(earlier, later) for earlier, later in pairwise(ordered))
 
 
 def check_launches(
@@ -679,6 +685,11 @@ async def launch_requests_where_uneven(
         )
         response.raise_for_status()
         found[spec.cluster_name] = [r for r in response.json() if r["name"] == "sky.launch"]
+    if found:
+        gone_at = {c["launch_request_id"]: c["gone_at"] for c in await chaos.sim.history()}
+        for launches in found.values():
+            for request in launches:
+                request["cluster_gone_at"] = gone_at.get(request["request_id"])
     return found
 
 

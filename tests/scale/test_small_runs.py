@@ -264,6 +264,18 @@ def test_launch_check_flags_a_duplicate_launch_request() -> None:
     # A second launch while the first was live, or before the failed one had finished: not.
     assert chaos.check_launches([spec], events, two, {spec.cluster_name: [live, again]}).bad == 1
     assert chaos.check_launches([spec], events, two, {spec.cluster_name: [failed, early]}).bad == 1
+    # A launch that SUCCEEDED and whose cluster compensation downed before the adopting run's
+    # relaunch: fine; one whose cluster was still there when the second was sent: not.
+    downed = {"status": "SUCCEEDED", "created_at": 1.0, "finished_at": 1.5, "cluster_gone_at": 2.5}
+    still_up = {**downed, "cluster_gone_at": 3.5}
+    assert chaos.check_launches([spec], events, two, {spec.cluster_name: [downed, again]}).ok
+    assert (
+        chaos.check_launches([spec], events, two, {spec.cluster_name: [still_up, again]}).bad == 1
+    )
+    never_gone = {**downed, "cluster_gone_at": None}
+    assert (
+        chaos.check_launches([spec], events, two, {spec.cluster_name: [never_gone, again]}).bad == 1
+    )
 
 
 def test_live_cluster_checks_flag_orphans_and_leaks() -> None:
