@@ -618,6 +618,17 @@ def test_history_keeps_every_cluster_incarnation_after_it_is_gone(http: httpx.Cl
     assert http.get("/sim/history").json() == []
 
 
+# The task the client-against-simulator tests launch.
+PROBE_TASK = SkyTask(
+    name="probe",
+    document={
+        "name": "probe",
+        "resources": {"infra": "aws/us-east-1", "accelerators": "A100:1", "ports": [8000]},
+        "run": "echo hello",
+    },
+)
+
+
 async def test_client_reattaches_to_a_late_commit_instead_of_launching_twice(
     server: SimulatorServer, http: httpx.Client
 ) -> None:
@@ -625,14 +636,7 @@ async def test_client_reattaches_to_a_late_commit_instead_of_launching_twice(
     the client's old ~2 s look; the client must wait for the marker, never POST again."""
     late_s = 3.0
     server.set_faults(drop_next_responses=1, late_commit_s=late_s)
-    task = SkyTask(
-        name="probe",
-        document={
-            "name": "probe",
-            "resources": {"infra": "aws/us-east-1", "accelerators": "A100:1", "ports": [8000]},
-            "run": "echo hello",
-        },
-    )
+    task = PROBE_TASK
     started = time.monotonic()
     async with SkyPilotClient(
         server.url,
@@ -656,14 +660,7 @@ async def test_a_retried_attempt_waits_for_a_late_commit_before_it_sends(
     looking until the commit horizon instead of POSTing a second launch."""
     late_s = 3.0
     server.set_faults(drop_next_responses=1, late_commit_s=late_s)
-    task = SkyTask(
-        name="probe",
-        document={
-            "name": "probe",
-            "resources": {"infra": "aws/us-east-1", "accelerators": "A100:1", "ports": [8000]},
-            "run": "echo hello",
-        },
-    )
+    task = PROBE_TASK
     identity = Identity("orch0001", "orchestrator")
     async with SkyPilotClient(
         server.url, identity=identity, timeouts=Timeouts(commit_horizon=0.2)
