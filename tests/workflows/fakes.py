@@ -83,6 +83,11 @@ class Behaviour:
     transition_error_for: NodeStatus | None = None
     admission_open: asyncio.Event | None = None  # set: queued launches get their slot
     launch_budget: int | None = None  # slots in flight at once; the rest wait for a release
+    # Set: only these nodes get a slot; the others stay queued until their wait is cancelled.
+    # A test whose messages cancel nodes it does not drive step by step (a deployment's
+    # replacements) uses it: a slot granted while the task that cancels it runs wedges the
+    # time-skipping server (sdk-java #2391), and a fixed settle time only moves that race.
+    admitted_nodes: set[str] | None = None
     db_outage: timedelta | None = None  # record_transition fails this long (server time)
 
 
@@ -435,7 +440,10 @@ class FakeActivities:
         self.calls["acquire_launch_slot"].append(input)
         await self._settle()
         gate = self.behaviour.admission_open
-        while gate is not None and not gate.is_set():
+        admitted = self.behaviour.admitted_nodes
+        while (gate is not None and not gate.is_set()) or (
+            admitted is not None and input.node_id not in admitted
+        ):
             activity.heartbeat()
             await asyncio.sleep(0.05)
         budget = self.behaviour.launch_budget

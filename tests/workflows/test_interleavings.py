@@ -197,6 +197,7 @@ async def run_cases(cases: list[Case], results: dict[str, BaseException | None])
     fakes.plan_args["heartbeat_timeout_s"] = 1.0
     fakes.plan_args["health_interval_s"] = 600.0  # few timers to skip through
     fakes.settle_s = 0.8  # no activity completes inside the task that cancels it (fakes.py)
+    fakes.behaviour.admitted_nodes = set()  # the cases' own nodes, added as they start
     gate = asyncio.Semaphore(CONCURRENT)
     shared = Shared(env, fakes, itertools.count())
 
@@ -268,6 +269,9 @@ async def start_case(
 ) -> tuple[WorkflowHandle[Any, Any], Any]:
     client = s.env.client
     workflow_id = node_workflow_id(spec.node_id)
+    admitted = s.fakes.behaviour.admitted_nodes
+    assert admitted is not None
+    admitted.add(spec.node_id)
     if fault is not None:
         s.fakes.faults[workflow_id] = fault
     if case.message == "scale_down":
@@ -290,6 +294,7 @@ async def start_case(
         # several task round trips before the child's first step.
         assert parent.result_run_id is not None
         node_spec = deployment.node(0, generation=parent.result_run_id.replace("-", "")[:10])
+        admitted.add(node_spec.node_id)  # its replacements stay queued (fakes.Behaviour)
         if fault is not None:
             s.fakes.faults[node_workflow_id(node_spec.node_id)] = fault
         return client.get_workflow_handle(node_workflow_id(node_spec.node_id)), (
