@@ -214,7 +214,7 @@ async def wait_for_node(cp: ControlPlane, started: dict[str, Any], seconds: floa
 
     async def snapshot() -> tuple[list[Row], bool]:
         view = await cp.node_status(workflow_id)
-        return [Row(str(started["cluster_name"]), view)], settled(view)
+        return [Row(workflow_id, str(started["cluster_name"]), view)], settled(view)
 
     rows = await follow(snapshot, display, timeout=timedelta(seconds=seconds))
     view = rows[0].view
@@ -235,7 +235,7 @@ async def wait_for_deployment(cp: ControlPlane, workflow_id: str, seconds: float
             except NotFound:  # not started yet, or ended: the deployment's record says how
                 view = None
             label = replica.cluster_name or (view.cluster_name if view else None)
-            rows.append(Row(label or f"replica {replica.replica}", view))
+            rows.append(Row(replica.workflow_id, label or f"replica {replica.replica}", view))
         live = [r for r in deployment.replicas if not r.status.final]
         done = len(live) >= deployment.desired_replicas and all(
             row.view is not None and settled(row.view)

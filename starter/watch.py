@@ -24,8 +24,14 @@ ERASE_LINE = "\x1b[2K"
 
 @dataclass(frozen=True)
 class Row:
-    """One node as shown: who it is and where it stands."""
+    """One node as shown: who it is and where it stands.
 
+    ``workflow_id`` is the node's identity from the first line: a replica that has not reported
+    is labelled ``replica N`` until its cluster is named, and a script following the JSON lines
+    keys on the id, not the label.
+    """
+
+    workflow_id: str
     label: str
     view: NodeView | None
 
@@ -37,7 +43,11 @@ class Row:
 
     def event(self) -> dict[str, object]:
         view = self.view
-        out: dict[str, object] = {"event": "progress", "node": self.label}
+        out: dict[str, object] = {
+            "event": "progress",
+            "workflow_id": self.workflow_id,
+            "node": self.label,
+        }
         if view is not None:
             out.update(
                 view.model_dump(mode="json", include={"status", "phase", "progress", "since"})
@@ -73,8 +83,8 @@ class ProgressDisplay:
             self._redraw(rows)
             return
         for row in rows:
-            if self._last.get(row.label) != row.key():
-                self._last[row.label] = row.key()
+            if self._last.get(row.workflow_id) != row.key():
+                self._last[row.workflow_id] = row.key()
                 self.out.write(json.dumps(row.event(), default=str) + "\n")
         self.out.flush()
 

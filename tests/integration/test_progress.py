@@ -142,7 +142,10 @@ async def test_launch_and_deploy_wait_write_json_lines_when_redirected(worker: S
     assert code == 0, lines
     *progress, deployment = lines
     assert [r["status"] for r in deployment["replicas"]] == ["running", "running"]
-    assert {line["node"] for line in progress} == {
-        r["cluster_name"] for r in deployment["replicas"]
+    # A replica is labelled "replica N" until it reports its cluster: the id is what is stable.
+    assert {line["workflow_id"] for line in progress} == {
+        r["workflow_id"] for r in deployment["replicas"]
     }
+    last_label = {line["workflow_id"]: line["node"] for line in progress}
+    assert sorted(last_label.values()) == sorted(r["cluster_name"] for r in deployment["replicas"])
     await worker.control.terminate_deployment(deployment_workflow_id(spec.tenant, name))

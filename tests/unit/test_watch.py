@@ -34,8 +34,8 @@ def test_a_terminal_gets_one_line_per_node_redrawn_in_place() -> None:
     out = io.StringIO()
     display = ProgressDisplay(out, tty=True, now=lambda: NOW)
     launching = view(NodeStatus.LAUNCHING, NodePhase.PROVISIONING, "Launching on AWS", 75)
-    display.show([Row("cpn-a", launching), Row("cpn-b", None)])
-    display.show([Row("cpn-a", launching), Row("cpn-b", None)])
+    display.show([Row("node-a", "cpn-a", launching), Row("node-b", "cpn-b", None)])
+    display.show([Row("node-a", "cpn-a", launching), Row("node-b", "cpn-b", None)])
     text = out.getvalue()
     first, second = text.split("\x1b[2F")  # the second frame starts two lines up
     assert first.count("\n") == 2
@@ -49,9 +49,11 @@ def test_redirected_output_gets_a_json_line_per_change_only() -> None:
     out = io.StringIO()
     display = ProgressDisplay(out, tty=False, now=lambda: NOW)
     provisioning = view(NodeStatus.LAUNCHING, NodePhase.PROVISIONING, "Launching on AWS")
-    display.show([Row("cpn-a", provisioning)])
-    display.show([Row("cpn-a", provisioning)])  # unchanged: nothing written
-    display.show([Row("cpn-a", view(NodeStatus.LAUNCHING, NodePhase.SETTING_UP, "Setup"))])
+    display.show([Row("node-a", "cpn-a", provisioning)])
+    display.show([Row("node-a", "cpn-a", provisioning)])  # unchanged: nothing written
+    display.show(
+        [Row("node-a", "cpn-a", view(NodeStatus.LAUNCHING, NodePhase.SETTING_UP, "Setup"))]
+    )
     events = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["node"], e["phase"], e["progress"]) for e in events] == [
         ("cpn-a", "provisioning", "Launching on AWS"),
@@ -59,6 +61,20 @@ def test_redirected_output_gets_a_json_line_per_change_only() -> None:
     ]
     assert all(e["event"] == "progress" and e["status"] == "launching" for e in events)
     assert "\x1b" not in out.getvalue()
+
+
+def test_a_json_line_keys_a_node_by_its_workflow_id_as_its_label_changes() -> None:
+    out = io.StringIO()
+    display = ProgressDisplay(out, tty=False, now=lambda: NOW)
+    provisioning = view(NodeStatus.LAUNCHING, NodePhase.PROVISIONING, "Launching on AWS")
+    display.show([Row("node-a", "replica 0", None)])
+    display.show([Row("node-a", "cpn-a", provisioning)])  # the replica reported its cluster
+    display.show([Row("node-a", "cpn-a", provisioning)])
+    events = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["workflow_id"], e["node"]) for e in events] == [
+        ("node-a", "replica 0"),
+        ("node-a", "cpn-a"),
+    ]
 
 
 def test_list_query_uses_the_search_attributes() -> None:
