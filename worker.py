@@ -131,6 +131,8 @@ IMPLEMENTATIONS: Mapping[acts.ActivityRef[Any, Any], Callable[..., Awaitable[Bas
     acts.SWEEP_CLUSTERS: HealthActivities.sweep_clusters,
     acts.COUNT_SERVING: HealthActivities.count_serving_nodes,
     acts.PROBE_MODEL_SHARD: HealthActivities.probe_model_shard,
+    acts.MONITOR_CLUSTERS: HealthActivities.monitor_clusters,
+    acts.MONITOR_MODEL_SHARD: HealthActivities.monitor_model_shard,
     acts.ACQUIRE_LAUNCH_SLOT: AdmissionActivities.acquire_launch_slot,
     acts.RELEASE_LAUNCH_SLOT: AdmissionActivities.release_launch_slot,
     acts.RECORD_DEPLOYMENT_EVENTS: DeploymentEventActivities.record_deployment_events,
@@ -373,6 +375,7 @@ class NodeWorkers:
 
 
 def create_worker(client: Client, settings: Settings, activities: Activities) -> NodeWorkers:
+    activities.health.temporal = client  # lease-mode sweeps signal the changed nodes themselves
     admission_names = {ref.name for ref in acts.ADMISSION_ACTIVITIES}
     bound = dict(zip((ref.name for ref in acts.ALL), activities.all(), strict=True))
     main = Worker(
@@ -448,8 +451,7 @@ async def serve(settings: Settings) -> int:
         fleet = await ensure_fleet_health_schedules(
             client,
             settings.temporal_task_queue,
-            cluster_interval=settings.node_health_check_interval,
-            probe_interval=settings.model_probe_interval,
+            lease=settings.fleet_health_lease,
             shards=settings.model_probe_shards,
         )
         log.info("fleet health schedules %s", fleet)

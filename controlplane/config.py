@@ -117,6 +117,9 @@ class Settings(BaseSettings):
     model_probe_startup_grace: Duration = timedelta(minutes=2)
     model_probe_check_models: bool = False
     model_probe_shards: int = Field(default=16, ge=1, le=1024)
+    # How long one scheduled fleet-health run holds its sweeping activities (lease mode,
+    # workflows/fleet_health.py): its history events are paid once per lease, not per sweep.
+    fleet_health_lease: Duration = timedelta(minutes=30)
     # A round the prober cannot be trusted with (controlplane/health/verdict.py suspect_round):
     # its loop ran later than this, or at least _MIN and more than _FRACTION of its models that
     # answered until now got no answer. _MIN of 2 or more: one model's crash is always believed.
@@ -221,6 +224,7 @@ class Settings(BaseSettings):
         "model_probe_interval",
         "model_probe_timeout",
         "model_probe_max_loop_lag",
+        "fleet_health_lease",
     )
     @classmethod
     def _positive(cls, value: timedelta) -> timedelta:
@@ -373,6 +377,13 @@ class Settings(BaseSettings):
             problems.append(
                 "TEMPORAL_PAYLOAD_PREVIOUS_KEYS is set but TEMPORAL_PAYLOAD_ENCRYPTION_KEY is not; "
                 "previous keys only decrypt, so set the current key too (or unset both)"
+            )
+        longest = max(self.node_health_check_interval, self.model_probe_interval)
+        if self.fleet_health_lease < longest:
+            problems.append(
+                f"FLEET_HEALTH_LEASE ({self.fleet_health_lease.total_seconds():g}s) must be at "
+                "least NODE_HEALTH_CHECK_INTERVAL and MODEL_PROBE_INTERVAL "
+                f"({longest.total_seconds():g}s): a lease holds several sweeps"
             )
         if problems:
             raise ValueError("; ".join(problems))

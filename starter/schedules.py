@@ -79,15 +79,17 @@ MODEL_PROBE_SCHEDULE_ID = "controlplane-model-probes"
 
 
 def fleet_health_schedule(
-    workflow_id: str, task_queue: str, interval: timedelta, input: FleetHealthInput
+    workflow_id: str, task_queue: str, lease: timedelta, input: FleetHealthInput
 ) -> Schedule:
+    """A lease-mode run every ``lease``. BUFFER_ONE, not SKIP: a run ends a little after the
+    next fire (its last sweep, its workflow task), and with SKIP that fire would be skipped and
+    the fleet unswept for a whole lease; buffered, the next run starts as the previous ends."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
             FleetHealthWorkflow.run, input, id=workflow_id, task_queue=task_queue
         ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=interval)]),
-        # A sweep still running when the next is due: skip the next, never pile up.
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=lease)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.BUFFER_ONE),
     )
 
 
@@ -95,23 +97,25 @@ async def ensure_fleet_health_schedules(
     client: Client,
     task_queue: str,
     *,
-    cluster_interval: timedelta,
-    probe_interval: timedelta,
+    lease: timedelta,
     shards: int,
 ) -> dict[str, str]:
     """The cluster sweep (every NODE_HEALTH_CHECK_INTERVAL) and the model probes (every
-    MODEL_PROBE_INTERVAL): one schedule each, created or updated; safe from every worker."""
+    MODEL_PROBE_INTERVAL), each a lease-mode run every FLEET_HEALTH_LEASE (``lease``) that sweeps
+    at its interval inside its activities: one schedule each, created or updated; safe from
+    every worker."""
+    lease_s = lease.total_seconds()
     clusters = fleet_health_schedule(
         "controlplane-cluster-sweep-run",
         task_queue,
-        cluster_interval,
-        FleetHealthInput(clusters=True, models=False),
+        lease,
+        FleetHealthInput(clusters=True, models=False, lease_s=lease_s),
     )
     models = fleet_health_schedule(
         "controlplane-model-probes-run",
         task_queue,
-        probe_interval,
-        FleetHealthInput(clusters=False, models=True, shards=shards),
+        lease,
+        FleetHealthInput(clusters=False, models=True, shards=shards, lease_s=lease_s),
     )
     return {
         CLUSTER_SWEEP_SCHEDULE_ID: await ensure_schedule(

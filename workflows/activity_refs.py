@@ -22,6 +22,8 @@ from workflows.fleet_models import (
     ClusterSweepResult,
     CountServingInput,
     CountServingResult,
+    MonitorInput,
+    MonitorResult,
     ProbeShardInput,
     ProbeShardResult,
     ReleaseSlotInput,
@@ -115,6 +117,9 @@ RECORD_DEPLOYMENT_EVENTS = ActivityRef(
 SWEEP_CLUSTERS = ActivityRef("sweep_clusters", ClusterSweepInput, ClusterSweepResult)
 COUNT_SERVING = ActivityRef("count_serving_nodes", CountServingInput, CountServingResult)
 PROBE_MODEL_SHARD = ActivityRef("probe_model_shard", ProbeShardInput, ProbeShardResult)
+# Lease mode (FleetHealthInput.lease_s): the sweeps above, every interval for a whole lease.
+MONITOR_CLUSTERS = ActivityRef("monitor_clusters", MonitorInput, MonitorResult)
+MONITOR_MODEL_SHARD = ActivityRef("monitor_model_shard", MonitorInput, MonitorResult)
 ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
 # Launch-slot waits run here, on a worker of their own (worker.py): queued nodes, however many,
@@ -144,6 +149,8 @@ ALL: tuple[ActivityRef[Any, Any], ...] = (
     SWEEP_CLUSTERS,
     COUNT_SERVING,
     PROBE_MODEL_SHARD,
+    MONITOR_CLUSTERS,
+    MONITOR_MODEL_SHARD,
     ACQUIRE_LAUNCH_SLOT,
     RELEASE_LAUNCH_SLOT,
     RECOVER_NODE,

@@ -4,6 +4,11 @@ Cluster status comes from one cluster list for every serving node (not a call pe
 liveness from K probe shards, separate activities that any worker picks up, so probing scales
 out by adding workers with no coordinator beyond Temporal and Postgres. Only the node
 workflows whose cluster or model changed are signalled, so a healthy node costs nothing here.
+
+Lease mode (``lease_s`` set, as the worker's schedules run it): the run holds one
+monitor_clusters and ``shards`` monitor_model_shard activities for the lease, which sweep every
+interval and signal the changed nodes themselves. Heartbeats are not history events, so a run
+costs the same ~10 + 3 x shards events per lease whatever the fleet's size or the intervals.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ with workflow.unsafe.imports_passed_through():
         CountServingInput,
         FleetHealthInput,
         FleetHealthReport,
+        MonitorInput,
+        MonitorResult,
         ProbeShardInput,
         ProbeShardResult,
     )
@@ -39,6 +46,9 @@ class FleetHealthWorkflow:
     async def run(self, input: FleetHealthInput | None = None) -> FleetHealthReport:
         input = require_input(input, FleetHealthInput, "FleetHealthWorkflow")
         report = FleetHealthReport()
+        if input.lease_s is not None:
+            await self._lease(report, input, input.lease_s)
+            return report
         sweeps = []
         if input.clusters:
             sweeps.append(self._clusters(report))
@@ -93,6 +103,45 @@ class FleetHealthWorkflow:
                 sending = node.signal(NodeWorkflow.model_health, change.signal)
                 if await self._signalled(report, change.workflow_id, sending):
                     report.models_changed.append(change.cluster_name)
+
+    async def _lease(
+        self, report: FleetHealthReport, input: FleetHealthInput, lease_s: float
+    ) -> None:
+        """The monitoring activities, all at once, for the lease (a fixed number: the run's
+        events do not depend on the fleet); they signal the changed nodes themselves."""
+        monitors = []
+        if input.clusters:
+            monitors.append(
+                acts.MONITOR_CLUSTERS.run(
+                    MonitorInput(lease_s=lease_s, interval_s=input.interval_s),
+                    options.lease(lease_s),
+                )
+            )
+        if input.models:
+            monitors.extend(
+                acts.MONITOR_MODEL_SHARD.run(
+                    MonitorInput(
+                        lease_s=lease_s,
+                        interval_s=input.interval_s,
+                        shard=shard,
+                        shards=input.shards,
+                    ),
+                    options.lease(lease_s),
+                )
+                for shard in range(input.shards)
+            )
+        for result in await asyncio.gather(*monitors, return_exceptions=True):
+            if not isinstance(result, MonitorResult):
+                workflow.logger.warning("fleet monitor failed: %s", describe(result))
+                continue
+            report.sweeps += result.sweeps
+            report.failed_sweeps += result.failed_sweeps
+            report.status_calls += result.status_calls
+            report.models_probed += result.probes
+            report.probe_failures += result.probe_failures
+            report.changed += result.changed
+            report.ended_meanwhile += result.ended_meanwhile
+            report.signal_errors.extend(result.signal_errors)
 
     @staticmethod
     async def _signalled(

@@ -134,3 +134,19 @@ SWEEP = ActivityOptions(
     heartbeat=timedelta(seconds=30),
     retry_policy=RetryPolicy(maximum_attempts=2),
 )
+
+# Lease mode (FleetHealthInput.lease_s): an activity sweeping for a whole lease. Its heartbeats
+# run within and between sweeps (activities/health.py, every 5 s), so a dead worker is noticed
+# after LEASE_HEARTBEAT whatever the intervals, and another worker's attempt carries the lease on
+# to its end: attempts without limit, at most 10 s apart. The margin covers the last sweep,
+# begun just before the lease ends (a shard's probes end within 60 s, SHARD_BUDGET_S).
+LEASE_HEARTBEAT = timedelta(seconds=30)
+LEASE_MARGIN = timedelta(minutes=5)
+
+
+def lease(lease_s: float) -> ActivityOptions:
+    return ActivityOptions(
+        start_to_close=timedelta(seconds=lease_s) + LEASE_MARGIN,
+        heartbeat=LEASE_HEARTBEAT,
+        retry_policy=capped_retry(1.0, maximum_attempts=0),
+    )

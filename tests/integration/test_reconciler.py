@@ -353,7 +353,10 @@ async def test_reconciler_marking_a_live_node_lost_leaves_its_workflow_consisten
     spec = new_spec(f"rc{uuid.uuid4().hex[:6]}", "live")
     # The node's own health check (60 s by default) must not beat the reconciler to it.
     async with running_worker(
-        stack, RECONCILE_ORPHAN_GRACE="1ms", NODE_HEALTH_CHECK_INTERVAL="1h"
+        stack,
+        RECONCILE_ORPHAN_GRACE="1ms",
+        NODE_HEALTH_CHECK_INTERVAL="1h",
+        FLEET_HEALTH_LEASE="1h",
     ) as queue:
         control = ControlPlane(stack.client, queue)
         started = await control.launch_node(spec, launch_mode=LaunchMode.API)

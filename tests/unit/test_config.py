@@ -118,6 +118,12 @@ def test_hex_key_is_accepted() -> None:
         ({"TEMPORAL_TLS_CERT": "/nonexistent/cert.pem"}, "TEMPORAL_TLS_CERT", "PEM file"),
         ({"MODEL_PROBE_PATH": "health"}, "MODEL_PROBE_PATH", "should match pattern"),
         ({"MODEL_PROBE_INTERVAL": "0s"}, "MODEL_PROBE_INTERVAL", "positive"),
+        ({"FLEET_HEALTH_LEASE": "0s"}, "FLEET_HEALTH_LEASE", "positive"),
+        (
+            {"FLEET_HEALTH_LEASE": "5m", "NODE_HEALTH_CHECK_INTERVAL": "10m"},
+            "FLEET_HEALTH_LEASE",
+            "at least NODE_HEALTH_CHECK_INTERVAL",
+        ),
         ({"MODEL_PROBE_STARTUP_GRACE": "-1m"}, "MODEL_PROBE_STARTUP_GRACE", "zero or more"),
         ({"MODEL_PROBE_THRESHOLD": "0"}, "MODEL_PROBE_THRESHOLD", "greater than or equal to 1"),
         (

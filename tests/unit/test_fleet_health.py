@@ -196,3 +196,13 @@ async def test_a_slow_answer_to_a_queued_launch_is_heartbeated_through() -> None
     assert await env.run(ask) == 7
     assert len(beats) >= 2
     assert beats[0] == (3,)
+
+
+def test_a_lease_retried_on_another_worker_ends_when_the_first_attempt_would_have() -> None:
+    from activities.health import lease_left_s
+
+    scheduled = datetime(2026, 1, 1, tzinfo=UTC)
+    assert lease_left_s(scheduled, 600, scheduled + timedelta(seconds=100)) == 500
+    assert lease_left_s(scheduled, 600, scheduled + timedelta(hours=1)) == 0  # over: no sweep
+    # A server clock ahead of the worker's (the time-skipping server) cannot lengthen a lease.
+    assert lease_left_s(scheduled, 600, scheduled - timedelta(hours=1)) == 600

@@ -1,17 +1,20 @@
 """FleetHealthWorkflow on the time-skipping server with fake activities: it signals only the
 changed nodes, survives a failed shard and a node workflow that has ended, and sizes its shards
-by the fleet."""
+by the fleet; in lease mode, the real monitoring loop sweeps many times per activity attempt."""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from temporalio import activity
+from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.health import HealthActivities
+from controlplane.config import load_settings
 from controlplane.lifecycle import NodeStatus
 from tests.workflows.fakes import FakeActivities
 from tests.workflows.test_node_workflow import SPEC, start, wait_status
@@ -154,3 +157,177 @@ async def test_an_empty_fleet_probes_nothing(env: WorkflowEnvironment, task_queu
         report = await sweep(env, task_queue, FleetHealthInput(clusters=False))
     assert fleet.shards == []
     assert report.models_probed == 0
+
+
+# --- lease mode: the real monitoring loop (activities/health.py), scripted sweeps ---------------
+class ScriptedHealth(HealthActivities):
+    """HealthActivities whose sweeps follow a script (one entry per sweep, then no change):
+    a list of changes, or an exception that sweep raises."""
+
+    def __init__(
+        self,
+        clusters: list[list[ClusterChange] | Exception] | None = None,
+        models: list[list[ModelChange] | Exception] | None = None,
+    ) -> None:
+        super().__init__({}, cast(Any, None), cast(Any, None), load_settings({}), cast(Any, None))
+        self.clusters = clusters or []
+        self.models = models or []
+        self.cluster_sweeps = 0
+        self.model_sweeps = 0
+        self.attempts: list[int] = []
+
+    @staticmethod
+    def _next(script: list[Any], done: int) -> list[Any]:
+        step = script[done] if done < len(script) else []
+        if isinstance(step, Exception):
+            raise step
+        return list(step)
+
+    async def _sweep_clusters(self) -> ClusterSweepResult:
+        self.attempts.append(activity.info().attempt)
+        self.cluster_sweeps += 1
+        changed = self._next(self.clusters, self.cluster_sweeps - 1)
+        return ClusterSweepResult(
+            clusters_listed=1, serving_nodes=1, status_calls=1 + len(changed), changed=changed
+        )
+
+    async def _probe_model_shard(self, input: ProbeShardInput) -> ProbeShardResult:
+        self.attempts.append(activity.info().attempt)
+        self.model_sweeps += 1
+        changed = self._next(self.models, self.model_sweeps - 1)
+        return ProbeShardResult(probed=1, failures=len(changed), changed=changed)
+
+
+LEASE = FleetHealthInput(lease_s=1.5, interval_s=0.1, shards=1)
+CLUSTER_LOST = ClusterChange(
+    node_id=SPEC.node_id,
+    cluster_name=SPEC.cluster_name,
+    workflow_id=f"node-{SPEC.cluster_name}",
+    cluster_status="TERMINATED",
+)
+MODEL_DOWN = ModelChange(
+    node_id=SPEC.node_id,
+    cluster_name=SPEC.cluster_name,
+    workflow_id=f"node-{SPEC.cluster_name}",
+    signal=ModelHealthSignal(healthy=False, consecutive_failures=3, detail="503"),
+)
+ENDED = ClusterChange(
+    node_id="gone", cluster_name="cpn-gone", workflow_id="node-cpn-gone", cluster_status="DOWN"
+)
+
+
+def lease_worker(
+    env: WorkflowEnvironment, task_queue: str, nodes: FakeActivities, health: ScriptedHealth
+) -> Worker:
+    health.temporal = env.client
+    return Worker(
+        env.client,
+        task_queue=task_queue,
+        workflows=[NodeWorkflow, FleetHealthWorkflow],
+        activities=[*nodes.all(), health.monitor_clusters, health.monitor_model_shard],
+    )
+
+
+async def health_signals(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The fleet's signals in a node's history (check_health, model_health)."""
+    names = []
+    async for event in handle.fetch_history_events():
+        if event.HasField("workflow_execution_signaled_event_attributes"):
+            name = event.workflow_execution_signaled_event_attributes.signal_name
+            if name in ("check_health", "model_health"):
+                names.append(name)
+    return names
+
+
+async def test_a_lease_sweeps_many_times_in_one_attempt_and_signals_each_change_once(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    nodes = FakeActivities()
+    # Sweep 1 sees nothing; sweep 2 the node's cluster gone, and a node whose workflow ended.
+    health = ScriptedHealth(clusters=[[], [CLUSTER_LOST, ENDED]])
+    async with (
+        lease_worker(env, task_queue, nodes, health),
+        nodes.admission_worker(env.client, task_queue),
+    ):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        nodes.behaviour.cluster_status = "TERMINATED"
+        report = await sweep(env, task_queue, LEASE.model_copy(update={"models": False}))
+        result = await handle.result()
+        signals = await health_signals(handle)
+    assert result.status is NodeStatus.LOST  # the node confirmed it and acted itself
+    assert health.cluster_sweeps >= 3
+    assert set(health.attempts) == {1}  # every sweep in one activity attempt
+    assert report.sweeps == health.cluster_sweeps
+    assert signals == ["check_health"]  # once, for the one change
+    assert report.changed == 1
+    assert report.ended_meanwhile == 1  # node-cpn-gone: not an error
+    assert report.signal_errors == []
+    assert report.failed_sweeps == 0
+    assert health.model_sweeps == 0  # models=False
+
+
+async def test_a_lease_signals_a_changed_model_with_its_verdict(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    nodes = FakeActivities()
+    health = ScriptedHealth(models=[[], [MODEL_DOWN]])
+    async with (
+        lease_worker(env, task_queue, nodes, health),
+        nodes.admission_worker(env.client, task_queue),
+    ):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        report = await sweep(env, task_queue, LEASE.model_copy(update={"clusters": False}))
+        await wait_status(handle, NodeStatus.UNHEALTHY)
+        signals = await health_signals(handle)
+    assert signals == ["model_health"]
+    assert report.changed == 1
+    assert report.models_probed == health.model_sweeps >= 3
+    assert health.cluster_sweeps == 0
+
+
+async def test_a_healthy_fleet_sends_no_signal_and_the_run_ends_with_its_lease(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    nodes = FakeActivities()
+    health = ScriptedHealth()
+    async with (
+        lease_worker(env, task_queue, nodes, health),
+        nodes.admission_worker(env.client, task_queue),
+    ):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        report = await sweep(env, task_queue, LEASE)  # returns: the lease ended
+        signals = await health_signals(handle)
+        status = (await handle.query(NodeWorkflow.status)).status
+    assert signals == []
+    assert status is NodeStatus.RUNNING
+    assert report.changed == 0
+    # Both kinds swept, more than once, and no more often than every interval allows.
+    most = LEASE.lease_s / LEASE.interval_s + 1  # type: ignore[operator]
+    assert 2 <= health.cluster_sweeps <= most
+    assert 2 <= health.model_sweeps <= most
+    assert report.sweeps == health.cluster_sweeps + health.model_sweeps
+
+
+async def test_a_failing_sweep_does_not_end_the_lease(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    nodes = FakeActivities()
+    down = ApplicationError("SkyPilot API server unreachable")
+    health = ScriptedHealth(clusters=[down, down, [CLUSTER_LOST]])
+    async with (
+        lease_worker(env, task_queue, nodes, health),
+        nodes.admission_worker(env.client, task_queue),
+    ):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        nodes.behaviour.cluster_status = "TERMINATED"
+        report = await sweep(env, task_queue, LEASE.model_copy(update={"models": False}))
+        result = await handle.result()
+    assert report.failed_sweeps == 2
+    assert report.sweeps > 3  # it went on after the failures, and after the change
+    assert set(health.attempts) == {1}
+    assert result.status is NodeStatus.LOST
+    assert report.changed == 1
