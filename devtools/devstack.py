@@ -88,6 +88,7 @@ class Timings:
     model_probe_timeout: str | None = None  # MODEL_PROBE_TIMEOUT
     model_probe_startup_grace: str | None = None  # MODEL_PROBE_STARTUP_GRACE
     reconcile_interval: str | None = None  # RECONCILE_INTERVAL (the reconcile sweep)
+    fleet_health_lease: str | None = None  # FLEET_HEALTH_LEASE (at least both intervals)
 
     def replace(self, **changes: Any) -> Timings:
         return dataclasses.replace(self, **changes)
@@ -104,6 +105,7 @@ class Timings:
             "MODEL_PROBE_TIMEOUT": self.model_probe_timeout,
             "MODEL_PROBE_STARTUP_GRACE": self.model_probe_startup_grace,
             "RECONCILE_INTERVAL": self.reconcile_interval,
+            "FLEET_HEALTH_LEASE": self.fleet_health_lease,
         }
         return {name: value for name, value in values.items() if value is not None}
 

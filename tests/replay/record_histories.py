@@ -254,6 +254,31 @@ async def node_model_unhealthy_then_healthy(r: Recorder) -> None:
     await r.save("fleet_health_sweep", r.handle(found))
 
 
+async def fleet_health_lease(r: Recorder) -> None:
+    """One lease-mode FleetHealthWorkflow run, as the schedules start them: within the lease
+    its activities find a crashed model (node unhealthy) and a preempted cluster (node lost)."""
+    sick, gone = node_spec("lease-sick"), node_spec("lease-gone")
+    started = [await r.watched.launch_node(spec) for spec in (sick, gone)]
+    for node in started:
+        await r.watched.wait_for_node(node.workflow_id, until={NodeStatus.RUNNING}, timeout=WAIT)
+    assert r.simulator.model_fault(sick.cluster_name, "crash")
+    assert r.simulator.preempt(gone.cluster_name)
+    run = await r.client.start_workflow(
+        FleetHealthWorkflow.run,
+        FleetHealthInput(shards=2, lease_s=10, interval_s=0.5),
+        id=f"fleet-health-lease-{uuid.uuid4().hex[:8]}",
+        task_queue=r.watched.task_queue,
+    )
+    sick_id, gone_id = (node.workflow_id for node in started)
+    await r.watched.wait_for_node(sick_id, until={NodeStatus.UNHEALTHY}, timeout=WAIT)
+    view = await r.watched.wait_for_node(gone_id, until=set(), timeout=WAIT)
+    assert view.status is NodeStatus.LOST, view
+    report = await run.result()
+    assert report.changed >= 2 and report.sweeps > 2, report
+    await r.watched.terminate_node(sick_id)
+    await r.save("fleet_health_lease", run)
+
+
 async def node_repaired_in_place(r: Recorder) -> None:
     """A crashed model restarted on its own cluster (SkyPilot exec), then healthy again."""
     spec = node_spec("repair")
@@ -470,6 +495,7 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         node_cancelled_while_terminating,
         node_lost_found_by_sweep,
         node_model_unhealthy_then_healthy,
+        fleet_health_lease,
         node_queued_for_a_launch_slot,
         node_queued_on_the_admission_queue,
         node_lost_after_a_short_second_look,
@@ -493,6 +519,7 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
 RECORD_TIMINGS = TEST_TIMINGS.replace(
     launch_delay_s=1.0,
     health_check_interval="1h",
+    fleet_health_lease="1h",
     model_probe_timeout="500ms",
     model_probe_startup_grace="0s",
 )

@@ -61,6 +61,7 @@ MAIN_PATHS = {
     "node_queued_on_the_admission_queue": "NodeWorkflow",
     "node_lost_after_a_short_second_look": "NodeWorkflow",
     "fleet_health_sweep": "FleetHealthWorkflow",
+    "fleet_health_lease": "FleetHealthWorkflow",  # lease mode, as the schedules run it
     "deployment_scale_and_terminate": "DeploymentWorkflow",
     "deployment_controller_heals_and_rolls_out": "DeploymentWorkflow",
     "node_repaired_in_place": "NodeWorkflow",
