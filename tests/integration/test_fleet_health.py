@@ -1,10 +1,11 @@
 """Fleet health on the real pieces: a crashed or hung model makes its node unhealthy and a
-recovered one makes it running again; launches beyond the budget wait their turn, queued."""
+recovered one makes it running again (one-shot sweeps and a lease); launches beyond the budget wait their turn, queued."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -21,6 +22,7 @@ from starter.api import ControlPlane
 from tests.integration.conftest import Stack, new_spec
 from tests.support.fleet import sweep_once, sweeping
 from worker import create_worker, open_activities
+from workflows.fleet_health import FleetHealthWorkflow
 from workflows.fleet_models import FleetHealthInput
 
 PROBES = {
@@ -195,3 +197,45 @@ async def test_launches_beyond_the_budget_wait_queued_in_order(fleet: Fleet) -> 
         sim.set_timings(launch_delay_s=0.5)
     for one in started:
         await fleet.control.terminate_node(one.workflow_id)
+
+
+async def test_a_lease_finds_a_crashed_model_and_a_preempted_cluster_and_signals_them(
+    fleet: Fleet,
+) -> None:
+    """Lease mode, as the schedules run it: the sweeps at the worker's own intervals
+    (MODEL_PROBE_INTERVAL, NODE_HEALTH_CHECK_INTERVAL) inside the activities, which signal."""
+    specs = [new_spec() for _ in range(3)]
+    started = [await fleet.control.launch_node(s, launch_mode=LaunchMode.API) for s in specs]
+    for one in started:
+        await fleet.control.wait_for_node(
+            one.workflow_id, until={NodeStatus.RUNNING}, timeout=READY
+        )
+    sick, gone, ended = specs
+    sick_id, gone_id, ended_id = (one.workflow_id for one in started)
+    # A node whose workflow an operator ended: its row still says running.
+    await fleet.stack.client.get_workflow_handle(ended_id).terminate(reason="test")
+    sim = fleet.stack.simulator
+    run = await fleet.stack.client.start_workflow(
+        FleetHealthWorkflow.run,
+        FleetHealthInput(shards=2, lease_s=20),
+        id=f"fleet-health-lease-{uuid.uuid4().hex[:8]}",
+        task_queue=fleet.task_queue,
+    )
+    assert sim.model_fault(sick.cluster_name, "crash")
+    assert sim.preempt(gone.cluster_name)
+    assert sim.preempt(ended.cluster_name)
+    await until(
+        lambda: _is(fleet, sick_id, NodeStatus.UNHEALTHY), DETECTED_WITHIN_S, "node.unhealthy"
+    )
+    view = await fleet.control.wait_for_node(gone_id, until=set(), timeout=READY)
+    assert view.status is NodeStatus.LOST
+    report = await run.result()  # the lease ends; the ended workflow was no error
+    assert report.sweeps > 2
+    assert report.changed >= 2  # the sick model, the lost cluster
+    assert report.ended_meanwhile >= 1  # the terminated node's workflow
+    assert report.signal_errors == []
+    assert report.failed_sweeps == 0
+    kinds = [e.event_type for e in await fleet.nodes.events(sick.node_id)]
+    # (then the node restarts its model in place, and the next probes find it healthy)
+    assert kinds[:3] == ["node.launched", "node.ready", "node.unhealthy"]
+    await fleet.control.terminate_node(sick_id)
