@@ -1,9 +1,11 @@
 """Fleet health on the real pieces: a crashed or hung model makes its node unhealthy and a
-recovered one makes it running again (one-shot sweeps and a lease); launches beyond the budget wait their turn, queued."""
+recovered one makes it running again (one-shot sweeps and a lease); the schedules run leases;
+launches beyond the budget wait their turn, queued."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -11,6 +13,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import pytest
+from temporalio.client import (
+    ScheduleActionStartWorkflow,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+)
+from temporalio.service import RPCError
 
 from controlplane.config import load_settings
 from controlplane.db.engine import create_engine
@@ -19,6 +27,11 @@ from controlplane.db.repository import NodeRepository
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.metrics import Metrics
 from starter.api import ControlPlane
+from starter.schedules import (
+    CLUSTER_SWEEP_SCHEDULE_ID,
+    MODEL_PROBE_SCHEDULE_ID,
+    ensure_fleet_health_schedules,
+)
 from tests.integration.conftest import Stack, new_spec
 from tests.support.fleet import sweep_once, sweeping
 from worker import create_worker, open_activities
@@ -239,3 +252,36 @@ async def test_a_lease_finds_a_crashed_model_and_a_preempted_cluster_and_signals
     # (then the node restarts its model in place, and the next probes find it healthy)
     assert kinds[:3] == ["node.launched", "node.ready", "node.unhealthy"]
     await fleet.control.terminate_node(sick_id)
+
+
+async def test_the_fleet_health_schedules_start_a_lease_mode_run_every_lease(stack: Stack) -> None:
+    client = stack.client
+    queue = stack.settings.temporal_task_queue
+    handles = [
+        client.get_schedule_handle(i) for i in (CLUSTER_SWEEP_SCHEDULE_ID, MODEL_PROBE_SCHEDULE_ID)
+    ]
+    for handle in handles:
+        with contextlib.suppress(RPCError):  # a worker-process test of this session made one
+            await handle.delete()
+    lease = timedelta(minutes=30)
+    try:
+        made = await ensure_fleet_health_schedules(client, queue, lease=lease, shards=4)
+        assert set(made.values()) == {"created"}
+        inputs = []
+        for handle in handles:
+            schedule = (await handle.describe()).schedule
+            assert schedule.spec.intervals == [ScheduleIntervalSpec(every=lease)]
+            # The next run starts as the previous ends: no fleet left unswept for a lease.
+            assert schedule.policy.overlap is ScheduleOverlapPolicy.BUFFER_ONE
+            action = schedule.action
+            assert isinstance(action, ScheduleActionStartWorkflow)
+            assert action.workflow == "FleetHealthWorkflow"
+            [input] = await client.data_converter.decode(action.args, [FleetHealthInput])
+            inputs.append(input)
+        assert inputs == [
+            FleetHealthInput(clusters=True, models=False, lease_s=1800),
+            FleetHealthInput(clusters=False, models=True, shards=4, lease_s=1800),
+        ]
+    finally:
+        for handle in handles:
+            await handle.delete()

@@ -274,7 +274,8 @@ async def fleet_health_lease(r: Recorder) -> None:
     view = await r.watched.wait_for_node(gone_id, until=set(), timeout=WAIT)
     assert view.status is NodeStatus.LOST, view
     report = await run.result()
-    assert report.changed >= 2 and report.sweeps > 2, report
+    assert report.changed >= 2, report
+    assert report.sweeps > 2, report
     await r.watched.terminate_node(sick_id)
     await r.save("fleet_health_lease", run)
 
