@@ -1,10 +1,13 @@
 """The benchmark's fleet-health phases (scripts/benchmark.py --phases health,liveness,admission).
 
 health     N running nodes at each --health-nodes size, with the cluster sweep and the model
-           probes every --health-interval: SkyPilot calls per minute for health (simulator
-           counters), Temporal history events per running node-hour (sampled node workflows
-           plus every sweep workflow, shared out), worker RSS. Then 20,000 nodes, extrapolated
-           from the measured per-node costs and labelled so.
+           probes every --health-interval, as the worker's schedules run them: lease-mode
+           FleetHealthWorkflow runs, here every --health-lease (120 s, so whole runs end inside
+           the window). SkyPilot calls per minute for health (simulator counters), Temporal
+           history events per running node-hour (sampled node workflows plus every fleet-health
+           run that ended in the window, shared out), both at the bench's lease and at the
+           deployed FLEET_HEALTH_LEASE (events per run x runs per hour), worker RSS. Then 20,000
+           nodes, extrapolated from the measured per-node costs and labelled so.
 liveness   K running nodes: crash every model at once and time node.unhealthy (target:
            probe interval x threshold + 5 s at p99), recover them, then preempt every cluster
            and time node.lost (target: sweep interval + 5 s at p99).
@@ -43,6 +46,7 @@ from bench_support import (
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.client import Client
+from temporalio.service import RPCError
 
 from controlplane.config import Settings
 from controlplane.db.schema import launch_slots, node_events, nodes
@@ -57,15 +61,22 @@ from devtools.devstack import (
     start_worker,
 )
 from starter.api import ControlPlane, NotFound
-from starter.schedules import ensure_fleet_health_schedules
+from starter.schedules import (
+    CLUSTER_SWEEP_SCHEDULE_ID,
+    MODEL_PROBE_SCHEDULE_ID,
+    ensure_fleet_health_schedules,
+)
 from workflows.deployment import node_workflow_id
-from workflows.fleet_health import NODES_PER_SHARD
+from workflows.fleet_models import FleetHealthReport
+from workflows.options import LEASE_HEARTBEAT
 
 EXTRAPOLATE_TO = 20_000
 ISSUE_SIZES = (20, 100, 1000, 5000)
 SAMPLED_WORKFLOWS = 50
 PROBE_PREFIX = "GET /sim/models/"
-QUIET = timedelta(minutes=30)
+# The deployed lease (FLEET_HEALTH_LEASE's default): the events per node-hour that count.
+DEFAULT_LEASE_S = Settings.model_fields["fleet_health_lease"].default.total_seconds()
+ORPHANS_END_S = 0.8 * LEASE_HEARTBEAT.total_seconds() + 2
 
 
 @dataclass(frozen=True)
@@ -73,6 +84,7 @@ class FleetSizes:
     health_nodes: tuple[int, ...] = (20, 100, 1000, 5000)
     health_interval_s: float = 10.0
     health_window_s: float = 120.0
+    health_lease_s: float = 120.0  # the bench's FLEET_HEALTH_LEASE: whole runs in the window
     liveness_nodes: int = 50
     liveness_interval_s: float = 5.0
     liveness_threshold: int = 3
@@ -86,6 +98,7 @@ SMALL_FLEET = FleetSizes(
     health_nodes=(3, 6),
     health_interval_s=2.0,
     health_window_s=6.0,
+    health_lease_s=6.0,
     liveness_nodes=3,
     liveness_interval_s=1.0,
     admission_burst=12,
@@ -107,11 +120,64 @@ class Rig:
     threshold: int
 
 
-async def set_intervals(rig: Rig, interval_s: float, shards: int) -> None:
-    every = timedelta(seconds=interval_s)
-    await ensure_fleet_health_schedules(
-        rig.client, rig.task_queue, cluster_interval=every, probe_interval=every, shards=shards
-    )
+async def sweep_every(rig: Rig, sizes: FleetSizes, interval_s: float | None) -> None:
+    """The fleet-health schedules as the worker makes them (lease mode), every
+    ``sizes.health_lease_s``, sweeping every ``interval_s``: the runs in flight end and a fresh
+    one of each starts at once. None: quiet, the schedules paused and no run in flight."""
+    handles = [
+        rig.client.get_schedule_handle(i)
+        for i in (CLUSTER_SWEEP_SCHEDULE_ID, MODEL_PROBE_SCHEDULE_ID)
+    ]
+    if interval_s is not None:
+        await ensure_fleet_health_schedules(
+            rig.client,
+            rig.task_queue,
+            lease=timedelta(seconds=sizes.health_lease_s),
+            shards=sizes.shards,
+            interval=timedelta(seconds=interval_s),
+            start_now=False,
+        )
+    for handle in handles:
+        await handle.pause(note="benchmark: between fleet-health windows")
+    if await end_fleet_health_runs(rig.client):
+        # An ended run's activities learn of it from their next heartbeat's answer (the SDK
+        # sends one at most every 0.8 x the heartbeat timeout) or end with their lease.
+        await asyncio.sleep(min(sizes.health_lease_s, ORPHANS_END_S))
+    if interval_s is not None:
+        for handle in handles:
+            await handle.unpause(note="benchmark: measuring")
+        # The first runs start at the next fire, as the schedules run (not triggered: on the
+        # dev server a fire buffered behind a triggered run was sometimes never started).
+        await fleet_health_running(rig.client, sizes.health_lease_s + 60)
+
+
+async def fleet_health_running(client: Client, timeout_s: float) -> None:
+    """Wait until a run of each fleet-health schedule is in flight."""
+    deadline = time.monotonic() + timeout_s
+    query = "WorkflowType = 'FleetHealthWorkflow' AND ExecutionStatus = 'Running'"
+    while time.monotonic() < deadline:
+        running = {
+            k
+            for execution in [x async for x in client.list_workflows(query)]
+            for k in (CLUSTER_SWEEP_SCHEDULE_ID, MODEL_PROBE_SCHEDULE_ID)
+            if execution.id.startswith(k)
+        }
+        if len(running) == 2:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"no fleet-health run of each schedule within {timeout_s:g}s")
+
+
+async def end_fleet_health_runs(client: Client) -> int:
+    """Terminate the fleet-health runs in flight; how many there were."""
+    ended = 0
+    query = "WorkflowType = 'FleetHealthWorkflow' AND ExecutionStatus = 'Running'"
+    async for execution in client.list_workflows(query):
+        with contextlib.suppress(RPCError):  # it ended meanwhile: nothing to end
+            handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+            await handle.terminate(reason="benchmark: the next window's pace")
+            ended += 1
+    return ended
 
 
 def skypilot_calls(counters: dict[str, Any]) -> dict[str, int]:
@@ -128,16 +194,43 @@ async def history_length(client: Client, workflow_id: str, run_id: str | None = 
     return len((await handle.fetch_history()).events)
 
 
-async def sweep_events_since(client: Client, since: float) -> tuple[int, int]:
-    """(sweep runs, their history events) of FleetHealthWorkflow runs started after ``since``."""
-    runs = events = 0
-    query = "WorkflowType = 'FleetHealthWorkflow'"
+@dataclass
+class LeaseRuns:
+    """The fleet-health runs that ended in a window, by schedule (the cluster sweep's and the
+    model probes'): their history events and the sweeps their activities made."""
+
+    runs: dict[str, int]
+    events: dict[str, int]
+    sweeps: int
+
+    def events_per_lease(self) -> float:
+        """One run of each schedule: what the fleet pays once per lease."""
+        return sum(self.events[k] / self.runs[k] for k in self.runs if self.runs[k])
+
+    def per_hour(self, lease_s: float) -> float:
+        return self.events_per_lease() * 3600 / lease_s
+
+
+async def lease_runs_ended(client: Client, since: float, until: float) -> LeaseRuns:
+    """Every FleetHealthWorkflow run (not terminated by the bench) that ended in the window."""
+    runs: dict[str, int] = {CLUSTER_SWEEP_SCHEDULE_ID: 0, MODEL_PROBE_SCHEDULE_ID: 0}
+    events = dict.fromkeys(runs, 0)
+    sweeps = 0
+    query = "WorkflowType = 'FleetHealthWorkflow' AND ExecutionStatus = 'Completed'"
     async for execution in client.list_workflows(query):
-        if execution.start_time.timestamp() < since:
+        closed = execution.close_time
+        if closed is None or not since <= closed.timestamp() <= until:
             continue
-        runs += 1
-        events += await history_length(client, execution.id, execution.run_id)
-    return runs, events
+        kind = next((k for k in runs if execution.id.startswith(k)), None)
+        if kind is None:
+            continue
+        runs[kind] += 1
+        events[kind] += await history_length(client, execution.id, execution.run_id)
+        handle = client.get_workflow_handle(
+            execution.id, run_id=execution.run_id, result_type=FleetHealthReport
+        )
+        sweeps += (await handle.result()).sweeps
+    return LeaseRuns(runs, events, sweeps)
 
 
 async def node_events_total(client: Client, workflow_ids: Sequence[str]) -> int:
@@ -150,37 +243,53 @@ async def node_events_total(client: Client, workflow_ids: Sequence[str]) -> int:
 
 
 async def health_at(rig: Rig, sizes: FleetSizes, node_ids: list[str]) -> dict[str, Any]:
-    """Measure one window at the current number of running nodes."""
+    """Measure one window at the current number of running nodes: long enough that a whole
+    lease-mode run of each schedule ends inside it."""
     sampled = [node_workflow_id(node_id) for node_id in node_ids[:SAMPLED_WORKFLOWS]]
     await asyncio.sleep(sizes.health_interval_s)  # the sweeps are at their new pace
     before = await rig.sim.counters()
     events_before = await node_events_total(rig.client, sampled)
     started = time.time()
-    await asyncio.sleep(sizes.health_window_s)
+    await asyncio.sleep(
+        max(sizes.health_window_s, sizes.health_lease_s + 3 * sizes.health_interval_s)
+    )
     after = await rig.sim.counters()
-    window_min = (time.time() - started) / 60
+    ended = time.time()
+    window_min = (ended - started) / 60
     events_after = await node_events_total(rig.client, sampled)
-    sweeps, sweep_events = await sweep_events_since(rig.client, started)
+    leases = await lease_runs_ended(rig.client, started, ended)
     sky_before, sky_after = skypilot_calls(before), skypilot_calls(after)
     per_endpoint = {
         k: round((sky_after.get(k, 0) - sky_before.get(k, 0)) / window_min, 1) for k in sky_after
     }
-    node_hours = len(node_ids) * window_min / 60
+    nodes_running = max(len(node_ids), 1)
     node_events_per_hour = (events_after - events_before) / max(len(sampled), 1) / (window_min / 60)
+    at_bench = leases.per_hour(sizes.health_lease_s)
+    deployed = leases.per_hour(DEFAULT_LEASE_S)
     return {
         "running_nodes": len(node_ids),
         "window_s": round(window_min * 60, 1),
         "skypilot_calls_per_min": round(sum(per_endpoint.values()), 1),
         "per_endpoint_per_min": {k: v for k, v in per_endpoint.items() if v},
         "model_probes_per_min": round((probe_calls(after) - probe_calls(before)) / window_min, 1),
-        "sweep_runs": sweeps,
-        "temporal_events_per_node_hour": round(
-            node_events_per_hour + sweep_events / max(node_hours, 1e-9), 2
+        "sweep_runs": sum(leases.runs.values()),
+        "sweep_runs_by_schedule": leases.runs,
+        "sweeps_in_those_runs": leases.sweeps,
+        # One lease-mode run of each schedule, whatever the fleet's size.
+        "sweep_events_per_lease": round(leases.events_per_lease(), 1),
+        "bench_lease_s": sizes.health_lease_s,
+        "deployed_lease_s": DEFAULT_LEASE_S,
+        # The deployed cost: measured events per run x runs per hour at FLEET_HEALTH_LEASE.
+        "temporal_events_per_node_hour": round(node_events_per_hour + deployed / nodes_running, 2),
+        # As measured, at the bench's short lease (more runs an hour, so more events).
+        "temporal_events_per_node_hour_at_bench_lease": round(
+            node_events_per_hour + at_bench / nodes_running, 2
         ),
         "of_which_node_workflow": round(node_events_per_hour, 2),
-        "of_which_sweeps_shared": round(sweep_events / max(node_hours, 1e-9), 2),
-        # The fleet's fixed cost: every sweep workflow's events, whatever the fleet size.
-        "sweep_events_per_hour": round(sweep_events / (window_min / 60)),
+        "of_which_sweeps_shared": round(deployed / nodes_running, 2),
+        # The fleet's fixed cost: every fleet-health run's events, whatever the fleet size.
+        "sweep_events_per_hour": round(deployed),
+        "sweep_events_per_hour_at_bench_lease": round(at_bench),
         "worker_rss_mib": rss_mib(rig.worker_pid),
         "load_average": load_average(),
         # Every model answers in this phase: an unhealthy node is a probe that came too late.
@@ -201,33 +310,19 @@ async def cluster_names(engine: AsyncEngine, node_ids: Sequence[str]) -> list[st
         return [str(name) for (name,) in (await connection.execute(statement)).all()]
 
 
-def shards_at(nodes: int, max_shards: int) -> int:
-    """How many probe shards a sweep uses at ``nodes`` (FleetHealthWorkflow's rule)."""
-    return max(1, min(max_shards, -(-nodes // NODES_PER_SHARD)))
-
-
 def extrapolate(runs: list[dict[str, Any]], nodes: int, max_shards: int) -> dict[str, Any]:
     """``nodes`` running nodes from the measured per-node costs: labelled as an extrapolation.
 
-    Node-workflow events per node-hour are the largest size's; the sweeps' fixed events an hour
-    are the largest size's plus, for each probe shard more (capped at ``max_shards``), the
-    measured events per shard an hour. Probes grow with the nodes, SkyPilot calls do not; the
-    worker's RSS grows by the measured slope (an upper bound: its workflow cache is capped).
+    Node-workflow events per node-hour are the largest size's; the fleet-health runs' events an
+    hour are the most measured (a lease-mode run's events do not depend on the fleet: its
+    ``max_shards`` probe activities are a fixed number). Probes grow with the nodes, SkyPilot
+    calls do not; the worker's RSS grows by the measured slope (an upper bound: its workflow
+    cache is capped).
     """
     first, last = runs[0], runs[-1]
     grown = max(last["running_nodes"] - first["running_nodes"], 1)
     rss_per_node = (last["worker_rss_mib"] - first["worker_rss_mib"]) / grown
-    shards = {r["running_nodes"]: shards_at(r["running_nodes"], max_shards) for r in (first, last)}
-    added = shards[last["running_nodes"]] - shards[first["running_nodes"]]
-    # Never below what was measured: a box that skipped sweeps (a sweep outlasting its
-    # interval) at the larger size would otherwise extrapolate a shrinking cost.
-    per_shard = max(
-        (last["sweep_events_per_hour"] - first["sweep_events_per_hour"]) / added if added else 0.0,
-        0.0,
-    )
-    fixed = max(r["sweep_events_per_hour"] for r in runs) + per_shard * (
-        shards_at(nodes, max_shards) - shards[last["running_nodes"]]
-    )
+    fixed = max(r["sweep_events_per_hour"] for r in runs)
     return {
         "running_nodes": nodes,
         "label": (
@@ -238,8 +333,7 @@ def extrapolate(runs: list[dict[str, Any]], nodes: int, max_shards: int) -> dict
         "temporal_events_per_node_hour": round(last["of_which_node_workflow"] + fixed / nodes, 2),
         "of_which_node_workflow": last["of_which_node_workflow"],
         "sweep_events_per_hour": round(fixed),
-        "sweep_events_per_shard_hour": round(per_shard),
-        "probe_shards": shards_at(nodes, max_shards),
+        "probe_shards": max_shards,
         "model_probes_per_min": round(last["model_probes_per_min"] * nodes / last["running_nodes"]),
         "worker_rss_mib": round(
             last["worker_rss_mib"] + rss_per_node * (nodes - last["running_nodes"]), 1
@@ -255,15 +349,17 @@ async def phase_health(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
         for target in sizes.health_nodes:
             # Quiet while parking: a worker busy with hundreds of launches answers its probes
             # late, and a late probe is a failed one (it is the steady state that is measured).
-            await set_intervals(rig, QUIET.total_seconds(), sizes.shards)
+            await sweep_every(rig, sizes, None)
             node_ids += await rig.park(max(target - len(node_ids), 0))
-            await set_intervals(rig, sizes.health_interval_s, sizes.shards)
+            await sweep_every(rig, sizes, sizes.health_interval_s)
             runs.append(await health_at(rig, sizes, node_ids))
     finally:
-        await set_intervals(rig, QUIET.total_seconds(), sizes.shards)
+        await sweep_every(rig, sizes, None)
     calls = [r["skypilot_calls_per_min"] for r in runs]
     return {
         "interval_s": sizes.health_interval_s,
+        "bench_lease_s": sizes.health_lease_s,
+        "deployed_lease_s": DEFAULT_LEASE_S,
         "shards": sizes.shards,
         "by_size": runs,
         "calls_per_min_spread": round(max(calls) - min(calls), 1),
@@ -305,7 +401,7 @@ async def phase_liveness(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
     node_ids = await rig.park(sizes.liveness_nodes)
     clusters = await cluster_names(rig.engine, node_ids)
     interval = sizes.liveness_interval_s
-    await set_intervals(rig, interval, sizes.shards)
+    await sweep_every(rig, sizes, interval)
     timeout = interval * (rig.threshold + 4) + 60
     try:
         crashed_at = time.time()
@@ -317,9 +413,10 @@ async def phase_liveness(rig: Rig, sizes: FleetSizes) -> dict[str, Any]:
         await asyncio.gather(*(rig.sim.preempt(c) for c in clusters))
         lost = await detect(rig, node_ids, "node.lost", preempted_at, timeout)
     finally:
-        await set_intervals(rig, QUIET.total_seconds(), sizes.shards)
+        await sweep_every(rig, sizes, None)
     return {
         "nodes": len(node_ids),
+        "lease_s": sizes.health_lease_s,
         "probe_interval_s": interval,
         "sweep_interval_s": interval,
         "threshold": rig.threshold,

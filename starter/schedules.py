@@ -99,27 +99,44 @@ async def ensure_fleet_health_schedules(
     *,
     lease: timedelta,
     shards: int,
+    interval: timedelta | None = None,
+    start_now: bool = True,
 ) -> dict[str, str]:
     """The cluster sweep (every NODE_HEALTH_CHECK_INTERVAL) and the model probes (every
     MODEL_PROBE_INTERVAL), each a lease-mode run every FLEET_HEALTH_LEASE (``lease``) that sweeps
     at its interval inside its activities: one schedule each, created or updated; safe from
-    every worker."""
+    every worker. ``interval`` overrides both intervals (the benchmark's health phases).
+
+    With ``start_now``, a schedule with no run in flight starts one at once: its next fire may
+    be a whole lease away (a new installation, or an upgrade from one-shot sweeps), and the
+    fleet would go unswept meanwhile. A run in flight is left alone (its input is the old one
+    until its lease ends)."""
     lease_s = lease.total_seconds()
+    interval_s = interval.total_seconds() if interval is not None else None
     clusters = fleet_health_schedule(
         "controlplane-cluster-sweep-run",
         task_queue,
         lease,
-        FleetHealthInput(clusters=True, models=False, lease_s=lease_s),
+        FleetHealthInput(clusters=True, models=False, lease_s=lease_s, interval_s=interval_s),
     )
     models = fleet_health_schedule(
         "controlplane-model-probes-run",
         task_queue,
         lease,
-        FleetHealthInput(clusters=False, models=True, shards=shards, lease_s=lease_s),
-    )
-    return {
-        CLUSTER_SWEEP_SCHEDULE_ID: await ensure_schedule(
-            client, CLUSTER_SWEEP_SCHEDULE_ID, clusters
+        FleetHealthInput(
+            clusters=False, models=True, shards=shards, lease_s=lease_s, interval_s=interval_s
         ),
-        MODEL_PROBE_SCHEDULE_ID: await ensure_schedule(client, MODEL_PROBE_SCHEDULE_ID, models),
-    }
+    )
+    outcomes = {}
+    for schedule_id, schedule in (
+        (CLUSTER_SWEEP_SCHEDULE_ID, clusters),
+        (MODEL_PROBE_SCHEDULE_ID, models),
+    ):
+        outcomes[schedule_id] = await ensure_schedule(client, schedule_id, schedule)
+        if start_now:
+            handle = client.get_schedule_handle(schedule_id)
+            described = await handle.describe()
+            if not described.info.running_actions and not described.schedule.state.paused:
+                await handle.trigger()
+                outcomes[schedule_id] += ", started"
+    return outcomes

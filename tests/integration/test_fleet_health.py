@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio.client import (
+    ScheduleActionExecutionStartWorkflow,
     ScheduleActionStartWorkflow,
     ScheduleIntervalSpec,
     ScheduleOverlapPolicy,
@@ -266,10 +267,15 @@ async def test_the_fleet_health_schedules_start_a_lease_mode_run_every_lease(sta
     lease = timedelta(minutes=30)
     try:
         made = await ensure_fleet_health_schedules(client, queue, lease=lease, shards=4)
-        assert set(made.values()) == {"created"}
+        # Started at once: the first fire is up to a lease away.
+        assert set(made.values()) == {"created, started"}
+        again = await ensure_fleet_health_schedules(client, queue, lease=lease, shards=4)
+        assert set(again.values()) == {"updated"}  # a run in flight: none more
         inputs = []
         for handle in handles:
-            schedule = (await handle.describe()).schedule
+            described = await handle.describe()
+            assert len(described.info.running_actions) == 1
+            schedule = described.schedule
             assert schedule.spec.intervals == [ScheduleIntervalSpec(every=lease)]
             # The next run starts as the previous ends: no fleet left unswept for a lease.
             assert schedule.policy.overlap is ScheduleOverlapPolicy.BUFFER_ONE
@@ -284,4 +290,11 @@ async def test_the_fleet_health_schedules_start_a_lease_mode_run_every_lease(sta
         ]
     finally:
         for handle in handles:
+            for running in (await handle.describe()).info.running_actions:
+                assert isinstance(running, ScheduleActionExecutionStartWorkflow)
+                run = client.get_workflow_handle(
+                    running.workflow_id, run_id=running.first_execution_run_id
+                )
+                with contextlib.suppress(RPCError):  # ended already
+                    await run.terminate(reason="test over")
             await handle.delete()

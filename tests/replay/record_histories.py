@@ -277,7 +277,7 @@ async def fleet_health_lease(r: Recorder) -> None:
     assert report.changed >= 2, report
     assert report.sweeps > 2, report
     await r.watched.terminate_node(sick_id)
-    await r.save("fleet_health_lease", run)
+    await r.save("fleet_health_lease", r.handle(run.id))
 
 
 async def node_repaired_in_place(r: Recorder) -> None:
