@@ -129,29 +129,45 @@ async def assert_no_orphan(
     await assert_terminated_cleanly(repo, spec.node_id)
 
 
+async def next_worker_runs_it(
+    stack: Stack,
+    repo: NodeRepository,
+    sim: SimulatorServer,
+    spec: NodeSpec,
+    workflow_id: str,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> NodeView:
+    """A second worker process takes the node over: it runs (its view returned), then is
+    terminated with no orphan, and the worker exits 0."""
+    async with WorkerProcess(env, tmp_path, "second") as second:
+        await second.wait_polling()
+        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
+        view = await wait_view(stack.control, workflow_id, NodeStatus.RUNNING, timeout=15)
+        await assert_no_orphan(stack, repo, sim, spec, workflow_id)
+        assert await second.terminate() == 0, second.output()
+    return view
+
+
 async def test_worker_killed_mid_launch_and_restarted_launches_once(
     stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
 ) -> None:
     env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
     spec = new_spec()
-    control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
         # The launch request was submitted and the cluster is still coming up: the worker is
         # inside wait_ready (or finishing launch_cluster) when it dies.
-        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
+        started = await launch_in_flight(first, stack.control, repo, slow_simulator, spec)
         assert await first.kill() == -9
     assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
 
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        # The dead worker's activity times out on its heartbeat (3 s) and is retried here.
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
-        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
-        assert view.endpoint
-        assert spec.cluster_name in view.endpoint
-        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
-        assert await second.terminate() == 0, second.output()
+    # The dead worker's activity times out on its heartbeat (3 s) and is retried by the next.
+    view = await next_worker_runs_it(
+        stack, repo, slow_simulator, spec, started.workflow_id, env, tmp_path
+    )
+    assert view.endpoint
+    assert spec.cluster_name in view.endpoint
 
 
 async def test_sigterm_with_activity_in_flight_is_graceful(
@@ -159,10 +175,9 @@ async def test_sigterm_with_activity_in_flight_is_graceful(
 ) -> None:
     env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
     spec = new_spec()
-    control = stack.control
 
     async with WorkerProcess(env, tmp_path, "first") as first:
-        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
+        started = await launch_in_flight(first, stack.control, repo, slow_simulator, spec)
         began = time.monotonic()
         code = await first.terminate(timeout=GRACEFUL_WINDOW_S)
         elapsed = time.monotonic() - began
@@ -173,12 +188,7 @@ async def test_sigterm_with_activity_in_flight_is_graceful(
         assert "worker stopped" in log
         assert "Traceback" not in log, log
 
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
-        await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
-        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
-        assert await second.terminate() == 0, second.output()
+    await next_worker_runs_it(stack, repo, slow_simulator, spec, started.workflow_id, env, tmp_path)
 
 
 async def test_worker_starts_and_polls_while_api_server_is_down(

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
@@ -20,6 +20,7 @@ from controlplane.spec import NodeSpec
 from tests.support.replicas import named
 from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities
+from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
     DeploymentInput,
@@ -39,20 +40,11 @@ POLICY = DeploymentPolicy(backoff_initial_s=10, backoff_max_s=40, crash_loop_thr
 Handle = WorkflowHandle[DeploymentWorkflow, DeploymentView]
 
 
-@asynccontextmanager
-async def worker(
+def worker(
     env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
-) -> AsyncIterator[Worker]:
-    async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, DeploymentWorkflow],
-            activities=fakes.all(),
-        ) as running,
-        fakes.admission_worker(env.client, task_queue),
-    ):
-        yield running
+) -> AbstractAsyncContextManager[Worker]:
+    """The node and deployment workflows with ``fakes``."""
+    return running_worker(env, task_queue, fakes, DEPLOYMENT_WORKFLOWS)
 
 
 async def deploy(

@@ -13,32 +13,17 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.specs import node_spec
 from tests.workflows.fakes import FakeActivities
-from workflows.deployment import DeploymentWorkflow
+from tests.workflows.workers import ALL_WORKFLOWS, running_worker
 from workflows.fleet_models import ModelHealthSignal
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
-from workflows.terminate import TerminateClusterWorkflow
 
 SPEC = node_spec(model="org/llama")
-
-
-@asynccontextmanager
-async def running_worker(
-    env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
-) -> AsyncIterator[Worker]:
-    async with (
-        Worker(
-            env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-        ) as worker,
-        fakes.admission_worker(env.client, task_queue),
-    ):
-        yield worker
 
 
 async def start(
@@ -316,15 +301,7 @@ async def test_missing_input_fails_the_workflow_instead_of_retrying_the_task(
     env: WorkflowEnvironment, task_queue: str, workflow_type: str
 ) -> None:
     fakes = FakeActivities()
-    async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow],
-            activities=fakes.all(),
-        ),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
         handle = await env.client.start_workflow(
             workflow_type, id=f"no-input-{workflow_type}", task_queue=task_queue
         )
@@ -460,16 +437,7 @@ async def test_queued_launches_cannot_starve_the_admitted_ones(
     slot must not take the slots the admitted nodes need to launch and give theirs back."""
     fakes = FakeActivities()
     fakes.behaviour.launch_budget = 2
-    async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow],
-            activities=fakes.all(),
-            max_concurrent_activities=4,
-        ),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, max_concurrent_activities=4):
         handles = [await start(env, task_queue, node_spec(model=f"org/m{i}")) for i in range(10)]
         for handle in handles:
             await wait_status(handle, NodeStatus.RUNNING)  # bounded: raises if the queue hangs

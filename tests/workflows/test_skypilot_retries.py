@@ -17,7 +17,6 @@ import pytest
 from pydantic import SecretStr
 from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.skypilot import SkyPilotActivities
 from controlplane.lifecycle import LaunchMode, NodeStatus
@@ -30,6 +29,7 @@ from controlplane.skypilot.task import SkyTask, TaskSettings
 from tests.support.scripted_sky import ScriptedServer, failed_request, reply
 from tests.workflows.fakes import FakeActivities
 from tests.workflows.test_node_workflow import SPEC
+from tests.workflows.workers import running_worker
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
 
@@ -137,12 +137,7 @@ async def node_worker(
             chosen.get(getattr(fake, "__temporal_activity_definition").name, fake)
             for fake in fakes.all()
         ]
-        async with (
-            Worker(
-                env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=activities
-            ),
-            fakes.admission_worker(env.client, task_queue),
-        ):
+        async with running_worker(env, task_queue, fakes, activities=activities):
             yield fakes
 
 
