@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
@@ -20,10 +20,9 @@ from controlplane.spec import NodeSpec
 from tests.support.replicas import named
 from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker
+from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker, start_deployment
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
-    DeploymentInput,
     DeploymentPolicy,
     DeploymentSpec,
     DeploymentView,
@@ -55,11 +54,12 @@ async def deploy(
     spec: DeploymentSpec = SPEC,
     policy: DeploymentPolicy = POLICY,
 ) -> Handle:
-    return await env.client.start_workflow(
-        DeploymentWorkflow.run,
-        DeploymentInput(deployment=spec, replicas=replicas, policy=policy),
-        id=f"deployment-{spec.tenant}-{spec.name}",
-        task_queue=task_queue,
+    return await start_deployment(
+        env,
+        task_queue,
+        spec,
+        replicas,
+        policy=policy,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 
@@ -104,6 +104,24 @@ async def deploy_running(
     return handle, await until(env, handle, running(replicas), f"{replicas} running")
 
 
+@asynccontextmanager
+async def deployment_running(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    replicas: int,
+    fakes: FakeActivities | None = None,
+    *,
+    spec: DeploymentSpec = SPEC,
+    policy: DeploymentPolicy = POLICY,
+) -> AsyncIterator[tuple[FakeActivities, Handle, DeploymentView]]:
+    """A worker on ``fakes`` (default: new ones) and a deployment of ``replicas``, all of
+    them running: yields the fakes, the deployment's handle and that first running view."""
+    fakes = fakes or FakeActivities()
+    async with worker(env, task_queue, fakes):
+        handle, view = await deploy_running(env, task_queue, replicas, spec=spec, policy=policy)
+        yield fakes, handle, view
+
+
 async def finish(handle: Handle) -> None:
     """Terminate the deployment and wait for its workflow to end."""
     await handle.execute_update(DeploymentWorkflow.terminate, TerminateDeploymentRequest())
@@ -117,9 +135,7 @@ async def lose(env: WorkflowEnvironment, fakes: FakeActivities, replica: Replica
 
 
 async def test_lost_replica_is_replaced(env: WorkflowEnvironment, task_queue: str) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 3)
+    async with deployment_running(env, task_queue, 3) as (fakes, handle, view):
         lost = view.replicas[1]
         await lose(env, fakes, lost)
         view = await until(
@@ -135,9 +151,7 @@ async def test_lost_replica_is_replaced(env: WorkflowEnvironment, task_queue: st
 
 
 async def test_terminating_replicas_do_not_count(env: WorkflowEnvironment, task_queue: str) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, _ = await deploy_running(env, task_queue, 3)
+    async with deployment_running(env, task_queue, 3) as (fakes, handle, _):
         fakes.behaviour.down_blocks = asyncio.Event()  # teardowns stay in `terminating`
         await handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=1))
         await until(
@@ -226,9 +240,7 @@ async def test_name_reused_after_terminate_is_a_new_generation(
 async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         fakes.behaviour.failing_models.add(SPEC.model)  # every replacement crashes on start
         await lose(env, fakes, view.replicas[0])
         view = await until(env, handle, lambda v: v.degraded, "degraded", step=5)
@@ -259,9 +271,7 @@ async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
 async def test_rolling_update_replaces_old_only_after_new_ready(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, _ = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, _):
         view = await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/llama-2", max_surge=1)
         )
@@ -378,9 +388,7 @@ async def test_spot_falls_back_to_on_demand_after_capacity_failures(
 async def test_repair_exhausted_replica_replaced_new_first(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         broken = view.replicas[0]
         # What NodeWorkflow reports once K restarts in place did not bring the model back.
         await handle.signal(
@@ -411,9 +419,7 @@ async def test_cleanup_failed_replica_keeps_its_marker_and_is_replaced(
 ) -> None:
     from temporalio.exceptions import ApplicationError
 
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 1)
+    async with deployment_running(env, task_queue, 1) as (fakes, handle, view):
         fakes.behaviour.cluster_statuses[named(view.replicas[0])] = "STOPPED"
         fakes.behaviour.down_error = ApplicationError("down refused", non_retryable=True)
         await env.client.get_workflow_handle(view.replicas[0].workflow_id).signal(
@@ -478,9 +484,7 @@ async def test_cancelled_deployment_tears_every_replica_down(
 ) -> None:
     """Children are abandoned on close (continue-as-new keeps them), so a cancel must reach
     each replica as a terminate request."""
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         await handle.cancel()
         for replica in view.replicas:
             node = env.client.get_workflow_handle_for(NodeWorkflow.run, replica.workflow_id)

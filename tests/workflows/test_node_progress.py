@@ -22,11 +22,10 @@ from controlplane.spec import NodeSpec
 from tests.support.specs import deployment_spec, node_spec
 from tests.workflows.fakes import FakeActivities
 from tests.workflows.test_node_workflow import start
-from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker
+from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker, start_deployment
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
-    DeploymentInput,
     NodeView,
     TerminateDeploymentRequest,
     TerminateNodeRequest,
@@ -217,11 +216,11 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
     tenant = f"t{uuid.uuid4().hex[:6]}"
     deployment = deployment_spec(tenant=tenant, model="org/llama", name="blue")
     async with running_worker(local_env, task_queue, fakes, DEPLOYMENT_WORKFLOWS):
-        handle = await local_env.client.start_workflow(
-            DeploymentWorkflow.run,
-            DeploymentInput(deployment=deployment, replicas=2),
-            id=f"deployment-{tenant}-blue",
-            task_queue=task_queue,
+        handle = await start_deployment(
+            local_env,
+            task_queue,
+            deployment,
+            2,
             search_attributes=attrs.deployment_attributes(tenant, "blue", "launching"),
         )
         query = f"Tenant='{tenant}' AND Deployment='blue' AND NodeStatus='running'"

@@ -14,7 +14,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
-from controlplane.lifecycle import NodeStatus
+from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.specs import node_spec
 from tests.workflows.fakes import FakeActivities
@@ -27,12 +27,18 @@ SPEC = node_spec(model="org/llama")
 
 
 async def start(
-    env: WorkflowEnvironment, task_queue: str, spec: NodeSpec = SPEC, **options: Any
+    env: WorkflowEnvironment,
+    task_queue: str,
+    spec: NodeSpec = SPEC,
+    *,
+    launch_mode: LaunchMode | None = None,
+    **options: Any,
 ) -> WorkflowHandle[NodeWorkflow, NodeView]:
-    """Start (or attach to) the node's workflow; ``options`` go to ``start_workflow``."""
+    """Start (or attach to) the node's workflow, in ``launch_mode`` (default: the worker's);
+    ``options`` go to ``start_workflow``."""
     return await env.client.start_workflow(
         NodeWorkflow.run,
-        NodeWorkflowInput(spec=spec),
+        NodeWorkflowInput(spec=spec, launch_mode=launch_mode),
         id=f"node-{spec.cluster_name}",
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,

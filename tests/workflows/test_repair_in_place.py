@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from controlplane.lifecycle import NodeStatus
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_deployment_controller import deploy_running, running, until, worker
+from tests.workflows.test_deployment_controller import deployment_running, running, until
 from tests.workflows.test_node_workflow import SPEC, node_at
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_models import ModelHealthSignal
@@ -70,9 +70,7 @@ async def test_standalone_node_whose_repairs_fail_stays_unhealthy(
 async def test_replica_repaired_in_place_then_replaced_when_repair_fails(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         first, second = (
             env.client.get_workflow_handle_for(NodeWorkflow.run, r.workflow_id)
             for r in view.replicas

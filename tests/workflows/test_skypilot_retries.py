@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.skypilot import SkyPilotActivities
@@ -28,9 +28,9 @@ from controlplane.skypilot.retry import RetryPolicy
 from controlplane.skypilot.task import SkyTask, TaskSettings
 from tests.support.scripted_sky import ScriptedServer, failed_request, reply
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_node_workflow import SPEC
+from tests.workflows.test_node_workflow import SPEC, start
 from tests.workflows.workers import running_worker
-from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
+from workflows.models import NodeView, TerminateNodeRequest
 from workflows.node import NodeWorkflow
 
 MAX_RETRIES = 3  # SKYPILOT_MAX_RETRIES, for the client and the workflow's plan alike
@@ -141,17 +141,6 @@ async def node_worker(
             yield fakes
 
 
-async def start(
-    env: WorkflowEnvironment, task_queue: str, launch_mode: LaunchMode = LaunchMode.API
-) -> WorkflowHandle[NodeWorkflow, NodeView]:
-    return await env.client.start_workflow(
-        NodeWorkflow.run,
-        NodeWorkflowInput(spec=SPEC, launch_mode=launch_mode),
-        id=f"node-{SPEC.cluster_name}",
-        task_queue=task_queue,
-    )
-
-
 async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_one_times(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
@@ -161,7 +150,7 @@ async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_on
     async with node_worker(
         env, task_queue, server, real=("launch_cluster",), observer=retries
     ) as fakes:
-        handle = await start(env, task_queue)
+        handle = await start(env, task_queue, launch_mode=LaunchMode.API)
         with pytest.raises(WorkflowFailureError):
             await handle.result()
     # One send per activity attempt, and the node's SkyPilot retry policy allows
@@ -221,7 +210,7 @@ def _down_fails_once(server: ScriptedServer, shape: str) -> None:
 async def _run_to_terminate(
     env: WorkflowEnvironment, task_queue: str, launch_mode: LaunchMode = LaunchMode.API
 ) -> NodeView:
-    handle = await start(env, task_queue, launch_mode)
+    handle = await start(env, task_queue, launch_mode=launch_mode)
     for _ in range(400):
         if (await handle.query(NodeWorkflow.status)).status is NodeStatus.RUNNING:
             break

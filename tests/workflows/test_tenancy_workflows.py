@@ -19,10 +19,9 @@ from controlplane.lifecycle import LaunchMode, NodeStatus
 from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities, Row
 from tests.workflows.test_node_workflow import SPEC, start, wait_status
-from tests.workflows.workers import ALL_WORKFLOWS, running_worker
+from tests.workflows.workers import ALL_WORKFLOWS, running_worker, start_deployment
 from workflows.deployment import DeploymentWorkflow, legacy_node_workflow_id
 from workflows.models import (
-    DeploymentInput,
     DeploymentView,
     NodePlan,
     NodeState,
@@ -111,11 +110,8 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
     fakes = FakeActivities()
     deployment = deployment_spec(model="org/llama", name="blue")
     async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
-        handle = await env.client.start_workflow(
-            DeploymentWorkflow.run,
-            DeploymentInput(deployment=deployment, replicas=2),
-            id=f"deployment-{uuid.uuid4().hex[:8]}",
-            task_queue=task_queue,
+        handle = await start_deployment(
+            env, task_queue, deployment, 2, workflow_id=f"deployment-{uuid.uuid4().hex[:8]}"
         )
 
         async def running() -> DeploymentView:
