@@ -23,6 +23,7 @@ from tests.workflows.fakes import FakeActivities
 from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker, start_deployment
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
+    DeploymentInput,
     DeploymentPolicy,
     DeploymentSpec,
     DeploymentView,
@@ -57,9 +58,7 @@ async def deploy(
     return await start_deployment(
         env,
         task_queue,
-        spec,
-        replicas,
-        policy=policy,
+        DeploymentInput(deployment=spec, replicas=replicas, policy=policy),
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 

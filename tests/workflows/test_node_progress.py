@@ -26,6 +26,7 @@ from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker, start_
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
+    DeploymentInput,
     NodeView,
     TerminateDeploymentRequest,
     TerminateNodeRequest,
@@ -219,8 +220,7 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
         handle = await start_deployment(
             local_env,
             task_queue,
-            deployment,
-            2,
+            DeploymentInput(deployment=deployment, replicas=2),
             search_attributes=attrs.deployment_attributes(tenant, "blue", "launching"),
         )
         query = f"Tenant='{tenant}' AND Deployment='blue' AND NodeStatus='running'"

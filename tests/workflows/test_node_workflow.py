@@ -69,6 +69,17 @@ async def node_at(
         yield handle
 
 
+@asynccontextmanager
+async def node_stuck_launching(
+    env: WorkflowEnvironment, task_queue: str
+) -> AsyncIterator[tuple[FakeActivities, WorkflowHandle[NodeWorkflow, NodeView]]]:
+    """A node whose cluster never gets ready (wait_ready never answers), seen LAUNCHING."""
+    fakes = FakeActivities()
+    fakes.behaviour.wait_forever = True
+    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
+        yield fakes, handle
+
+
 def events(fakes: FakeActivities) -> list[str]:
     return [event for _, event in fakes.events]
 
@@ -168,9 +179,7 @@ async def test_permanent_launch_failure_does_not_relaunch(
 async def test_cancellation_during_launch_downs_the_cluster(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    fakes.behaviour.wait_forever = True
-    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
+    async with node_stuck_launching(env, task_queue) as (fakes, handle):
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -183,9 +192,7 @@ async def test_cancellation_during_launch_downs_the_cluster(
 async def test_terminate_during_launch_cancels_and_terminates(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    fakes.behaviour.wait_forever = True
-    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
+    async with node_stuck_launching(env, task_queue) as (fakes, handle):
         response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
         result = await handle.result()
     assert response.status is NodeStatus.TERMINATED

@@ -22,6 +22,7 @@ from tests.workflows.test_node_workflow import SPEC, start, wait_status
 from tests.workflows.workers import ALL_WORKFLOWS, running_worker, start_deployment
 from workflows.deployment import DeploymentWorkflow, legacy_node_workflow_id
 from workflows.models import (
+    DeploymentInput,
     DeploymentView,
     NodePlan,
     NodeState,
@@ -111,7 +112,10 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
     deployment = deployment_spec(model="org/llama", name="blue")
     async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
         handle = await start_deployment(
-            env, task_queue, deployment, 2, workflow_id=f"deployment-{uuid.uuid4().hex[:8]}"
+            env,
+            task_queue,
+            DeploymentInput(deployment=deployment, replicas=2),
+            id=f"deployment-{uuid.uuid4().hex[:8]}",
         )
 
         async def running() -> DeploymentView:

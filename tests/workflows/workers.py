@@ -13,7 +13,7 @@ from temporalio.worker import Worker
 
 from tests.workflows.fakes import FakeActivities
 from workflows.deployment import DeploymentWorkflow
-from workflows.models import DeploymentInput, DeploymentPolicy, DeploymentSpec, DeploymentView
+from workflows.models import DeploymentInput, DeploymentView
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
 
@@ -48,24 +48,12 @@ async def running_worker(
 
 
 async def start_deployment(
-    env: WorkflowEnvironment,
-    task_queue: str,
-    deployment: DeploymentSpec,
-    replicas: int,
-    *,
-    policy: DeploymentPolicy | None = None,
-    workflow_id: str | None = None,
-    **options: Any,
+    env: WorkflowEnvironment, task_queue: str, input: DeploymentInput, **options: Any
 ) -> WorkflowHandle[DeploymentWorkflow, DeploymentView]:
-    """Start ``deployment`` with ``replicas`` (under ``policy``, default the workflow's) as
-    ``workflow_id`` (default ``deployment-<tenant>-<name>``); ``options`` go to
-    ``start_workflow``."""
+    """Start the deployment ``input`` describes as ``deployment-<tenant>-<name>`` unless
+    ``options`` (for ``start_workflow``) give another ``id``."""
+    spec = input.deployment
+    options.setdefault("id", f"deployment-{spec.tenant}-{spec.name}")
     return await env.client.start_workflow(
-        DeploymentWorkflow.run,
-        DeploymentInput(
-            deployment=deployment, replicas=replicas, policy=policy or DeploymentPolicy()
-        ),
-        id=workflow_id or f"deployment-{deployment.tenant}-{deployment.name}",
-        task_queue=task_queue,
-        **options,
+        DeploymentWorkflow.run, input, task_queue=task_queue, **options
     )
