@@ -238,7 +238,8 @@ async def test_reused_dedupe_key_is_refused_without_writing(
 async def test_concurrent_identical_transitions_write_one_event(
     nodes: NodeRepository, engine: AsyncEngine
 ) -> None:
-    node = await recorded(nodes)
+    node = new_node()
+    await nodes.record_intent(node)
 
     results = await asyncio.gather(
         *(

@@ -80,6 +80,17 @@ async def node_stuck_launching(
         yield fakes, handle
 
 
+async def run_until_failed(
+    env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
+) -> WorkflowFailureError:
+    """Start the node on ``fakes`` and wait for its workflow to fail; return the failure."""
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    return failure.value
+
+
 def events(fakes: FakeActivities) -> list[str]:
     return [event for _, event in fakes.events]
 
@@ -103,12 +114,9 @@ async def test_launch_timeout_compensates(env: WorkflowEnvironment, task_queue: 
     # running activity would pause the test server's clock, so the fake retries instead.)
     fakes = FakeActivities(launch_timeout_s=600, max_retries=1000)
     fakes.behaviour.wait_still_running = True
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-    assert "cleaned up" in str(failure.value.cause)
-    assert "SKYPILOT_LAUNCH_TIMEOUT" in str(failure.value.cause)
+    failure = await run_until_failed(env, task_queue, fakes)
+    assert "cleaned up" in str(failure.cause)
+    assert "SKYPILOT_LAUNCH_TIMEOUT" in str(failure.cause)
     downs = fakes.calls["down_cluster"]
     assert len(downs) == 1
     assert downs[0].cancel_launches, "compensation must cancel the SkyPilot request"
@@ -122,10 +130,7 @@ async def test_failure_after_launch_cleans_up(env: WorkflowEnvironment, task_que
     fakes.behaviour.wait_error = ApplicationError(
         "model never answered", type="ReadinessTimeout", non_retryable=True
     )
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    await run_until_failed(env, task_queue, fakes)
     assert len(fakes.calls["down_cluster"]) == 1
     assert fakes.statuses() == [NodeStatus.FAILED]
     assert "model never answered" in (fakes.rows[SPEC.node_id].error or "")
@@ -136,10 +141,7 @@ async def test_failure_recording_running_cleans_up(
 ) -> None:
     fakes = FakeActivities()
     fakes.behaviour.transition_error_for = NodeStatus.RUNNING
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    await run_until_failed(env, task_queue, fakes)
     assert len(fakes.calls["down_cluster"]) == 1
     assert fakes.statuses() == [NodeStatus.FAILED]
 
@@ -166,12 +168,9 @@ async def test_permanent_launch_failure_does_not_relaunch(
     fakes.behaviour.launch_error = ApplicationError(
         "Cloud access is not set up", type="NoCloudAccessError", non_retryable=True
     )
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
+    failure = await run_until_failed(env, task_queue, fakes)
     assert fakes.launches == 1
-    assert "Cloud access is not set up" in str(failure.value.cause)
+    assert "Cloud access is not set up" in str(failure.cause)
     assert len(fakes.calls["down_cluster"]) == 1  # the launch may have landed: clean up anyway
     assert fakes.statuses() == [NodeStatus.FAILED]
 
@@ -415,10 +414,7 @@ async def test_a_launch_never_admitted_fails_at_its_deadline_without_launching(
 ) -> None:
     fakes = FakeActivities(launch_timeout_s=30)
     fakes.behaviour.admission_open = asyncio.Event()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    await run_until_failed(env, task_queue, fakes)
     assert fakes.launches == 0
     assert fakes.statuses() == [NodeStatus.FAILED]
     assert len(fakes.calls["release_launch_slot"]) == 1  # its place in the queue is given up
