@@ -8,10 +8,12 @@ signal lands while a launch is in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -129,55 +131,83 @@ async def assert_no_orphan(
     await assert_terminated_cleanly(repo, spec.node_id)
 
 
-async def next_worker_runs_it(
-    stack: Stack,
-    repo: NodeRepository,
-    sim: SimulatorServer,
-    spec: NodeSpec,
-    workflow_id: str,
-    env: dict[str, str],
-    tmp_path: Path,
-) -> NodeView:
-    """A second worker process takes the node over: it runs (its view returned), then is
-    terminated with no orphan, and the worker exits 0."""
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
-        view = await wait_view(stack.control, workflow_id, NodeStatus.RUNNING, timeout=15)
-        await assert_no_orphan(stack, repo, sim, spec, workflow_id)
-        assert await second.terminate() == 0, second.output()
-    return view
+@dataclass
+class Takeover:
+    """A node started through a first worker process on the slow simulator, and the second
+    worker process that must take it over when the first is gone."""
+
+    stack: Stack
+    simulator: SimulatorServer
+    repo: NodeRepository
+    env: dict[str, str]
+    logs: Path
+    spec: NodeSpec = field(default_factory=new_spec)
+
+    @contextlib.asynccontextmanager
+    async def first_worker(
+        self, launch: Callable[[WorkerProcess], Awaitable[NodeStarted]]
+    ) -> AsyncIterator[tuple[WorkerProcess, NodeStarted]]:
+        """The first worker, once ``launch`` (given it) has the node's launch in flight."""
+        async with WorkerProcess(self.env, self.logs, "first") as first:
+            yield first, await launch(first)
+
+    async def launch_api(self, worker: WorkerProcess) -> NodeStarted:
+        return await launch_in_flight(
+            worker, self.stack.control, self.repo, self.simulator, self.spec
+        )
+
+    async def launch_cli(self, worker: WorkerProcess) -> NodeStarted:
+        return await cli_launch_reaching_server(
+            worker, self.stack.control, self.simulator, self.spec
+        )
+
+    def launch_requests(self) -> object:
+        """The launch requests the simulator saw for the node's cluster (None: none)."""
+        return self.simulator.counters()["launch_requests"].get(self.spec.cluster_name)
+
+    async def second_worker_runs_it(
+        self, workflow_id: str, *, within: float = 30
+    ) -> tuple[NodeView, str]:
+        """The second worker brings the node to RUNNING (row within ``within`` s); then it is
+        terminated with no orphan and the worker exits 0. Returns the running view and the
+        worker's log."""
+        async with WorkerProcess(self.env, self.logs, "second") as second:
+            await second.wait_polling()
+            await wait_row(self.repo, self.spec.node_id, NodeStatus.RUNNING, timeout=within)
+            view = await wait_view(self.stack.control, workflow_id, NodeStatus.RUNNING, timeout=15)
+            await assert_no_orphan(self.stack, self.repo, self.simulator, self.spec, workflow_id)
+            log = second.stderr()
+            assert await second.terminate() == 0, second.output()
+        return view, log
+
+
+@pytest.fixture
+def api_takeover(
+    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
+) -> Takeover:
+    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
+    return Takeover(stack, slow_simulator, repo, env, tmp_path)
 
 
 async def test_worker_killed_mid_launch_and_restarted_launches_once(
-    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
+    api_takeover: Takeover,
 ) -> None:
-    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
-    spec = new_spec()
-
-    async with WorkerProcess(env, tmp_path, "first") as first:
+    t = api_takeover
+    async with t.first_worker(t.launch_api) as (first, started):
         # The launch request was submitted and the cluster is still coming up: the worker is
         # inside wait_ready (or finishing launch_cluster) when it dies.
-        started = await launch_in_flight(first, stack.control, repo, slow_simulator, spec)
         assert await first.kill() == -9
-    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
+    assert t.launch_requests() == 1
 
     # The dead worker's activity times out on its heartbeat (3 s) and is retried by the next.
-    view = await next_worker_runs_it(
-        stack, repo, slow_simulator, spec, started.workflow_id, env, tmp_path
-    )
+    view, _ = await t.second_worker_runs_it(started.workflow_id)
     assert view.endpoint
-    assert spec.cluster_name in view.endpoint
+    assert t.spec.cluster_name in view.endpoint
 
 
-async def test_sigterm_with_activity_in_flight_is_graceful(
-    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
-) -> None:
-    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
-    spec = new_spec()
-
-    async with WorkerProcess(env, tmp_path, "first") as first:
-        started = await launch_in_flight(first, stack.control, repo, slow_simulator, spec)
+async def test_sigterm_with_activity_in_flight_is_graceful(api_takeover: Takeover) -> None:
+    t = api_takeover
+    async with t.first_worker(t.launch_api) as (first, started):
         began = time.monotonic()
         code = await first.terminate(timeout=GRACEFUL_WINDOW_S)
         elapsed = time.monotonic() - began
@@ -188,7 +218,7 @@ async def test_sigterm_with_activity_in_flight_is_graceful(
         assert "worker stopped" in log
         assert "Traceback" not in log, log
 
-    await next_worker_runs_it(stack, repo, slow_simulator, spec, started.workflow_id, env, tmp_path)
+    await t.second_worker_runs_it(started.workflow_id)
 
 
 async def test_worker_starts_and_polls_while_api_server_is_down(
@@ -284,23 +314,16 @@ async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_agai
 ) -> None:
     """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
     env = cli_worker_env(stack, slow_simulator, config_only_sky)
-    spec = new_spec()
-    control = stack.control
+    t = Takeover(stack, slow_simulator, repo, env, tmp_path)
 
-    async with WorkerProcess(env, tmp_path, "first") as first:
-        started = await cli_launch_reaching_server(first, control, slow_simulator, spec)
+    async with t.first_worker(t.launch_cli) as (first, started):
         # The launch request landed and the cluster is still coming up: `sky launch` is running.
         assert await first.kill() == -9
-    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
+    assert t.launch_requests() == 1
 
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=60)
-        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
-        assert view.endpoint
-        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
-        assert "reattaching to launch request" in second.stderr()
-        assert await second.terminate() == 0, second.output()
+    view, log = await t.second_worker_runs_it(started.workflow_id, within=60)
+    assert view.endpoint
+    assert "reattaching to launch request" in log
 
 
 async def test_cancelled_cli_launch_cancels_the_server_side_request(
