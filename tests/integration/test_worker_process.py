@@ -305,16 +305,23 @@ async def cli_launch_reaching_server(
     return started
 
 
-async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
+@pytest.fixture
+def cli_takeover(
     stack: Stack,
     slow_simulator: SimulatorServer,
     repo: NodeRepository,
     tmp_path: Path,
     config_only_sky: Path,
+) -> Takeover:
+    env = cli_worker_env(stack, slow_simulator, config_only_sky)
+    return Takeover(stack, slow_simulator, repo, env, tmp_path)
+
+
+async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
+    cli_takeover: Takeover,
 ) -> None:
     """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
-    env = cli_worker_env(stack, slow_simulator, config_only_sky)
-    t = Takeover(stack, slow_simulator, repo, env, tmp_path)
+    t = cli_takeover
 
     async with t.first_worker(t.launch_cli) as (first, started):
         # The launch request landed and the cluster is still coming up: `sky launch` is running.
@@ -327,29 +334,23 @@ async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_agai
 
 
 async def test_cancelled_cli_launch_cancels_the_server_side_request(
-    stack: Stack,
-    slow_simulator: SimulatorServer,
-    repo: NodeRepository,
-    tmp_path: Path,
-    config_only_sky: Path,
+    cli_takeover: Takeover,
 ) -> None:
     """Killing `sky launch` does not stop the server's launch: compensation must cancel it."""
-    env = cli_worker_env(stack, slow_simulator, config_only_sky)
-    spec = new_spec()
-    cancels_before = slow_simulator.counters()["calls"].get("POST /api/cancel", 0)
+    t, sim = cli_takeover, cli_takeover.simulator
+    cancels_before = sim.counters()["calls"].get("POST /api/cancel", 0)
 
-    async with WorkerProcess(env, tmp_path) as worker:
-        started = await cli_launch_reaching_server(worker, stack.control, slow_simulator, spec)
-        handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+    async with t.first_worker(t.launch_cli) as (worker, started):
+        handle = t.stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
         await handle.cancel()
-        await wait_row(repo, spec.node_id, NodeStatus.FAILED, timeout=60)
+        await wait_row(t.repo, t.spec.node_id, NodeStatus.FAILED, timeout=60)
         assert await worker.terminate() == 0, worker.output()
 
-    async with SkyPilotClient(slow_simulator.url, token=SecretStr(SIM_TOKEN)) as client:
-        launches = await client.find_requests(spec.cluster_name, name="sky.launch")
+    async with SkyPilotClient(sim.url, token=SecretStr(SIM_TOKEN)) as client:
+        launches = await client.find_requests(t.spec.cluster_name, name="sky.launch")
     assert [r.status.value for r in launches] == ["CANCELLED"]
     # Cancelled by id through `sky api cancel`, not only as a side effect of the down after it.
-    cancels = slow_simulator.counters()["calls"].get("POST /api/cancel", 0) - cancels_before
+    cancels = sim.counters()["calls"].get("POST /api/cancel", 0) - cancels_before
     assert cancels == 1
-    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
-    assert spec.cluster_name not in slow_simulator.counters()["live_clusters"]
+    assert t.launch_requests() == 1
+    assert t.spec.cluster_name not in sim.counters()["live_clusters"]
