@@ -161,6 +161,16 @@ class Takeover:
             worker, self.stack.control, self.simulator, self.spec
         )
 
+    async def first_killed_mid_launch(
+        self, launch: Callable[[WorkerProcess], Awaitable[NodeStarted]], *, within: float = 30
+    ) -> tuple[NodeView, str]:
+        """The first worker SIGKILLed with the launch in flight; the launch was sent once, and
+        the second worker takes the node over (``second_worker_runs_it``)."""
+        async with self.first_worker(launch) as (first, started):
+            assert await first.kill() == -9
+        assert self.launch_requests() == 1
+        return await self.second_worker_runs_it(started.workflow_id, within=within)
+
     def launch_requests(self) -> object:
         """The launch requests the simulator saw for the node's cluster (None: none)."""
         return self.simulator.counters()["launch_requests"].get(self.spec.cluster_name)
@@ -192,17 +202,12 @@ def api_takeover(
 async def test_worker_killed_mid_launch_and_restarted_launches_once(
     api_takeover: Takeover,
 ) -> None:
-    t = api_takeover
-    async with t.first_worker(t.launch_api) as (first, started):
-        # The launch request was submitted and the cluster is still coming up: the worker is
-        # inside wait_ready (or finishing launch_cluster) when it dies.
-        assert await first.kill() == -9
-    assert t.launch_requests() == 1
-
-    # The dead worker's activity times out on its heartbeat (3 s) and is retried by the next.
-    view, _ = await t.second_worker_runs_it(started.workflow_id)
+    """Killed inside wait_ready (or finishing launch_cluster), the launch request submitted and
+    the cluster still coming up: the dead worker's activity times out on its heartbeat (3 s)
+    and the next worker retries it without launching again."""
+    view, _ = await api_takeover.first_killed_mid_launch(api_takeover.launch_api)
     assert view.endpoint
-    assert t.spec.cluster_name in view.endpoint
+    assert api_takeover.spec.cluster_name in view.endpoint
 
 
 async def test_sigterm_with_activity_in_flight_is_graceful(api_takeover: Takeover) -> None:
@@ -321,14 +326,7 @@ async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_agai
     cli_takeover: Takeover,
 ) -> None:
     """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
-    t = cli_takeover
-
-    async with t.first_worker(t.launch_cli) as (first, started):
-        # The launch request landed and the cluster is still coming up: `sky launch` is running.
-        assert await first.kill() == -9
-    assert t.launch_requests() == 1
-
-    view, log = await t.second_worker_runs_it(started.workflow_id, within=60)
+    view, log = await cli_takeover.first_killed_mid_launch(cli_takeover.launch_cli, within=60)
     assert view.endpoint
     assert "reattaching to launch request" in log
 
