@@ -90,6 +90,13 @@ def running(count: int) -> Callable[[DeploymentView], bool]:
     return check
 
 
+def rollout_phase(phase: str) -> Callable[[DeploymentView], bool]:
+    def check(view: DeploymentView) -> bool:
+        return view.rollout is not None and view.rollout.phase == phase
+
+    return check
+
+
 async def deploy_running(
     env: WorkflowEnvironment,
     task_queue: str,
@@ -226,11 +233,9 @@ async def test_name_reused_after_terminate_is_a_new_generation(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        first = await deploy(env, task_queue, 1)
-        old = await until(env, first, running(1), "first generation running")
+        first, old = await deploy_running(env, task_queue, 1)
         await finish(first)
-        second = await deploy(env, task_queue, 1)
-        new = await until(env, second, running(1), "second generation running")
+        second, new = await deploy_running(env, task_queue, 1)
         assert new.generation != old.generation
         assert new.replicas[0].node_id != old.replicas[0].node_id
         await finish(second)
@@ -307,13 +312,7 @@ async def test_update_that_never_gets_ready_rolls_back(
         await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/broken")
         )
-        view = await until(
-            env,
-            handle,
-            lambda v: v.rollout is not None and v.rollout.phase == "rolled_back",
-            "rolled back",
-            step=5,
-        )
+        view = await until(env, handle, rollout_phase("rolled_back"), "rolled back", step=5)
         assert view.revision == 0
         assert view.rollout is not None
         assert "crash-loop" in (view.rollout.reason or "")
@@ -326,13 +325,7 @@ async def test_update_that_never_gets_ready_rolls_back(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/fixed")
         )
         assert view.revision == 2
-        view = await until(
-            env,
-            handle,
-            lambda v: v.rollout is not None and v.rollout.phase == "done",
-            "the next rollout done",
-            step=5,
-        )
+        view = await until(env, handle, rollout_phase("done"), "the next rollout done", step=5)
         assert {r.revision for r in view.replicas if not r.status.final} == {2}
         await finish(handle)
 
@@ -340,10 +333,7 @@ async def test_update_that_never_gets_ready_rolls_back(
 async def test_update_after_terminate_is_rejected(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 1)
-        await until(env, handle, running(1), "running")
+    async with deployment_running(env, task_queue, 1) as (fakes, handle, _):
         fakes.behaviour.down_blocks = asyncio.Event()  # the deployment stays terminating
         await handle.start_update(
             DeploymentWorkflow.terminate,
@@ -456,11 +446,7 @@ async def test_update_not_ready_by_its_deadline_rolls_back(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/slow", deadline_s=120)
         )
         view = await until(
-            env,
-            handle,
-            lambda v: v.rollout is not None and v.rollout.phase == "rolled_back",
-            "rolled back at the deadline",
-            step=10,
+            env, handle, rollout_phase("rolled_back"), "rolled back at the deadline", step=10
         )
         assert view.rollout is not None
         assert "deadline" in (view.rollout.reason or "")
