@@ -66,6 +66,19 @@ class Finding(BaseModel):
     workflow_id: str | None = None
     detail: str
 
+    @classmethod
+    def of_row(cls, kind: str, row: NodeSeen, detail: str, *, workflow: bool = False) -> Finding:
+        """A finding about ``row`` (its cluster, node and mode), naming its workflow if
+        ``workflow``."""
+        return cls(
+            kind=kind,
+            cluster_name=row.cluster_name,
+            node_id=row.node_id,
+            launch_mode=row.launch_mode,
+            workflow_id=row.workflow_id if workflow else None,
+            detail=detail,
+        )
+
 
 class Findings(BaseModel):
     orphans: list[Finding] = []
@@ -140,50 +153,20 @@ def compare(
         for row in rows:
             if row.status is NodeStatus.CLEANUP_FAILED:
                 present = name in cluster_by_name
-                findings.cleanup_failed.append(
-                    Finding(
-                        kind="cleanup_failed",
-                        cluster_name=name,
-                        node_id=row.node_id,
-                        launch_mode=row.launch_mode,
-                        detail="cluster still listed" if present else "cluster no longer listed",
-                    )
-                )
+                detail = "cluster still listed" if present else "cluster no longer listed"
+                findings.cleanup_failed.append(Finding.of_row("cleanup_failed", row, detail))
             elif row.status in SERVING_STATUSES and name not in cluster_by_name:
-                findings.lost.append(
-                    Finding(
-                        kind="lost",
-                        cluster_name=name,
-                        node_id=row.node_id,
-                        launch_mode=row.launch_mode,
-                        workflow_id=row.workflow_id,
-                        detail="row says running; SkyPilot lists none",
-                    )
-                )
+                detail = "row says running; SkyPilot lists none"
+                findings.lost.append(Finding.of_row("lost", row, detail, workflow=True))
             elif row.status in LIVE_STATUSES and not row.workflow_running:
-                findings.unowned.append(
-                    Finding(
-                        kind="unowned",
-                        cluster_name=name,
-                        node_id=row.node_id,
-                        launch_mode=row.launch_mode,
-                        workflow_id=row.workflow_id,
-                        detail=f"row {row.status.value}, its workflow is not running",
-                    )
-                )
+                detail = f"row {row.status.value}, its workflow is not running"
+                findings.unowned.append(Finding.of_row("unowned", row, detail, workflow=True))
             elif (
                 row.status in DEADLINE_STATUSES
                 and row.status_deadline_at is not None
                 and row.status_deadline_at < now
             ):
                 late = now - row.status_deadline_at
-                findings.stuck.append(
-                    Finding(
-                        kind="stuck",
-                        cluster_name=name,
-                        node_id=row.node_id,
-                        launch_mode=row.launch_mode,
-                        detail=f"{row.status.value} {int(late.total_seconds())}s past its deadline",
-                    )
-                )
+                detail = f"{row.status.value} {int(late.total_seconds())}s past its deadline"
+                findings.stuck.append(Finding.of_row("stuck", row, detail))
     return findings

@@ -95,10 +95,8 @@ class Location(BaseModel):
         return f"{self.provider}/{self.region}"
 
 
-class NodeSpec(BaseModel):
-    """One GPU inference node. Plain JSON, typeable into the Temporal web UI."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Placement(BaseModel):
+    """What runs and where: the fields a node's spec and a deployment's share, first in both."""
 
     tenant: TenantId
     model: ModelId
@@ -107,6 +105,13 @@ class NodeSpec(BaseModel):
     gpu_type: GpuType
     gpu_count: int = Field(ge=1, le=16)
     spot: bool = False
+
+
+class NodeSpec(Placement):
+    """One GPU inference node. Plain JSON, typeable into the Temporal web UI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
     deployment: DeploymentName = "default"
     replica: int = Field(default=0, ge=0, le=MAX_REPLICA)
     # Optional parts of the identity: absent, they leave a node's id as it always was.

@@ -43,6 +43,7 @@ from controlplane.spec import (
     ModelId,
     NodeSpec,
     PackageVersion,
+    Placement,
     Provider,
     Region,
     TenantId,
@@ -161,14 +162,9 @@ class TerminateNodeResponse(_Model):
 
 
 # --- DeploymentWorkflow -------------------------------------------------------------------------
-class DeploymentSpec(_Model):
-    tenant: TenantId
-    model: ModelId
-    provider: Provider
-    region: Region
-    gpu_type: GpuType
-    gpu_count: int = Field(ge=1, le=16)
-    spot: bool = False
+class DeploymentSpec(Placement):
+    model_config = ConfigDict(extra="forbid")
+
     name: DeploymentName = "default"
     vllm_version: PackageVersion | None = None
     torch_version: PackageVersion | None = None
@@ -177,21 +173,12 @@ class DeploymentSpec(_Model):
     def node(
         self, replica: int, *, generation: str | None = None, spot: bool | None = None
     ) -> NodeSpec:
-        return NodeSpec(
-            tenant=self.tenant,
-            model=self.model,
-            provider=self.provider,
-            region=self.region,
-            gpu_type=self.gpu_type,
-            gpu_count=self.gpu_count,
-            spot=self.spot if spot is None else spot,
-            deployment=self.name,
-            replica=replica,
-            generation=generation,
-            vllm_version=self.vllm_version,
-            torch_version=self.torch_version,
-            fallback_locations=self.fallback_locations,
-        )
+        """Replica ``replica``'s spec: every field of this spec (``name`` as ``deployment``),
+        ``spot`` overriding this spec's when given."""
+        same = {field: getattr(self, field) for field in type(self).model_fields if field != "name"}
+        if spot is not None:
+            same["spot"] = spot
+        return NodeSpec(**same, deployment=self.name, replica=replica, generation=generation)
 
 
 class ReplaceOrder(StrEnum):

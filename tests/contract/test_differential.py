@@ -48,6 +48,15 @@ async def submit_and_get(http: httpx.AsyncClient, path: str, body: dict[str, Any
     return out
 
 
+def submit_probe(name: str, path: str, body: dict[str, Any]) -> None:
+    """Register probe ``name``: submit ``body`` to ``path``, then get the request's result."""
+
+    async def run(http: httpx.AsyncClient, backend: Backend) -> Shapes:
+        return await submit_and_get(http, path, body)
+
+    PROBES[name] = run
+
+
 # --- §2 endpoint table --------------------------------------------------------------------------
 @probe("health")
 async def _health(http: httpx.AsyncClient, backend: Backend) -> Shapes:
@@ -79,14 +88,8 @@ async def _launch(http: httpx.AsyncClient, backend: Backend) -> Shapes:
     return out
 
 
-@probe("down")
-async def _down(http: httpx.AsyncClient, backend: Backend) -> Shapes:
-    return await submit_and_get(http, "/down", {"cluster_name": "no-such-c", "env_vars": USER})
-
-
-@probe("stop")
-async def _stop(http: httpx.AsyncClient, backend: Backend) -> Shapes:
-    return await submit_and_get(http, "/stop", {"cluster_name": "no-such-c", "env_vars": USER})
+submit_probe("down", "/down", {"cluster_name": "no-such-c", "env_vars": USER})
+submit_probe("stop", "/stop", {"cluster_name": "no-such-c", "env_vars": USER})
 
 
 @probe("status")
@@ -103,20 +106,11 @@ async def _status(http: httpx.AsyncClient, backend: Backend) -> Shapes:
     return out
 
 
-@probe("start")
-async def _start(http: httpx.AsyncClient, backend: Backend) -> Shapes:
-    return await submit_and_get(http, "/start", {"cluster_name": "no-such-c", "env_vars": USER})
-
-
-@probe("autostop")
-async def _autostop(http: httpx.AsyncClient, backend: Backend) -> Shapes:
-    body = {"cluster_name": "no-such-c", "idle_minutes": 10, "env_vars": USER}
-    return await submit_and_get(http, "/autostop", body)
-
-
-@probe("endpoints")
-async def _endpoints(http: httpx.AsyncClient, backend: Backend) -> Shapes:
-    return await submit_and_get(http, "/endpoints", {"cluster": "no-such-c", "env_vars": USER})
+submit_probe("start", "/start", {"cluster_name": "no-such-c", "env_vars": USER})
+submit_probe(
+    "autostop", "/autostop", {"cluster_name": "no-such-c", "idle_minutes": 10, "env_vars": USER}
+)
+submit_probe("endpoints", "/endpoints", {"cluster": "no-such-c", "env_vars": USER})
 
 
 @probe("validate")

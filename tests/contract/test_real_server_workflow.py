@@ -40,13 +40,13 @@ from controlplane.spec import NodeSpec
 from devtools.devstack import ServerDatabases, Timings, new_encryption_key, worker_settings_env
 from starter.api import ControlPlane
 from tests.contract.conftest import Backend, _selected
+from tests.support.in_process_worker import in_process_worker
 from tests.support.real_skypilot import (
     RealSkyPilotServer,
     issue_service_account_token,
     skypilot_venv,
 )
 from tests.support.specs import new_spec
-from worker import create_worker, open_activities
 from workflows.models import NodeView
 from workflows.node import NodeWorkflow
 
@@ -152,10 +152,7 @@ def settings_for(
 @contextlib.asynccontextmanager
 async def running_worker(temporal: WorkflowEnvironment, settings: Settings) -> AsyncIterator[None]:
     """The worker as worker.py builds it; its start-up checks run against the real server."""
-    async with (
-        open_activities(settings) as activities,
-        create_worker(temporal.client, settings, activities),
-    ):
+    async with in_process_worker(temporal.client, settings):
         yield
 
 

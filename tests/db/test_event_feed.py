@@ -15,7 +15,7 @@ from controlplane.db.repository import NodeRepository
 from controlplane.db.schema import node_events
 from controlplane.events.feed import EventFeed, FeedFilter
 from controlplane.lifecycle import EventType
-from tests.db.test_repository import launched, new_node
+from tests.db.test_repository import launched, new_node, recorded
 
 T = TypeVar("T")
 
@@ -176,8 +176,7 @@ async def test_feed_lines_carry_the_fields_and_filters_apply(
 async def test_follow_wakes_on_notify_not_on_a_poll(
     engine: AsyncEngine, nodes: NodeRepository
 ) -> None:
-    node = new_node()
-    await nodes.record_intent(node)
+    node = await recorded(nodes)
     feed = EventFeed(engine)
     stream = feed.events(
         0, where=FeedFilter(node_id=node.node_id), follow=True, poll_interval_s=3600

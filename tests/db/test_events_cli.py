@@ -16,7 +16,7 @@ from controlplane import lifecycle
 from controlplane.db.repository import NodeRepository
 from starter.feed import EventStream
 from tests.db.test_event_feed import FEED_EVENT_FIELDS
-from tests.db.test_repository import launched, new_node
+from tests.db.test_repository import launched, recorded
 from tests.support.processes import run_text
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,8 +92,7 @@ def test_bad_input_is_exit_2_naming_the_option(
 async def test_follow_prints_an_event_committed_after_it_started(
     database_url: str, nodes: NodeRepository
 ) -> None:
-    node = new_node()
-    await nodes.record_intent(node)
+    node = await recorded(nodes)
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

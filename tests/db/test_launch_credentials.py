@@ -52,17 +52,8 @@ class RecordingBackend:
     def __init__(self) -> None:
         self.launched: list[tuple[SkyTask, str | None]] = []
 
-    async def launch(
-        self,
-        cluster_name: str,
-        task: SkyTask,
-        *,
-        idempotency_key: str,
-        workspace: str | None,
-        on_line: Any = None,
-        earlier_may_have_sent: bool = False,
-    ) -> str | None:
-        self.launched.append((task, workspace))
+    async def launch(self, cluster_name: str, task: SkyTask, **options: Any) -> str | None:
+        self.launched.append((task, options["workspace"]))
         return "request-1"
 
 

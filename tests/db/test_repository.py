@@ -46,9 +46,15 @@ async def count(engine: AsyncEngine, table_name: str, node_id: str) -> int:
         return int(result.scalar_one())
 
 
-async def launched(repo: NodeRepository, **overrides: object) -> NewNode:
+async def recorded(repo: NodeRepository, **overrides: object) -> NewNode:
+    """A ``new_node`` whose intent is recorded (its row PENDING, one event)."""
     node = new_node(**overrides)
     await repo.record_intent(node)
+    return node
+
+
+async def launched(repo: NodeRepository, **overrides: object) -> NewNode:
+    node = await recorded(repo, **overrides)
     await repo.transition(
         node.node_id,
         lifecycle.LAUNCHING,

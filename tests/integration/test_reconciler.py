@@ -36,8 +36,8 @@ from controlplane.spec import NodeSpec
 from starter.api import ControlPlane
 from starter.schedules import RECONCILE_SCHEDULE_ID, ensure_reconcile_schedule
 from tests.integration.conftest import SIM_TOKEN, Stack
+from tests.support.in_process_worker import in_process_worker
 from tests.support.specs import node_spec
-from worker import create_worker, open_activities
 from workflows.models import Finding, ReconcileInput, ReconcileReport
 from workflows.node import NodeWorkflow
 from workflows.reconcile import ReconcileWorkflow
@@ -50,10 +50,7 @@ async def running_worker(stack: Stack, **overrides: str) -> AsyncIterator[str]:
     """An in-process worker on a fresh task queue, with settings overrides; yields the queue."""
     queue = f"rc-{uuid.uuid4().hex[:8]}"
     settings = load_settings({**stack.env, "TEMPORAL_TASK_QUEUE": queue, **overrides})
-    async with (
-        open_activities(settings) as activities,
-        create_worker(stack.client, settings, activities),
-    ):
+    async with in_process_worker(stack.client, settings):
         yield queue
 
 

@@ -24,8 +24,8 @@ from controlplane.rollout import choose_mode
 from controlplane.spec import NodeSpec
 from starter.api import ControlPlane, NodeStarted
 from tests.integration.conftest import Stack
+from tests.support.in_process_worker import in_process_worker
 from tests.support.specs import node_spec
-from worker import create_worker, open_activities
 
 READY_WITHIN = timedelta(seconds=60)
 
@@ -66,10 +66,7 @@ async def running_worker(stack: Stack, **overrides: str) -> AsyncIterator[None]:
     """An in-process worker on the stack's task queue, with these settings changed."""
     settings = load_settings({**stack.env, **overrides})
     assert settings.temporal_task_queue == stack.settings.temporal_task_queue
-    async with (
-        open_activities(settings) as activities,
-        create_worker(stack.client, settings, activities),
-    ):
+    async with in_process_worker(stack.client, settings):
         yield
 
 

@@ -47,10 +47,10 @@ from devtools.skypilot_sim.config import DEFAULT_LAUNCH_FAILURE_TYPES
 from devtools.skypilot_sim.server import SimulatorServer
 from starter.api import ControlPlane
 from tests.integration.conftest import Stack
+from tests.support.in_process_worker import in_process_worker
 from tests.support.processes import run_text
 from tests.support.specs import node_spec
 from tests.support.temporal_env import dev_server_path
-from worker import create_worker, open_activities
 from workflows.models import NodeView
 from workflows.node import NodeWorkflow
 
@@ -202,10 +202,7 @@ async def store_credential(settings: Settings, tenant: str) -> None:
 @contextlib.asynccontextmanager
 async def running_worker(stack: Stack, settings: Settings) -> AsyncIterator[None]:
     """The worker in-process, built exactly as worker.py builds it, from ``settings``."""
-    async with (
-        open_activities(settings) as activities,
-        create_worker(stack.client, settings, activities),
-    ):
+    async with in_process_worker(stack.client, settings):
         yield
 
 

@@ -8,10 +8,12 @@ signal lands while a launch is in flight.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shlex
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -129,40 +131,88 @@ async def assert_no_orphan(
     await assert_terminated_cleanly(repo, spec.node_id)
 
 
+@dataclass
+class Takeover:
+    """A node started through a first worker process on the slow simulator, and the second
+    worker process that must take it over when the first is gone."""
+
+    stack: Stack
+    simulator: SimulatorServer
+    repo: NodeRepository
+    env: dict[str, str]
+    logs: Path
+    spec: NodeSpec = field(default_factory=new_spec)
+
+    @contextlib.asynccontextmanager
+    async def first_worker(
+        self, launch: Callable[[WorkerProcess], Awaitable[NodeStarted]]
+    ) -> AsyncIterator[tuple[WorkerProcess, NodeStarted]]:
+        """The first worker, once ``launch`` (given it) has the node's launch in flight."""
+        async with WorkerProcess(self.env, self.logs, "first") as first:
+            yield first, await launch(first)
+
+    async def launch_api(self, worker: WorkerProcess) -> NodeStarted:
+        return await launch_in_flight(
+            worker, self.stack.control, self.repo, self.simulator, self.spec
+        )
+
+    async def launch_cli(self, worker: WorkerProcess) -> NodeStarted:
+        return await cli_launch_reaching_server(
+            worker, self.stack.control, self.simulator, self.spec
+        )
+
+    async def first_killed_mid_launch(
+        self, launch: Callable[[WorkerProcess], Awaitable[NodeStarted]], *, within: float = 30
+    ) -> tuple[NodeView, str]:
+        """The first worker SIGKILLed with the launch in flight; the launch was sent once, and
+        the second worker takes the node over (``second_worker_runs_it``)."""
+        async with self.first_worker(launch) as (first, started):
+            assert await first.kill() == -9
+        assert self.launch_requests() == 1
+        return await self.second_worker_runs_it(started.workflow_id, within=within)
+
+    def launch_requests(self) -> object:
+        """The launch requests the simulator saw for the node's cluster (None: none)."""
+        return self.simulator.counters()["launch_requests"].get(self.spec.cluster_name)
+
+    async def second_worker_runs_it(
+        self, workflow_id: str, *, within: float = 30
+    ) -> tuple[NodeView, str]:
+        """The second worker brings the node to RUNNING (row within ``within`` s); then it is
+        terminated with no orphan and the worker exits 0. Returns the running view and the
+        worker's log."""
+        async with WorkerProcess(self.env, self.logs, "second") as second:
+            await second.wait_polling()
+            await wait_row(self.repo, self.spec.node_id, NodeStatus.RUNNING, timeout=within)
+            view = await wait_view(self.stack.control, workflow_id, NodeStatus.RUNNING, timeout=15)
+            await assert_no_orphan(self.stack, self.repo, self.simulator, self.spec, workflow_id)
+            log = second.stderr()
+            assert await second.terminate() == 0, second.output()
+        return view, log
+
+
+@pytest.fixture
+def api_takeover(
+    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
+) -> Takeover:
+    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
+    return Takeover(stack, slow_simulator, repo, env, tmp_path)
+
+
 async def test_worker_killed_mid_launch_and_restarted_launches_once(
-    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
+    api_takeover: Takeover,
 ) -> None:
-    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
-    spec = new_spec()
-    control = stack.control
-
-    async with WorkerProcess(env, tmp_path, "first") as first:
-        # The launch request was submitted and the cluster is still coming up: the worker is
-        # inside wait_ready (or finishing launch_cluster) when it dies.
-        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
-        assert await first.kill() == -9
-    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
-
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        # The dead worker's activity times out on its heartbeat (3 s) and is retried here.
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
-        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
-        assert view.endpoint
-        assert spec.cluster_name in view.endpoint
-        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
-        assert await second.terminate() == 0, second.output()
+    """Killed inside wait_ready (or finishing launch_cluster), the launch request submitted and
+    the cluster still coming up: the dead worker's activity times out on its heartbeat (3 s)
+    and the next worker retries it without launching again."""
+    view, _ = await api_takeover.first_killed_mid_launch(api_takeover.launch_api)
+    assert view.endpoint
+    assert api_takeover.spec.cluster_name in view.endpoint
 
 
-async def test_sigterm_with_activity_in_flight_is_graceful(
-    stack: Stack, slow_simulator: SimulatorServer, repo: NodeRepository, tmp_path: Path
-) -> None:
-    env = worker_process_env(stack.env, SKYPILOT_API_SERVER_URL=slow_simulator.url)
-    spec = new_spec()
-    control = stack.control
-
-    async with WorkerProcess(env, tmp_path, "first") as first:
-        started = await launch_in_flight(first, control, repo, slow_simulator, spec)
+async def test_sigterm_with_activity_in_flight_is_graceful(api_takeover: Takeover) -> None:
+    t = api_takeover
+    async with t.first_worker(t.launch_api) as (first, started):
         began = time.monotonic()
         code = await first.terminate(timeout=GRACEFUL_WINDOW_S)
         elapsed = time.monotonic() - began
@@ -173,12 +223,7 @@ async def test_sigterm_with_activity_in_flight_is_graceful(
         assert "worker stopped" in log
         assert "Traceback" not in log, log
 
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=30)
-        await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
-        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
-        assert await second.terminate() == 0, second.output()
+    await t.second_worker_runs_it(started.workflow_id)
 
 
 async def test_worker_starts_and_polls_while_api_server_is_down(
@@ -265,58 +310,45 @@ async def cli_launch_reaching_server(
     return started
 
 
-async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
+@pytest.fixture
+def cli_takeover(
     stack: Stack,
     slow_simulator: SimulatorServer,
     repo: NodeRepository,
     tmp_path: Path,
     config_only_sky: Path,
+) -> Takeover:
+    env = cli_worker_env(stack, slow_simulator, config_only_sky)
+    return Takeover(stack, slow_simulator, repo, env, tmp_path)
+
+
+async def test_worker_killed_mid_cli_launch_reattaches_instead_of_launching_again(
+    cli_takeover: Takeover,
 ) -> None:
     """SIGKILL during `sky launch`: the launch goes on server-side; the retry must not resend it."""
-    env = cli_worker_env(stack, slow_simulator, config_only_sky)
-    spec = new_spec()
-    control = stack.control
-
-    async with WorkerProcess(env, tmp_path, "first") as first:
-        started = await cli_launch_reaching_server(first, control, slow_simulator, spec)
-        # The launch request landed and the cluster is still coming up: `sky launch` is running.
-        assert await first.kill() == -9
-    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
-
-    async with WorkerProcess(env, tmp_path, "second") as second:
-        await second.wait_polling()
-        await wait_row(repo, spec.node_id, NodeStatus.RUNNING, timeout=60)
-        view = await wait_view(control, started.workflow_id, NodeStatus.RUNNING, timeout=15)
-        assert view.endpoint
-        await assert_no_orphan(stack, repo, slow_simulator, spec, started.workflow_id)
-        assert "reattaching to launch request" in second.stderr()
-        assert await second.terminate() == 0, second.output()
+    view, log = await cli_takeover.first_killed_mid_launch(cli_takeover.launch_cli, within=60)
+    assert view.endpoint
+    assert "reattaching to launch request" in log
 
 
 async def test_cancelled_cli_launch_cancels_the_server_side_request(
-    stack: Stack,
-    slow_simulator: SimulatorServer,
-    repo: NodeRepository,
-    tmp_path: Path,
-    config_only_sky: Path,
+    cli_takeover: Takeover,
 ) -> None:
     """Killing `sky launch` does not stop the server's launch: compensation must cancel it."""
-    env = cli_worker_env(stack, slow_simulator, config_only_sky)
-    spec = new_spec()
-    cancels_before = slow_simulator.counters()["calls"].get("POST /api/cancel", 0)
+    t, sim = cli_takeover, cli_takeover.simulator
+    cancels_before = sim.counters()["calls"].get("POST /api/cancel", 0)
 
-    async with WorkerProcess(env, tmp_path) as worker:
-        started = await cli_launch_reaching_server(worker, stack.control, slow_simulator, spec)
-        handle = stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
+    async with t.first_worker(t.launch_cli) as (worker, started):
+        handle = t.stack.client.get_workflow_handle_for(NodeWorkflow.run, started.workflow_id)
         await handle.cancel()
-        await wait_row(repo, spec.node_id, NodeStatus.FAILED, timeout=60)
+        await wait_row(t.repo, t.spec.node_id, NodeStatus.FAILED, timeout=60)
         assert await worker.terminate() == 0, worker.output()
 
-    async with SkyPilotClient(slow_simulator.url, token=SecretStr(SIM_TOKEN)) as client:
-        launches = await client.find_requests(spec.cluster_name, name="sky.launch")
+    async with SkyPilotClient(sim.url, token=SecretStr(SIM_TOKEN)) as client:
+        launches = await client.find_requests(t.spec.cluster_name, name="sky.launch")
     assert [r.status.value for r in launches] == ["CANCELLED"]
     # Cancelled by id through `sky api cancel`, not only as a side effect of the down after it.
-    cancels = slow_simulator.counters()["calls"].get("POST /api/cancel", 0) - cancels_before
+    cancels = sim.counters()["calls"].get("POST /api/cancel", 0) - cancels_before
     assert cancels == 1
-    assert slow_simulator.counters()["launch_requests"].get(spec.cluster_name) == 1
-    assert spec.cluster_name not in slow_simulator.counters()["live_clusters"]
+    assert t.launch_requests() == 1
+    assert t.spec.cluster_name not in sim.counters()["live_clusters"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -18,24 +19,23 @@ OWNER = Owner(prefix="cpn", user=US)
 TEMPORAL_PAYLOAD_LIMIT = 2 * 1024 * 1024
 
 
+def owned_row(node_id: str, cluster: str, status: NodeStatus, **fields: Any) -> NodeSeen:
+    """``node_id``'s row (API mode) on ``cluster``, owned by the workflow ``node-<cluster>``."""
+    return NodeSeen(
+        node_id=node_id,
+        cluster_name=cluster,
+        status=status,
+        launch_mode="api",
+        workflow_id=f"node-{cluster}",
+        **fields,
+    )
+
+
 def test_a_live_row_whose_workflow_is_not_running_is_found() -> None:
     clusters = [ClusterSeen(name="cpn-a-m-111111-0", status="UP", launched_at=OLD, user_hash=US)]
     nodes = [
-        NodeSeen(
-            node_id="dead",
-            cluster_name="cpn-a-m-111111-0",
-            status=NodeStatus.RUNNING,
-            launch_mode="api",
-            workflow_id="node-cpn-a-m-111111-0",
-            workflow_running=False,
-        ),
-        NodeSeen(
-            node_id="alive",
-            cluster_name="cpn-b-m-222222-0",
-            status=NodeStatus.LAUNCHING,
-            launch_mode="api",
-            workflow_id="node-cpn-b-m-222222-0",
-        ),
+        owned_row("dead", "cpn-a-m-111111-0", NodeStatus.RUNNING, workflow_running=False),
+        owned_row("alive", "cpn-b-m-222222-0", NodeStatus.LAUNCHING),
     ]
     findings = compare(clusters, nodes, now=NOW, orphan_grace=GRACE, owner=OWNER)
     assert [(f.node_id, f.workflow_id) for f in findings.unowned] == [

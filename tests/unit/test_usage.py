@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -23,25 +24,21 @@ def at(minutes: float) -> datetime:
     return T0 + timedelta(minutes=minutes)
 
 
-def node(
-    steps: Sequence[tuple[float, str]],
-    *,
-    tenant: str = "acme",
-    gpu_count: int = 1,
-    model: str = "m/llama",
-    gpu_type: str = "A100",
-    deployment: str = "blue",
-    node_id: str = "n1",
-) -> NodeUsageInput:
-    return NodeUsageInput(
-        node_id=node_id,
-        tenant=tenant,
-        deployment=deployment,
-        model=model,
-        gpu_type=gpu_type,
-        gpu_count=gpu_count,
-        transitions=[Transition(at(m), s) for m, s in steps],
-    )
+# A node's usage input unless a test says otherwise: acme's blue deployment, 1 A100.
+NODE: dict[str, Any] = {
+    "node_id": "n1",
+    "tenant": "acme",
+    "deployment": "blue",
+    "model": "m/llama",
+    "gpu_type": "A100",
+    "gpu_count": 1,
+}
+
+
+def node(steps: Sequence[tuple[float, str]], **fields: Any) -> NodeUsageInput:
+    """``NODE`` with ``fields`` changed, through ``steps`` ((minute, status), ...)."""
+    transitions = [Transition(at(m), s) for m, s in steps]
+    return NodeUsageInput(**{**NODE, **fields}, transitions=transitions)
 
 
 LIFECYCLE = [(0, "launching"), (5, "running"), (65, "terminating"), (70, "terminated")]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import pytest
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError, WorkflowUpdateStage
@@ -20,6 +20,7 @@ from controlplane.spec import NodeSpec
 from tests.support.replicas import named
 from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities
+from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker, start_deployment
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
     DeploymentInput,
@@ -39,20 +40,11 @@ POLICY = DeploymentPolicy(backoff_initial_s=10, backoff_max_s=40, crash_loop_thr
 Handle = WorkflowHandle[DeploymentWorkflow, DeploymentView]
 
 
-@asynccontextmanager
-async def worker(
+def worker(
     env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
-) -> AsyncIterator[Worker]:
-    async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, DeploymentWorkflow],
-            activities=fakes.all(),
-        ) as running,
-        fakes.admission_worker(env.client, task_queue),
-    ):
-        yield running
+) -> AbstractAsyncContextManager[Worker]:
+    """The node and deployment workflows with ``fakes``."""
+    return running_worker(env, task_queue, fakes, DEPLOYMENT_WORKFLOWS)
 
 
 async def deploy(
@@ -63,11 +55,10 @@ async def deploy(
     spec: DeploymentSpec = SPEC,
     policy: DeploymentPolicy = POLICY,
 ) -> Handle:
-    return await env.client.start_workflow(
-        DeploymentWorkflow.run,
+    return await start_deployment(
+        env,
+        task_queue,
         DeploymentInput(deployment=spec, replicas=replicas, policy=policy),
-        id=f"deployment-{spec.tenant}-{spec.name}",
-        task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
 
@@ -99,6 +90,13 @@ def running(count: int) -> Callable[[DeploymentView], bool]:
     return check
 
 
+def rollout_phase(phase: str) -> Callable[[DeploymentView], bool]:
+    def check(view: DeploymentView) -> bool:
+        return view.rollout is not None and view.rollout.phase == phase
+
+    return check
+
+
 async def deploy_running(
     env: WorkflowEnvironment,
     task_queue: str,
@@ -110,6 +108,24 @@ async def deploy_running(
     """A deployment of ``replicas`` (``spec`` under ``policy``), once all of them run."""
     handle = await deploy(env, task_queue, replicas, spec=spec, policy=policy)
     return handle, await until(env, handle, running(replicas), f"{replicas} running")
+
+
+@asynccontextmanager
+async def deployment_running(
+    env: WorkflowEnvironment,
+    task_queue: str,
+    replicas: int,
+    fakes: FakeActivities | None = None,
+    *,
+    spec: DeploymentSpec = SPEC,
+    policy: DeploymentPolicy = POLICY,
+) -> AsyncIterator[tuple[FakeActivities, Handle, DeploymentView]]:
+    """A worker on ``fakes`` (default: new ones) and a deployment of ``replicas``, all of
+    them running: yields the fakes, the deployment's handle and that first running view."""
+    fakes = fakes or FakeActivities()
+    async with worker(env, task_queue, fakes):
+        handle, view = await deploy_running(env, task_queue, replicas, spec=spec, policy=policy)
+        yield fakes, handle, view
 
 
 async def finish(handle: Handle) -> None:
@@ -125,9 +141,7 @@ async def lose(env: WorkflowEnvironment, fakes: FakeActivities, replica: Replica
 
 
 async def test_lost_replica_is_replaced(env: WorkflowEnvironment, task_queue: str) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 3)
+    async with deployment_running(env, task_queue, 3) as (fakes, handle, view):
         lost = view.replicas[1]
         await lose(env, fakes, lost)
         view = await until(
@@ -143,9 +157,7 @@ async def test_lost_replica_is_replaced(env: WorkflowEnvironment, task_queue: st
 
 
 async def test_terminating_replicas_do_not_count(env: WorkflowEnvironment, task_queue: str) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, _ = await deploy_running(env, task_queue, 3)
+    async with deployment_running(env, task_queue, 3) as (fakes, handle, _):
         fakes.behaviour.down_blocks = asyncio.Event()  # teardowns stay in `terminating`
         await handle.execute_update(DeploymentWorkflow.scale, ScaleDeploymentRequest(replicas=1))
         await until(
@@ -221,11 +233,9 @@ async def test_name_reused_after_terminate_is_a_new_generation(
 ) -> None:
     fakes = FakeActivities()
     async with worker(env, task_queue, fakes):
-        first = await deploy(env, task_queue, 1)
-        old = await until(env, first, running(1), "first generation running")
+        first, old = await deploy_running(env, task_queue, 1)
         await finish(first)
-        second = await deploy(env, task_queue, 1)
-        new = await until(env, second, running(1), "second generation running")
+        second, new = await deploy_running(env, task_queue, 1)
         assert new.generation != old.generation
         assert new.replicas[0].node_id != old.replicas[0].node_id
         await finish(second)
@@ -234,9 +244,7 @@ async def test_name_reused_after_terminate_is_a_new_generation(
 async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         fakes.behaviour.failing_models.add(SPEC.model)  # every replacement crashes on start
         await lose(env, fakes, view.replicas[0])
         view = await until(env, handle, lambda v: v.degraded, "degraded", step=5)
@@ -267,9 +275,7 @@ async def test_crash_loop_guard_degrades_keeps_healthy_and_scale_clears_it(
 async def test_rolling_update_replaces_old_only_after_new_ready(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, _ = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, _):
         view = await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/llama-2", max_surge=1)
         )
@@ -306,13 +312,7 @@ async def test_update_that_never_gets_ready_rolls_back(
         await handle.execute_update(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/broken")
         )
-        view = await until(
-            env,
-            handle,
-            lambda v: v.rollout is not None and v.rollout.phase == "rolled_back",
-            "rolled back",
-            step=5,
-        )
+        view = await until(env, handle, rollout_phase("rolled_back"), "rolled back", step=5)
         assert view.revision == 0
         assert view.rollout is not None
         assert "crash-loop" in (view.rollout.reason or "")
@@ -325,13 +325,7 @@ async def test_update_that_never_gets_ready_rolls_back(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/fixed")
         )
         assert view.revision == 2
-        view = await until(
-            env,
-            handle,
-            lambda v: v.rollout is not None and v.rollout.phase == "done",
-            "the next rollout done",
-            step=5,
-        )
+        view = await until(env, handle, rollout_phase("done"), "the next rollout done", step=5)
         assert {r.revision for r in view.replicas if not r.status.final} == {2}
         await finish(handle)
 
@@ -339,10 +333,7 @@ async def test_update_that_never_gets_ready_rolls_back(
 async def test_update_after_terminate_is_rejected(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle = await deploy(env, task_queue, 1)
-        await until(env, handle, running(1), "running")
+    async with deployment_running(env, task_queue, 1) as (fakes, handle, _):
         fakes.behaviour.down_blocks = asyncio.Event()  # the deployment stays terminating
         await handle.start_update(
             DeploymentWorkflow.terminate,
@@ -386,9 +377,7 @@ async def test_spot_falls_back_to_on_demand_after_capacity_failures(
 async def test_repair_exhausted_replica_replaced_new_first(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         broken = view.replicas[0]
         # What NodeWorkflow reports once K restarts in place did not bring the model back.
         await handle.signal(
@@ -419,9 +408,7 @@ async def test_cleanup_failed_replica_keeps_its_marker_and_is_replaced(
 ) -> None:
     from temporalio.exceptions import ApplicationError
 
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 1)
+    async with deployment_running(env, task_queue, 1) as (fakes, handle, view):
         fakes.behaviour.cluster_statuses[named(view.replicas[0])] = "STOPPED"
         fakes.behaviour.down_error = ApplicationError("down refused", non_retryable=True)
         await env.client.get_workflow_handle(view.replicas[0].workflow_id).signal(
@@ -459,11 +446,7 @@ async def test_update_not_ready_by_its_deadline_rolls_back(
             DeploymentWorkflow.update, UpdateDeploymentRequest(model="org/slow", deadline_s=120)
         )
         view = await until(
-            env,
-            handle,
-            lambda v: v.rollout is not None and v.rollout.phase == "rolled_back",
-            "rolled back at the deadline",
-            step=10,
+            env, handle, rollout_phase("rolled_back"), "rolled back at the deadline", step=10
         )
         assert view.rollout is not None
         assert "deadline" in (view.rollout.reason or "")
@@ -486,9 +469,7 @@ async def test_cancelled_deployment_tears_every_replica_down(
 ) -> None:
     """Children are abandoned on close (continue-as-new keeps them), so a cancel must reach
     each replica as a terminate request."""
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         await handle.cancel()
         for replica in view.replicas:
             node = env.client.get_workflow_handle_for(NodeWorkflow.run, replica.workflow_id)

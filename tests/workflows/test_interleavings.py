@@ -59,6 +59,7 @@ from temporalio.worker import Worker
 from activities.recovery import recover_node, workflow_running
 from controlplane.lifecycle import FINAL_STATUSES, LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
+from tests.support.specs import node_spec
 from tests.support.temporal_env import test_server_path as server_path  # not a test
 from tests.workflows.fakes import (
     DB_DOWN,
@@ -230,15 +231,7 @@ async def run_cases(cases: list[Case], results: dict[str, BaseException | None])
 
 
 def spec_for(index: int) -> NodeSpec:
-    return NodeSpec(
-        tenant="acme",
-        model="org/llama",
-        provider="aws",
-        region="us-east-1",
-        gpu_type="A100",
-        gpu_count=1,
-        deployment=f"m{index}-{uuid.uuid4().hex[:4]}",
-    )
+    return node_spec(model="org/llama", deployment=f"m{index}-{uuid.uuid4().hex[:4]}")
 
 
 async def status_of(handle: WorkflowHandle[Any, Any]) -> NodeStatus | None:

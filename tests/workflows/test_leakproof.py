@@ -24,9 +24,9 @@ from tests.workflows.test_node_workflow import (
     SPEC,
     events,
     node_at,
-    running_worker,
     start,
 )
+from tests.workflows.workers import running_worker
 from workflows.models import (
     NOTHING_SUBMITTED,
     NodePlan,

@@ -14,7 +14,6 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.progress import ProgressReporter
 from controlplane.launch_progress import NodePhase
@@ -22,7 +21,8 @@ from controlplane.lifecycle import NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.specs import deployment_spec, node_spec
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_node_workflow import running_worker, start
+from tests.workflows.test_node_workflow import start
+from tests.workflows.workers import DEPLOYMENT_WORKFLOWS, running_worker, start_deployment
 from workflows import search_attributes as attrs
 from workflows.deployment import DeploymentWorkflow
 from workflows.models import (
@@ -216,20 +216,11 @@ async def test_deployment_and_its_replicas_carry_search_attributes(
     fakes.release.set()
     tenant = f"t{uuid.uuid4().hex[:6]}"
     deployment = deployment_spec(tenant=tenant, model="org/llama", name="blue")
-    async with (
-        Worker(
-            local_env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, DeploymentWorkflow],
-            activities=fakes.all(),
-        ),
-        fakes.admission_worker(local_env.client, task_queue),
-    ):
-        handle = await local_env.client.start_workflow(
-            DeploymentWorkflow.run,
+    async with running_worker(local_env, task_queue, fakes, DEPLOYMENT_WORKFLOWS):
+        handle = await start_deployment(
+            local_env,
+            task_queue,
             DeploymentInput(deployment=deployment, replicas=2),
-            id=f"deployment-{tenant}-blue",
-            task_queue=task_queue,
             search_attributes=attrs.deployment_attributes(tenant, "blue", "launching"),
         )
         query = f"Tenant='{tenant}' AND Deployment='blue' AND NodeStatus='running'"

@@ -13,41 +13,32 @@ from temporalio.client import WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from controlplane.lifecycle import NodeStatus
+from controlplane.lifecycle import LaunchMode, NodeStatus
 from controlplane.spec import NodeSpec
 from tests.support.specs import node_spec
 from tests.workflows.fakes import FakeActivities
-from workflows.deployment import DeploymentWorkflow
+from tests.workflows.workers import ALL_WORKFLOWS, running_worker
 from workflows.fleet_models import ModelHealthSignal
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
 from workflows.node import NodeWorkflow
-from workflows.terminate import TerminateClusterWorkflow
 
 SPEC = node_spec(model="org/llama")
 
 
-@asynccontextmanager
-async def running_worker(
-    env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
-) -> AsyncIterator[Worker]:
-    async with (
-        Worker(
-            env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=fakes.all()
-        ) as worker,
-        fakes.admission_worker(env.client, task_queue),
-    ):
-        yield worker
-
-
 async def start(
-    env: WorkflowEnvironment, task_queue: str, spec: NodeSpec = SPEC, **options: Any
+    env: WorkflowEnvironment,
+    task_queue: str,
+    spec: NodeSpec = SPEC,
+    *,
+    launch_mode: LaunchMode | None = None,
+    **options: Any,
 ) -> WorkflowHandle[NodeWorkflow, NodeView]:
-    """Start (or attach to) the node's workflow; ``options`` go to ``start_workflow``."""
+    """Start (or attach to) the node's workflow, in ``launch_mode`` (default: the worker's);
+    ``options`` go to ``start_workflow``."""
     return await env.client.start_workflow(
         NodeWorkflow.run,
-        NodeWorkflowInput(spec=spec),
+        NodeWorkflowInput(spec=spec, launch_mode=launch_mode),
         id=f"node-{spec.cluster_name}",
         task_queue=task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
@@ -78,6 +69,28 @@ async def node_at(
         yield handle
 
 
+@asynccontextmanager
+async def node_stuck_launching(
+    env: WorkflowEnvironment, task_queue: str
+) -> AsyncIterator[tuple[FakeActivities, WorkflowHandle[NodeWorkflow, NodeView]]]:
+    """A node whose cluster never gets ready (wait_ready never answers), seen LAUNCHING."""
+    fakes = FakeActivities()
+    fakes.behaviour.wait_forever = True
+    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
+        yield fakes, handle
+
+
+async def run_until_failed(
+    env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
+) -> WorkflowFailureError:
+    """Start the node on ``fakes`` and wait for its workflow to fail; return the failure."""
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+    return failure.value
+
+
 def events(fakes: FakeActivities) -> list[str]:
     return [event for _, event in fakes.events]
 
@@ -101,12 +114,9 @@ async def test_launch_timeout_compensates(env: WorkflowEnvironment, task_queue: 
     # running activity would pause the test server's clock, so the fake retries instead.)
     fakes = FakeActivities(launch_timeout_s=600, max_retries=1000)
     fakes.behaviour.wait_still_running = True
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-    assert "cleaned up" in str(failure.value.cause)
-    assert "SKYPILOT_LAUNCH_TIMEOUT" in str(failure.value.cause)
+    failure = await run_until_failed(env, task_queue, fakes)
+    assert "cleaned up" in str(failure.cause)
+    assert "SKYPILOT_LAUNCH_TIMEOUT" in str(failure.cause)
     downs = fakes.calls["down_cluster"]
     assert len(downs) == 1
     assert downs[0].cancel_launches, "compensation must cancel the SkyPilot request"
@@ -120,10 +130,7 @@ async def test_failure_after_launch_cleans_up(env: WorkflowEnvironment, task_que
     fakes.behaviour.wait_error = ApplicationError(
         "model never answered", type="ReadinessTimeout", non_retryable=True
     )
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    await run_until_failed(env, task_queue, fakes)
     assert len(fakes.calls["down_cluster"]) == 1
     assert fakes.statuses() == [NodeStatus.FAILED]
     assert "model never answered" in (fakes.rows[SPEC.node_id].error or "")
@@ -134,10 +141,7 @@ async def test_failure_recording_running_cleans_up(
 ) -> None:
     fakes = FakeActivities()
     fakes.behaviour.transition_error_for = NodeStatus.RUNNING
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    await run_until_failed(env, task_queue, fakes)
     assert len(fakes.calls["down_cluster"]) == 1
     assert fakes.statuses() == [NodeStatus.FAILED]
 
@@ -164,12 +168,9 @@ async def test_permanent_launch_failure_does_not_relaunch(
     fakes.behaviour.launch_error = ApplicationError(
         "Cloud access is not set up", type="NoCloudAccessError", non_retryable=True
     )
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
+    failure = await run_until_failed(env, task_queue, fakes)
     assert fakes.launches == 1
-    assert "Cloud access is not set up" in str(failure.value.cause)
+    assert "Cloud access is not set up" in str(failure.cause)
     assert len(fakes.calls["down_cluster"]) == 1  # the launch may have landed: clean up anyway
     assert fakes.statuses() == [NodeStatus.FAILED]
 
@@ -177,9 +178,7 @@ async def test_permanent_launch_failure_does_not_relaunch(
 async def test_cancellation_during_launch_downs_the_cluster(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    fakes.behaviour.wait_forever = True
-    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
+    async with node_stuck_launching(env, task_queue) as (fakes, handle):
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
@@ -192,9 +191,7 @@ async def test_cancellation_during_launch_downs_the_cluster(
 async def test_terminate_during_launch_cancels_and_terminates(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    fakes.behaviour.wait_forever = True
-    async with node_at(env, task_queue, fakes, NodeStatus.LAUNCHING) as handle:
+    async with node_stuck_launching(env, task_queue) as (fakes, handle):
         response = await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
         result = await handle.result()
     assert response.status is NodeStatus.TERMINATED
@@ -316,15 +313,7 @@ async def test_missing_input_fails_the_workflow_instead_of_retrying_the_task(
     env: WorkflowEnvironment, task_queue: str, workflow_type: str
 ) -> None:
     fakes = FakeActivities()
-    async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow],
-            activities=fakes.all(),
-        ),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
         handle = await env.client.start_workflow(
             workflow_type, id=f"no-input-{workflow_type}", task_queue=task_queue
         )
@@ -425,10 +414,7 @@ async def test_a_launch_never_admitted_fails_at_its_deadline_without_launching(
 ) -> None:
     fakes = FakeActivities(launch_timeout_s=30)
     fakes.behaviour.admission_open = asyncio.Event()
-    async with running_worker(env, task_queue, fakes):
-        handle = await start(env, task_queue)
-        with pytest.raises(WorkflowFailureError):
-            await handle.result()
+    await run_until_failed(env, task_queue, fakes)
     assert fakes.launches == 0
     assert fakes.statuses() == [NodeStatus.FAILED]
     assert len(fakes.calls["release_launch_slot"]) == 1  # its place in the queue is given up
@@ -460,16 +446,7 @@ async def test_queued_launches_cannot_starve_the_admitted_ones(
     slot must not take the slots the admitted nodes need to launch and give theirs back."""
     fakes = FakeActivities()
     fakes.behaviour.launch_budget = 2
-    async with (
-        Worker(
-            env.client,
-            task_queue=task_queue,
-            workflows=[NodeWorkflow],
-            activities=fakes.all(),
-            max_concurrent_activities=4,
-        ),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, max_concurrent_activities=4):
         handles = [await start(env, task_queue, node_spec(model=f"org/m{i}")) for i in range(10)]
         for handle in handles:
             await wait_status(handle, NodeStatus.RUNNING)  # bounded: raises if the queue hangs

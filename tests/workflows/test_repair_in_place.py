@@ -5,13 +5,15 @@ node whose repairs all fail stays unhealthy and keeps its GPU; a deployment repl
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from controlplane.lifecycle import NodeStatus
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_deployment_controller import deploy_running, running, until, worker
+from tests.workflows.test_deployment_controller import deployment_running, running, until
 from tests.workflows.test_node_workflow import SPEC, node_at
 from workflows.deployment import DeploymentWorkflow
 from workflows.fleet_models import ModelHealthSignal
@@ -33,12 +35,21 @@ async def wait_view(
     raise AssertionError(f"never happened; last view {view}")
 
 
-async def test_unhealthy_node_is_restarted_in_place(
+@asynccontextmanager
+async def sick_node(
     env: WorkflowEnvironment, task_queue: str
-) -> None:
+) -> AsyncIterator[tuple[FakeActivities, WorkflowHandle[NodeWorkflow, NodeView]]]:
+    """A running node just told its model is unhealthy (three probes failed)."""
     fakes = FakeActivities()
     async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
         await handle.signal(NodeWorkflow.model_health, SICK)
+        yield fakes, handle
+
+
+async def test_unhealthy_node_is_restarted_in_place(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    async with sick_node(env, task_queue) as (fakes, handle):
         await wait_view(env, handle, lambda v: v.repairs == 1)
         restart = fakes.calls["restart_model"][0]
         assert restart.cluster_name == SPEC.cluster_name
@@ -54,9 +65,7 @@ async def test_unhealthy_node_is_restarted_in_place(
 async def test_standalone_node_whose_repairs_fail_stays_unhealthy(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
-        await handle.signal(NodeWorkflow.model_health, SICK)
+    async with sick_node(env, task_queue) as (fakes, handle):
         view = await wait_view(env, handle, lambda v: v.repair_exhausted)
         assert view.status is NodeStatus.UNHEALTHY
         assert len(fakes.calls["restart_model"]) == 3  # RepairPolicy.attempts
@@ -70,9 +79,7 @@ async def test_standalone_node_whose_repairs_fail_stays_unhealthy(
 async def test_replica_repaired_in_place_then_replaced_when_repair_fails(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with worker(env, task_queue, fakes):
-        handle, view = await deploy_running(env, task_queue, 2)
+    async with deployment_running(env, task_queue, 2) as (fakes, handle, view):
         first, second = (
             env.client.get_workflow_handle_for(NodeWorkflow.run, r.workflow_id)
             for r in view.replicas

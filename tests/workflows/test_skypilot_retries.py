@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import pytest
 from pydantic import SecretStr
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.skypilot import SkyPilotActivities
 from controlplane.lifecycle import LaunchMode, NodeStatus
@@ -26,11 +25,12 @@ from controlplane.skypilot.client import Identity, SkyPilotClient, Timeouts
 from controlplane.skypilot.errors import CommandError
 from controlplane.skypilot.models import ClusterRecord, ClusterStatus, TerminateResult
 from controlplane.skypilot.retry import RetryPolicy
-from controlplane.skypilot.task import SkyTask, TaskSettings
+from controlplane.skypilot.task import TaskSettings
 from tests.support.scripted_sky import ScriptedServer, failed_request, reply
 from tests.workflows.fakes import FakeActivities
-from tests.workflows.test_node_workflow import SPEC
-from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
+from tests.workflows.test_node_workflow import SPEC, start
+from tests.workflows.workers import running_worker
+from workflows.models import NodeView, TerminateNodeRequest
 from workflows.node import NodeWorkflow
 
 MAX_RETRIES = 3  # SKYPILOT_MAX_RETRIES, for the client and the workflow's plan alike
@@ -64,20 +64,10 @@ class FlakyCli:
         self.failures = failures
         self.downs = 0
 
-    async def launch(
-        self,
-        cluster_name: str,
-        task: SkyTask,
-        *,
-        idempotency_key: str,
-        workspace: str | None,
-        earlier_may_have_sent: bool = False,
-    ) -> str | None:
+    async def launch(self, *args: Any, **kwargs: Any) -> str | None:
         raise AssertionError("not launched in these tests")
 
-    async def wait_launched(
-        self, cluster_name: str, request_id: str | None, timeout: float
-    ) -> None:
+    async def wait_launched(self, *args: Any, **kwargs: Any) -> None:
         raise AssertionError("not launched in these tests")
 
     async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
@@ -137,24 +127,8 @@ async def node_worker(
             chosen.get(getattr(fake, "__temporal_activity_definition").name, fake)
             for fake in fakes.all()
         ]
-        async with (
-            Worker(
-                env.client, task_queue=task_queue, workflows=[NodeWorkflow], activities=activities
-            ),
-            fakes.admission_worker(env.client, task_queue),
-        ):
+        async with running_worker(env, task_queue, fakes, activities=activities):
             yield fakes
-
-
-async def start(
-    env: WorkflowEnvironment, task_queue: str, launch_mode: LaunchMode = LaunchMode.API
-) -> WorkflowHandle[NodeWorkflow, NodeView]:
-    return await env.client.start_workflow(
-        NodeWorkflow.run,
-        NodeWorkflowInput(spec=SPEC, launch_mode=launch_mode),
-        id=f"node-{SPEC.cluster_name}",
-        task_queue=task_queue,
-    )
 
 
 async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_one_times(
@@ -166,7 +140,7 @@ async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_on
     async with node_worker(
         env, task_queue, server, real=("launch_cluster",), observer=retries
     ) as fakes:
-        handle = await start(env, task_queue)
+        handle = await start(env, task_queue, launch_mode=LaunchMode.API)
         with pytest.raises(WorkflowFailureError):
             await handle.result()
     # One send per activity attempt, and the node's SkyPilot retry policy allows
@@ -226,7 +200,7 @@ def _down_fails_once(server: ScriptedServer, shape: str) -> None:
 async def _run_to_terminate(
     env: WorkflowEnvironment, task_queue: str, launch_mode: LaunchMode = LaunchMode.API
 ) -> NodeView:
-    handle = await start(env, task_queue, launch_mode)
+    handle = await start(env, task_queue, launch_mode=launch_mode)
     for _ in range(400):
         if (await handle.query(NodeWorkflow.status)).status is NodeStatus.RUNNING:
             break

@@ -14,12 +14,12 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from controlplane.lifecycle import LaunchMode, NodeStatus
 from tests.support.specs import deployment_spec
 from tests.workflows.fakes import FakeActivities, Row
 from tests.workflows.test_node_workflow import SPEC, start, wait_status
+from tests.workflows.workers import ALL_WORKFLOWS, running_worker, start_deployment
 from workflows.deployment import DeploymentWorkflow, legacy_node_workflow_id
 from workflows.models import (
     DeploymentInput,
@@ -34,8 +34,6 @@ from workflows.models import (
 )
 from workflows.node import NodeWorkflow
 from workflows.terminate import TerminateClusterWorkflow
-
-WORKFLOWS = [NodeWorkflow, DeploymentWorkflow, TerminateClusterWorkflow]
 
 
 async def terminate_cluster(
@@ -53,10 +51,7 @@ async def test_a_tenant_cannot_terminate_another_tenants_cluster(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
         node = await start(env, task_queue)  # tenant "acme"
         await wait_status(node, NodeStatus.RUNNING)
 
@@ -91,10 +86,7 @@ async def test_a_tenant_cannot_terminate_a_cluster_nobody_recorded(
         status=NodeStatus.CLEANUP_FAILED,
         tenant="acme",
     )
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
         with pytest.raises(WorkflowFailureError) as refused:
             await terminate_cluster(env, task_queue, "cpn-unrecorded-0", tenant="acme")
         assert isinstance(refused.value.cause, ApplicationError)
@@ -118,15 +110,12 @@ async def test_deployment_replicas_get_full_node_id_workflow_ids(
 ) -> None:
     fakes = FakeActivities()
     deployment = deployment_spec(model="org/llama", name="blue")
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
-        fakes.admission_worker(env.client, task_queue),
-    ):
-        handle = await env.client.start_workflow(
-            DeploymentWorkflow.run,
+    async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
+        handle = await start_deployment(
+            env,
+            task_queue,
             DeploymentInput(deployment=deployment, replicas=2),
             id=f"deployment-{uuid.uuid4().hex[:8]}",
-            task_queue=task_queue,
         )
 
         async def running() -> DeploymentView:
@@ -167,10 +156,7 @@ async def test_a_resumed_node_keeps_the_cluster_name_in_its_plan(
         status=NodeStatus.RUNNING,
         tenant=SPEC.tenant,
     )
-    async with (
-        Worker(env.client, task_queue=task_queue, workflows=WORKFLOWS, activities=fakes.all()),
-        fakes.admission_worker(env.client, task_queue),
-    ):
+    async with running_worker(env, task_queue, fakes, ALL_WORKFLOWS):
         handle = await env.client.start_workflow(
             NodeWorkflow.run,
             NodeWorkflowInput(spec=SPEC, resume=NodeState(plan=plan, status=NodeStatus.RUNNING)),
