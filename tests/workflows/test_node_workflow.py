@@ -412,7 +412,8 @@ async def test_a_queued_launch_waits_pending_with_a_reason_then_launches(
 async def test_a_launch_never_admitted_fails_at_its_deadline_without_launching(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities(launch_timeout_s=30)
+    # The queued wait heartbeats, so the clock does not skip: the deadline passes in real time.
+    fakes = FakeActivities(launch_timeout_s=5)
     fakes.behaviour.admission_open = asyncio.Event()
     await run_until_failed(env, task_queue, fakes)
     assert fakes.launches == 0

@@ -137,8 +137,10 @@ async def test_a_submit_answered_503_forever_is_sent_at_most_max_retries_plus_on
     server = ScriptedServer()
     server.always("POST /launch", reply(503, {"detail": "busy"}))
     retries = RetryCounter()
+    # Each retried attempt first looks for an earlier attempt's late commit, until the commit
+    # horizon: 1 s here rather than the default 30 s (which made this test take 90 s).
     async with node_worker(
-        env, task_queue, server, real=("launch_cluster",), observer=retries
+        env, task_queue, server, real=("launch_cluster",), observer=retries, commit_horizon=1.0
     ) as fakes:
         handle = await start(env, task_queue, launch_mode=LaunchMode.API)
         with pytest.raises(WorkflowFailureError):
