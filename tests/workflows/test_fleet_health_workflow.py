@@ -4,13 +4,17 @@ by the fleet; in lease mode, the real monitoring loop sweeps many times per acti
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities.health import HealthActivities
@@ -28,6 +32,8 @@ from workflows.fleet_models import (
     FleetHealthInput,
     ModelChange,
     ModelHealthSignal,
+    MonitorInput,
+    MonitorResult,
     ProbeShardInput,
     ProbeShardResult,
 )
@@ -331,3 +337,60 @@ async def test_a_failing_sweep_does_not_end_the_lease(
     assert set(health.attempts) == {1}
     assert result.status is NodeStatus.LOST
     assert report.changed == 1
+
+
+class SweepsThrice(ScriptedHealth):
+    """Tells when its third cluster sweep is done."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.third = asyncio.Event()
+
+    async def _sweep_clusters(self) -> ClusterSweepResult:
+        swept = await super()._sweep_clusters()
+        if self.cluster_sweeps >= 3:
+            self.third.set()
+        return swept
+
+
+async def test_a_lease_ends_at_once_retryable_when_its_worker_shuts_down() -> None:
+    """A deploy's worker shutdown must hand the lease on, not hold it until the heartbeat
+    timeout: the activity ends at once, retryable, having heartbeated its tally."""
+    health = SweepsThrice()
+    health.temporal = cast(Any, object())  # nothing changes, so nothing is signalled
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, scheduled_time=datetime.now(UTC))
+    beats: list[Any] = []
+    env.on_heartbeat = lambda *details: beats.extend(details)
+
+    async def shut_down_after_some_sweeps() -> None:
+        await health.third.wait()
+        env.worker_shutdown()
+
+    lease = MonitorInput(lease_s=600, interval_s=0.05)  # far longer than the test
+    stopper = asyncio.create_task(shut_down_after_some_sweeps())
+    async with asyncio.timeout(30):
+        with pytest.raises(ApplicationError) as raised:
+            await env.run(health.monitor_clusters, lease)
+    await stopper
+    assert raised.value.type == "WorkerShutdown"
+    assert not raised.value.non_retryable
+    assert MonitorResult.model_validate(beats[-1]).sweeps >= 3
+
+
+async def test_a_retried_lease_carries_the_tally_on_to_the_same_end() -> None:
+    """The retry (on another worker) starts from the last heartbeated tally and ends when the
+    first attempt's lease would have: scheduled 1 s ago with a 1.3 s lease, it sweeps ~0.3 s."""
+    health = ScriptedHealth()
+    health.temporal = cast(Any, object())
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(
+        env.info,
+        attempt=2,
+        scheduled_time=datetime.now(UTC) - timedelta(seconds=1),
+        heartbeat_details=[MonitorResult(sweeps=7, status_calls=7).model_dump(mode="json")],
+    )
+    result = await env.run(health.monitor_clusters, MonitorInput(lease_s=1.3, interval_s=0.05))
+    assert result.sweeps == 7 + health.cluster_sweeps
+    assert result.status_calls == 7 + health.cluster_sweeps
+    assert 1 <= health.cluster_sweeps <= 8  # ~6 in 0.3 s; a fresh 1.3 s lease would do ~26
