@@ -43,6 +43,7 @@ from controlplane.db.launch_slots import LaunchSlotRepository
 from controlplane.db.probes import ProbeRepository
 from controlplane.db.repository import CredentialRepository, NodeRepository
 from controlplane.events.service import relay_in_background
+from controlplane.health.probe import probe_client
 from controlplane.lifecycle import LaunchMode
 from controlplane.logs import configure_logging
 from controlplane.metrics import Metrics, MetricsServer
@@ -302,6 +303,7 @@ async def open_activities(
             vault = Vault(settings.encryption_key, settings.previous_encryption_keys)
             store = CredentialStore(vault, CredentialRepository(engine))
         probe_http = await stack.enter_async_context(httpx.AsyncClient())
+        health_http = await stack.enter_async_context(probe_client())  # the fleet's probes
         nodes = NodeRepository(engine)
         records = RecordActivities(nodes, settings, metrics)
         refresher = asyncio.create_task(
@@ -324,7 +326,7 @@ async def open_activities(
             ),
             deployment_events=DeploymentEventActivities(DeploymentEventRepository(engine)),
             health=HealthActivities(
-                backends, nodes, ProbeRepository(engine), settings, probe_http, metrics
+                backends, nodes, ProbeRepository(engine), settings, health_http, metrics
             ),
             admission=AdmissionActivities(LaunchSlotRepository(engine), settings, metrics),
         )

@@ -32,7 +32,13 @@ from controlplane.config import Settings
 from controlplane.db.errors import DATABASE_ERRORS, summarize_database_error
 from controlplane.db.probes import ProbeRecord, ProbeRepository, ProbeTarget
 from controlplane.db.repository import NodeRepository
-from controlplane.health.probe import NO_ANSWER, ProbeOutcome, measuring_loop_lag, probe_model
+from controlplane.health.probe import (
+    MAX_PROBES_IN_FLIGHT,
+    NO_ANSWER,
+    ProbeOutcome,
+    measuring_loop_lag,
+    probe_model,
+)
 from controlplane.health.sweep import Serving, suspects
 from controlplane.health.verdict import RoundGuard, in_startup_grace, judge, suspect_round
 from controlplane.lifecycle import SERVING_STATUSES, LaunchMode, NodeStatus
@@ -102,6 +108,7 @@ class HealthActivities:
         http: httpx.AsyncClient,
         metrics: Metrics | None = None,
         temporal: Client | None = None,
+        probes_in_flight: int = MAX_PROBES_IN_FLIGHT,
     ) -> None:
         self.backends = backends
         self.nodes = nodes
@@ -109,6 +116,8 @@ class HealthActivities:
         self.settings = settings
         self.http = http
         self.metrics = metrics
+        # Shared by every shard this worker probes (``http`` is probe_client(the same number)).
+        self.probe_slots = asyncio.Semaphore(probes_in_flight)
         # Lease mode signals the node workflows itself (worker.py create_worker sets it).
         self.temporal = temporal
         # This installation's clusters only (the cluster-name prefix).
@@ -196,7 +205,7 @@ class HealthActivities:
         gate = asyncio.Semaphore(probe_concurrency(len(targets), timeout_s))
 
         async def one(target: ProbeTarget) -> ProbeOutcome:
-            async with gate:
+            async with gate, self.probe_slots:
                 return await probe_model(
                     self.http,
                     target.endpoint,

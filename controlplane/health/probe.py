@@ -26,6 +26,20 @@ REASONS = (TIMEOUT, UNREACHABLE, BAD_STATUS, MODEL_NOT_LISTED)
 # reasons are answers, the model's own verdict, whatever state the prober is in.
 NO_ANSWER = frozenset({TIMEOUT, UNREACHABLE})
 
+# Probes in flight at once in one worker, and the connections its probe client keeps alive.
+# Every shard this worker runs shares the cap: 16 shards of a 1,000-node fleet used to open 1,000
+# new connections at once each interval (httpx keeps 20 alive by default), and the worker's event
+# loop fell 1.8 s behind, so whole shards timed out unanswered. A probe takes its slot before its
+# timeout starts.
+MAX_PROBES_IN_FLIGHT = 256
+
+
+def probe_client(in_flight: int = MAX_PROBES_IN_FLIGHT) -> httpx.AsyncClient:
+    """The prober's HTTP client: a kept-alive connection for every probe slot."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=in_flight, max_keepalive_connections=in_flight)
+    )
+
 
 @dataclass(frozen=True)
 class ProbeOutcome:

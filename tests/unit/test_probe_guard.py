@@ -8,6 +8,7 @@ failures among many, or every model of a small fleet crashing, are always believ
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
@@ -252,3 +253,38 @@ def test_guard_defaults() -> None:
     assert settings.model_probe_max_loop_lag == timedelta(seconds=1)
     assert settings.model_probe_suspect_fraction == 0.5
     assert settings.model_probe_suspect_min == 10
+
+
+async def test_the_shards_of_one_worker_share_its_probe_slots() -> None:
+    """Two shards probing at once in one worker never have more than its slots in flight, and
+    every probe still answers: queued for a slot, not timed out."""
+    in_flight = 0
+    most = 0
+
+    async def slow_answer(request: httpx.Request) -> httpx.Response:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        return httpx.Response(200)
+
+    settings = load_settings({"MODEL_PROBE_THRESHOLD": "1"})
+    health = HealthActivities(
+        {},
+        None,  # type: ignore[arg-type]  # the probe shard never reads the node table
+        FakeProbes(fleet(100, "m")),  # type: ignore[arg-type]  # both shards get these 100
+        settings,
+        httpx.AsyncClient(transport=httpx.MockTransport(slow_answer)),
+        probes_in_flight=10,
+    )
+    rounds = await asyncio.gather(
+        *(
+            ActivityEnvironment().run(
+                health.probe_model_shard, ProbeShardInput(shard=shard, shards=2)
+            )
+            for shard in range(2)
+        )
+    )
+    assert [(r.probed, r.failures) for r in rounds] == [(100, 0), (100, 0)]
+    assert most == 10  # each shard alone would have had 64 in flight (probe_concurrency)
