@@ -5,8 +5,10 @@ by the fleet; in lease mode, the real monitoring loop sweeps many times per acti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -222,16 +224,22 @@ ENDED = ClusterChange(
 )
 
 
-def lease_worker(
+@contextlib.asynccontextmanager
+async def node_running_beside_a_lease(
     env: WorkflowEnvironment, task_queue: str, nodes: FakeActivities, health: ScriptedHealth
-) -> Worker:
+) -> AsyncIterator[WorkflowHandle[Any, Any]]:
+    """A worker for the node and the lease-mode fleet health; yields a node already running."""
     health.temporal = env.client
-    return Worker(
+    worker = Worker(
         env.client,
         task_queue=task_queue,
         workflows=[NodeWorkflow, FleetHealthWorkflow],
         activities=[*nodes.all(), health.monitor_clusters, health.monitor_model_shard],
     )
+    async with worker, nodes.admission_worker(env.client, task_queue):
+        handle = await start(env, task_queue)
+        await wait_status(handle, NodeStatus.RUNNING)
+        yield handle
 
 
 async def health_signals(handle: WorkflowHandle[Any, Any]) -> list[str]:
@@ -251,12 +259,7 @@ async def test_a_lease_sweeps_many_times_in_one_attempt_and_signals_each_change_
     nodes = FakeActivities()
     # Sweep 1 sees nothing; sweep 2 the node's cluster gone, and a node whose workflow ended.
     health = ScriptedHealth(clusters=[[], [CLUSTER_LOST, ENDED]])
-    async with (
-        lease_worker(env, task_queue, nodes, health),
-        nodes.admission_worker(env.client, task_queue),
-    ):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_running_beside_a_lease(env, task_queue, nodes, health) as handle:
         nodes.behaviour.cluster_status = "TERMINATED"
         report = await sweep(env, task_queue, LEASE.model_copy(update={"models": False}))
         result = await handle.result()
@@ -278,12 +281,7 @@ async def test_a_lease_signals_a_changed_model_with_its_verdict(
 ) -> None:
     nodes = FakeActivities()
     health = ScriptedHealth(models=[[], [MODEL_DOWN]])
-    async with (
-        lease_worker(env, task_queue, nodes, health),
-        nodes.admission_worker(env.client, task_queue),
-    ):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_running_beside_a_lease(env, task_queue, nodes, health) as handle:
         report = await sweep(env, task_queue, LEASE.model_copy(update={"clusters": False}))
         await wait_status(handle, NodeStatus.UNHEALTHY)
         signals = await health_signals(handle)
@@ -298,12 +296,7 @@ async def test_a_healthy_fleet_sends_no_signal_and_the_run_ends_with_its_lease(
 ) -> None:
     nodes = FakeActivities()
     health = ScriptedHealth()
-    async with (
-        lease_worker(env, task_queue, nodes, health),
-        nodes.admission_worker(env.client, task_queue),
-    ):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_running_beside_a_lease(env, task_queue, nodes, health) as handle:
         report = await sweep(env, task_queue, LEASE)  # returns: the lease ended
         signals = await health_signals(handle)
         status = (await handle.query(NodeWorkflow.status)).status
@@ -323,12 +316,7 @@ async def test_a_failing_sweep_does_not_end_the_lease(
     nodes = FakeActivities()
     down = ApplicationError("SkyPilot API server unreachable")
     health = ScriptedHealth(clusters=[down, down, [CLUSTER_LOST]])
-    async with (
-        lease_worker(env, task_queue, nodes, health),
-        nodes.admission_worker(env.client, task_queue),
-    ):
-        handle = await start(env, task_queue)
-        await wait_status(handle, NodeStatus.RUNNING)
+    async with node_running_beside_a_lease(env, task_queue, nodes, health) as handle:
         nodes.behaviour.cluster_status = "TERMINATED"
         report = await sweep(env, task_queue, LEASE.model_copy(update={"models": False}))
         result = await handle.result()
