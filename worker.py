@@ -135,6 +135,7 @@ IMPLEMENTATIONS: Mapping[acts.ActivityRef[Any, Any], Callable[..., Awaitable[Bas
     acts.MONITOR_CLUSTERS: HealthActivities.monitor_clusters,
     acts.MONITOR_MODEL_SHARD: HealthActivities.monitor_model_shard,
     acts.ACQUIRE_LAUNCH_SLOT: AdmissionActivities.acquire_launch_slot,
+    acts.TRY_LAUNCH_SLOT: AdmissionActivities.try_launch_slot,
     acts.RELEASE_LAUNCH_SLOT: AdmissionActivities.release_launch_slot,
     acts.RECORD_DEPLOYMENT_EVENTS: DeploymentEventActivities.record_deployment_events,
 }

@@ -19,7 +19,7 @@ from temporalio import activity
 
 from controlplane.admission import budget_key, poll_interval_s, waiter_ttl
 from controlplane.config import Settings
-from controlplane.db.launch_slots import LaunchSlotRepository
+from controlplane.db.launch_slots import Admission, LaunchSlotRepository
 from controlplane.metrics import Metrics
 from workflows import activity_refs as acts
 from workflows.fleet_models import (
@@ -43,36 +43,50 @@ class AdmissionActivities:
         self.settings = settings
         self.metrics = metrics
 
+    def _ask(self, input: AcquireSlotInput) -> Awaitable[Admission]:
+        """One ask for the node's slot (idempotent: a queued node keeps its place)."""
+        s = self.settings
+        return self.slots.try_acquire(
+            input.node_id,
+            budget_key(input.launch_mode, s),
+            budget=s.skypilot_max_inflight_launches,
+            lease=timedelta(seconds=input.timeout_s) + LEASE_MARGIN,
+            waiter_ttl=waiter_ttl(s.node_heartbeat_timeout),
+        )
+
+    def _granted(self, answer: Admission) -> AcquireSlotResult:
+        waited = ((answer.granted_at or answer.enqueued_at) - answer.enqueued_at).total_seconds()
+        if self.metrics is not None:
+            self.metrics.launch_queue_wait.observe(waited)
+        return AcquireSlotResult(
+            granted=True, waited_s=waited, budget=self.settings.skypilot_max_inflight_launches
+        )
+
+    @activity.defn(name=acts.TRY_LAUNCH_SLOT.name)
+    async def try_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
+        """One ask, no wait (the node's local first ask): granted, or ``granted=False`` with
+        the node queued; its wait (``acquire_launch_slot``) asks again and keeps the place."""
+        answer = await self._ask(input)
+        if answer.granted:
+            return self._granted(answer)
+        budget = self.settings.skypilot_max_inflight_launches
+        return AcquireSlotResult(granted=False, ahead=answer.ahead, budget=budget)
+
     @activity.defn(name=acts.ACQUIRE_LAUNCH_SLOT.name)
     async def acquire_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
         """Return once granted, or ``granted=False`` when ``timeout_s`` passed in the queue."""
-        s = self.settings
-        budget = s.skypilot_max_inflight_launches
-        key = budget_key(input.launch_mode, s)
+        budget = self.settings.skypilot_max_inflight_launches
         deadline = time.monotonic() + input.timeout_s
-        lease = timedelta(seconds=input.timeout_s) + LEASE_MARGIN
-        ttl = waiter_ttl(s.node_heartbeat_timeout)
         # Heartbeat well inside the activity's heartbeat timeout, however slowly the back polls
         # and however long the database takes to answer.
         timeout = activity.info().heartbeat_timeout
         beat = timeout.total_seconds() / 3 if timeout else poll_interval_s(0)
         ahead: int | None = None
         while True:
-            answer = await heartbeating(
-                self.slots.try_acquire(
-                    input.node_id, key, budget=budget, lease=lease, waiter_ttl=ttl
-                ),
-                every_s=beat,
-                details=ahead,
-            )
+            answer = await heartbeating(self._ask(input), every_s=beat, details=ahead)
             ahead = answer.ahead
-            waited = (
-                (answer.granted_at or answer.enqueued_at) - answer.enqueued_at
-            ).total_seconds()
             if answer.granted:
-                if self.metrics is not None:
-                    self.metrics.launch_queue_wait.observe(waited)
-                return AcquireSlotResult(granted=True, waited_s=waited, budget=budget)
+                return self._granted(answer)
             activity.heartbeat(answer.ahead)
             remaining = deadline - time.monotonic()
             if remaining <= 0:

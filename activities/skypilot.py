@@ -180,6 +180,7 @@ class SkyPilotActivities:
                     input.request_id,
                     max(deadline - time.monotonic(), 1.0),
                     on_line=progress.line,  # API mode: the launch request's log
+                    log_after_s=progress.quiet_start_s,  # nothing sooner would be told
                 )
                 endpoint = await backend.endpoint(input.cluster_name, VLLM_PORT)
             except RequestFailedError as exc:
@@ -212,7 +213,7 @@ class SkyPilotActivities:
                         "ReadinessTimeout",
                     )
                 await asyncio.sleep(self.probe_interval_s)
-            location = await self._location(backend, input.cluster_name)
+            location = input.pinned_location or await self._location(backend, input.cluster_name)
         return WaitReadyResult(endpoint=endpoint, location=location)
 
     @staticmethod

@@ -122,6 +122,8 @@ MONITOR_CLUSTERS = ActivityRef("monitor_clusters", MonitorInput, MonitorResult)
 MONITOR_MODEL_SHARD = ActivityRef("monitor_model_shard", MonitorInput, MonitorResult)
 ACQUIRE_LAUNCH_SLOT = ActivityRef("acquire_launch_slot", AcquireSlotInput, AcquireSlotResult)
 RELEASE_LAUNCH_SLOT = ActivityRef("release_launch_slot", ReleaseSlotInput, ReleaseSlotResult)
+# One ask, no wait (a local activity): granted, or queued with the place kept for the wait.
+TRY_LAUNCH_SLOT = ActivityRef("try_launch_slot", AcquireSlotInput, AcquireSlotResult)
 # Launch-slot waits run here, on a worker of their own (worker.py): queued nodes, however many,
 # never take the activity slots that admitted nodes need to launch and give their slot back.
 ADMISSION_ACTIVITIES: tuple[ActivityRef[Any, Any], ...] = (ACQUIRE_LAUNCH_SLOT,)
@@ -152,6 +154,7 @@ ALL: tuple[ActivityRef[Any, Any], ...] = (
     MONITOR_CLUSTERS,
     MONITOR_MODEL_SHARD,
     ACQUIRE_LAUNCH_SLOT,
+    TRY_LAUNCH_SLOT,
     RELEASE_LAUNCH_SLOT,
     RECOVER_NODE,
 )

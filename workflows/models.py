@@ -506,6 +506,10 @@ class WaitReadyInput(_Model):
     launch_mode: LaunchMode
     request_id: str | None = None
     timeout_s: float
+    pinned_location: str | None = Field(
+        default=None,
+        description="the only place the launch can land (no fallbacks): no status call for it",
+    )
 
 
 class WaitReadyResult(_Model):

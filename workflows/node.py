@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
     from controlplane import lifecycle
     from controlplane.backoff import exponential_backoff
     from controlplane.skypilot.errors import TRANSIENT_ERROR_TYPES
+    from controlplane.spec import NodeSpec
     from workflows import activity_refs as acts
     from workflows import options
     from workflows import search_attributes as attrs
@@ -62,6 +63,7 @@ with workflow.unsafe.imports_passed_through():
         TransitionInput,
         WaitReadyInput,
     )
+    from workflows.patches import Bundle, PatchBundles
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -96,6 +98,41 @@ PATCH_TEARDOWN_SURVIVES_CANCEL = "teardown-survives-cancel"
 LOST_SECOND_LOOK_S = 30.0  # before PATCH_LOST_SECOND_LOOK: min(this, the health interval)
 # The second look waits the plan's lost_second_look_s (NODE_LOST_SECOND_LOOK), a few seconds.
 PATCH_LOST_SECOND_LOOK = "lost-second-look-setting"
+# A launch first asks for its slot in a local activity; only a node that must queue waits in
+# the admission task queue's activity (no activity task and workflow task when a slot is free).
+PATCH_ADMISSION_FIRST_ASK_LOCAL = "admission-first-ask-local"
+# Every patch above, taken by a new run with ONE marker (workflows/patches.py).
+NODE_BUNDLES = (
+    Bundle(
+        "node-patches-2026-12",
+        frozenset(
+            {
+                FLEET_HEALTH_PATCH,
+                ADMISSION_PATCH,
+                ADMISSION_OWN_QUEUE_PATCH,
+                REPAIR_PATCH,
+                LOCAL_DB_PATCH,
+                DB_RETRY_TIMERS_PATCH,
+                PATCH_CLEANUP_SURVIVES_TERMINATE,
+                PATCH_NOTHING_SUBMITTED,
+                PATCH_EARLY_TERMINATE,
+                PATCH_CONFIRM_LOST,
+                PATCH_HEALTH_CANCEL,
+                PATCH_TEARDOWN_SURVIVES_CANCEL,
+                PATCH_LOST_SECOND_LOOK,
+                PATCH_ADMISSION_FIRST_ASK_LOCAL,
+                attrs.PATCH,
+            }
+        ),
+    ),
+)
+
+
+def pinned_location(spec: NodeSpec) -> str | None:
+    """``provider/region`` when the spec allows one place only, so where the launch landed is
+    known without asking SkyPilot; None when it has fallbacks to choose from."""
+    locations = spec.locations
+    return locations[0].infra if len(locations) == 1 else None
 
 
 @workflow.defn(name="NodeWorkflow", failure_exception_types=[ValidationError])
@@ -116,6 +153,7 @@ class NodeWorkflow:
         self._queued = False
         self._slot_asked = False
         self._local_db: bool | None = None
+        self._patches = PatchBundles(NODE_BUNDLES)
         # Where the node stands (the status query's phase/progress/since); not carried across
         # continue-as-new: a resumed node is running or tearing down, which its status says.
         self._phase: NodePhase | None = None
@@ -188,7 +226,7 @@ class NodeWorkflow:
         early_terminate = (
             state.status in lifecycle.STARTING_STATUSES
             and self._terminate_requested
-            and workflow.patched(PATCH_EARLY_TERMINATE)
+            and self._patches.patched(PATCH_EARLY_TERMINATE)
         )
         if state.status is NodeStatus.PENDING and self._terminate_requested and not early_terminate:
             await self._transition(lifecycle.TERMINATED_BEFORE_LAUNCH)
@@ -226,7 +264,7 @@ class NodeWorkflow:
                 await asyncio.shield(asyncio.ensure_future(self._terminate_phase()))
                 raise
         if state.status in lifecycle.TERMINATING.allowed_from:
-            if workflow.patched(PATCH_TEARDOWN_SURVIVES_CANCEL):
+            if self._patches.patched(PATCH_TEARDOWN_SURVIVES_CANCEL):
                 # A cancel during the teardown lets it finish: abandoned, it would leave the
                 # row live and the cluster up (found by the interleaving matrix).
                 teardown = asyncio.ensure_future(self._terminate_phase())
@@ -283,7 +321,7 @@ class NodeWorkflow:
                     CredentialRefInput(tenant=self._spec.tenant, provider=self._spec.provider),
                 )
             ).ref
-            if not workflow.patched(PATCH_NOTHING_SUBMITTED):
+            if not self._patches.patched(PATCH_NOTHING_SUBMITTED):
                 launch_may_have_started = True
             try:
                 await self._launch_until_ready(ref, deadline)
@@ -293,7 +331,7 @@ class NodeWorkflow:
                 lifecycle.READY, endpoint=state.endpoint, location=state.location
             )
         except (asyncio.CancelledError, FailureError) as error:
-            self._cleaning_up = workflow.patched(PATCH_CLEANUP_SURVIVES_TERMINATE)
+            self._cleaning_up = self._patches.patched(PATCH_CLEANUP_SURVIVES_TERMINATE)
             may_exist = launch_may_have_started or self._maybe_submitted
             await asyncio.shield(
                 asyncio.ensure_future(self._compensate(error, cluster_may_exist=may_exist))
@@ -363,6 +401,7 @@ class NodeWorkflow:
                         launch_mode=plan.launch_mode,
                         request_id=launched.request_id,
                         timeout_s=self._remaining(deadline),
+                        pinned_location=pinned_location(self._spec),
                     ),
                     self._skypilot_options(deadline),
                 )
@@ -418,20 +457,28 @@ class NodeWorkflow:
 
     async def _admit(self, deadline: datetime) -> None:
         """Wait durably, still pending, until this launch fits the API server's budget."""
-        if self._slot_asked or not workflow.patched(ADMISSION_PATCH):
+        if self._slot_asked or not self._patches.patched(ADMISSION_PATCH):
             return
         state = self._require_state()
         self._slot_asked = self._queued = True
-        queue = None
-        if workflow.patched(ADMISSION_OWN_QUEUE_PATCH):
-            queue = acts.admission_task_queue(workflow.info().task_queue)
+        ask = AcquireSlotInput(
+            node_id=state.plan.node_id,
+            launch_mode=state.plan.launch_mode,
+            timeout_s=max(self._remaining(deadline), 1.0),
+        )
         try:
+            # A free slot is granted by the first ask; a node that must queue keeps the place
+            # this ask gave it and waits below.
+            if (
+                self._patches.patched(PATCH_ADMISSION_FIRST_ASK_LOCAL)
+                and (await self._db(acts.TRY_LAUNCH_SLOT, ask)).granted
+            ):
+                return
+            queue = None
+            if self._patches.patched(ADMISSION_OWN_QUEUE_PATCH):
+                queue = acts.admission_task_queue(workflow.info().task_queue)
             admitted = await acts.ACQUIRE_LAUNCH_SLOT.run(
-                AcquireSlotInput(
-                    node_id=state.plan.node_id,
-                    launch_mode=state.plan.launch_mode,
-                    timeout_s=max(self._remaining(deadline), 1.0),
-                ),
+                ask.model_copy(update={"timeout_s": max(self._remaining(deadline), 1.0)}),
                 self._skypilot_options(deadline),
                 task_queue=queue,
             )
@@ -462,7 +509,7 @@ class NodeWorkflow:
 
     # --- running ---------------------------------------------------------------------------------
     async def _serve(self) -> None:
-        if workflow.patched(FLEET_HEALTH_PATCH):
+        if self._patches.patched(FLEET_HEALTH_PATCH):
             await self._serve_on_signals()
             return
         state = self._require_state()
@@ -522,7 +569,8 @@ class NodeWorkflow:
                 verdict, self._model_verdict = self._model_verdict, None
                 await self._apply_model_verdict(verdict)
                 if state.status is NodeStatus.UNHEALTHY and self._repair_on is None:
-                    self._repair_on = self._repair_policy.enabled and workflow.patched(REPAIR_PATCH)
+                    enabled = self._repair_policy.enabled
+                    self._repair_on = enabled and self._patches.patched(REPAIR_PATCH)
                 continue
             if self._needs_repair():
                 await self._repair_in_place()
@@ -632,13 +680,13 @@ class NodeWorkflow:
         health = await self._cluster_health(refresh=False)
         if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
             return False
-        if workflow.patched(PATCH_CONFIRM_LOST):
+        if self._patches.patched(PATCH_CONFIRM_LOST):
             # One absent answer is not proof (a reset API server would mark every node lost):
             # confirm with a refreshed status, then look again after a short wait.
             health = await self._cluster_health(refresh=True)
             if health is None or health.cluster_status not in LOST_CLUSTER_STATUSES:
                 return False
-            if workflow.patched(PATCH_LOST_SECOND_LOOK):
+            if self._patches.patched(PATCH_LOST_SECOND_LOOK):
                 second_look = plan.lost_second_look_s
             else:
                 second_look = min(LOST_SECOND_LOOK_S, plan.health_interval_s)
@@ -663,7 +711,7 @@ class NodeWorkflow:
                 options.cluster_health(self._skypilot_retry()),
             )
         except ActivityError as error:
-            if is_cancelled_exception(error) and workflow.patched(PATCH_HEALTH_CANCEL):
+            if is_cancelled_exception(error) and self._patches.patched(PATCH_HEALTH_CANCEL):
                 # The workflow was cancelled during the check: that means tear down, not
                 # "try again next interval" (found by the interleaving matrix).
                 raise asyncio.CancelledError("node workflow cancelled") from error
@@ -740,7 +788,7 @@ class NodeWorkflow:
             ),
         )
         state.status = transition.target
-        attrs.upsert_status(attrs.NODE_STATUS, transition.target.value)
+        attrs.upsert_status(attrs.NODE_STATUS, transition.target.value, self._patches.patched)
         self._phase_for_status()
         await self._tell_parent()
 
@@ -748,9 +796,9 @@ class NodeWorkflow:
         """A database step: a local activity from this change on, a regular one in the runs
         whose history began before it (decided once per run, at its first step)."""
         if self._local_db is None:
-            self._local_db = workflow.patched(LOCAL_DB_PATCH)
+            self._local_db = self._patches.patched(LOCAL_DB_PATCH)
         if self._local_db:
-            timers = workflow.patched(DB_RETRY_TIMERS_PATCH)
+            timers = self._patches.patched(DB_RETRY_TIMERS_PATCH)
             return await ref.run_local(arg, options.DATABASE_TIMERS if timers else options.DATABASE)
         return await ref.run(arg, options.DATABASE)
 

@@ -8,6 +8,8 @@ web UI, or on a namespace that lacks them) never upserts, so it cannot fail on a
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
@@ -58,9 +60,12 @@ def carried() -> bool:
     return workflow.info().typed_search_attributes.get(TENANT) is not None
 
 
-def upsert_status(key: SearchAttributeKey[str], value: str) -> None:
-    """Upsert a status attribute, if this workflow carries our attributes (patch-gated)."""
-    if not (carried() and workflow.patched(PATCH)):
+def upsert_status(
+    key: SearchAttributeKey[str], value: str, patched: Callable[[str], bool] = workflow.patched
+) -> None:
+    """Upsert a status attribute, if this workflow carries our attributes (patch-gated;
+    ``patched``: the workflow's own check, a patch bundle's for the node)."""
+    if not (carried() and patched(PATCH)):
         return
     if workflow.info().typed_search_attributes.get(key) != value:
         workflow.upsert_search_attributes([key.value_set(value)])

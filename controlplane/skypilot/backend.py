@@ -80,10 +80,13 @@ class SkyPilotBackend(Protocol):
         timeout: float,
         *,
         on_line: LineSink | None = None,
+        log_after_s: float = 0.0,
     ) -> None:
         """Return once the launch finished and the cluster is UP; raise its error otherwise.
 
-        ``on_line`` gets the launch's log lines while it is waited for (API: /api/stream).
+        ``on_line`` gets the launch's log lines while it is waited for (API: /api/stream,
+        opened only if the launch is still going after ``log_after_s``: the log is read from
+        its start, so nothing is missed, and a launch over by then costs no stream).
         """
 
     async def cluster_status(self, cluster_name: str, *, refresh: bool = False) -> ClusterStatus:
@@ -178,21 +181,29 @@ class ApiBackend(_Inventory):
         timeout: float,
         *,
         on_line: LineSink | None = None,
+        log_after_s: float = 0.0,
     ) -> None:
         if request_id is None:
             raise ValueError("API mode needs the launch request id to wait for")
         if on_line is None:
             await self.client.wait_for_request(request_id, timeout=timeout)
             return
-        reader = asyncio.create_task(self._follow_log(request_id, on_line))
+        waiting = asyncio.ensure_future(self.client.wait_for_request(request_id, timeout=timeout))
+        reader: asyncio.Task[None] | None = None
         try:
-            await self.client.wait_for_request(request_id, timeout=timeout)
-            # The server closes the stream when the request ends: let the last lines arrive.
-            await asyncio.wait({reader}, timeout=1.0)
+            done = (await asyncio.wait({waiting}, timeout=log_after_s))[0] if log_after_s else ()
+            if not done:
+                reader = asyncio.create_task(self._follow_log(request_id, on_line))
+            await waiting
+            if reader is not None:
+                # The server closes the stream when the request ends: let the last lines in.
+                await asyncio.wait({reader}, timeout=1.0)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for task in (waiting, reader):
+                if task is not None and not task.done():
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def _follow_log(self, request_id: str, on_line: LineSink) -> None:
         """Read the launch's log (one stream; after a drop, resume at the end: ``tail=0``)."""
@@ -393,6 +404,7 @@ class CliBackend(_Inventory):
         timeout: float,
         *,
         on_line: LineSink | None = None,
+        log_after_s: float = 0.0,
     ) -> None:
         deadline = time.monotonic() + timeout
         while True:

@@ -66,6 +66,7 @@ class SimState:
         self.faults = self.config.faults.model_copy(deep=True)
         self._rng = random.Random(self.faults.seed)
         self.requests: dict[str, Request] = {}
+        self._id_lengths: set[int] = set()  # of the ids in ``requests`` (find's fast path)
         # The server's users table: a user appears once a worker has run one of its requests.
         self.users: dict[str, str | None] = {SYSTEM_USER_ID: SYSTEM_USER_ID}
         self.clusters: dict[str, Cluster] = {}
@@ -98,6 +99,7 @@ class SimState:
     def _add_daemons(self) -> None:
         body = RequestBody.model_validate({"env_vars": self.server_env_vars()})
         for request_id, name in DAEMON_REQUESTS:
+            self._id_lengths.add(len(request_id))
             self.requests[request_id] = Request(
                 request_id=request_id,
                 name=name,
@@ -200,6 +202,7 @@ class SimState:
         if self._pending_commits.pop(request.request_id, None) is not None:
             self.late_commits += 1
         self.requests[request.request_id] = request
+        self._id_lengths.add(len(request.request_id))
         if request.name == "sky.launch" and request.cluster_name is not None:
             self.launch_requests[request.cluster_name] += 1
         request.task = asyncio.get_running_loop().create_task(
@@ -207,7 +210,13 @@ class SimState:
         )
 
     def find(self, prefix: str) -> list[Request]:
-        """Requests whose id starts with ``prefix`` (the server matches prefixes everywhere)."""
+        """Requests whose id starts with ``prefix`` (the server matches prefixes everywhere).
+
+        A whole id as long as the longest one matches only itself: a dict look-up, where the
+        scan over every request ever made grew with the run (17 % of a benchmark's CPU)."""
+        exact = self.requests.get(prefix)
+        if exact is not None and len(prefix) >= max(self._id_lengths, default=0):
+            return [exact]
         return [r for r in self.requests.values() if r.request_id.startswith(prefix)]
 
     async def _execute(self, request: Request, operation: Operation) -> None:

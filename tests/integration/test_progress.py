@@ -43,7 +43,9 @@ async def phases_seen(stack: Stack, workflow_id: str) -> list[NodeProgressSignal
 
 @pytest.mark.parametrize("mode", [LaunchMode.API, LaunchMode.CLI])
 async def test_launch_progress_reaches_the_status_query(worker: Stack, mode: LaunchMode) -> None:
-    worker.simulator.set_timings(launch_delay_s=2.0)
+    # 2 s a phase: each outlasts the reporter's quiet start (activities/progress.py), which
+    # tells the first second of an activity as one signal at its end.
+    worker.simulator.set_timings(launch_delay_s=4.0)
     try:
         spec = new_spec()
         control = worker.control

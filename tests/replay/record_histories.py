@@ -133,6 +133,15 @@ async def node_happy_path(r: Recorder) -> None:
     await r.terminate_and_save(r.main, started.workflow_id, "node_happy_path")
 
 
+async def node_happy_path_bundled(r: Recorder) -> None:
+    """The happy path with one patch marker (node-patches-2026-12) for every node patch, the
+    launch slot granted by the local first ask and a pinned location (no status call).
+    node_happy_path.json is the same path before: a marker per patch, the slot on the queue."""
+    started, view = await launch_running(r.main, node_spec("bundled"))
+    assert view.status is NodeStatus.RUNNING, view
+    await r.terminate_and_save(r.main, started.workflow_id, "node_happy_path_bundled")
+
+
 async def node_launch_failure(r: Recorder) -> None:
     r.simulator.set_faults(fail_next_launches=1, launch_failure_types=["CloudUserIdentityError"])
     try:
@@ -333,6 +342,11 @@ async def node_queued_on_the_admission_queue(r: Recorder) -> None:
     await queued_for_a_launch_slot(r, "node_queued_on_the_admission_queue", "queue")
 
 
+async def node_queued_after_a_local_first_ask(r: Recorder) -> None:
+    """A node whose local first ask found no free slot, then waited on the admission queue."""
+    await queued_for_a_launch_slot(r, "node_queued_after_a_local_first_ask", "first-ask")
+
+
 async def queued_for_a_launch_slot(r: Recorder, name: str, node: str) -> None:
     first = await r.admission.launch_node(node_spec(f"{node}-first"))
 
@@ -490,6 +504,7 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
     f.__name__: f
     for f in (
         node_happy_path,
+        node_happy_path_bundled,
         node_launch_failure,
         node_relaunch_after_transient_failure,
         node_cancelled_during_launch,
@@ -499,6 +514,7 @@ PATHS: dict[str, Callable[[Recorder], Awaitable[None]]] = {
         fleet_health_lease,
         node_queued_for_a_launch_slot,
         node_queued_on_the_admission_queue,
+        node_queued_after_a_local_first_ask,
         node_lost_after_a_short_second_look,
         node_repaired_in_place,
         deployment_controller_heals_and_rolls_out,

@@ -59,6 +59,9 @@ MAIN_PATHS = {
     "node_model_unhealthy_then_healthy": "NodeWorkflow",
     "node_queued_for_a_launch_slot": "NodeWorkflow",  # before the admission task queue
     "node_queued_on_the_admission_queue": "NodeWorkflow",
+    # one marker for every node patch (workflows/patches.py), the slot asked for locally first
+    "node_happy_path_bundled": "NodeWorkflow",
+    "node_queued_after_a_local_first_ask": "NodeWorkflow",
     "node_lost_after_a_short_second_look": "NodeWorkflow",
     "fleet_health_sweep": "FleetHealthWorkflow",
     "fleet_health_lease": "FleetHealthWorkflow",  # lease mode, as the schedules run it

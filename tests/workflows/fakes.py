@@ -453,6 +453,22 @@ class FakeActivities:
         self.slot_holders.add(input.node_id)
         return AcquireSlotResult(granted=True, budget=budget or 1)
 
+    @activity.defn(name="try_launch_slot")
+    async def try_launch_slot(self, input: AcquireSlotInput) -> AcquireSlotResult:
+        """The local first ask: granted only when the wait would not wait at all."""
+        self.calls["try_launch_slot"].append(input)
+        gate = self.behaviour.admission_open
+        admitted = self.behaviour.admitted_nodes
+        budget = self.behaviour.launch_budget
+        if (
+            (gate is not None and not gate.is_set())
+            or (admitted is not None and input.node_id not in admitted)
+            or (budget is not None and len(self.slot_holders - {input.node_id}) >= budget)
+        ):
+            return AcquireSlotResult(granted=False, budget=budget or 1)
+        self.slot_holders.add(input.node_id)
+        return AcquireSlotResult(granted=True, budget=budget or 1)
+
     @activity.defn(name="release_launch_slot")
     async def release_launch_slot(self, input: ReleaseSlotInput) -> ReleaseSlotResult:
         self.calls["release_launch_slot"].append(input)
@@ -474,6 +490,7 @@ class FakeActivities:
             self.record_deployment_events,
             self.restart_model,
             self.acquire_launch_slot,
+            self.try_launch_slot,
             self.release_launch_slot,
             self.record_intent,
             self.record_transition,

@@ -53,20 +53,31 @@ def spec(tenant: str = "acme") -> NodeSpec:
 
 
 class LoggingLaunch(FakeActivities):
-    """wait_ready reads a launch log through the real reporter, then waits to be released."""
+    """wait_ready reads a launch log through the real reporter, then waits to be released.
 
-    def __init__(self) -> None:
+    ``spaced_s``: the pause after each line (0: the whole log at once). ``hold``: False ends
+    the activity as soon as the log is read, inside its quiet start."""
+
+    def __init__(
+        self, *, quiet_start_s: float = 1.0, spaced_s: float = 0.0, hold: bool = True
+    ) -> None:
         super().__init__()
         self.release = asyncio.Event()
+        self.quiet_start_s = quiet_start_s
+        self.spaced_s = spaced_s
+        self.hold = hold
 
     @activity.defn(name="wait_ready")
     async def wait_ready(self, input: WaitReadyInput) -> WaitReadyResult:
-        async with ProgressReporter().running() as progress:
+        async with ProgressReporter(quiet_start_s=self.quiet_start_s).running() as progress:
             for line in LAUNCH_LOG:
                 progress.line(line)
-        while not self.release.is_set():
-            activity.heartbeat()
-            await asyncio.sleep(0.05)
+                if self.spaced_s:
+                    activity.heartbeat()
+                    await asyncio.sleep(self.spaced_s)
+            while self.hold and not self.release.is_set():
+                activity.heartbeat()
+                await asyncio.sleep(0.05)
         return WaitReadyResult(endpoint=f"127.0.0.1:8000/{input.cluster_name}")
 
 
@@ -121,8 +132,9 @@ async def test_phase_and_progress_follow_the_launch_log(
         details = await current_details(handle)
         assert "launching" in details, details
         assert "setting_up" in details, details
-        # One signal per phase the log moved through (provisioning, setting_up), however long.
-        assert await signals(handle, "launch_progress") == 2
+        # The log went through provisioning and setting_up within the activity's first
+        # second: that quiet start is told as one signal, of the phase it ended in.
+        assert await signals(handle, "launch_progress") == 1
         fakes.release.set()
         view = await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
         assert view.phase is NodePhase.READY
@@ -133,6 +145,34 @@ async def test_phase_and_progress_follow_the_launch_log(
     assert final.status is NodeStatus.TERMINATED
     assert final.phase is NodePhase.TERMINATING
     assert final.progress == "terminated"
+
+
+async def test_each_phase_after_the_quiet_start_is_one_signal(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch(quiet_start_s=0.2, spaced_s=0.3)
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue, spec())
+        await until(handle, lambda v: v.phase is NodePhase.SETTING_UP, "the setting_up phase")
+        # provisioning and setting_up, each told once however many lines it logged
+        assert await signals(handle, "launch_progress") == 2
+        fakes.release.set()
+        await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+
+
+async def test_a_launch_over_within_its_quiet_start_sends_no_progress(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = LoggingLaunch(hold=False)
+    async with running_worker(env, task_queue, fakes):
+        handle = await start(env, task_queue, spec())
+        view = await until(handle, lambda v: v.status is NodeStatus.RUNNING, "running")
+        assert view.phase is NodePhase.READY
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+    # Its phases are not worth a signal and a workflow task each: the result tells more.
+    assert await signals(handle, "launch_progress") == 0
 
 
 async def test_a_late_or_backward_phase_is_ignored(

@@ -21,7 +21,7 @@ from tests.workflows.fakes import FakeActivities
 from tests.workflows.workers import ALL_WORKFLOWS, running_worker
 from workflows.fleet_models import ModelHealthSignal
 from workflows.models import NodeView, NodeWorkflowInput, TerminateNodeRequest
-from workflows.node import NodeWorkflow
+from workflows.node import NODE_BUNDLES, NodeWorkflow
 
 SPEC = node_spec(model="org/llama")
 
@@ -402,6 +402,7 @@ async def test_a_queued_launch_waits_pending_with_a_reason_then_launches(
         assert view.reason is not None
         assert "SKYPILOT_MAX_INFLIGHT_LAUNCHES" in view.reason
         assert fakes.launches == 0
+        assert len(fakes.calls["try_launch_slot"]) == 1  # the first ask found no free slot
         fakes.behaviour.admission_open.set()
         await wait_status(handle, NodeStatus.RUNNING)
         assert (await handle.query(NodeWorkflow.status)).reason is None
@@ -434,10 +435,39 @@ async def test_database_steps_are_local_activities(
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    # Only the SkyPilot steps and the (possibly long) wait for a launch slot are on the queue.
-    assert scheduled == ["acquire_launch_slot", "launch_cluster", "wait_ready", "down_cluster"]
+    # Only the SkyPilot steps are on the queue: a free launch slot is granted by the local
+    # first ask, so the (possibly long) wait for one never runs.
+    assert scheduled == ["launch_cluster", "wait_ready", "down_cluster"]
     assert len(fakes.calls["record_transition"]) == 4  # launched, ready, terminating, terminated
     assert len(fakes.calls["record_intent"]) == 1
+    assert len(fakes.calls["try_launch_slot"]) == 1
+    assert not fakes.calls["acquire_launch_slot"]
+
+
+async def test_a_new_run_takes_every_patch_with_one_marker(
+    env: WorkflowEnvironment, task_queue: str
+) -> None:
+    fakes = FakeActivities()
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+    history = await handle.fetch_history()
+    patches = [
+        e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+    ]
+    # One marker (and one TemporalChangeVersion upsert) stands for all of the node's patches:
+    # a marker each was seven markers and seven visibility writes per lifecycle.
+    assert len(patches) == 1, patches
+    assert NODE_BUNDLES[0].marker in patches[0].decode()
+    upserts = [
+        e
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    assert len(upserts) == 1
 
 
 async def test_queued_launches_cannot_starve_the_admitted_ones(
