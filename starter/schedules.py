@@ -93,6 +93,27 @@ def fleet_health_schedule(
     )
 
 
+def fleet_health_runs(
+    lease: timedelta, shards: int, interval: timedelta | None = None
+) -> dict[str, tuple[str, FleetHealthInput]]:
+    """What each fleet-health schedule starts: its runs' workflow id (the schedule adds the
+    fire time) and their lease-mode input."""
+    lease_s = lease.total_seconds()
+    interval_s = interval.total_seconds() if interval is not None else None
+    return {
+        CLUSTER_SWEEP_SCHEDULE_ID: (
+            "controlplane-cluster-sweep-run",
+            FleetHealthInput(clusters=True, models=False, lease_s=lease_s, interval_s=interval_s),
+        ),
+        MODEL_PROBE_SCHEDULE_ID: (
+            "controlplane-model-probes-run",
+            FleetHealthInput(
+                clusters=False, models=True, shards=shards, lease_s=lease_s, interval_s=interval_s
+            ),
+        ),
+    }
+
+
 async def ensure_fleet_health_schedules(
     client: Client,
     task_queue: str,
@@ -111,27 +132,9 @@ async def ensure_fleet_health_schedules(
     be a whole lease away (a new installation, or an upgrade from one-shot sweeps), and the
     fleet would go unswept meanwhile. A run in flight is left alone (its input is the old one
     until its lease ends)."""
-    lease_s = lease.total_seconds()
-    interval_s = interval.total_seconds() if interval is not None else None
-    clusters = fleet_health_schedule(
-        "controlplane-cluster-sweep-run",
-        task_queue,
-        lease,
-        FleetHealthInput(clusters=True, models=False, lease_s=lease_s, interval_s=interval_s),
-    )
-    models = fleet_health_schedule(
-        "controlplane-model-probes-run",
-        task_queue,
-        lease,
-        FleetHealthInput(
-            clusters=False, models=True, shards=shards, lease_s=lease_s, interval_s=interval_s
-        ),
-    )
     outcomes = {}
-    for schedule_id, schedule in (
-        (CLUSTER_SWEEP_SCHEDULE_ID, clusters),
-        (MODEL_PROBE_SCHEDULE_ID, models),
-    ):
+    for schedule_id, (workflow_id, input) in fleet_health_runs(lease, shards, interval).items():
+        schedule = fleet_health_schedule(workflow_id, task_queue, lease, input)
         outcomes[schedule_id] = await ensure_schedule(client, schedule_id, schedule)
         if start_now:
             handle = client.get_schedule_handle(schedule_id)
