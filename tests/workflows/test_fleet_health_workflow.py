@@ -299,9 +299,12 @@ async def test_a_healthy_fleet_sends_no_signal_and_the_run_ends_with_its_lease(
     async with node_running_beside_a_lease(env, task_queue, nodes, health) as handle:
         report = await sweep(env, task_queue, LEASE)  # returns: the lease ended
         signals = await health_signals(handle)
-        status = (await handle.query(NodeWorkflow.status)).status
     assert signals == []
-    assert status is NodeStatus.RUNNING
+    # The node's row, not a status query: right after the lease's run ended, a query to the
+    # node timed out on the time-skipping test server in about 1 run of this file in 10 (CI,
+    # and locally), with the node idle on its renew timer. Not explained; the row is what
+    # this test is about (nothing changed the node).
+    assert nodes.statuses() == [NodeStatus.RUNNING]
     assert report.changed == 0
     # Both kinds swept, more than once, and no more often than every interval allows.
     most = LEASE.lease_s / LEASE.interval_s + 1  # type: ignore[operator]
