@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowFailureError, WorkflowHandle
+from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowHistory
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -422,14 +422,21 @@ async def test_a_launch_never_admitted_fails_at_its_deadline_without_launching(
     assert len(fakes.calls["release_launch_slot"]) == 1  # its place in the queue is given up
 
 
+async def whole_lifecycle(
+    env: WorkflowEnvironment, task_queue: str, fakes: FakeActivities
+) -> WorkflowHistory:
+    """Launch to running, terminate, and the history of that whole run."""
+    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
+        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
+        await handle.result()
+    return await handle.fetch_history()
+
+
 async def test_database_steps_are_local_activities(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
     fakes = FakeActivities()
-    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
-        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
-        await handle.result()
-    history = await handle.fetch_history()
+    history = await whole_lifecycle(env, task_queue, fakes)
     scheduled = [
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
@@ -447,11 +454,7 @@ async def test_database_steps_are_local_activities(
 async def test_a_new_run_takes_every_patch_with_one_marker(
     env: WorkflowEnvironment, task_queue: str
 ) -> None:
-    fakes = FakeActivities()
-    async with node_at(env, task_queue, fakes, NodeStatus.RUNNING) as handle:
-        await handle.execute_update(NodeWorkflow.terminate, TerminateNodeRequest())
-        await handle.result()
-    history = await handle.fetch_history()
+    history = await whole_lifecycle(env, task_queue, FakeActivities())
     patches = [
         e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
         for e in history.events
